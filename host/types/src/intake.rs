@@ -1,0 +1,41 @@
+//! How the server hands an accepted message to the queue without knowing how it is stored.
+
+use crate::Envelope;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A queue id: unique, sortable by arrival, short enough for log lines.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueId(pub String);
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The store could not write or flush; the client gets a 451 and keeps the message.
+    #[error("queue write failed: {0}")]
+    Storage(String),
+    /// The server is shutting down and no longer takes messages.
+    #[error("queue is closed")]
+    Closed,
+}
+
+#[async_trait]
+pub trait Intake: Send + Sync {
+    /// A fresh id for a message about to be submitted (it appears in the `Received:` header).
+    fn next_id(&self) -> QueueId;
+
+    /// Stores the message. Returns only once envelope and content are on stable storage
+    /// (fsynced): the server answers 250 after this and never before.
+    async fn submit(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        content: &[u8],
+    ) -> Result<(), IntakeError>;
+}

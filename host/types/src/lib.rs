@@ -1,0 +1,26 @@
+//! The vocabulary every Corvid crate shares.
+//!
+//! Owns: mail addresses, the envelope and its ESMTP parameters, connection facts, SMTP replies,
+//! policy decisions, the local mailbox directory, and the traits that join the crates
+//! (`Policy` for plugins, `Intake` for the queue).
+//!
+//! Must not: do I/O, or depend on tokio's networking, wasmtime, sled, hickory or rustls. Everything
+//! here is plain data and trait definitions so that every other crate can depend on it.
+
+pub mod address;
+pub mod connection;
+pub mod decision;
+pub mod directory;
+pub mod envelope;
+pub mod intake;
+pub mod policy;
+pub mod reply;
+
+pub use address::Address;
+pub use connection::{ConnectionInfo, TlsInfo};
+pub use decision::{Decision, Modification, Verdict};
+pub use directory::{Directory, DomainEntry, Lookup};
+pub use envelope::{BodyType, Envelope, MailParams, Notify, RcptParams, Recipient, Ret};
+pub use intake::{Intake, IntakeError, QueueId};
+pub use policy::{MessageView, NoPolicy, Policy, PolicySession, Stage};
+pub use reply::{EnhancedCode, Reply};

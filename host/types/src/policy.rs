@@ -1,0 +1,127 @@
+//! The seam between the SMTP server and whatever decides policy (the WASM plugin host, or a
+//! fake in tests). The server calls these hooks at fixed points and applies the decisions.
+
+use crate::{ConnectionInfo, Decision, Envelope, Recipient};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// The points at which policy is consulted. The first six are SMTP stages; the last four belong
+/// to the delivery lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Connect,
+    Helo,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    Route,
+    Deferred,
+    Bounced,
+    Delivered,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::Auth => "auth",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::Route => "route",
+            Stage::Deferred => "deferred",
+            Stage::Bounced => "bounced",
+            Stage::Delivered => "delivered",
+        }
+    }
+}
+
+/// The message at the DATA stage: the content as received (after dot-unstuffing), without the
+/// trace header the server adds.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageView<'a> {
+    pub content: &'a [u8],
+}
+
+impl<'a> MessageView<'a> {
+    /// The header section: everything up to and including the first empty line
+    /// (RFC 5322 2.1), or the whole content when there is no body.
+    pub fn header_section(&self) -> &'a [u8] {
+        let c = self.content;
+        if c.starts_with(b"\r\n") {
+            return &c[..2];
+        }
+        match c.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(i) => &c[..i + 4],
+            None => c,
+        }
+    }
+}
+
+/// A policy: one [`PolicySession`] per SMTP connection, so an implementation can keep per-session
+/// state (a warm plugin instance, the generation it started on) without locks.
+pub trait Policy: Send + Sync {
+    fn session(&self, conn: &ConnectionInfo) -> Box<dyn PolicySession>;
+}
+
+/// The hooks of one connection. Every hook has a default of `continue`, so an implementation
+/// overrides only what it cares about. A policy "no" is a [`Decision`], never an error: an
+/// implementation that fails internally must turn the failure into a decision itself (the
+/// plugin host applies the plugin's failure policy).
+#[async_trait]
+pub trait PolicySession: Send {
+    async fn connect(&mut self, _conn: &ConnectionInfo) -> Decision {
+        Decision::proceed()
+    }
+
+    /// After EHLO/HELO; `conn.helo` holds the name given.
+    async fn helo(&mut self, _conn: &ConnectionInfo) -> Decision {
+        Decision::proceed()
+    }
+
+    /// After a syntactically valid MAIL FROM; `env.sender` and `env.params` are set.
+    async fn mail(&mut self, _conn: &ConnectionInfo, _env: &Envelope) -> Decision {
+        Decision::proceed()
+    }
+
+    /// For each RCPT TO; `env.recipients` holds the ones accepted so far.
+    async fn rcpt(
+        &mut self,
+        _conn: &ConnectionInfo,
+        _env: &Envelope,
+        _rcpt: &Recipient,
+    ) -> Decision {
+        Decision::proceed()
+    }
+
+    /// At the end of DATA/BDAT, before the message is queued.
+    async fn data(
+        &mut self,
+        _conn: &ConnectionInfo,
+        _env: &Envelope,
+        _message: MessageView<'_>,
+    ) -> Decision {
+        Decision::proceed()
+    }
+
+    /// The transaction ended (message queued, RSET, or a new MAIL after an error).
+    fn end_transaction(&mut self) {}
+}
+
+/// The built-in default: no opinion anywhere, so only the server's own rules (local
+/// recipients, no relaying) decide.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPolicy;
+
+struct NoPolicySession;
+
+impl PolicySession for NoPolicySession {}
+
+impl Policy for NoPolicy {
+    fn session(&self, _conn: &ConnectionInfo) -> Box<dyn PolicySession> {
+        Box::new(NoPolicySession)
+    }
+}
