@@ -1,1 +1,43 @@
-fn main() {}
+//! The `corvid` command: CLI, configuration and wiring of the server, queue and delivery.
+//!
+//! Owns: argument parsing, reading the config into each crate's settings, logging set-up,
+//! signals, and the admin socket that lets `corvid queue ...` talk to a running server.
+//! Must not: hold mail logic; everything it runs lives in the library crates.
+
+mod admin;
+mod cli;
+mod config;
+mod queue_cmd;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Queue { config, action } => queue_cmd::run(config.as_deref(), action),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corvid: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let c = config::Config::load(Some(file))?;
+    let domains: Vec<&str> = c.local.domains.iter().map(|d| d.name.as_str()).collect();
+    println!(
+        "{}: ok ({} listener(s), local domains: {})",
+        file.display(),
+        c.listeners.len(),
+        domains.join(", ")
+    );
+    Ok(())
+}

@@ -1,1 +1,25 @@
-//! placeholder
+//! Corvid's spool: where an accepted message lives until every recipient is delivered or has
+//! failed.
+//!
+//! Owns: the [`Spool`] trait and its fsync contract, the sled implementation ([`SledSpool`],
+//! which is also the server's [`corvid_types::Intake`]) with group commit, queue ids, the
+//! per-recipient delivery state ([`QueuedMessage`]) and the [`RetrySchedule`]. Delivery status
+//! notifications (DSNs, RFC 3464) will be composed here too, in a later change.
+//!
+//! Must not: speak SMTP, call policy plugins, or know how mail is delivered. This is the only
+//! crate that may use sled; no sled type appears in its public API.
+
+mod commit;
+mod error;
+mod id;
+mod index;
+mod message;
+mod retry;
+mod sled_spool;
+mod spool;
+
+pub use error::QueueError;
+pub use message::{from_unix_secs, unix_secs, QueuedMessage, RecipientState, RecipientStatus};
+pub use retry::RetrySchedule;
+pub use sled_spool::SledSpool;
+pub use spool::Spool;

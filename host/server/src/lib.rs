@@ -1,1 +1,19 @@
-//! placeholder
+//! Corvid's inbound side.
+//!
+//! Owns: TCP listeners, connection limits (total and per client address), the SMTP session state
+//! machine with one handler per verb, timeouts and the minimum data rate, trace headers, and
+//! graceful shutdown. Policy is consulted through `corvid_types::Policy` at fixed points and
+//! accepted mail is handed to `corvid_types::Intake`.
+//!
+//! Must not: import wasmtime, resolve DNS, or touch the queue's storage directly. Its tests run
+//! against a fake policy and an in-memory intake.
+
+mod config;
+mod limiter;
+mod listener;
+mod received;
+mod session;
+
+pub use config::{Limits, ListenerConfig, ListenerMode, ServerConfig};
+pub use listener::{BoundServer, ServerError};
+pub use session::{run_session, Shared};

@@ -1,0 +1,80 @@
+//! Command-line interface. The help texts are written for mail administrators.
+
+use crate::config::LogFormat;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "corvid",
+    version,
+    about = "Corvid: a programmable mail server (SMTP receiver, queue, Maildir delivery)",
+    long_about = "Corvid receives mail over SMTP, stores it durably in its queue before it answers \
+                  250, and delivers it to Maildirs that Dovecot and mail clients read.\n\n\
+                  Start with `corvid serve` (a development server on 127.0.0.1:2525 with the \
+                  built-in config) or `corvid serve --config /etc/corvid/corvid.toml`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the mail server until SIGTERM or SIGINT.
+    #[command(
+        long_about = "Run the mail server in the foreground until SIGTERM or SIGINT.\n\n\
+        On shutdown it stops accepting connections, lets sessions finish for \
+        limits.shutdown_grace, flushes the queue to disk and exits 0. Messages in the queue are \
+        delivered again on the next start. Without --config it runs on the built-in \
+        development config (127.0.0.1:2525, domain corvid.test, data under ./data)."
+    )]
+    Serve(ServeArgs),
+
+    /// Check a config file and report the first error with the key it concerns.
+    CheckConfig {
+        /// The config file (TOML), e.g. /etc/corvid/corvid.toml.
+        file: PathBuf,
+    },
+
+    /// Look at and manage the mail queue.
+    #[command(long_about = "Look at and manage the mail queue.\n\n\
+        While the server runs these talk to it over its admin socket (data_dir/admin.sock); \
+        when it is stopped they open the queue directly.")]
+    Queue {
+        /// The server's config file (to find data_dir). Default: the built-in dev config.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The config file (TOML). Default: the built-in development config.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Log format, overriding log.format in the config.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum QueueAction {
+    /// One line per queued message: id, arrival, size, sender, recipients and their state.
+    List,
+    /// Everything about one message: envelope, per-recipient state, attempts, next try, last
+    /// reply, and its header section.
+    Show {
+        /// The queue id (as in the 250 reply and the logs).
+        id: String,
+    },
+    /// Remove a message from the queue without delivering it.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+    /// Try every deferred message now instead of waiting for its next retry time.
+    Flush,
+}

@@ -1,0 +1,219 @@
+//! The configuration file: TOML read into typed settings, with errors that name the key.
+
+use anyhow::{bail, Context, Result};
+use corvid_queue::RetrySchedule;
+use corvid_server::{Limits, ListenerConfig, ServerConfig};
+use corvid_types::{Address, Directory, DomainEntry};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The development default, compiled in: `corvid serve` with no `--config` runs on it.
+pub const DEV_CONFIG: &str = include_str!("../../../config/dev.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+    pub local: LocalSection,
+    #[serde(default)]
+    pub queue: QueueSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub hostname: String,
+    /// Queue, mail and the admin socket live here; relative paths are relative to the
+    /// directory the server is started from.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    /// Where Maildirs are written; default `<data_dir>/mail`.
+    pub maildir_root: Option<PathBuf>,
+    pub postmaster: String,
+    #[serde(default)]
+    pub recipient_delimiter: Option<char>,
+    #[serde(rename = "domain")]
+    pub domains: Vec<DomainSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSection {
+    pub name: String,
+    #[serde(default)]
+    pub mailboxes: Vec<String>,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+    pub catch_all: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSection {
+    pub retry: RetrySchedule,
+    /// Deliveries in progress at once.
+    pub delivery_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `corvid_server=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Config {
+    /// Reads and checks a config file; `None` means the built-in development default.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (DEV_CONFIG.to_string(), "built-in dev config".to_string()),
+        };
+        Self::parse(&text).with_context(|| format!("in {origin}"))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("key `{path}`: {}", e.into_inner().message().trim())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The rules serde cannot express.
+    fn check(&self) -> Result<()> {
+        if self.listeners.is_empty() {
+            bail!("key `listener`: at least one [[listener]] is needed");
+        }
+        if self.limits.max_recipients < 100 {
+            bail!("key `limits.max_recipients`: RFC 5321 4.5.3.1.8 requires at least 100");
+        }
+        if self.local.domains.is_empty() {
+            bail!("key `local.domain`: at least one local domain is needed");
+        }
+        let directory = self.directory()?;
+        if !matches!(
+            directory.lookup_postmaster(),
+            corvid_types::Lookup::Mailboxes(_)
+        ) {
+            bail!("key `local.postmaster`: `{}` is not a local mailbox (RFC 5321 4.5.1 requires a postmaster)", self.local.postmaster);
+        }
+        for (i, d) in self.local.domains.iter().enumerate() {
+            for (alias, targets) in &d.aliases {
+                let addr = Address::new(alias.as_str(), d.name.as_str());
+                if !matches!(directory.lookup(&addr), corvid_types::Lookup::Mailboxes(_)) {
+                    bail!("key `local.domain[{i}].aliases.{alias}`: {targets:?} do not all lead to local mailboxes");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn directory(&self) -> Result<Directory> {
+        let pm = &self.local.postmaster;
+        let postmaster = match pm.rsplit_once('@') {
+            Some((l, d)) if !l.is_empty() && !d.is_empty() => Address::new(l, d),
+            _ => bail!(
+                "key `local.postmaster`: `{pm}` is not an address like postmaster@example.org"
+            ),
+        };
+        let mut dir = Directory::new(Some(postmaster), self.local.recipient_delimiter);
+        for d in &self.local.domains {
+            let entry = DomainEntry {
+                mailboxes: d.mailboxes.iter().map(|m| m.to_lowercase()).collect(),
+                aliases: d
+                    .aliases
+                    .iter()
+                    .map(|(k, v)| (k.to_lowercase(), v.clone()))
+                    .collect(),
+                catch_all: d.catch_all.clone(),
+            };
+            dir.add_domain(&d.name, entry);
+        }
+        Ok(dir)
+    }
+
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            hostname: self.server.hostname.clone(),
+            limits: self.limits.clone(),
+            listeners: self.listeners.clone(),
+        }
+    }
+
+    pub fn queue_dir(&self) -> PathBuf {
+        self.server.data_dir.join("queue")
+    }
+
+    pub fn maildir_root(&self) -> PathBuf {
+        self.local
+            .maildir_root
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("mail"))
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.server.data_dir.join("admin.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_config_is_valid() {
+        let c = Config::parse(DEV_CONFIG).unwrap();
+        assert_eq!(c.listeners[0].address.port(), 2525);
+    }
+
+    #[test]
+    fn reference_config_is_valid() {
+        Config::parse(include_str!("../../../config/corvid.toml")).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = DEV_CONFIG.replace("max_recipients = 100", "max_recipients = \"many\"");
+        let err = format!("{:#}", Config::parse(&bad).unwrap_err());
+        assert!(err.contains("limits.max_recipients"), "{err}");
+        let bad = DEV_CONFIG.replace("[limits]", "[limits]\nbogus = 1");
+        let err = format!("{:#}", Config::parse(&bad).unwrap_err());
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

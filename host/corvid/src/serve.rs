@@ -1,0 +1,116 @@
+//! `corvid serve`: wires the queue, delivery, listeners and admin socket, and handles signals.
+
+use crate::admin;
+use crate::cli::ServeArgs;
+use crate::config::{Config, LogFormat};
+use anyhow::{Context, Result};
+use corvid_delivery::Dispatcher;
+use corvid_queue::{SledSpool, Spool};
+use corvid_server::BoundServer;
+use corvid_types::{Intake, NoPolicy};
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    init_logging(
+        args.log_format.unwrap_or(config.log.format),
+        &config.log.level,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(config))
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let data_dir = &config.server.data_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
+    let spool = SledSpool::open(&config.queue_dir())
+        .with_context(|| format!("opening the queue in {}", config.queue_dir().display()))?;
+    let directory = Arc::new(config.directory()?);
+    let admin_path = config.admin_socket();
+    let admin_listener = admin::bind(&admin_path).await?;
+
+    let intake: Arc<dyn Intake> = spool.clone();
+    let server = BoundServer::bind(
+        config.server_config(),
+        Arc::new(NoPolicy),
+        intake,
+        Arc::clone(&directory),
+    )
+    .await?;
+    for (name, address) in server.local_addrs() {
+        info!(listener = %name, %address, "listening");
+    }
+    let pending = spool.list().map(|l| l.len()).unwrap_or(0);
+    info!(hostname = %config.server.hostname, data_dir = %data_dir.display(), queued = pending, "corvid started");
+
+    let shutdown = CancellationToken::new();
+    let stop_delivery = CancellationToken::new();
+    let spool_dyn: Arc<dyn Spool> = spool.clone();
+    let mut dispatcher = Dispatcher::new(
+        Arc::clone(&spool_dyn),
+        directory,
+        config.maildir_root(),
+        config.queue.retry.clone(),
+    );
+    if let Some(n) = config.queue.delivery_concurrency {
+        dispatcher = dispatcher.with_concurrency(n);
+    }
+    let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&spool_dyn),
+        shutdown.clone(),
+    ));
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    server.run(shutdown.clone()).await;
+    stop_delivery.cancel();
+    if let Err(e) = delivery.await {
+        warn!(error = %e, "delivery task ended abnormally");
+    }
+    admin_task.abort();
+    spool.sync().await.context("flushing the queue")?;
+    let _ = std::fs::remove_file(&admin_path);
+    info!("corvid stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT start a graceful shutdown; a second one is not needed (the grace period
+/// bounds it).
+async fn watch_signals(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "shutting down");
+    shutdown.cancel();
+}

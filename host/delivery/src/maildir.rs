@@ -1,0 +1,159 @@
+//! Local delivery into Maildir, laid out as Dovecot expects: `<root>/<domain>/<local>/Maildir/`.
+//!
+//! The Maildir protocol (D. J. Bernstein, "Using maildir format"; Dovecot's maildir docs):
+//! write the message under a unique name in `tmp/`, fsync it, rename it into `new/`, and fsync
+//! `new/` so the rename itself survives a crash. A reader never sees a partial file because
+//! `rename(2)` is atomic within a file system.
+
+use crate::DeliveryError;
+use corvid_types::Address;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Mail is private to its owner: directories 0700, files 0600 (as Dovecot creates them).
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// Delivers `content_prefix` followed by `content` (byte-exact, CRLF kept) to `mailbox`;
+/// returns the path of the new file in `new/`. Returns only after the file and its directory
+/// entry are on stable storage.
+pub fn deliver(
+    root: &Path,
+    mailbox: &Address,
+    content_prefix: &[u8],
+    content: &[u8],
+) -> Result<PathBuf, DeliveryError> {
+    let maildir = maildir_path(root, mailbox)?;
+    for sub in ["tmp", "new", "cur"] {
+        ensure_dir(&maildir.join(sub))?;
+    }
+    let name = unique_name(content_prefix.len() + content.len());
+    let tmp = maildir.join("tmp").join(&name);
+    let new = maildir.join("new").join(&name);
+    if let Err(e) = write_synced(&tmp, content_prefix, content) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(DeliveryError::io("write", tmp, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, &new) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(DeliveryError::io("rename", new, e));
+    }
+    sync_dir(&maildir.join("new"))?;
+    Ok(new)
+}
+
+/// `<root>/<domain>/<local>/Maildir`, after checking that neither part can leave `root`.
+pub fn maildir_path(root: &Path, mailbox: &Address) -> Result<PathBuf, DeliveryError> {
+    check_component(&mailbox.domain)?;
+    check_component(&mailbox.local)?;
+    Ok(root
+        .join(&mailbox.domain)
+        .join(&mailbox.local)
+        .join("Maildir"))
+}
+
+/// A name is used as one path component: it must not be empty, `.` or `..`, or contain a
+/// separator or NUL (path traversal, or a truncated C string).
+fn check_component(name: &str) -> Result<(), DeliveryError> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name == "." || name == ".." {
+        "dot directory"
+    } else if name.contains('/') {
+        "contains '/'"
+    } else if name.contains('\0') {
+        "contains NUL"
+    } else {
+        return Ok(());
+    };
+    Err(DeliveryError::BadMailbox {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, fsyncing each parent that gained an
+/// entry, so that a freshly created Maildir survives a crash along with the message in it.
+fn ensure_dir(dir: &Path) -> Result<(), DeliveryError> {
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => match dir.parent() {
+            Some(parent) => sync_dir(parent),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+            Some(parent) if parent != dir => {
+                ensure_dir(parent)?;
+                ensure_dir(dir)
+            }
+            _ => Err(DeliveryError::io("create", dir, e)),
+        },
+        Err(e) => Err(DeliveryError::io("create", dir, e)),
+    }
+}
+
+fn write_synced(path: &Path, prefix: &[u8], content: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.write_all(prefix)?;
+    file.write_all(content)?;
+    file.sync_all()
+}
+
+/// fsync on a directory makes its entries (a rename, a new subdirectory) durable.
+fn sync_dir(dir: &Path) -> Result<(), DeliveryError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| DeliveryError::io("fsync", dir, e))
+}
+
+/// `<secs>.M<micros>P<pid>Q<n>.<host>,S=<size>`: time, process and a per-process counter make
+/// it unique; `,S=` lets Dovecot know the size without a stat.
+fn unique_name(size: usize) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}.M{}P{}Q{}.{},S={}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        hostname(),
+        size
+    )
+}
+
+fn hostname() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| sanitize_host(&system_hostname()))
+}
+
+/// Dovecot's escaping: `/` and `:` cannot appear in a Maildir name (`:` starts the flags).
+fn sanitize_host(host: &str) -> String {
+    let host = if host.is_empty() { "localhost" } else { host };
+    host.replace('/', "\\057").replace(':', "\\072")
+}
+
+fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is the length we pass.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests;

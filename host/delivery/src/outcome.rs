@@ -1,0 +1,50 @@
+//! The result of one delivery attempt to one recipient or mailbox.
+
+/// Texts start with an enhanced status code (RFC 3463) so that they can go into a DSN as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Try again later (full disk, I/O error, remote 4xx).
+    Transient(String),
+    /// Give up (unknown user, invalid mailbox, remote 5xx).
+    Permanent(String),
+}
+
+impl Outcome {
+    /// The outcome of a recipient that expands to several mailboxes: a transient failure wins
+    /// (the recipient is retried, so a later attempt can still succeed), then a permanent one.
+    pub fn combine(self, other: Outcome) -> Outcome {
+        match (self, other) {
+            (t @ Outcome::Transient(_), _) | (_, t @ Outcome::Transient(_)) => t,
+            (p @ Outcome::Permanent(_), _) | (_, p @ Outcome::Permanent(_)) => p,
+            _ => Outcome::Delivered,
+        }
+    }
+
+    /// A short word for the `outcome` log field.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Transient(_) => "deferred",
+            Outcome::Permanent(_) => "failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_beats_permanent_beats_delivered() {
+        let t = Outcome::Transient("4.3.0 x".into());
+        let p = Outcome::Permanent("5.1.1 y".into());
+        assert_eq!(Outcome::Delivered.combine(p.clone()), p);
+        assert_eq!(p.clone().combine(t.clone()), t);
+        assert_eq!(t.clone().combine(Outcome::Delivered), t);
+        assert_eq!(
+            Outcome::Delivered.combine(Outcome::Delivered),
+            Outcome::Delivered
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Group commit: many sessions submit at once, and one fsync makes a whole batch durable.
+//!
+//! Each submitter inserts its records into sled (memory and the write-ahead log buffer), then
+//! asks for a flush *generation*: the number of the first flush that will start after its
+//! insert. A single flusher thread runs `sled::Db::flush` (which writes and fsyncs the log)
+//! over and over while anyone waits; submitters that arrive while a flush is running all get
+//! the next generation, so they share the next fsync. A submitter is released when a flush of
+//! its generation (or a later one) succeeded: a flush covers every insert that preceded it.
+//!
+//! The flusher is a plain thread started per busy period, not a tokio task: it does not
+//! depend on the runtime still running, and a submit future dropped mid-wait (client gone)
+//! cannot strand the rest of its batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::watch;
+
+/// Generations are numbered from 1; 0 means "none yet".
+#[derive(Clone, Debug, Default)]
+struct CommitState {
+    /// The generation of the flush running (or last run).
+    started: u64,
+    /// The highest generation any submitter waits for.
+    wanted: u64,
+    /// The last generation that finished, successfully or not.
+    completed: u64,
+    /// The last generation that finished successfully.
+    last_ok: u64,
+    /// The error of the last failed flush.
+    last_error: Option<String>,
+    /// True while the flusher thread runs.
+    flushing: bool,
+}
+
+pub(crate) struct Committer {
+    db: sled::Db,
+    /// Both the lock (`send_if_modified`/`send_modify` run under the channel's lock) and the
+    /// condition submitters wait on.
+    state: watch::Sender<CommitState>,
+    flushes: AtomicU64,
+    /// The last flusher thread, joined before a new one starts and when the spool closes, so
+    /// that no thread keeps the database open (sled locks it) after the spool is dropped.
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Committer {
+    pub(crate) fn new(db: sled::Db) -> Arc<Self> {
+        Arc::new(Committer {
+            db,
+            state: watch::Sender::new(CommitState::default()),
+            flushes: AtomicU64::new(0),
+            flusher: Mutex::new(None),
+        })
+    }
+
+    /// How many flushes the group committer ran.
+    pub(crate) fn flush_count(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything inserted before this call is on stable storage.
+    pub(crate) async fn commit(self: &Arc<Self>) -> Result<(), String> {
+        let mut rx = self.state.subscribe();
+        let (generation, start) = self.request();
+        if start {
+            self.start_flusher();
+        }
+        let state = rx
+            .wait_for(|s| s.completed >= generation)
+            .await
+            .map_err(|_| "group committer stopped".to_string())?;
+        if state.last_ok >= generation {
+            Ok(())
+        } else {
+            Err(state.last_error.clone().unwrap_or_default())
+        }
+    }
+
+    /// Registers a waiter; returns its generation and whether the caller must start the
+    /// flusher (none is running).
+    fn request(&self) -> (u64, bool) {
+        let mut generation = 0;
+        let mut start = false;
+        self.state.send_if_modified(|s| {
+            generation = s.started + 1;
+            s.wanted = s.wanted.max(generation);
+            if !s.flushing {
+                s.flushing = true;
+                s.started = generation;
+                start = true;
+            }
+            // Nothing completed: waiters need not wake.
+            false
+        });
+        (generation, start)
+    }
+
+    fn start_flusher(self: &Arc<Self>) {
+        // The previous thread has already published its last result and is only returning.
+        self.join_flusher();
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("corvid-spool-flush".into())
+            .spawn(move || me.flush_loop());
+        match spawned {
+            Ok(handle) => *self.lock_flusher() = Some(handle),
+            Err(e) => {
+                // Without a thread no flush happens: fail every waiting generation so that
+                // nobody hangs.
+                let reason = format!("cannot start flusher: {e}");
+                while self.finish(Err(reason.clone())) {}
+            }
+        }
+    }
+
+    /// Waits for the flusher thread, if any, to end.
+    pub(crate) fn join_flusher(&self) {
+        let handle = self.lock_flusher().take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("spool flusher thread panicked");
+            }
+        }
+    }
+
+    fn lock_flusher(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.flusher.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn flush_loop(&self) {
+        loop {
+            let result = self.db.flush().map(drop).map_err(|e| e.to_string());
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "spool flush failed");
+            }
+            if !self.finish(result) {
+                return;
+            }
+        }
+    }
+
+    /// Records the result of the running generation; returns true when another flush must
+    /// run for submitters that arrived meanwhile.
+    fn finish(&self, result: Result<(), String>) -> bool {
+        let mut more = false;
+        self.state.send_modify(|s| {
+            let generation = s.started;
+            s.completed = generation;
+            match result {
+                Ok(()) => s.last_ok = generation,
+                Err(e) => s.last_error = Some(e),
+            }
+            if s.wanted > generation {
+                s.started = s.wanted;
+                more = true;
+            } else {
+                s.flushing = false;
+            }
+        });
+        more
+    }
+}

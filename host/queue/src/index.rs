@@ -1,0 +1,64 @@
+//! The in-memory schedule: which message is due when.
+//!
+//! Only one process can open a sled database, so the spool can keep this index in memory,
+//! rebuild it from the metadata at open, and keep it in step with every write. `due()` is then
+//! a range scan instead of decoding every record on disk.
+
+use corvid_types::QueueId;
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug, Default)]
+pub(crate) struct DueIndex {
+    by_time: BTreeSet<(u64, QueueId)>,
+    by_id: HashMap<QueueId, u64>,
+}
+
+impl DueIndex {
+    /// Records that `id` is next due at `at`, or not at all when `None`.
+    pub(crate) fn set(&mut self, id: &QueueId, at: Option<u64>) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.by_time.remove(&(old, id.clone()));
+        }
+        if let Some(at) = at {
+            self.by_id.insert(id.clone(), at);
+            self.by_time.insert((at, id.clone()));
+        }
+    }
+
+    /// Ids due at or before `now`, earliest first (ties in id, that is arrival, order).
+    pub(crate) fn due(&self, now: u64) -> Vec<QueueId> {
+        self.by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// The earliest time anything is due.
+    pub(crate) fn earliest(&self) -> Option<u64> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> QueueId {
+        QueueId(s.into())
+    }
+
+    #[test]
+    fn reschedules_and_removes() {
+        let mut ix = DueIndex::default();
+        ix.set(&id("b"), Some(10));
+        ix.set(&id("a"), Some(10));
+        ix.set(&id("c"), Some(30));
+        assert_eq!(ix.due(10), [id("a"), id("b")]);
+        ix.set(&id("a"), Some(40));
+        assert_eq!(ix.due(35), [id("b"), id("c")]);
+        ix.set(&id("b"), None);
+        assert_eq!(ix.due(100), [id("c"), id("a")]);
+        assert_eq!(ix.earliest(), Some(30));
+    }
+}

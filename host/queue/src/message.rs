@@ -1,0 +1,146 @@
+//! What the spool keeps about each message besides its content.
+
+use corvid_types::{Envelope, QueueId, Recipient};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where one recipient stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientStatus {
+    /// Not delivered yet; attempted again at `next_attempt`.
+    Pending,
+    Delivered,
+    /// Given up on: a permanent failure, or the message outlived the retry schedule.
+    Failed,
+}
+
+/// The delivery state of one envelope recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientState {
+    pub recipient: Recipient,
+    pub status: RecipientStatus,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt (meaningful while `Pending`).
+    pub next_attempt: u64,
+    /// The last reply or error text, for `corvid queue show` and later for the DSN.
+    pub last_reply: Option<String>,
+}
+
+impl RecipientState {
+    pub fn is_pending(&self) -> bool {
+        self.status == RecipientStatus::Pending
+    }
+}
+
+/// A queued message's metadata; shown as JSON by `corvid queue show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    pub id: QueueId,
+    /// The envelope as accepted, with all its ESMTP parameters (needed for DSNs, RFC 3461).
+    pub envelope: Envelope,
+    /// Unix seconds of acceptance; the retry schedule's `max_age` counts from here.
+    pub arrived_at: u64,
+    /// Content size in octets.
+    pub size: u64,
+    pub recipients: Vec<RecipientState>,
+    /// Reserved: set when policy holds the message for an administrator; such a message is
+    /// never due.
+    pub quarantined: Option<String>,
+}
+
+impl QueuedMessage {
+    /// A freshly accepted message: every envelope recipient pending and due at once.
+    pub fn new(id: QueueId, envelope: Envelope, size: u64, arrived_at: u64) -> Self {
+        let recipients = envelope
+            .recipients
+            .iter()
+            .map(|r| RecipientState {
+                recipient: r.clone(),
+                status: RecipientStatus::Pending,
+                attempts: 0,
+                next_attempt: arrived_at,
+                last_reply: None,
+            })
+            .collect();
+        QueuedMessage {
+            id,
+            envelope,
+            arrived_at,
+            size,
+            recipients,
+            quarantined: None,
+        }
+    }
+
+    /// True while some recipient still waits for delivery.
+    pub fn has_pending(&self) -> bool {
+        self.recipients.iter().any(RecipientState::is_pending)
+    }
+
+    /// When the message is next due: the earliest `next_attempt` of a pending recipient, or
+    /// `None` when nothing is pending or the message is quarantined.
+    pub fn next_due(&self) -> Option<u64> {
+        if self.quarantined.is_some() {
+            return None;
+        }
+        self.recipients
+            .iter()
+            .filter(|r| r.is_pending())
+            .map(|r| r.next_attempt)
+            .min()
+    }
+}
+
+/// Unix seconds of `t` (0 for times before the epoch, which a sane clock never gives).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The `SystemTime` of unix seconds `secs`.
+pub fn from_unix_secs(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corvid_types::{Address, RcptParams};
+
+    fn rcpt(l: &str) -> Recipient {
+        Recipient {
+            address: Address::new(l, "x.test"),
+            params: RcptParams::default(),
+        }
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_pending_recipient() {
+        let env = Envelope {
+            recipients: vec![rcpt("a"), rcpt("b"), rcpt("c")],
+            ..Envelope::default()
+        };
+        let mut m = QueuedMessage::new(QueueId("1".into()), env, 10, 100);
+        assert_eq!(m.next_due(), Some(100));
+        m.recipients[0].status = RecipientStatus::Delivered;
+        m.recipients[1].next_attempt = 300;
+        m.recipients[2].next_attempt = 200;
+        assert_eq!(m.next_due(), Some(200));
+        m.quarantined = Some("held".into());
+        assert_eq!(m.next_due(), None);
+        m.quarantined = None;
+        m.recipients[1].status = RecipientStatus::Failed;
+        m.recipients[2].status = RecipientStatus::Delivered;
+        assert!(!m.has_pending());
+        assert_eq!(m.next_due(), None);
+    }
+
+    #[test]
+    fn status_serializes_in_lower_case() {
+        let s = serde_json::to_string(&RecipientStatus::Pending).unwrap();
+        assert_eq!(s, "\"pending\"");
+    }
+}

@@ -1,0 +1,57 @@
+//! The spool as the rest of Corvid sees it: delivery and the admin CLI use `Arc<dyn Spool>`.
+
+use crate::{QueueError, QueuedMessage};
+use async_trait::async_trait;
+use corvid_types::QueueId;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// A durable message store. Every method that changes state returns only once the change is on
+/// stable storage (fsynced), so that a crash never loses an acknowledged message or undoes a
+/// recorded delivery.
+///
+/// The methods are synchronous (they may block on disk I/O): async callers run them in
+/// `spawn_blocking`. New messages arrive through [`corvid_types::Intake`], which the
+/// implementation also provides.
+#[async_trait]
+pub trait Spool: Send + Sync {
+    /// Every message's metadata, in id (arrival) order.
+    fn list(&self) -> Result<Vec<QueuedMessage>, QueueError>;
+
+    /// One message's metadata.
+    fn get(&self, id: &QueueId) -> Result<Option<QueuedMessage>, QueueError>;
+
+    /// One message's content, exactly as accepted (CRLF line endings).
+    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, QueueError>;
+
+    /// Replaces a message's metadata after a delivery attempt; durable on return.
+    /// [`QueueError::NotFound`] when the message was removed in the meantime (it is not
+    /// brought back).
+    fn update(&self, msg: &QueuedMessage) -> Result<(), QueueError>;
+
+    /// Deletes a message and its content; durable on return. `false` when it was not there.
+    fn remove(&self, id: &QueueId) -> Result<bool, QueueError>;
+
+    /// Messages with a pending recipient whose next attempt is at or before `now`, oldest
+    /// first. Quarantined messages are never due.
+    fn due(&self, now: SystemTime) -> Result<Vec<QueueId>, QueueError>;
+
+    /// The earliest next attempt of any message, so a runner can sleep until then.
+    fn next_wakeup(&self) -> Option<SystemTime>;
+
+    /// Makes every pending recipient due now (`corvid queue flush`); returns how many messages
+    /// were touched. Subscribers are woken.
+    fn flush_all(&self) -> Result<usize, QueueError>;
+
+    /// A wake-up signal for queue runners: the value is a counter bumped whenever messages
+    /// become due outside the schedule (a new message was accepted, or `flush_all`). Changes
+    /// coalesce, and a change made before `changed()` is awaited is not lost, so a runner
+    /// simply re-reads [`Spool::due`] after each wake-up.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Flushes everything to disk; called once at shutdown after the runners stopped.
+    async fn sync(&self) -> Result<(), QueueError>;
+
+    /// Refuses further submissions (they get `IntakeError::Closed`); used at shutdown.
+    fn close(&self);
+}

@@ -1,0 +1,229 @@
+//! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030), and queueing the accepted message.
+
+use super::{Disposition, Flow, Session, Step};
+use crate::received::received_header;
+use corvid_smtp::{BdatReader, DataOutcome, DataReader};
+use corvid_types::{MessageView, Reply, Verdict};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// RFC 5321 4.1.4: DATA needs a transaction with at least one accepted recipient.
+    fn data_refusal(&self) -> Option<Reply> {
+        match &self.tx {
+            None => Some(Reply::new(503, "5.5.1", "Need MAIL and RCPT before DATA")),
+            Some(tx) if tx.envelope.recipients.is_empty() => {
+                Some(Reply::new(503, "5.5.1", "No valid recipients"))
+            }
+            Some(tx) if tx.bdat.is_some() => {
+                // RFC 3030 3: DATA and BDAT are not mixed in one transaction.
+                Some(Reply::new(503, "5.5.1", "DATA not allowed after BDAT"))
+            }
+            Some(_) => None,
+        }
+    }
+
+    pub(super) async fn data(&mut self) -> Step {
+        if let Some(r) = self.data_refusal() {
+            return Ok(self.fail(r));
+        }
+        self.push(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        let mut reader = DataReader::new(self.shared.limits.max_message_size);
+        let started = Instant::now();
+        let mut received = 0u64;
+        while !reader.consume(&mut self.input) {
+            self.flush().await?;
+            received += self
+                .fill_data(self.data_deadline(started, received))
+                .await? as u64;
+        }
+        self.finish_message(reader.finish()).await
+    }
+
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Step {
+        let refusal = match &self.tx {
+            None => Some(Reply::new(503, "5.5.1", "Need MAIL and RCPT before BDAT")),
+            Some(tx) if tx.envelope.recipients.is_empty() => {
+                Some(Reply::new(503, "5.5.1", "No valid recipients"))
+            }
+            Some(_) => None,
+        };
+        let max = self.shared.limits.max_message_size;
+        let mut reader = match (&refusal, self.tx.as_mut()) {
+            (None, Some(tx)) => tx.bdat.take().unwrap_or_else(|| BdatReader::new(max)),
+            // RFC 3030 2: the chunk is read and thrown away even when the command is refused,
+            // or its bytes would be taken for commands.
+            _ => BdatReader::new(0),
+        };
+        reader.begin_chunk(size);
+        let started = Instant::now();
+        let mut received = 0u64;
+        while !reader.consume(&mut self.input) {
+            received += self
+                .fill_data(self.data_deadline(started, received))
+                .await? as u64;
+        }
+        if let Some(r) = refusal {
+            return Ok(self.fail(r));
+        }
+        if last {
+            return self.finish_message(reader.finish()).await;
+        }
+        if reader.received() > max as u64 {
+            self.reset_transaction();
+            return Ok(self.fail(too_big()));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.bdat = Some(reader);
+        }
+        Ok(self.reply(Reply::new(250, "2.0.0", format!("{size} octets received"))))
+    }
+
+    /// The content must arrive within `data_timeout` plus one second per `min_data_rate`
+    /// octets already received: slow clients are cut off, large messages at a fair rate are not.
+    fn data_deadline(&self, started: Instant, received: u64) -> Instant {
+        let limits = &self.shared.limits;
+        let earned = match limits.min_data_rate {
+            0 => std::time::Duration::from_secs(365 * 24 * 3600),
+            rate => std::time::Duration::from_secs(received / rate),
+        };
+        started + limits.data_timeout + earned
+    }
+
+    async fn finish_message(&mut self, outcome: DataOutcome) -> Step {
+        match outcome {
+            DataOutcome::TooBig => {
+                self.reset_transaction();
+                Ok(self.fail(too_big()))
+            }
+            DataOutcome::BareLineEnding => {
+                self.reset_transaction();
+                // RFC 5321 2.3.8: CR and LF only as CRLF. Accepting bare ones is what SMTP
+                // smuggling exploits (CVE-2023-51764), so the whole message is refused.
+                let r = Reply::new(
+                    554,
+                    "5.5.2",
+                    "Message refused: bare CR or LF in content (RFC 5321 2.3.8)",
+                );
+                Ok(self.fail(r))
+            }
+            DataOutcome::Complete(content) => self.accept_message(content).await,
+        }
+    }
+
+    async fn accept_message(&mut self, mut content: Vec<u8>) -> Step {
+        let Some(tx) = self.tx.as_ref() else {
+            return Ok(self.fail(Reply::new(503, "5.5.1", "No transaction")));
+        };
+        let mut env = tx.envelope.clone();
+        let mut disposition = tx.disposition.clone();
+        let started = tx.started;
+        let decision = self
+            .policy
+            .data(&self.conn, &env, MessageView { content: &content })
+            .await;
+        super::modify::apply_to_envelope(&mut env, &decision.modifications);
+        super::modify::apply_to_content(&mut content, &decision.modifications);
+        match decision.verdict {
+            Verdict::Reject(r) | Verdict::Tempfail(r) => {
+                self.log_transaction(&env, None, content.len(), &r, started);
+                self.reset_transaction();
+                return Ok(self.fail(r));
+            }
+            Verdict::Disconnect(r) => {
+                self.log_transaction(&env, None, content.len(), &r, started);
+                self.reset_transaction();
+                self.push(&r);
+                return Ok(Flow::Close);
+            }
+            Verdict::Discard => disposition = Some(Disposition::Discard),
+            Verdict::Quarantine(why) => disposition = Some(Disposition::Quarantine(why)),
+            Verdict::Continue | Verdict::Accept => {}
+        }
+        self.reset_transaction();
+        let reply = self.enqueue(&env, &content, disposition, started).await;
+        Ok(if reply.is_positive() {
+            self.reply(reply)
+        } else {
+            self.fail(reply)
+        })
+    }
+
+    /// Adds the trace header and hands the message to the queue, which returns only once the
+    /// message is on disk: the 250 is never sent before that (RFC 5321 6.1).
+    async fn enqueue(
+        &mut self,
+        env: &corvid_types::Envelope,
+        content: &[u8],
+        disposition: Option<Disposition>,
+        started: std::time::Instant,
+    ) -> Reply {
+        let id = self.shared.intake.next_id();
+        if let Some(Disposition::Discard) = disposition {
+            let r = Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
+            info!(session = self.conn.session_id, queue_id = %id, "message discarded by policy");
+            self.messages += 1;
+            self.log_transaction(env, Some(&id), content.len(), &r, started);
+            return r;
+        }
+        if let Some(Disposition::Quarantine(why)) = &disposition {
+            warn!(session = self.conn.session_id, queue_id = %id, reason = %why, "quarantine verdict: message queued for delivery as usual");
+        }
+        let mut message = received_header(
+            &self.conn,
+            env,
+            &self.shared.hostname,
+            &id,
+            chrono::Utc::now(),
+        );
+        message.extend_from_slice(content);
+        let reply = match self.shared.intake.submit(&id, env, &message).await {
+            Ok(()) => {
+                self.messages += 1;
+                Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+            }
+            Err(e) => {
+                warn!(session = self.conn.session_id, queue_id = %id, error = %e, "queue write failed");
+                Reply::new(451, "4.3.0", "Queue write failed, try again later")
+            }
+        };
+        self.log_transaction(env, Some(&id), message.len(), &reply, started);
+        reply
+    }
+
+    fn log_transaction(
+        &self,
+        env: &corvid_types::Envelope,
+        id: Option<&corvid_types::QueueId>,
+        size: usize,
+        reply: &Reply,
+        started: std::time::Instant,
+    ) {
+        let rcpts: Vec<String> = env
+            .recipients
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect();
+        info!(
+            session = self.conn.session_id,
+            queue_id = id.map(|i| i.0.as_str()).unwrap_or("-"),
+            client = %self.conn.peer_addr.ip(),
+            sender = %env.sender_text(),
+            recipients = %rcpts.join(","),
+            size,
+            reply = %reply,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "transaction"
+        );
+    }
+}
+
+/// RFC 5321 4.5.3.1.10 and RFC 1870 6.2: too much mail data is a permanent 552.
+fn too_big() -> Reply {
+    Reply::new(
+        552,
+        "5.3.4",
+        "Message size exceeds fixed maximum message size",
+    )
+}

@@ -1,0 +1,119 @@
+//! The greeting and EHLO/HELO (RFC 5321 4.1.1.1, 4.3.1).
+
+use super::envelope::Judged;
+use super::{Closed, Flow, Session, Step};
+use corvid_types::Reply;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Runs the connect hook, then sends the 220 greeting (RFC 5321 4.3.1). A refusal here
+    /// closes the connection with 554 (or 421 when temporary), the two codes 4.3.1 allows.
+    pub(super) async fn greet(&mut self) -> Result<Flow, Closed> {
+        let decision = self.policy.connect(&self.conn).await;
+        if let Some(mut refusal) = self.refusal(&decision.verdict) {
+            refusal.code = if refusal.is_transient() { 421 } else { 554 };
+            self.push(&refusal);
+            return Ok(Flow::Close);
+        }
+        let greeting = Reply::new(220, "", format!("{} ESMTP Corvid", self.shared.hostname));
+        Ok(self.reply(greeting))
+    }
+
+    pub(super) async fn ehlo(&mut self, name: String, esmtp: bool) -> Step {
+        if !valid_helo(&name) {
+            return Ok(self.fail(Reply::new(501, "5.5.4", "Invalid EHLO/HELO domain")));
+        }
+        // RFC 5321 4.1.4: EHLO/HELO in the middle of a transaction resets it, as RSET does.
+        self.reset_transaction();
+        self.conn.helo = Some(name);
+        self.conn.esmtp = esmtp;
+        let decision = self.policy.helo(&self.conn).await;
+        match self.judge(decision) {
+            Judged::Refused(flow) => {
+                self.conn.helo = None;
+                return Ok(flow);
+            }
+            Judged::Continue | Judged::Accept | Judged::Dispose(_) => {}
+        }
+        let reply = if esmtp {
+            self.ehlo_reply()
+        } else {
+            Reply::new(250, "", &self.shared.hostname)
+        };
+        Ok(self.reply(reply))
+    }
+
+    /// The EHLO reply lists the extensions (RFC 5321 4.1.1.1). RFC 2034 3 exempts the greeting
+    /// and the EHLO/HELO replies from enhanced status codes.
+    fn ehlo_reply(&self) -> Reply {
+        let ip = self.conn.peer_addr.ip();
+        let helo = self.conn.helo.as_deref().unwrap_or("");
+        let lines = [
+            format!("{} Hello {helo} [{ip}]", self.shared.hostname),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.shared.limits.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+            "DSN".into(),
+            "HELP".into(),
+        ];
+        Reply::new(250, "", lines.join("\n"))
+    }
+}
+
+/// A HELO name must be a domain or an address literal (RFC 5321 4.1.1.1, 4.1.3); anything else
+/// (spaces, control characters, over-long) is refused so it can never disturb a trace header.
+pub(super) fn valid_helo(name: &str) -> bool {
+    if name.is_empty() || name.len() > 255 {
+        return false;
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return !inner.is_empty()
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-'));
+    }
+    name.split('.').enumerate().all(|(i, label)| {
+        // A trailing dot (fully qualified form) leaves one empty last label; allow it.
+        (label.is_empty() && i > 0 && name.ends_with('.'))
+            || (!label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_helo;
+
+    #[test]
+    fn helo_names() {
+        for ok in [
+            "mx.test",
+            "localhost",
+            "a-b.c_d.test",
+            "[127.0.0.1]",
+            "[IPv6:::1]",
+            "x.test.",
+        ] {
+            assert!(valid_helo(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a..b",
+            "[",
+            "[]",
+            "x\r\n",
+            "bad/name",
+            ".x",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_helo(bad), "{bad:?}");
+        }
+    }
+}

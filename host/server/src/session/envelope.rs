@@ -1,0 +1,206 @@
+//! MAIL and RCPT (RFC 5321 4.1.1.2, 4.1.1.3), and how policy verdicts are applied to them.
+
+use super::{Disposition, Flow, Session, Step, Transaction};
+use corvid_smtp::RcptTo;
+use corvid_types::{
+    Address, Decision, Envelope, Lookup, MailParams, RcptParams, Recipient, Reply, Verdict,
+};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+/// What a policy decision means for the command being handled.
+pub(super) enum Judged {
+    /// No opinion: the built-in rules decide.
+    Continue,
+    /// Explicitly accepted.
+    Accept,
+    /// Accepted, with the message to be discarded or held at the end of DATA.
+    Dispose(Disposition),
+    /// Refused; the reply was sent.
+    Refused(Flow),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Applies a decision: envelope modifications go to the open transaction, refusals are
+    /// answered with the policy's reply.
+    pub(super) fn judge(&mut self, decision: Decision) -> Judged {
+        if let Some(tx) = self.tx.as_mut() {
+            super::modify::apply_to_envelope(&mut tx.envelope, &decision.modifications);
+        }
+        match decision.verdict {
+            Verdict::Continue => Judged::Continue,
+            Verdict::Accept => Judged::Accept,
+            Verdict::Discard => Judged::Dispose(Disposition::Discard),
+            Verdict::Quarantine(why) => Judged::Dispose(Disposition::Quarantine(why)),
+            Verdict::Disconnect(reply) => {
+                self.push(&reply);
+                Judged::Refused(Flow::Close)
+            }
+            Verdict::Reject(reply) | Verdict::Tempfail(reply) => Judged::Refused(self.fail(reply)),
+        }
+    }
+
+    /// The reply of a refusing verdict, if it refuses.
+    pub(super) fn refusal(&self, verdict: &Verdict) -> Option<Reply> {
+        match verdict {
+            Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    pub(super) async fn mail(&mut self, sender: Option<Address>, params: MailParams) -> Step {
+        let limits = &self.shared.limits;
+        if self.conn.helo.is_none() {
+            return Ok(self.fail(Reply::new(503, "5.5.1", "Send EHLO or HELO first")));
+        }
+        if self.tx.is_some() {
+            return Ok(self.fail(Reply::new(503, "5.5.1", "Nested MAIL command")));
+        }
+        if self.messages >= limits.max_messages_per_connection {
+            let r = Reply::new(
+                421,
+                "4.7.0",
+                "Too many messages in this session, reconnect to continue",
+            );
+            return Ok(self.fail(r));
+        }
+        if params
+            .size
+            .is_some_and(|s| s > limits.max_message_size as u64)
+        {
+            // RFC 1870 6.1: a declared size over the fixed limit is refused at MAIL.
+            let r = Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            );
+            return Ok(self.fail(r));
+        }
+        if !self.conn.esmtp && params != MailParams::default() {
+            // Service extensions are only negotiated by EHLO (RFC 5321 2.2.1).
+            return Ok(self.fail(Reply::new(555, "5.5.4", "MAIL parameters require EHLO")));
+        }
+        let envelope = Envelope {
+            sender,
+            params,
+            recipients: Vec::new(),
+        };
+        self.tx = Some(Transaction {
+            envelope,
+            started: Instant::now(),
+            disposition: None,
+            bdat: None,
+        });
+        let env = self
+            .tx
+            .as_ref()
+            .map(|t| t.envelope.clone())
+            .unwrap_or_default();
+        let decision = self.policy.mail(&self.conn, &env).await;
+        match self.judge(decision) {
+            Judged::Refused(flow) => {
+                self.reset_transaction();
+                Ok(flow)
+            }
+            judged => {
+                self.set_disposition(judged);
+                let sender = self
+                    .tx
+                    .as_ref()
+                    .map(|t| t.envelope.sender_text())
+                    .unwrap_or_default();
+                Ok(self.reply(Reply::new(250, "2.1.0", format!("Sender <{sender}> OK"))))
+            }
+        }
+    }
+
+    pub(super) async fn rcpt(&mut self, to: RcptTo, params: RcptParams) -> Step {
+        let Some(tx) = &self.tx else {
+            return Ok(self.fail(Reply::new(503, "5.5.1", "Need MAIL before RCPT")));
+        };
+        if tx.envelope.recipients.len() >= self.shared.limits.max_recipients {
+            // RFC 5321 4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
+            return Ok(self.fail(Reply::new(452, "4.5.3", "Too many recipients")));
+        }
+        let (address, postmaster) = match to {
+            RcptTo::Postmaster => match self.shared.directory.postmaster() {
+                Some(pm) => (pm.clone(), true),
+                None => return Ok(self.fail(Reply::new(550, "5.1.1", "No postmaster configured"))),
+            },
+            RcptTo::Address(a) => {
+                let pm = a.local.eq_ignore_ascii_case("postmaster")
+                    && self.shared.directory.is_local_domain(&a.domain);
+                (a, pm)
+            }
+        };
+        if address.is_utf8() && !tx.envelope.params.smtputf8 {
+            let r = Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address requires SMTPUTF8 (RFC 6531)",
+            );
+            return Ok(self.fail(r));
+        }
+        if tx.envelope.recipients.iter().any(|r| r.address == address) {
+            return Ok(self.reply(Reply::new(
+                250,
+                "2.1.5",
+                format!("Recipient <{address}> OK"),
+            )));
+        }
+        let rcpt = Recipient { address, params };
+        // RFC 5321 4.5.1: mail to the postmaster of a local domain is always accepted.
+        let judged = if postmaster {
+            Judged::Accept
+        } else {
+            let env = tx.envelope.clone();
+            let decision = self.policy.rcpt(&self.conn, &env, &rcpt).await;
+            self.judge(decision)
+        };
+        let accepted = match judged {
+            Judged::Refused(flow) => return Ok(flow),
+            Judged::Accept => true,
+            other => {
+                self.set_disposition(other);
+                false
+            }
+        };
+        if !accepted {
+            if let Some(refusal) = self.builtin_rcpt_rule(&rcpt.address) {
+                info!(session = self.conn.session_id, rcpt = %rcpt.address, reply = %refusal, "recipient refused");
+                return Ok(self.fail(refusal));
+            }
+        }
+        let text = format!("Recipient <{}> OK", rcpt.address);
+        if let Some(tx) = self.tx.as_mut() {
+            tx.envelope.recipients.push(rcpt);
+        }
+        Ok(self.reply(Reply::new(250, "2.1.5", text)))
+    }
+
+    /// The rule no policy can forget: local recipients must exist, and mail for other domains
+    /// is relayed only for authenticated clients (no open relay, RFC 5321 3.6.2 and 7.1).
+    fn builtin_rcpt_rule(&self, address: &Address) -> Option<Reply> {
+        match self.shared.directory.lookup(address) {
+            Lookup::Mailboxes(_) => None,
+            Lookup::UnknownUser => Some(Reply::new(
+                550,
+                "5.1.1",
+                format!("<{address}>: Recipient address rejected: User unknown"),
+            )),
+            Lookup::NotLocal if self.conn.auth_user.is_some() => None,
+            Lookup::NotLocal => Some(Reply::new(
+                550,
+                "5.7.1",
+                format!("<{address}>: Relay access denied"),
+            )),
+        }
+    }
+
+    fn set_disposition(&mut self, judged: Judged) {
+        if let (Judged::Dispose(d), Some(tx)) = (judged, self.tx.as_mut()) {
+            tx.disposition = Some(d);
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The small verbs: RSET, QUIT, HELP, VRFY, and those Corvid does not offer.
+
+use super::{Flow, Session};
+use corvid_types::Reply;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// RFC 5321 4.1.1.5: abort the transaction, keep the EHLO state.
+    pub(super) fn rset(&mut self) -> Flow {
+        self.reset_transaction();
+        self.reply(Reply::new(250, "2.0.0", "Ok"))
+    }
+
+    /// RFC 5321 4.1.1.10.
+    pub(super) fn quit(&mut self) -> Flow {
+        self.reset_transaction();
+        let bye = Reply::new(
+            221,
+            "2.0.0",
+            format!("{} closing connection", self.shared.hostname),
+        );
+        self.push(&bye);
+        Flow::Close
+    }
+
+    /// RFC 5321 4.1.1.8: 214 with help text.
+    pub(super) fn help(&mut self) -> Flow {
+        let text = "Corvid SMTP server\n\
+                    Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY\n\
+                    See RFC 5321 for their use";
+        self.reply(Reply::new(214, "2.0.0", text))
+    }
+
+    /// RFC 5321 3.5.3: 252 when the server will not verify but will try to deliver; verifying
+    /// would hand address harvesters a directory (RFC 5321 7.3).
+    pub(super) fn vrfy(&mut self) -> Flow {
+        self.reply(Reply::new(
+            252,
+            "2.5.0",
+            "Cannot VRFY user, but will accept message and attempt delivery",
+        ))
+    }
+
+    /// 502: recognised but not implemented or not offered on this listener (RFC 5321 4.2.4).
+    pub(super) fn not_offered(&mut self, verb: &str) -> Flow {
+        let verb: String = verb
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(16)
+            .collect();
+        self.fail(Reply::new(
+            502,
+            "5.5.1",
+            format!("{verb} command not implemented"),
+        ))
+    }
+}

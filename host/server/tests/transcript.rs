@@ -1,0 +1,210 @@
+//! Session transcripts over an in-memory pipe, with a fake policy and an in-memory intake.
+
+use async_trait::async_trait;
+use corvid_server::{run_session, Limits, Shared};
+use corvid_types::*;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default)]
+struct MemIntake {
+    stored: Mutex<Vec<(Envelope, Vec<u8>)>>,
+}
+
+#[async_trait]
+impl Intake for MemIntake {
+    fn next_id(&self) -> QueueId {
+        QueueId("Q1".into())
+    }
+    async fn submit(
+        &self,
+        _id: &QueueId,
+        env: &Envelope,
+        content: &[u8],
+    ) -> Result<(), IntakeError> {
+        self.stored
+            .lock()
+            .unwrap()
+            .push((env.clone(), content.to_vec()));
+        Ok(())
+    }
+}
+
+/// Rejects sender `spam@...`, accepts recipients at `relay.test` (an explicit relay grant),
+/// and stamps a header at DATA.
+struct FakePolicy;
+struct FakeSession;
+
+impl Policy for FakePolicy {
+    fn session(&self, _conn: &ConnectionInfo) -> Box<dyn PolicySession> {
+        Box::new(FakeSession)
+    }
+}
+
+#[async_trait]
+impl PolicySession for FakeSession {
+    async fn mail(&mut self, _c: &ConnectionInfo, env: &Envelope) -> Decision {
+        match &env.sender {
+            Some(a) if a.local == "spam" => Decision::reject(Reply::new(550, "5.7.1", "go away")),
+            _ => Decision::proceed(),
+        }
+    }
+    async fn rcpt(&mut self, _c: &ConnectionInfo, _e: &Envelope, r: &Recipient) -> Decision {
+        if r.address.domain == "relay.test" {
+            Decision::accept()
+        } else {
+            Decision::proceed()
+        }
+    }
+    async fn data(&mut self, _c: &ConnectionInfo, _e: &Envelope, _m: MessageView<'_>) -> Decision {
+        Decision {
+            verdict: Verdict::Continue,
+            modifications: vec![Modification::AddHeader {
+                name: "X-Stamp".into(),
+                value: "yes".into(),
+            }],
+        }
+    }
+}
+
+fn shared(intake: Arc<MemIntake>) -> Arc<Shared> {
+    let mut dir = Directory::new(Some(Address::new("postmaster", "local.test")), Some('+'));
+    let mut d = DomainEntry::default();
+    d.mailboxes
+        .extend(["alice".to_string(), "postmaster".to_string()]);
+    dir.add_domain("local.test", d);
+    let limits = Limits {
+        max_errors: 50,
+        ..Limits::default()
+    };
+    Arc::new(Shared::new(
+        "mx.test".into(),
+        limits,
+        Arc::new(FakePolicy),
+        intake,
+        Arc::new(dir),
+    ))
+}
+
+/// Sends `input` in one write (as a pipelining client would), closes, returns all replies.
+async fn transcript(input: &[u8]) -> (String, Arc<MemIntake>) {
+    let intake = Arc::new(MemIntake::default());
+    let (mut client, server) = tokio::io::duplex(1 << 20);
+    let conn = ConnectionInfo {
+        session_id: 1,
+        listener: "smtp".into(),
+        local_addr: "127.0.0.1:25".parse().unwrap(),
+        peer_addr: "127.0.0.2:5000".parse().unwrap(),
+        peer_rdns: None,
+        helo: None,
+        esmtp: false,
+        tls: None,
+        auth_user: None,
+    };
+    let task = tokio::spawn(run_session(shared(Arc::clone(&intake)), server, conn));
+    client.write_all(input).await.unwrap();
+    // End of input: a session that is not told QUIT sees EOF instead of waiting for a timeout.
+    client.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    client.read_to_end(&mut out).await.unwrap();
+    task.await.unwrap();
+    (String::from_utf8_lossy(&out).into_owned(), intake)
+}
+
+fn codes(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .map(|l| &l[..3])
+        .collect()
+}
+
+#[tokio::test]
+async fn pipelined_transaction_is_queued_with_stamp_and_trace_header() {
+    let (out, intake) = transcript(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n\
+          Subject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
+    )
+    .await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "250", "250", "354", "250", "221"],
+        "{out}"
+    );
+    let stored = intake.stored.lock().unwrap();
+    let text = String::from_utf8_lossy(&stored[0].1).into_owned();
+    assert!(
+        text.starts_with("Received: from c.test (unknown [127.0.0.2])\r\n\tby mx.test"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("Subject: hi\r\nX-Stamp: yes\r\n\r\n.dot\r\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn policy_reject_relay_denial_and_explicit_relay_grant() {
+    let (out, intake) = transcript(
+        b"EHLO c.test\r\nMAIL FROM:<spam@b.test>\r\nMAIL FROM:<a@b.test>\r\n\
+          RCPT TO:<x@other.test>\r\nRCPT TO:<nobody@local.test>\r\nRCPT TO:<x@relay.test>\r\n\
+          RCPT TO:<postmaster>\r\nQUIT\r\n",
+    )
+    .await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "550", "250", "550", "550", "250", "250", "221"],
+        "{out}"
+    );
+    assert!(
+        out.contains("550 5.7.1 <x@other.test>: Relay access denied"),
+        "{out}"
+    );
+    assert!(out.contains("550 5.1.1"), "{out}");
+    assert!(intake.stored.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn smuggled_commands_inside_data_are_never_executed() {
+    let (out, intake) = transcript(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n\
+          x\n.\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n",
+    )
+    .await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "250", "250", "354", "554", "250"],
+        "{out}"
+    );
+    assert!(intake.stored.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bdat_chunks_and_refused_chunk_is_swallowed() {
+    let (out, intake) = transcript(
+        b"EHLO c.test\r\nBDAT 12\r\nRSET\r\nQUIT\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\n\
+          BDAT 6\r\nA: 1\r\nBDAT 5 LAST\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "503", "250", "250", "250", "250"],
+        "{out}"
+    );
+    let stored = intake.stored.lock().unwrap();
+    assert!(
+        String::from_utf8_lossy(&stored[0].1).ends_with("\r\nA: 1\r\nX-Stamp: yes\r\n\r\nx\r\n")
+    );
+}
+
+#[tokio::test]
+async fn sequence_errors_and_unknown_commands() {
+    let (out, _) = transcript(
+        b"MAIL FROM:<a@b.test>\r\nEHLO c.test\r\nRCPT TO:<alice@local.test>\r\nDATA\r\nFOO\r\nTURN\r\nQUIT\r\n",
+    )
+    .await;
+    assert_eq!(
+        codes(&out),
+        ["220", "503", "250", "503", "503", "500", "502", "221"],
+        "{out}"
+    );
+}
