@@ -91,6 +91,7 @@ async fn serve(config: Config) -> Result<()> {
         warn!(error = %e, "delivery task ended abnormally");
     }
     admin_task.abort();
+    spool.close();
     spool.sync().await.context("flushing the queue")?;
     let _ = std::fs::remove_file(&admin_path);
     info!("corvid stopped");
