@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -156,7 +156,7 @@ impl AcceptLoop {
             tls: None,
             auth_user: None,
         };
-        info!(session = conn.session_id, client = %peer.ip(), listener = %conn.listener, "connect");
+        debug!(session = conn.session_id, client = %peer.ip(), listener = %conn.listener, "connect");
         let shared = Arc::clone(&self.shared);
         self.tracker.spawn(async move {
             run_session(shared, stream, conn).await;

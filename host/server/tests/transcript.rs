@@ -86,8 +86,10 @@ fn shared(intake: Arc<MemIntake>) -> Arc<Shared> {
     ))
 }
 
-/// Sends `input` in one write (as a pipelining client would), closes, returns all replies.
-async fn transcript(input: &[u8]) -> (String, Arc<MemIntake>) {
+/// Sends each segment in one write (as a pipelining client would); after every segment but the
+/// last it waits for the 354 that lets a client send message content. Then closes the write
+/// side and returns all replies.
+async fn transcript(segments: &[&[u8]]) -> (String, Arc<MemIntake>) {
     let intake = Arc::new(MemIntake::default());
     let (mut client, server) = tokio::io::duplex(1 << 20);
     let conn = ConnectionInfo {
@@ -102,13 +104,34 @@ async fn transcript(input: &[u8]) -> (String, Arc<MemIntake>) {
         auth_user: None,
     };
     let task = tokio::spawn(run_session(shared(Arc::clone(&intake)), server, conn));
-    client.write_all(input).await.unwrap();
+    let mut out = Vec::new();
+    for (i, seg) in segments.iter().enumerate() {
+        client.write_all(seg).await.unwrap();
+        if i + 1 < segments.len() {
+            wait_for_354(&mut client, &mut out).await;
+        }
+    }
     // End of input: a session that is not told QUIT sees EOF instead of waiting for a timeout.
     client.shutdown().await.unwrap();
-    let mut out = Vec::new();
     client.read_to_end(&mut out).await.unwrap();
     task.await.unwrap();
     (String::from_utf8_lossy(&out).into_owned(), intake)
+}
+
+async fn wait_for_354(client: &mut tokio::io::DuplexStream, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(out)
+        .lines()
+        .any(|l| l.starts_with("354 "))
+    {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "session closed before 354: {}",
+            String::from_utf8_lossy(out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
 }
 
 fn codes(out: &str) -> Vec<&str> {
@@ -120,10 +143,10 @@ fn codes(out: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn pipelined_transaction_is_queued_with_stamp_and_trace_header() {
-    let (out, intake) = transcript(
-        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n\
-          Subject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
-    )
+    let (out, intake) = transcript(&[
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n",
+        b"Subject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
+    ])
     .await;
     assert_eq!(
         codes(&out),
@@ -144,11 +167,11 @@ async fn pipelined_transaction_is_queued_with_stamp_and_trace_header() {
 
 #[tokio::test]
 async fn policy_reject_relay_denial_and_explicit_relay_grant() {
-    let (out, intake) = transcript(
+    let (out, intake) = transcript(&[
         b"EHLO c.test\r\nMAIL FROM:<spam@b.test>\r\nMAIL FROM:<a@b.test>\r\n\
           RCPT TO:<x@other.test>\r\nRCPT TO:<nobody@local.test>\r\nRCPT TO:<x@relay.test>\r\n\
           RCPT TO:<postmaster>\r\nQUIT\r\n",
-    )
+    ])
     .await;
     assert_eq!(
         codes(&out),
@@ -165,10 +188,10 @@ async fn policy_reject_relay_denial_and_explicit_relay_grant() {
 
 #[tokio::test]
 async fn smuggled_commands_inside_data_are_never_executed() {
-    let (out, intake) = transcript(
-        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n\
-          x\n.\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n",
-    )
+    let (out, intake) = transcript(&[
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n",
+        b"x\n.\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n",
+    ])
     .await;
     assert_eq!(
         codes(&out),
@@ -180,10 +203,10 @@ async fn smuggled_commands_inside_data_are_never_executed() {
 
 #[tokio::test]
 async fn bdat_chunks_and_refused_chunk_is_swallowed() {
-    let (out, intake) = transcript(
+    let (out, intake) = transcript(&[
         b"EHLO c.test\r\nBDAT 12\r\nRSET\r\nQUIT\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\n\
           BDAT 6\r\nA: 1\r\nBDAT 5 LAST\r\n\r\nx\r\n",
-    )
+    ])
     .await;
     assert_eq!(
         codes(&out),
@@ -198,13 +221,24 @@ async fn bdat_chunks_and_refused_chunk_is_swallowed() {
 
 #[tokio::test]
 async fn sequence_errors_and_unknown_commands() {
-    let (out, _) = transcript(
+    let (out, _) = transcript(&[
         b"MAIL FROM:<a@b.test>\r\nEHLO c.test\r\nRCPT TO:<alice@local.test>\r\nDATA\r\nFOO\r\nTURN\r\nQUIT\r\n",
-    )
+    ])
     .await;
     assert_eq!(
         codes(&out),
         ["220", "503", "250", "503", "503", "500", "502", "221"],
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn content_sent_before_354_ends_the_session() {
+    let (out, intake) = transcript(&[
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\nQUIT\r\n",
+    ])
+    .await;
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "554"], "{out}");
+    assert!(out.contains("554 5.5.0"), "{out}");
+    assert!(intake.stored.lock().unwrap().is_empty());
 }

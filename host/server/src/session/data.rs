@@ -28,6 +28,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(r) = self.data_refusal() {
             return Ok(self.fail(r));
         }
+        if !self.input.is_empty() {
+            // RFC 2920 3.1: DATA ends a pipelined group; the client must wait for 354. Bytes
+            // already here were sent blind: refusing DATA would leave them to be read as
+            // commands, so the session ends (Postfix's reject_unauth_pipelining does the same).
+            self.reset_transaction();
+            let r = Reply::new(
+                554,
+                "5.5.0",
+                "Protocol synchronization error: data sent before 354",
+            );
+            self.push(&r);
+            return Ok(Flow::Close);
+        }
         self.push(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
         let mut reader = DataReader::new(self.shared.limits.max_message_size);
         let started = Instant::now();
