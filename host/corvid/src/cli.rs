@@ -37,6 +37,21 @@ pub enum Command {
         file: PathBuf,
     },
 
+    /// Manage the users who may authenticate (the users file, argon2id password hashes).
+    #[command(
+        long_about = "Manage the users who may authenticate with SMTP AUTH.\n\n\
+        Users live in the users file (auth.users_file, default data_dir/users), one line per \
+        user with an argon2id password hash, owner-only. A running server picks changes up \
+        at the next AUTH, without a restart."
+    )]
+    User {
+        /// The server's config file (to find the users file). Default: the built-in dev config.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: UserAction,
+    },
+
     /// Look at and manage the mail queue.
     #[command(long_about = "Look at and manage the mail queue.\n\n\
         While the server runs these talk to it over its admin socket (data_dir/admin.sock); \
@@ -48,6 +63,33 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum UserAction {
+    /// Add a user who may authenticate (SMTP AUTH) and send mail through Corvid.
+    Add {
+        /// The login name, usually the user's address (alice@example.org).
+        name: String,
+        /// Further sender addresses this user may use in MAIL FROM (repeatable). The name
+        /// itself, and name+anything, are always allowed.
+        #[arg(long = "address")]
+        addresses: Vec<String>,
+        /// Read the password from standard input instead of asking on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's password.
+    Passwd {
+        name: String,
+        /// Read the password from standard input instead of asking on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user.
+    Del { name: String },
+    /// List users and their extra sender addresses (never passwords).
+    List,
 }
 
 #[derive(Args)]

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use corvid_queue::RetrySchedule;
-use corvid_server::{Limits, ListenerConfig, ServerConfig};
+use corvid_server::{AuthSettings, Limits, ListenerConfig, ServerConfig};
 use corvid_types::{Address, Directory, DomainEntry};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -19,6 +19,10 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub auth: AuthSettings,
     pub local: LocalSection,
     #[serde(default)]
     pub queue: QueueSection,
@@ -33,6 +37,24 @@ pub struct ServerSection {
     /// Queue, mail and the admin socket live here; relative paths are relative to the
     /// directory the server is started from.
     pub data_dir: PathBuf,
+    /// Client networks that may relay without authenticating (CIDR); none by default.
+    #[serde(default)]
+    pub relay_networks: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chains and keys; the first is the default, the others are chosen by
+    /// SNI. Empty: a self-signed certificate is made in `<data_dir>/tls` at first start.
+    pub certificates: Vec<CertificateEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateEntry {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,7 +195,20 @@ impl Config {
             hostname: self.server.hostname.clone(),
             limits: self.limits.clone(),
             listeners: self.listeners.clone(),
+            relay_networks: self.server.relay_networks.clone(),
+            auth: self.auth.clone(),
         }
+    }
+
+    pub fn users_file(&self) -> PathBuf {
+        self.auth
+            .users_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("users"))
+    }
+
+    pub fn tls_dir(&self) -> PathBuf {
+        self.server.data_dir.join("tls")
     }
 
     pub fn queue_dir(&self) -> PathBuf {

@@ -9,6 +9,8 @@ mod cli;
 mod config;
 mod queue_cmd;
 mod serve;
+mod tls_setup;
+mod user_cmd;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Queue { config, action } => queue_cmd::run(config.as_deref(), action),
+        Command::User { config, action } => user_cmd::run(config.as_deref(), action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

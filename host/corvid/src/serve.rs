@@ -6,7 +6,9 @@ use crate::config::{Config, LogFormat};
 use anyhow::{Context, Result};
 use corvid_delivery::Dispatcher;
 use corvid_queue::{SledSpool, Spool};
-use corvid_server::BoundServer;
+use corvid_server::auth::{Credentials, UsersFile};
+use corvid_server::tls::TlsHandle;
+use corvid_server::{BoundServer, Services};
 use corvid_types::{Intake, NoPolicy};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
@@ -52,13 +54,20 @@ async fn serve(config: Config) -> Result<()> {
     let admin_listener = admin::bind(&admin_path).await?;
 
     let intake: Arc<dyn Intake> = spool.clone();
-    let server = BoundServer::bind(
-        config.server_config(),
-        Arc::new(NoPolicy),
+    let tls = crate::tls_setup::load(&config)?;
+    let users = UsersFile::load(
+        &config.users_file(),
+        config.local.recipient_delimiter.unwrap_or('+'),
+    )?;
+    let credentials: Arc<dyn Credentials> = Arc::new(users);
+    let services = Services {
+        policy: Arc::new(NoPolicy),
         intake,
-        Arc::clone(&directory),
-    )
-    .await?;
+        directory: Arc::clone(&directory),
+        tls: Some(Arc::clone(&tls)),
+        credentials: Some(credentials),
+    };
+    let server = BoundServer::bind(config.server_config(), services).await?;
     for (name, address) in server.local_addrs() {
         info!(listener = %name, %address, "listening");
     }
@@ -83,7 +92,7 @@ async fn serve(config: Config) -> Result<()> {
         Arc::clone(&spool_dyn),
         shutdown.clone(),
     ));
-    tokio::spawn(watch_signals(shutdown.clone()));
+    tokio::spawn(watch_signals(shutdown.clone(), tls));
 
     server.run(shutdown.clone()).await;
     stop_delivery.cancel();
@@ -98,20 +107,29 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT start a graceful shutdown; a second one is not needed (the grace period
-/// bounds it).
-async fn watch_signals(shutdown: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = (
+/// SIGTERM and SIGINT start a graceful shutdown (the grace period bounds it). SIGHUP reloads
+/// what can change without a restart: the TLS certificates.
+async fn watch_signals(shutdown: CancellationToken, tls: Arc<TlsHandle>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         warn!("cannot install signal handlers");
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!(signal = name, "shutting down");
-    shutdown.cancel();
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                info!(signal = "SIGHUP", "reloading");
+                crate::tls_setup::reload(&tls);
+                continue;
+            }
+        };
+        info!(signal = name, "shutting down");
+        shutdown.cancel();
+        return;
+    }
 }

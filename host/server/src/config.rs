@@ -11,14 +11,25 @@ pub struct ServerConfig {
     pub hostname: String,
     pub limits: Limits,
     pub listeners: Vec<ListenerConfig>,
+    /// Client networks allowed to relay without authenticating (none by default).
+    #[serde(default)]
+    pub relay_networks: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    pub auth: AuthSettings,
 }
 
+/// What a listener is for (RFC 8314 3, RFC 6409).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerMode {
-    /// Port 25 semantics: mail from anyone for local domains.
+    /// Port 25: mail for local domains from anyone; STARTTLS offered; AUTH offered under TLS
+    /// but not required.
     #[default]
     Smtp,
+    /// Port 587: STARTTLS, and AUTH required before MAIL (RFC 6409 4.3).
+    Submission,
+    /// Port 465: TLS from the first byte (RFC 8314 3.3), AUTH required before MAIL.
+    Submissions,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,6 +40,64 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     #[serde(default)]
     pub mode: ListenerMode,
+    /// Refuse mail commands until STARTTLS (RFC 3207 4). Default: on for submission.
+    pub require_tls: Option<bool>,
+    /// Offer AUTH on this listener. Default: on.
+    pub auth: Option<bool>,
+    /// Offer AUTH without TLS. Only for a trusted network path (e.g. loopback behind a
+    /// proxy): passwords would otherwise cross the network in the clear.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+}
+
+impl ListenerConfig {
+    pub fn requires_tls(&self) -> bool {
+        self.require_tls
+            .unwrap_or(self.mode == ListenerMode::Submission)
+    }
+
+    pub fn requires_auth(&self) -> bool {
+        self.mode != ListenerMode::Smtp
+    }
+
+    pub fn offers_auth(&self) -> bool {
+        self.auth.unwrap_or(true)
+    }
+}
+
+/// SMTP AUTH settings shared by every listener.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Wait before answering a failed attempt, multiplied by the recent failures from that
+    /// client address (capped at 8 times), to slow password guessing.
+    #[serde(with = "humantime_serde")]
+    pub failure_delay: Duration,
+    /// Failed attempts in one connection before it is closed with 421.
+    pub max_failures_per_connection: u32,
+    /// Failed attempts from one client address within `failure_window` before AUTH is refused
+    /// outright with 454 until the window passes.
+    pub max_failures_per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// An authenticated user may only use its own addresses in MAIL FROM.
+    pub restrict_sender: bool,
+    /// The users file (`name:argon2id-hash[:addresses]`); read by the binary, which hands the
+    /// server a `Credentials` implementation. Default: `<data_dir>/users`.
+    pub users_file: Option<std::path::PathBuf>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            failure_delay: Duration::from_secs(1),
+            max_failures_per_connection: 3,
+            max_failures_per_ip: 20,
+            failure_window: Duration::from_secs(15 * 60),
+            restrict_sender: true,
+            users_file: None,
+        }
+    }
 }
 
 /// Every resource a client can make the server spend is bounded here.

@@ -1,6 +1,7 @@
 //! Corvid's inbound side.
 //!
-//! Owns: TCP listeners, connection limits (total and per client address), the SMTP session state
+//! Owns: TCP listeners, TLS (STARTTLS and implicit), SMTP AUTH with its SASL mechanisms and
+//! the users file, connection limits (total and per client address), the SMTP session state
 //! machine with one handler per verb, timeouts and the minimum data rate, trace headers, and
 //! graceful shutdown. Policy is consulted through `corvid_types::Policy` at fixed points and
 //! accepted mail is handed to `corvid_types::Intake`.
@@ -8,12 +9,14 @@
 //! Must not: import wasmtime, resolve DNS, or touch the queue's storage directly. Its tests run
 //! against a fake policy and an in-memory intake.
 
+pub mod auth;
 mod config;
 mod limiter;
 mod listener;
 mod received;
 mod session;
+pub mod tls;
 
-pub use config::{Limits, ListenerConfig, ListenerMode, ServerConfig};
+pub use config::{AuthSettings, Limits, ListenerConfig, ListenerMode, ServerConfig};
 pub use listener::{BoundServer, ServerError};
-pub use session::{run_session, Shared};
+pub use session::{run_session, Services, Shared};

@@ -1,9 +1,9 @@
 //! Listeners: bind, admit connections within the limits, spawn sessions, shut down gracefully.
 
-use crate::config::{ListenerConfig, ServerConfig};
+use crate::config::{ListenerConfig, ListenerMode, ServerConfig};
 use crate::limiter::ConnLimiter;
-use crate::session::{run_session, Shared};
-use corvid_types::{ConnectionInfo, Directory, Intake, Policy};
+use crate::session::{handshake, run_session, Services, Shared};
+use corvid_types::ConnectionInfo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,25 +21,26 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("listener {0} needs TLS but no certificate is configured")]
+    NoTls(String),
 }
 
 /// Listeners bound and ready; `run` serves them until shutdown.
 pub struct BoundServer {
     shared: Arc<Shared>,
-    listeners: Vec<(ListenerConfig, TcpListener)>,
+    listeners: Vec<(Arc<ListenerConfig>, TcpListener)>,
     limiter: Arc<ConnLimiter>,
 }
 
 impl BoundServer {
     /// Binds every listener first, so a port in use is reported before anything is served.
-    pub async fn bind(
-        config: ServerConfig,
-        policy: Arc<dyn Policy>,
-        intake: Arc<dyn Intake>,
-        directory: Arc<Directory>,
-    ) -> Result<Self, ServerError> {
+    pub async fn bind(config: ServerConfig, services: Services) -> Result<Self, ServerError> {
         let mut listeners = Vec::new();
-        for l in config.listeners {
+        for l in &config.listeners {
+            let needs_tls = l.mode == ListenerMode::Submissions || l.requires_tls();
+            if needs_tls && services.tls.is_none() {
+                return Err(ServerError::NoTls(l.name.clone()));
+            }
             let sock = TcpListener::bind(l.address)
                 .await
                 .map_err(|source| ServerError::Bind {
@@ -47,17 +48,11 @@ impl BoundServer {
                     address: l.address,
                     source,
                 })?;
-            listeners.push((l, sock));
+            listeners.push((Arc::new(l.clone()), sock));
         }
-        let limits = config.limits;
+        let limits = &config.limits;
         let limiter = ConnLimiter::new(limits.max_connections, limits.max_connections_per_ip);
-        let shared = Arc::new(Shared::new(
-            config.hostname,
-            limits,
-            policy,
-            intake,
-            directory,
-        ));
+        let shared = Arc::new(Shared::new(&config, services));
         Ok(BoundServer {
             shared,
             listeners,
@@ -110,7 +105,7 @@ struct AcceptLoop {
     shared: Arc<Shared>,
     limiter: Arc<ConnLimiter>,
     tracker: TaskTracker,
-    config: ListenerConfig,
+    config: Arc<ListenerConfig>,
 }
 
 impl AcceptLoop {
@@ -158,8 +153,17 @@ impl AcceptLoop {
         };
         debug!(session = conn.session_id, client = %peer.ip(), listener = %conn.listener, "connect");
         let shared = Arc::clone(&self.shared);
+        let listener = Arc::clone(&self.config);
         self.tracker.spawn(async move {
-            run_session(shared, stream, conn).await;
+            if listener.mode == ListenerMode::Submissions {
+                // RFC 8314 3.3: TLS from the first byte, then the usual greeting.
+                let mut conn = conn;
+                if let Some(tls) = handshake(&shared, stream, &mut conn).await {
+                    run_session(shared, listener, tls, conn).await;
+                }
+            } else {
+                run_session(shared, listener, stream, conn).await;
+            }
             drop(permit);
         });
     }

@@ -40,9 +40,6 @@ pub fn received_header(
         ));
     }
     h.push_str(&format!("\r\n\twith {} id {id}", protocol(conn, env)));
-    if let Some(user) = &conn.auth_user {
-        h.push_str(&format!("\r\n\t(authenticated as {user})"));
-    }
     // Naming the recipient only when there is one keeps Bcc recipients private (RFC 5321 7.2).
     if let [only] = env.recipients.as_slice() {
         h.push_str(&format!("\r\n\tfor <{}>", only.address));

@@ -1,7 +1,10 @@
 //! Session transcripts over an in-memory pipe, with a fake policy and an in-memory intake.
 
 use async_trait::async_trait;
-use corvid_server::{run_session, Limits, Shared};
+use corvid_server::auth::{hash_password, Credentials, UsersFile};
+use corvid_server::{
+    run_session, AuthSettings, Limits, ListenerConfig, ListenerMode, ServerConfig, Services, Shared,
+};
 use corvid_types::*;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,29 +70,58 @@ impl PolicySession for FakeSession {
     }
 }
 
-fn shared(intake: Arc<MemIntake>) -> Arc<Shared> {
+fn shared(intake: Arc<MemIntake>, credentials: Option<Arc<dyn Credentials>>) -> Arc<Shared> {
     let mut dir = Directory::new(Some(Address::new("postmaster", "local.test")), Some('+'));
     let mut d = DomainEntry::default();
     d.mailboxes
         .extend(["alice".to_string(), "postmaster".to_string()]);
     dir.add_domain("local.test", d);
-    let limits = Limits {
-        max_errors: 50,
-        ..Limits::default()
+    let config = ServerConfig {
+        hostname: "mx.test".into(),
+        limits: Limits {
+            max_errors: 50,
+            ..Limits::default()
+        },
+        listeners: Vec::new(),
+        relay_networks: Vec::new(),
+        auth: AuthSettings {
+            failure_delay: std::time::Duration::ZERO,
+            ..AuthSettings::default()
+        },
     };
-    Arc::new(Shared::new(
-        "mx.test".into(),
-        limits,
-        Arc::new(FakePolicy),
+    let services = Services {
+        policy: Arc::new(FakePolicy),
         intake,
-        Arc::new(dir),
-    ))
+        directory: Arc::new(dir),
+        tls: None,
+        credentials,
+    };
+    Arc::new(Shared::new(&config, services))
+}
+
+fn listener(mode: ListenerMode, allow_plaintext_auth: bool) -> Arc<ListenerConfig> {
+    Arc::new(ListenerConfig {
+        name: "test".into(),
+        address: "127.0.0.1:0".parse().unwrap(),
+        mode,
+        require_tls: Some(false),
+        auth: None,
+        allow_plaintext_auth,
+    })
 }
 
 /// Sends each segment in one write (as a pipelining client would); after every segment but the
 /// last it waits for the 354 that lets a client send message content. Then closes the write
 /// side and returns all replies.
 async fn transcript(segments: &[&[u8]]) -> (String, Arc<MemIntake>) {
+    transcript_on(listener(ListenerMode::Smtp, false), None, segments).await
+}
+
+async fn transcript_on(
+    listener: Arc<ListenerConfig>,
+    credentials: Option<Arc<dyn Credentials>>,
+    segments: &[&[u8]],
+) -> (String, Arc<MemIntake>) {
     let intake = Arc::new(MemIntake::default());
     let (mut client, server) = tokio::io::duplex(1 << 20);
     let conn = ConnectionInfo {
@@ -103,7 +135,8 @@ async fn transcript(segments: &[&[u8]]) -> (String, Arc<MemIntake>) {
         tls: None,
         auth_user: None,
     };
-    let task = tokio::spawn(run_session(shared(Arc::clone(&intake)), server, conn));
+    let shared = shared(Arc::clone(&intake), credentials);
+    let task = tokio::spawn(run_session(shared, listener, server, conn));
     let mut out = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
         client.write_all(seg).await.unwrap();
@@ -241,4 +274,87 @@ async fn content_sent_before_354_ends_the_session() {
     assert_eq!(codes(&out), ["220", "250", "250", "250", "554"], "{out}");
     assert!(out.contains("554 5.5.0"), "{out}");
     assert!(intake.stored.lock().unwrap().is_empty());
+}
+
+fn users(dir: &tempfile::TempDir) -> Arc<dyn Credentials> {
+    let users = UsersFile::load(&dir.path().join("users"), '+').unwrap();
+    users
+        .set("alice@local.test", hash_password("pw").unwrap(), None)
+        .unwrap();
+    Arc::new(users)
+}
+
+fn plain(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
+}
+
+#[tokio::test]
+async fn auth_plain_then_relay_and_sender_ownership() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "EHLO c.test\r\nAUTH PLAIN {}\r\nAUTH PLAIN {}\r\nAUTH PLAIN {}\r\n\
+         MAIL FROM:<bob@local.test>\r\nMAIL FROM:<alice+x@local.test>\r\nRCPT TO:<x@far.test>\r\nQUIT\r\n",
+        plain("alice@local.test", "bad"),
+        plain("alice@local.test", "pw"),
+        plain("alice@local.test", "pw"),
+    );
+    let l = listener(ListenerMode::Submission, true);
+    let (out, _) = transcript_on(l, Some(users(&dir)), &[script.as_bytes()]).await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "535", "235", "503", "553", "250", "250", "221"],
+        "{out}"
+    );
+    assert!(out.contains("250 AUTH PLAIN LOGIN"), "{out}");
+    assert!(out.contains("535 5.7.8"), "{out}");
+}
+
+#[tokio::test]
+async fn auth_login_cancel_unknown_mechanism_and_submission_needs_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener(ListenerMode::Submission, true);
+    let (out, _) = transcript_on(
+        l,
+        Some(users(&dir)),
+        &[
+            b"EHLO c.test\r\nMAIL FROM:<alice@local.test>\r\nAUTH CRAM-MD5\r\nAUTH LOGIN\r\n*\r\n\
+           AUTH PLAIN\r\n!!!\r\nAUTH LOGIN YWxpY2VAbG9jYWwudGVzdA==\r\ncHc=\r\nQUIT\r\n",
+        ],
+    )
+    .await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "530", "504", "334", "501", "334", "501", "334", "235", "221"],
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn auth_without_tls_is_refused_and_not_advertised() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener(ListenerMode::Smtp, false);
+    let script = format!(
+        "EHLO c.test\r\nAUTH PLAIN {}\r\nQUIT\r\n",
+        plain("alice@local.test", "pw")
+    );
+    let (out, _) = transcript_on(l, Some(users(&dir)), &[script.as_bytes()]).await;
+    assert_eq!(codes(&out), ["220", "250", "538", "221"], "{out}");
+    assert!(!out.contains("AUTH PLAIN"), "{out}");
+}
+
+#[tokio::test]
+async fn repeated_auth_failures_close_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener(ListenerMode::Submission, true);
+    let bad = plain("alice@local.test", "nope");
+    let script = format!(
+        "EHLO c.test\r\nAUTH PLAIN {bad}\r\nAUTH PLAIN {bad}\r\nAUTH PLAIN {bad}\r\nNOOP\r\n"
+    );
+    let (out, _) = transcript_on(l, Some(users(&dir)), &[script.as_bytes()]).await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "535", "535", "535", "421"],
+        "{out}"
+    );
 }

@@ -22,5 +22,5 @@ pub use decision::{Decision, Modification, Verdict};
 pub use directory::{Directory, DomainEntry, Lookup};
 pub use envelope::{BodyType, Envelope, MailParams, Notify, RcptParams, Recipient, Ret};
 pub use intake::{Intake, IntakeError, QueueId};
-pub use policy::{MessageView, NoPolicy, Policy, PolicySession, Stage};
+pub use policy::{AuthCredentials, MessageView, NoPolicy, Policy, PolicySession, Stage};
 pub use reply::{EnhancedCode, Reply};

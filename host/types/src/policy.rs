@@ -39,6 +39,30 @@ impl Stage {
     }
 }
 
+/// What a client presented in SMTP AUTH (RFC 4954), after SASL decoding.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthCredentials {
+    /// `PLAIN` or `LOGIN`.
+    pub mechanism: String,
+    /// The identity whose password this is (SASL authcid).
+    pub username: String,
+    /// The identity to act as, when different (SASL authzid; PLAIN only).
+    pub authzid: Option<String>,
+    pub password: String,
+}
+
+/// Never print the password, even in debug output.
+impl std::fmt::Debug for AuthCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("authzid", &self.authzid)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// The message at the DATA stage: the content as received (after dot-unstuffing), without the
 /// trace header the server adds.
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +103,14 @@ pub trait PolicySession: Send {
 
     /// After EHLO/HELO; `conn.helo` holds the name given.
     async fn helo(&mut self, _conn: &ConnectionInfo) -> Decision {
+        Decision::proceed()
+    }
+
+    /// When a client authenticates (SMTP AUTH). `Accept` authenticates the client, `Reject`
+    /// refuses the credentials (535), `Continue` leaves the decision to the users file. This is
+    /// how an LDAP or HTTP password check is written as a plugin. The password is given only
+    /// to this hook and must never be logged.
+    async fn auth(&mut self, _conn: &ConnectionInfo, _creds: &AuthCredentials) -> Decision {
         Decision::proceed()
     }
 

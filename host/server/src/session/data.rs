@@ -172,7 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         disposition: Option<Disposition>,
         started: std::time::Instant,
     ) -> Reply {
-        let id = self.shared.intake.next_id();
+        let id = self.shared.services.intake.next_id();
         if let Some(Disposition::Discard) = disposition {
             let r = Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
             info!(session = self.conn.session_id, queue_id = %id, "message discarded by policy");
@@ -191,7 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             chrono::Utc::now(),
         );
         message.extend_from_slice(content);
-        let reply = match self.shared.intake.submit(&id, env, &message).await {
+        let reply = match self.shared.services.intake.submit(&id, env, &message).await {
             Ok(()) => {
                 self.messages += 1;
                 Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))

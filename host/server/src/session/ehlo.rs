@@ -59,6 +59,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "DSN".into(),
             "HELP".into(),
         ];
+        let mut lines = lines.to_vec();
+        if self.offers_starttls() {
+            lines.push("STARTTLS".into());
+        }
+        if self.offers_auth() && self.conn.auth_user.is_none() {
+            lines.push(format!("AUTH {}", super::auth::MECHANISMS));
+        }
         Reply::new(250, "", lines.join("\n"))
     }
 }

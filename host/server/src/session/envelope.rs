@@ -57,6 +57,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.tx.is_some() {
             return Ok(self.fail(Reply::new(503, "5.5.1", "Nested MAIL command")));
         }
+        if self.listener.requires_auth() && self.conn.auth_user.is_none() {
+            // RFC 4954 6 and RFC 6409 4.3: submission requires authentication.
+            return Ok(self.fail(Reply::new(530, "5.7.0", "Authentication required")));
+        }
+        if let Some(refusal) = self.sender_not_owned(sender.as_ref()) {
+            return Ok(self.fail(refusal));
+        }
         if self.messages >= limits.max_messages_per_connection {
             let r = Reply::new(
                 421,
@@ -124,13 +131,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(self.fail(Reply::new(452, "4.5.3", "Too many recipients")));
         }
         let (address, postmaster) = match to {
-            RcptTo::Postmaster => match self.shared.directory.postmaster() {
+            RcptTo::Postmaster => match self.shared.services.directory.postmaster() {
                 Some(pm) => (pm.clone(), true),
                 None => return Ok(self.fail(Reply::new(550, "5.1.1", "No postmaster configured"))),
             },
             RcptTo::Address(a) => {
                 let pm = a.local.eq_ignore_ascii_case("postmaster")
-                    && self.shared.directory.is_local_domain(&a.domain);
+                    && self.shared.services.directory.is_local_domain(&a.domain);
                 (a, pm)
             }
         };
@@ -182,20 +189,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The rule no policy can forget: local recipients must exist, and mail for other domains
     /// is relayed only for authenticated clients (no open relay, RFC 5321 3.6.2 and 7.1).
     fn builtin_rcpt_rule(&self, address: &Address) -> Option<Reply> {
-        match self.shared.directory.lookup(address) {
+        match self.shared.services.directory.lookup(address) {
             Lookup::Mailboxes(_) => None,
             Lookup::UnknownUser => Some(Reply::new(
                 550,
                 "5.1.1",
                 format!("<{address}>: Recipient address rejected: User unknown"),
             )),
-            Lookup::NotLocal if self.conn.auth_user.is_some() => None,
+            Lookup::NotLocal if self.may_relay() => None,
             Lookup::NotLocal => Some(Reply::new(
                 550,
                 "5.7.1",
                 format!("<{address}>: Relay access denied"),
             )),
         }
+    }
+
+    /// Authenticated clients and the configured relay networks may send to other domains.
+    fn may_relay(&self) -> bool {
+        let ip = self.conn.peer_addr.ip();
+        self.conn.auth_user.is_some() || self.shared.relay_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// With `auth.restrict_sender`, an authenticated user may only send as its own addresses
+    /// (RFC 6409 6.1). The null sender is allowed: it is how users send notifications.
+    fn sender_not_owned(&self, sender: Option<&Address>) -> Option<Reply> {
+        let (Some(user), Some(sender)) = (self.conn.auth_user.as_deref(), sender) else {
+            return None;
+        };
+        if !self.shared.auth.restrict_sender {
+            return None;
+        }
+        let owned = match &self.shared.services.credentials {
+            Some(store) => store.owns_address(user, sender),
+            None => crate::auth::same_address(user, sender, '+'),
+        };
+        (!owned).then(|| {
+            Reply::new(
+                553,
+                "5.7.1",
+                format!("<{sender}>: Sender address not owned by user {user}"),
+            )
+        })
     }
 
     fn set_disposition(&mut self, judged: Judged) {

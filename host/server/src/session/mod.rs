@@ -1,13 +1,17 @@
 //! One SMTP session: the state machine and its I/O. Each verb has its handler in a sibling
 //! module; this file owns reading, writing, deadlines and the command loop.
 
+mod auth;
 mod data;
 mod ehlo;
 mod envelope;
 mod modify;
 mod verbs;
 
-use crate::config::Limits;
+use crate::auth::{AuthThrottle, Credentials};
+use crate::config::{AuthSettings, ListenerConfig, ServerConfig};
+use crate::tls::TlsHandle;
+use crate::Limits;
 use corvid_smtp::{parse_command, Command, Input, LineError};
 use corvid_types::{ConnectionInfo, Directory, Envelope, Intake, Policy, PolicySession, Reply};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,15 +23,30 @@ use tracing::{debug, info};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF.
 const MAX_COMMAND_LINE: usize = 512;
+/// RFC 4954 4: AUTH lines (the command with its initial response, and SASL responses) may be
+/// up to 12288 octets.
+const MAX_AUTH_LINE: usize = 12288;
 const READ_CHUNK: usize = 16 * 1024;
+
+/// The services a server is built from.
+pub struct Services {
+    pub policy: Arc<dyn Policy>,
+    pub intake: Arc<dyn Intake>,
+    pub directory: Arc<Directory>,
+    /// Certificates for STARTTLS and implicit TLS; `None` offers no TLS.
+    pub tls: Option<Arc<TlsHandle>>,
+    /// The users file (or another password check); `None` leaves AUTH to policy plugins.
+    pub credentials: Option<Arc<dyn Credentials>>,
+}
 
 /// What every session of a server shares.
 pub struct Shared {
     pub hostname: String,
     pub limits: Limits,
-    pub policy: Arc<dyn Policy>,
-    pub intake: Arc<dyn Intake>,
-    pub directory: Arc<Directory>,
+    pub auth: AuthSettings,
+    pub relay_networks: Vec<ipnet::IpNet>,
+    pub services: Services,
+    pub throttle: AuthThrottle,
     /// Cancelled when shutdown starts: idle sessions say 421 and close.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: every session closes at once.
@@ -36,19 +55,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
-        hostname: String,
-        limits: Limits,
-        policy: Arc<dyn Policy>,
-        intake: Arc<dyn Intake>,
-        directory: Arc<Directory>,
-    ) -> Self {
+    pub fn new(config: &ServerConfig, services: Services) -> Self {
         Shared {
-            hostname,
-            limits,
-            policy,
-            intake,
-            directory,
+            hostname: config.hostname.clone(),
+            limits: config.limits.clone(),
+            auth: config.auth.clone(),
+            relay_networks: config.relay_networks.clone(),
+            services,
+            throttle: AuthThrottle::new(config.auth.failure_window),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             next_session: AtomicU64::new(1),
@@ -65,6 +79,12 @@ impl Shared {
 enum Flow {
     Continue,
     Close,
+    /// 220 to STARTTLS was sent: hand the connection to the TLS handshake.
+    StartTls,
+}
+
+fn is_auth(line: &[u8]) -> bool {
+    line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"AUTH ")
 }
 
 /// Why a session ended early; carried out of handlers with `?`.
@@ -97,6 +117,7 @@ enum Disposition {
 struct Session<S> {
     io: S,
     shared: Arc<Shared>,
+    listener: Arc<ListenerConfig>,
     conn: ConnectionInfo,
     policy: Box<dyn PolicySession>,
     input: Input,
@@ -105,49 +126,129 @@ struct Session<S> {
     tx: Option<Transaction>,
     errors: u32,
     messages: u32,
+    auth_failures: u32,
     /// When the command being received must be complete (RFC 5321 4.5.3.2.7); kept across
     /// partial reads so a client trickling bytes cannot hold the session forever.
     command_deadline: Option<tokio::time::Instant>,
 }
 
 /// Runs one session to its end over any byte stream (a TCP socket, or a duplex pipe in tests).
-pub async fn run_session<S>(shared: Arc<Shared>, io: S, conn: ConnectionInfo)
-where
+/// After STARTTLS the session goes on over TLS with all SMTP state forgotten (RFC 3207 4.2).
+pub async fn run_session<S>(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerConfig>,
+    io: S,
+    conn: ConnectionInfo,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
-    let policy = shared.policy.session(&conn);
-    let mut s = Session {
+    let policy = shared.services.policy.session(&conn);
+    let mut s = Session::new(io, shared, listener, conn, policy);
+    let end = s.run().await;
+    if end != "starttls" {
+        return log_close(&s.conn, s.messages, s.errors, started, end);
+    }
+    let Session {
         io,
         shared,
-        conn,
+        listener,
+        mut conn,
         policy,
-        input: Input::new(),
-        out: Vec::with_capacity(1024),
-        rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
-        tx: None,
-        errors: 0,
-        messages: 0,
-        command_deadline: None,
+        messages,
+        errors,
+        ..
+    } = s;
+    let Some(tls_io) = handshake(&shared, io, &mut conn).await else {
+        return log_close(&conn, messages, errors, started, "tls-handshake-failed");
     };
-    let end = s.run().await;
-    let _ = s.io.shutdown().await;
+    conn.helo = None;
+    conn.esmtp = false;
+    conn.auth_user = None;
+    let mut t = Session::new(tls_io, shared, listener, conn, policy);
+    let end = t.run().await;
+    log_close(
+        &t.conn,
+        messages + t.messages,
+        errors + t.errors,
+        started,
+        end,
+    );
+}
+
+/// The TLS handshake after STARTTLS (or first thing on an implicit-TLS listener), bounded by
+/// the command timeout; records the negotiated parameters in `conn`.
+pub(crate) async fn handshake<S>(
+    shared: &Shared,
+    io: S,
+    conn: &mut ConnectionInfo,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let tls = shared.services.tls.as_ref()?;
+    let accept = tls.acceptor().accept(io);
+    match tokio::time::timeout(shared.limits.command_timeout, accept).await {
+        Ok(Ok(stream)) => {
+            conn.tls = Some(crate::tls::tls_info(stream.get_ref().1));
+            Some(stream)
+        }
+        Ok(Err(e)) => {
+            info!(session = conn.session_id, client = %conn.peer_addr.ip(), error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(session = conn.session_id, client = %conn.peer_addr.ip(), "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+fn log_close(conn: &ConnectionInfo, messages: u32, errors: u32, started: Instant, end: &str) {
     info!(
-        session = s.conn.session_id,
-        client = %s.conn.peer_addr.ip(),
-        helo = s.conn.helo.as_deref().unwrap_or(""),
-        messages = s.messages,
-        errors = s.errors,
+        session = conn.session_id,
+        client = %conn.peer_addr.ip(),
+        helo = conn.helo.as_deref().unwrap_or(""),
+        tls = conn.tls.as_ref().map(|t| t.version.as_str()).unwrap_or("no"),
+        user = conn.auth_user.as_deref().unwrap_or(""),
+        messages,
+        errors,
         duration_ms = started.elapsed().as_millis() as u64,
-        end = end,
+        end,
         "connection closed"
     );
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    fn new(
+        io: S,
+        shared: Arc<Shared>,
+        listener: Arc<ListenerConfig>,
+        conn: ConnectionInfo,
+        policy: Box<dyn PolicySession>,
+    ) -> Self {
+        Session {
+            io,
+            shared,
+            listener,
+            conn,
+            policy,
+            input: Input::new(),
+            out: Vec::with_capacity(1024),
+            rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
+            tx: None,
+            errors: 0,
+            messages: 0,
+            auth_failures: 0,
+            command_deadline: None,
+        }
+    }
+
+    /// Runs the session; returns why it ended (`"starttls"` hands it to the TLS handshake).
     async fn run(&mut self) -> &'static str {
         let result = self.command_loop().await;
         let reason = match &result {
+            Ok(Flow::StartTls) => "starttls",
             Ok(_) => "quit",
             Err(Closed::Eof) => "eof",
             Err(Closed::Timeout) => "timeout",
@@ -156,40 +257,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match result {
             Err(Closed::Timeout) => {
-                let r = Reply::new(
-                    421,
-                    "4.4.2",
-                    format!(
-                        "{} Timeout exceeded, closing connection",
-                        self.shared.hostname
-                    ),
+                let text = format!(
+                    "{} Timeout exceeded, closing connection",
+                    self.shared.hostname
                 );
-                self.push(&r);
+                self.push(&Reply::new(421, "4.4.2", text));
             }
             Err(Closed::Shutdown) => {
-                let r = Reply::new(
-                    421,
-                    "4.3.2",
-                    format!(
-                        "{} Service shutting down, try again later",
-                        self.shared.hostname
-                    ),
+                let text = format!(
+                    "{} Service shutting down, try again later",
+                    self.shared.hostname
                 );
-                self.push(&r);
+                self.push(&Reply::new(421, "4.3.2", text));
             }
             Err(Closed::Io(e)) => debug!(session = self.conn.session_id, error = %e, "i/o error"),
             _ => {}
         }
         let _ = self.flush().await;
+        if reason != "starttls" {
+            let _ = self.io.shutdown().await;
+        }
         reason
     }
 
-    async fn command_loop(&mut self) -> Result<(), Closed> {
-        if self.greet().await? == Flow::Close {
-            return Ok(());
+    async fn command_loop(&mut self) -> Result<Flow, Closed> {
+        // After STARTTLS the client speaks first (EHLO again, RFC 3207 4.2); on a new
+        // connection, plain or implicit TLS, the server greets.
+        let after_starttls =
+            self.conn.tls.is_some() && self.listener.mode != crate::ListenerMode::Submissions;
+        if !after_starttls && self.greet().await? == Flow::Close {
+            return Ok(Flow::Close);
         }
         loop {
-            let line = match self.input.next_line(MAX_COMMAND_LINE) {
+            let line = match self.input.next_line(MAX_AUTH_LINE) {
                 Some(line) => line,
                 None => {
                     self.flush().await?;
@@ -199,17 +299,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             self.command_deadline = None;
             let flow = match line {
+                Ok(line) if line.len() + 2 > MAX_COMMAND_LINE && !is_auth(&line) => self.too_long(),
                 Ok(line) => self.dispatch(&line).await?,
-                Err(LineError::TooLong) => self.fail(Reply::new(
-                    500,
-                    "5.5.2",
-                    "Line too long (RFC 5321 4.5.3.1.4: 512 octets at most)",
-                )),
+                Err(LineError::TooLong) => self.too_long(),
             };
-            if flow == Flow::Close {
-                return Ok(());
+            if flow != Flow::Continue {
+                return Ok(flow);
             }
         }
+    }
+
+    fn too_long(&mut self) -> Flow {
+        self.fail(Reply::new(
+            500,
+            "5.5.2",
+            "Line too long (RFC 5321 4.5.3.1.4: 512 octets at most)",
+        ))
     }
 
     async fn dispatch(&mut self, line: &[u8]) -> Step {
@@ -217,6 +322,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(cmd) => cmd,
             Err(e) => return Ok(self.fail(e.reply)),
         };
+        if self.needs_tls_first(&cmd) {
+            // RFC 3207 4: a server that requires TLS answers 530 until STARTTLS.
+            return Ok(self.fail(Reply::new(
+                530,
+                "5.7.0",
+                "Must issue a STARTTLS command first",
+            )));
+        }
         match cmd {
             Command::Ehlo(name) => self.ehlo(name, true).await,
             Command::Helo(name) => self.ehlo(name, false).await,
@@ -230,11 +343,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Command::Help(_) => Ok(self.help()),
             Command::Vrfy(_) => Ok(self.vrfy()),
             Command::Expn(_) => Ok(self.fail(Reply::new(502, "5.5.1", "EXPN is disabled"))),
-            Command::StartTls => Ok(self.not_offered("STARTTLS")),
-            Command::Auth { .. } => Ok(self.not_offered("AUTH")),
+            Command::StartTls => Ok(self.starttls()),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
             Command::Etrn(_) => Ok(self.not_offered("ETRN")),
             Command::NotImplemented(verb) => Ok(self.not_offered(&verb)),
         }
+    }
+
+    fn needs_tls_first(&self, cmd: &Command) -> bool {
+        let exempt = matches!(
+            cmd,
+            Command::Ehlo(_)
+                | Command::Helo(_)
+                | Command::StartTls
+                | Command::Noop
+                | Command::Rset
+                | Command::Quit
+        );
+        !exempt && self.conn.tls.is_none() && self.listener.requires_tls()
     }
 
     /// Queues a reply for the next flush. Replies to pipelined commands go out together when
