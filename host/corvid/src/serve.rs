@@ -25,7 +25,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(config))
+    rt.block_on(async {
+        // Installed before anything else, so that a stop request during start-up is a clean
+        // stop rather than the signal's default action.
+        let signals = Signals::install()?;
+        serve(config, signals).await
+    })
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -40,7 +45,7 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, signals: Signals) -> Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -92,7 +97,7 @@ async fn serve(config: Config) -> Result<()> {
         Arc::clone(&spool_dyn),
         shutdown.clone(),
     ));
-    tokio::spawn(watch_signals(shutdown.clone(), tls));
+    tokio::spawn(signals.watch(shutdown.clone(), tls));
 
     server.run(shutdown.clone()).await;
     stop_delivery.cancel();
@@ -107,29 +112,39 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT start a graceful shutdown (the grace period bounds it). SIGHUP reloads
-/// what can change without a restart: the TLS certificates.
-async fn watch_signals(shutdown: CancellationToken, tls: Arc<TlsHandle>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = hup.recv() => {
-                info!(signal = "SIGHUP", "reloading");
-                crate::tls_setup::reload(&tls);
-                continue;
-            }
-        };
-        info!(signal = name, "shutting down");
-        shutdown.cancel();
-        return;
+/// The signals the server acts on. Registered at start: a signal that arrives before `watch`
+/// runs is kept and acted on then.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// SIGTERM and SIGINT start a graceful shutdown (the grace period bounds it). SIGHUP
+    /// reloads what can change without a restart: the TLS certificates.
+    async fn watch(mut self, shutdown: CancellationToken, tls: Arc<TlsHandle>) {
+        loop {
+            let name = tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+                _ = self.hup.recv() => {
+                    info!(signal = "SIGHUP", "reloading");
+                    crate::tls_setup::reload(&tls);
+                    continue;
+                }
+            };
+            info!(signal = name, "shutting down");
+            shutdown.cancel();
+            return;
+        }
     }
 }
