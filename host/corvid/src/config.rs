@@ -26,6 +26,9 @@ pub struct Config {
     pub local: LocalSection,
     #[serde(default)]
     pub queue: QueueSection,
+    /// Outbound delivery: routes, DNS, SMTP/LMTP client settings (all optional).
+    #[serde(default)]
+    pub delivery: corvid_delivery::DeliveryConfig,
     #[serde(default)]
     pub log: LogSection,
 }

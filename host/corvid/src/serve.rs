@@ -91,6 +91,11 @@ async fn serve(config: Config, signals: Signals) -> Result<()> {
     if let Some(n) = config.queue.delivery_concurrency {
         dispatcher = dispatcher.with_concurrency(n);
     }
+    let dsn_intake: Arc<dyn Intake> = spool.clone();
+    dispatcher = dispatcher
+        .with_config(config.delivery.clone())
+        .with_hostname(config.server.hostname.clone())
+        .with_intake(dsn_intake);
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,

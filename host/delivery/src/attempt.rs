@@ -1,14 +1,21 @@
-//! One delivery attempt of one queued message: resolve, deliver, record.
+//! One delivery attempt of one queued message: route, deliver per destination, record, and
+//! notify the sender.
 //!
-//! Runs on a blocking thread (spool access and Maildir writes block on disk).
+//! Spool access and Maildir writes block on disk, so they run on blocking threads; network
+//! delivery runs on the runtime. The destinations of one message are served concurrently.
 
-use crate::{maildir, Outcome};
+use crate::notify;
+use crate::remote::Remote;
+use crate::route::{Destination, NextHop, RouteHook, Router};
+use crate::{local, Outcome, RcptReport};
+use corvid_queue::dsn;
 use corvid_queue::{unix_secs, QueueError, QueuedMessage, RecipientStatus, RetrySchedule, Spool};
-use corvid_types::{Address, Directory, Envelope, Lookup, QueueId};
+use corvid_types::{Directory, Intake, QueueId};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+use tokio::task::JoinSet;
 
 /// What every attempt needs.
 pub(crate) struct Context {
@@ -16,177 +23,279 @@ pub(crate) struct Context {
     pub(crate) directory: Arc<Directory>,
     pub(crate) maildir_root: PathBuf,
     pub(crate) schedule: RetrySchedule,
+    pub(crate) router: Router,
+    pub(crate) hook: Option<Arc<dyn RouteHook>>,
+    pub(crate) remote: Remote,
+    /// Where DSNs are queued; without one, failures are only logged.
+    pub(crate) intake: Option<Arc<dyn Intake>>,
+    /// This MTA's name (`Reporting-MTA:`).
+    pub(crate) hostname: String,
+    pub(crate) delay_warning: Option<Duration>,
+}
+
+/// Runs a blocking spool or file operation off the runtime's threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "blocking delivery task failed");
+            None
+        }
+    }
 }
 
 /// Attempts every due recipient of message `id` and records the outcomes durably.
-pub(crate) fn process(ctx: &Context, id: &QueueId) {
+pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
     let now = unix_secs(SystemTime::now());
-    let mut msg = match ctx.spool.get(id) {
-        Ok(Some(msg)) => msg,
-        Ok(None) => return,
+    let spool = Arc::clone(&ctx.spool);
+    let read_id = id.clone();
+    let Some(read) = blocking(move || {
+        let msg = spool.get(&read_id)?;
+        let content = match &msg {
+            Some(_) => spool.content(&read_id)?,
+            None => None,
+        };
+        Ok::<_, QueueError>((msg, content))
+    })
+    .await
+    else {
+        return;
+    };
+    let (mut msg, content) = match read {
+        Ok((Some(msg), content)) => (msg, content),
+        Ok((None, _)) => return,
         Err(e) => return tracing::error!(queue_id = %id, error = %e, "cannot read message"),
     };
     // The message may have been handled since the runner listed it.
     if msg.next_due().is_none_or(|t| t > now) {
         return;
     }
-    let due: Vec<usize> = due_recipients(&msg, now);
-    let outcomes = match ctx.spool.content(id) {
-        Ok(Some(content)) => deliver_all(ctx, &msg, &due, &content),
-        Ok(None) => uniform(
-            &due,
-            Outcome::Permanent("5.3.0 queued content is missing".into()),
-        ),
-        Err(e) => uniform(
-            &due,
-            Outcome::Transient(format!("4.3.0 spool read error: {e}")),
-        ),
-    };
-    apply(&mut msg, &outcomes, &ctx.schedule, now);
-    record(ctx.spool.as_ref(), &msg);
-}
-
-fn due_recipients(msg: &QueuedMessage, now: u64) -> Vec<usize> {
-    (0..msg.recipients.len())
+    let due: Vec<usize> = (0..msg.recipients.len())
         .filter(|&i| msg.recipients[i].is_pending() && msg.recipients[i].next_attempt <= now)
-        .collect()
+        .collect();
+    let groups = route_all(&ctx, &msg, &due).await;
+    for (dest, idx) in &groups {
+        for &i in idx {
+            if let Some(r) = msg.recipients.get_mut(i) {
+                r.route = Some(dest.hop.to_string());
+            }
+        }
+    }
+    let Some(content) = content.map(Arc::new) else {
+        let missing = Outcome::Permanent("5.3.0 queued content is missing".into());
+        apply(&mut msg, &uniform(&due, missing), &ctx.schedule, now);
+        notify::send_reports(&ctx, &mut msg, &[], now).await;
+        return record(&ctx, msg).await;
+    };
+    if groups.iter().all(|(d, _)| d.hop == NextHop::Local) {
+        // Local only: write, apply and record on one blocking thread, so that the time
+        // between a Maildir rename and the spool update (where a crash makes a duplicate)
+        // stays as short as possible.
+        let c = Arc::clone(&ctx);
+        let body = Arc::clone(&content);
+        let left = blocking(move || {
+            let reports = local::deliver(&c.directory, &c.maildir_root, &msg, &due, &body);
+            apply(&mut msg, &reports, &c.schedule, now);
+            if !dsn::due_reports(&msg, now, c.delay_warning).is_empty() {
+                return Some(msg);
+            }
+            dsn::mark_reported(&mut msg, &[]);
+            record_now(c.spool.as_ref(), &msg);
+            None
+        })
+        .await;
+        let Some(Some(mut msg)) = left else { return };
+        notify::send_reports(&ctx, &mut msg, &content, now).await;
+        return record(&ctx, msg).await;
+    }
+    let reports = deliver_groups(&ctx, &msg, groups, Arc::clone(&content)).await;
+    apply(&mut msg, &reports, &ctx.schedule, now);
+    notify::send_reports(&ctx, &mut msg, &content, now).await;
+    record(&ctx, msg).await;
 }
 
-fn uniform(due: &[usize], outcome: Outcome) -> Vec<(usize, Outcome)> {
-    due.iter().map(|&i| (i, outcome.clone())).collect()
-}
-
-/// RFC 5321 4.4: the final delivery records the reverse-path in a `Return-Path:` header at
-/// the top of the message; `<>` for the null sender.
-pub fn return_path(envelope: &Envelope) -> Vec<u8> {
-    format!("Return-Path: <{}>\r\n", envelope.sender_text()).into_bytes()
-}
-
-/// Resolves the due recipients and writes each distinct mailbox once, even when several
-/// recipients (or aliases) lead to it.
-fn deliver_all(
+/// Routes each due recipient and groups them by destination, in first-seen order.
+async fn route_all(
     ctx: &Context,
     msg: &QueuedMessage,
     due: &[usize],
-    content: &[u8],
-) -> Vec<(usize, Outcome)> {
-    let prefix = return_path(&msg.envelope);
-    let mut written: HashMap<Address, Outcome> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(due.len());
+) -> Vec<(Destination, Vec<usize>)> {
+    let mut groups: Vec<(Destination, Vec<usize>)> = Vec::new();
     for &i in due {
-        let rcpt = &msg.recipients[i].recipient.address;
-        let outcome = match resolve(&ctx.directory, rcpt) {
-            Ok(mailboxes) => mailboxes
-                .into_iter()
-                .map(|mb| {
-                    written
-                        .entry(mb)
-                        .or_insert_with_key(|mb| write_one(ctx, &msg.id, mb, &prefix, content))
-                        .clone()
-                })
-                .fold(Outcome::Delivered, Outcome::combine),
-            Err(outcome) => outcome,
+        let addr = &msg.recipients[i].recipient.address;
+        let hooked = match &ctx.hook {
+            Some(hook) => hook.route(&msg.envelope, addr).await,
+            None => None,
         };
-        outcomes.push((i, outcome));
-    }
-    outcomes
-}
-
-/// The mailboxes of a recipient. Only local mail exists so far: an address that is not a
-/// local mailbox fails permanently (outbound delivery comes in a later change).
-fn resolve(directory: &Directory, rcpt: &Address) -> Result<Vec<Address>, Outcome> {
-    match directory.lookup(rcpt) {
-        Lookup::Mailboxes(mailboxes) => Ok(mailboxes),
-        Lookup::UnknownUser | Lookup::NotLocal => {
-            Err(Outcome::Permanent("5.1.1 unknown local recipient".into()))
+        let dest = hooked.unwrap_or_else(|| ctx.router.route(addr));
+        match groups.iter_mut().find(|(d, _)| *d == dest) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((dest, vec![i])),
         }
     }
+    groups
 }
 
-fn write_one(
-    ctx: &Context,
-    id: &QueueId,
-    mailbox: &Address,
-    prefix: &[u8],
-    content: &[u8],
-) -> Outcome {
-    match maildir::deliver(&ctx.maildir_root, mailbox, prefix, content) {
-        Ok(path) => {
-            tracing::info!(queue_id = %id, mailbox = %mailbox, outcome = "delivered",
-                path = %path.display(), "maildir delivery");
-            Outcome::Delivered
-        }
-        Err(e) => {
-            let outcome = e.outcome();
-            tracing::warn!(queue_id = %id, mailbox = %mailbox, outcome = outcome.label(),
-                error = %e, "maildir delivery failed");
-            outcome
+/// Delivers every group; local ones on blocking threads, remote ones concurrently.
+async fn deliver_groups(
+    ctx: &Arc<Context>,
+    msg: &QueuedMessage,
+    groups: Vec<(Destination, Vec<usize>)>,
+    content: Arc<Vec<u8>>,
+) -> Vec<(usize, RcptReport)> {
+    let shared = Arc::new(msg.clone());
+    let mut tasks = JoinSet::new();
+    let mut by_task = HashMap::new();
+    for (dest, idx) in groups {
+        let group = idx.clone();
+        let ctx = Arc::clone(ctx);
+        let msg = Arc::clone(&shared);
+        let content = Arc::clone(&content);
+        let handle = tasks.spawn(async move {
+            if dest.hop == NextHop::Local {
+                let fallback = idx.clone();
+                let c = Arc::clone(&ctx);
+                let done = blocking(move || {
+                    local::deliver(&c.directory, &c.maildir_root, &msg, &idx, &content)
+                })
+                .await;
+                return done.unwrap_or_else(|| {
+                    uniform(
+                        &fallback,
+                        Outcome::Transient("4.3.0 local delivery failed".into()),
+                    )
+                });
+            }
+            let rcpts: Vec<_> = idx
+                .iter()
+                .filter_map(|&i| msg.recipients.get(i).map(|r| (i, &r.recipient)))
+                .collect();
+            ctx.remote
+                .deliver(&dest, &msg.envelope, &rcpts, &content)
+                .await
+        });
+        by_task.insert(handle.id(), group);
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = tasks.join_next_with_id().await {
+        match joined {
+            Ok((_, reports)) => out.extend(reports),
+            Err(e) => {
+                tracing::error!(queue_id = %msg.id, error = %e, "delivery task failed");
+                // Its recipients are retried on the schedule, not at once.
+                if let Some(group) = by_task.get(&e.id()) {
+                    out.extend(uniform(
+                        group,
+                        Outcome::Transient("4.3.0 delivery task failed".into()),
+                    ));
+                }
+            }
         }
     }
+    out
 }
 
-/// Writes the outcomes into the recipients' states.
+fn uniform(due: &[usize], outcome: Outcome) -> Vec<(usize, RcptReport)> {
+    due.iter()
+        .map(|&i| (i, RcptReport::from(outcome.clone())))
+        .collect()
+}
+
+/// Writes the reports into the recipients' states. (The `deferred`, `bounced` and
+/// `delivered` hooks of the plugin system belong here, one call per recipient, once the
+/// plugin host offers them.)
 fn apply(
     msg: &mut QueuedMessage,
-    outcomes: &[(usize, Outcome)],
+    reports: &[(usize, RcptReport)],
     schedule: &RetrySchedule,
     now: u64,
 ) {
     let expired = schedule.expired(msg.arrived_at, now);
-    for (i, outcome) in outcomes {
-        let id = msg.id.clone();
-        let r = &mut msg.recipients[*i];
+    let id = msg.id.clone();
+    for (i, report) in reports {
+        let Some(r) = msg.recipients.get_mut(*i) else {
+            continue;
+        };
         r.attempts = r.attempts.saturating_add(1);
+        r.remote_mta = report.remote_mta.clone();
+        r.diagnostic = report.diagnostic.clone();
         let rcpt = &r.recipient.address;
-        match outcome {
+        let route = r.route.as_deref().unwrap_or("");
+        match &report.outcome {
             Outcome::Delivered => {
                 r.status = RecipientStatus::Delivered;
-                r.last_reply = Some("2.0.0 delivered".into());
-                tracing::info!(queue_id = %id, rcpt = %rcpt, outcome = "delivered", "recipient done");
+                r.last_reply = Some(
+                    report
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| "2.0.0 delivered".into()),
+                );
+                tracing::info!(queue_id = %id, rcpt = %rcpt, route, outcome = "delivered",
+                    reply = r.last_reply.as_deref().unwrap_or(""), "recipient done");
             }
             Outcome::Transient(reason) if expired => {
                 // RFC 3463 X.4.7: delivery time expired.
                 r.status = RecipientStatus::Failed;
                 r.last_reply = Some(format!("4.4.7 expired in queue, last error: {reason}"));
-                tracing::warn!(queue_id = %id, rcpt = %rcpt, outcome = "expired", reason = %reason,
-                    "giving up on recipient");
+                tracing::warn!(queue_id = %id, rcpt = %rcpt, route, outcome = "expired",
+                    reason = %reason, "giving up on recipient");
             }
             Outcome::Transient(reason) => {
                 r.next_attempt = schedule.next_attempt_at(r.attempts, now);
                 r.last_reply = Some(reason.clone());
-                tracing::info!(queue_id = %id, rcpt = %rcpt, outcome = "deferred", reason = %reason,
-                    attempts = r.attempts, next_attempt = r.next_attempt, "recipient deferred");
+                tracing::info!(queue_id = %id, rcpt = %rcpt, route, outcome = "deferred",
+                    reason = %reason, attempts = r.attempts, next_attempt = r.next_attempt,
+                    "recipient deferred");
             }
             Outcome::Permanent(reason) => {
                 r.status = RecipientStatus::Failed;
                 r.last_reply = Some(reason.clone());
-                tracing::warn!(queue_id = %id, rcpt = %rcpt, outcome = "failed", reason = %reason,
-                    "recipient failed");
+                tracing::warn!(queue_id = %id, rcpt = %rcpt, route, outcome = "failed",
+                    reason = %reason, "recipient failed");
             }
         }
     }
 }
 
-/// Stores the new state, and removes the message once nothing is pending. The Maildir writes
-/// are already fsynced at this point: a crash before this update means the recipients are
+/// Stores the new state, and removes the message once nothing is pending. Local writes and
+/// remote 250s happened before this: a crash before the update means the recipients are
 /// attempted again after restart (a duplicate, never a loss).
-fn record(spool: &dyn Spool, msg: &QueuedMessage) {
+async fn record(ctx: &Context, msg: QueuedMessage) {
+    let spool = Arc::clone(&ctx.spool);
+    blocking(move || record_now(spool.as_ref(), &msg)).await;
+}
+
+fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
     let id = &msg.id;
+    let all_delivered = msg
+        .recipients
+        .iter()
+        .all(|r| r.status == RecipientStatus::Delivered);
+    if !msg.has_pending() && all_delivered {
+        // The common case: one durable removal, no update before it (a second flush on the
+        // hot path). A failed message is updated first so its final state is on record; a
+        // crash between that update and the removal is cleaned up when the queue is opened.
+        return match spool.remove(id) {
+            Ok(_) => tracing::info!(queue_id = %id, "message done, removed from queue"),
+            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
+        };
+    }
     match spool.update(msg) {
         Ok(()) => {}
         Err(QueueError::NotFound(_)) => {
-            return tracing::warn!(queue_id = %id, "message was removed during delivery");
+            tracing::warn!(queue_id = %id, "message was removed during delivery")
         }
         Err(e) => {
             return tracing::error!(queue_id = %id, error = %e,
-                "cannot record delivery outcome; recipients will be attempted again");
+                "cannot record delivery outcome; recipients will be attempted again")
         }
     }
-    if msg.has_pending() {
-        return;
-    }
-    match spool.remove(id) {
-        Ok(_) => tracing::info!(queue_id = %id, "message done, removed from queue"),
-        Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
+    if !msg.has_pending() {
+        match spool.remove(id) {
+            Ok(_) => tracing::info!(queue_id = %id, "message done, removed from queue"),
+            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
+        }
     }
 }

@@ -1,8 +1,13 @@
 //! The queue runner: finds due messages and attempts them, a bounded number at a time.
 
 use crate::attempt::{self, Context};
+use crate::client::tls;
+use crate::config::DeliveryConfig;
+use crate::dns::Dns;
+use crate::remote::Remote;
+use crate::route::{RouteHook, Router};
 use corvid_queue::{RetrySchedule, Spool};
-use corvid_types::{Directory, QueueId};
+use corvid_types::{Directory, Intake, QueueId};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,9 +20,19 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// The longest the runner sleeps without looking at the queue, by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a stopping runner waits for attempts in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Dispatcher {
-    ctx: Arc<Context>,
+    spool: Arc<dyn Spool>,
+    directory: Arc<Directory>,
+    maildir_root: PathBuf,
+    schedule: RetrySchedule,
+    config: DeliveryConfig,
+    hostname: String,
+    intake: Option<Arc<dyn Intake>>,
+    hook: Option<Arc<dyn RouteHook>>,
+    dns: Option<Arc<dyn Dns>>,
     concurrency: usize,
     poll_interval: Duration,
 }
@@ -30,15 +45,49 @@ impl Dispatcher {
         schedule: RetrySchedule,
     ) -> Self {
         Dispatcher {
-            ctx: Arc::new(Context {
-                spool,
-                directory,
-                maildir_root,
-                schedule,
-            }),
+            spool,
+            directory,
+            maildir_root,
+            schedule,
+            config: DeliveryConfig::default(),
+            hostname: "localhost".into(),
+            intake: None,
+            hook: None,
+            dns: None,
             concurrency: DEFAULT_CONCURRENCY,
             poll_interval: DEFAULT_POLL_INTERVAL,
         }
+    }
+
+    /// The `[delivery]` settings: routes, DNS, client timeouts and limits.
+    pub fn with_config(mut self, config: DeliveryConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This server's name: `Reporting-MTA:` of DSNs, and EHLO unless `helo_name` is set.
+    pub fn with_hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = hostname.into();
+        self
+    }
+
+    /// Where DSNs to senders are queued (normally the spool itself). Without it, failures
+    /// are recorded and logged but nobody is notified.
+    pub fn with_intake(mut self, intake: Arc<dyn Intake>) -> Self {
+        self.intake = Some(intake);
+        self
+    }
+
+    /// A routing decision consulted before the static table (the plugins' `route` stage).
+    pub fn with_route_hook(mut self, hook: Arc<dyn RouteHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// A DNS implementation instead of hickory on `nameservers` (for tests).
+    pub fn with_dns(mut self, dns: Arc<dyn Dns>) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
     /// How many messages may be in delivery at once (at least 1).
@@ -53,33 +102,83 @@ impl Dispatcher {
         self
     }
 
+    fn context(self) -> Option<(Arc<Context>, usize, Duration)> {
+        let tls_config = match tls::opportunistic_config() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up TLS for delivery");
+                return None;
+            }
+        };
+        let helo = self
+            .config
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| self.hostname.clone());
+        let delay_warning = Some(self.config.delay_warning).filter(|d| !d.is_zero());
+        let ctx = Context {
+            router: Router::new(self.config.routes.clone(), Arc::clone(&self.directory)),
+            remote: Remote::new(self.config, helo, tls_config, self.dns),
+            spool: self.spool,
+            directory: self.directory,
+            maildir_root: self.maildir_root,
+            schedule: self.schedule,
+            hook: self.hook,
+            intake: self.intake,
+            hostname: self.hostname,
+            delay_warning,
+        };
+        Some((Arc::new(ctx), self.concurrency, self.poll_interval))
+    }
+
     /// Runs until `shutdown` is cancelled, then waits for the attempts in progress so that
     /// their outcomes are recorded. The queue is looked at on start, when the spool signals
     /// new or flushed messages, when an attempt ends, when the next message falls due, and at
     /// least every poll interval.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut wake = self.ctx.spool.subscribe();
+        let Some((ctx, concurrency, poll_interval)) = self.context() else {
+            return;
+        };
+        let runner = Runner { ctx, poll_interval };
+        let mut wake = runner.ctx.spool.subscribe();
         let mut wake_open = true;
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let permits = Arc::new(Semaphore::new(concurrency));
         let mut running = Running::default();
-        tracing::info!(
-            concurrency = self.concurrency,
-            "delivery dispatcher started"
-        );
-        while self.start_due(&permits, &mut running, &shutdown).await {
+        tracing::info!(concurrency, "delivery dispatcher started");
+        while runner.start_due(&permits, &mut running, &shutdown).await {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = wake.changed(), if wake_open => wake_open = changed.is_ok(),
-                _ = tokio::time::sleep(self.nap()) => {}
+                _ = tokio::time::sleep(runner.nap()) => {}
                 Some(joined) = running.tasks.join_next() => log_panic(joined),
             }
         }
-        while let Some(joined) = running.tasks.join_next().await {
-            log_panic(joined);
+        // Attempts in progress get a grace period to record their outcomes; a network
+        // attempt can wait minutes on a slow peer (RFC 5321 timeouts), so the rest are
+        // abandoned and retried after restart (a duplicate at worst, never a loss).
+        let drain = async {
+            while let Some(joined) = running.tasks.join_next().await {
+                log_panic(joined);
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!(
+                left = running.tasks.len(),
+                "abandoning delivery attempts still running"
+            );
+            running.tasks.abort_all();
+            while running.tasks.join_next().await.is_some() {}
         }
         tracing::info!("delivery dispatcher stopped");
     }
+}
 
+struct Runner {
+    ctx: Arc<Context>,
+    poll_interval: Duration,
+}
+
+impl Runner {
     /// Starts an attempt for every due message not already in progress. Returns false when
     /// shutdown came while waiting for a free slot.
     async fn start_due(
@@ -106,9 +205,9 @@ impl Dispatcher {
             // The semaphore is never closed.
             let Ok(permit) = permit else { return false };
             let ctx = Arc::clone(&self.ctx);
-            running.tasks.spawn_blocking(move || {
+            running.tasks.spawn(async move {
                 let _slot = (permit, claim);
-                attempt::process(&ctx, &id);
+                attempt::process(ctx, id).await;
             });
         }
         true

@@ -1,31 +1,45 @@
 //! Corvid's delivery: takes due messages from the spool and puts them where they belong.
 //!
-//! Owns: the queue runner ([`Dispatcher`]), local delivery into Maildir ([`maildir`]), and the
-//! per-recipient [`Outcome`] (`Delivered` / `Transient` / `Permanent`). For now every recipient
-//! is local: an address that is not a local mailbox fails permanently. Outbound SMTP (MX lookup,
-//! the SMTP client, STARTTLS policy) and LMTP come in later changes.
+//! Owns: the queue runner ([`Dispatcher`]); routing ([`route`]: plugin seam, static table,
+//! local domains, MX); DNS through hickory-resolver ([`dns`], the only crate that may use
+//! hickory) and MX ordering ([`mx`]); the SMTP and LMTP client on tokio with STARTTLS
+//! ([`client`]), per-destination session limits and connection reuse; local delivery into
+//! Maildir ([`maildir`]); the per-recipient [`Outcome`] (`Delivered` / `Transient` /
+//! `Permanent`); and sending the DSNs that `corvid_queue::dsn` composes back through
+//! [`corvid_types::Intake`].
 //!
-//! Must not: know how a message got queued (it sees only [`corvid_queue::Spool`]), or touch
-//! the spool's storage directly.
+//! Must not: know how a message got queued (it sees only [`corvid_queue::Spool`] and
+//! `Intake`), touch the spool's storage directly, compose DSN text (the queue does), or call
+//! plugins other than through [`route::RouteHook`].
 //!
-//! Failures are recorded on the recipient (`Failed` with the reason) and logged at warn; the
-//! delivery status notification to the sender (RFC 3464) is composed by the queue in a later
-//! change.
+//! Guarantee: at-least-once. A recipient is marked delivered only after the Maildir file was
+//! fsynced, or the next hop answered 2xx to the end of DATA; the spool is updated right after.
+//! A crash in that window makes the recipients be attempted again on restart (a duplicate,
+//! never a loss). A connection lost before the final reply is a transient failure: the
+//! message is sent again later. When an alias expands to several mailboxes and one fails
+//! transiently, the whole recipient is retried (as with Postfix's local(8)).
 //!
-//! Guarantee: at-least-once. A message is removed from the spool only after every Maildir
-//! file of it was fsynced and renamed into `new/`, and the spool is updated right after the
-//! writes. A crash in that short window makes the recipients be attempted again on restart,
-//! so a mailbox can get a duplicate, but a message is never lost. Likewise, when an alias
-//! expands to several mailboxes and one of them fails transiently, the whole recipient is
-//! retried and the mailboxes that succeeded get the message again (as with Postfix's local(8)).
+//! Lines sent to a next hop always end in CRLF: the content is dot-stuffed and any bare CR or
+//! LF becomes CRLF on the way out ([`corvid_smtp::encode_data`]).
 
 mod attempt;
+pub mod client;
+pub mod config;
 mod dispatcher;
+pub mod dns;
 mod error;
+mod local;
 pub mod maildir;
+pub mod mx;
+mod notify;
 mod outcome;
+mod pool;
+mod remote;
+pub mod route;
 
-pub use attempt::return_path;
+pub use config::{DeliveryConfig, Timeouts};
 pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};
 pub use error::DeliveryError;
-pub use outcome::Outcome;
+pub use local::return_path;
+pub use outcome::{Outcome, RcptReport};
+pub use route::{Destination, NextHop, RouteHook};

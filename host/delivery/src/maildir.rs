@@ -11,30 +11,45 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Mail is private to its owner: directories 0700, files 0600 (as Dovecot creates them).
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
 /// Delivers `content_prefix` followed by `content` (byte-exact, CRLF kept) to `mailbox`;
-/// returns the path of the new file in `new/`. Returns only after the file and its directory
-/// entry are on stable storage.
+/// returns the path of the file. Returns only after the file and its directory entry are on
+/// stable storage.
+///
+/// Idempotent for one message and mailbox: the file name is derived from
+/// the message's queue id and arrival time, so a delivery attempted again after a crash (between
+/// the rename into `new/` and the queue update) finds the earlier file instead of writing a
+/// second copy. That is what makes local delivery exactly-once across SIGKILL.
+///
+/// The earlier copy is looked for in `new/`, and in `cur/` under the names Dovecot gives a
+/// message it has seen (`:2,` and `:2,S`); a message a client has already flagged or deleted in
+/// the meantime would be delivered again, which only a crash in that window can cause.
 pub fn deliver(
     root: &Path,
     mailbox: &Address,
+    queue_id: &str,
+    arrived_at: u64,
     content_prefix: &[u8],
     content: &[u8],
 ) -> Result<PathBuf, DeliveryError> {
     let maildir = maildir_path(root, mailbox)?;
+    check_component(queue_id)?;
     for sub in ["tmp", "new", "cur"] {
         ensure_dir(&maildir.join(sub))?;
     }
-    let name = unique_name(content_prefix.len() + content.len());
-    let tmp = maildir.join("tmp").join(&name);
+    let size = content_prefix.len() + content.len();
+    let name = format!("{arrived_at}.Q{queue_id}.{},S={size}", hostname());
     let new = maildir.join("new").join(&name);
+    if let Some(existing) = already_delivered(&maildir, &name) {
+        return Ok(existing);
+    }
+    let tmp = maildir.join("tmp").join(&name);
+    // A leftover tmp file of an interrupted attempt is overwritten, never delivered.
     if let Err(e) = write_synced(&tmp, content_prefix, content) {
         let _ = std::fs::remove_file(&tmp);
         return Err(DeliveryError::io("write", tmp, e));
@@ -45,6 +60,27 @@ pub fn deliver(
     }
     sync_dir(&maildir.join("new"))?;
     Ok(new)
+}
+
+fn already_delivered(maildir: &Path, name: &str) -> Option<PathBuf> {
+    let candidates = [
+        maildir.join("new").join(name),
+        maildir.join("cur").join(format!("{name}:2,")),
+        maildir.join("cur").join(format!("{name}:2,S")),
+    ];
+    candidates.into_iter().find(|p| p.exists())
+}
+
+fn write_synced(path: &Path, prefix: &[u8], content: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.write_all(prefix)?;
+    file.write_all(content)?;
+    file.sync_all()
 }
 
 /// `<root>/<domain>/<local>/Maildir`, after checking that neither part can leave `root`.
@@ -97,40 +133,11 @@ fn ensure_dir(dir: &Path) -> Result<(), DeliveryError> {
     }
 }
 
-fn write_synced(path: &Path, prefix: &[u8], content: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)?;
-    file.write_all(prefix)?;
-    file.write_all(content)?;
-    file.sync_all()
-}
-
 /// fsync on a directory makes its entries (a rename, a new subdirectory) durable.
 fn sync_dir(dir: &Path) -> Result<(), DeliveryError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| DeliveryError::io("fsync", dir, e))
-}
-
-/// `<secs>.M<micros>P<pid>Q<n>.<host>,S=<size>`: time, process and a per-process counter make
-/// it unique; `,S=` lets Dovecot know the size without a stat.
-fn unique_name(size: usize) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}.M{}P{}Q{}.{},S={}",
-        now.as_secs(),
-        now.subsec_micros(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        hostname(),
-        size
-    )
 }
 
 fn hostname() -> &'static str {

@@ -31,6 +31,29 @@ impl Outcome {
     }
 }
 
+/// The outcome of one recipient with what a DSN and `corvid queue show` need to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RcptReport {
+    pub outcome: Outcome,
+    /// For a delivery: what to record as the last reply (default `2.0.0 delivered`).
+    pub detail: Option<String>,
+    /// The server that answered (RFC 3464 `Remote-MTA`).
+    pub remote_mta: Option<String>,
+    /// `smtp; <reply>` (RFC 3464 `Diagnostic-Code`).
+    pub diagnostic: Option<String>,
+}
+
+impl From<Outcome> for RcptReport {
+    fn from(outcome: Outcome) -> Self {
+        RcptReport {
+            outcome,
+            detail: None,
+            remote_mta: None,
+            diagnostic: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

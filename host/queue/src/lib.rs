@@ -3,13 +3,16 @@
 //!
 //! Owns: the [`Spool`] trait and its fsync contract, the sled implementation ([`SledSpool`],
 //! which is also the server's [`corvid_types::Intake`]) with group commit, queue ids, the
-//! per-recipient delivery state ([`QueuedMessage`]) and the [`RetrySchedule`]. Delivery status
-//! notifications (DSNs, RFC 3464) will be composed here too, in a later change.
+//! per-recipient delivery state ([`QueuedMessage`]), the [`RetrySchedule`], and delivery status
+//! notifications ([`dsn`]: which recipients need one, and the RFC 3464 `multipart/report`
+//! itself; delivery queues the composed DSN through [`corvid_types::Intake`]).
 //!
 //! Must not: speak SMTP, call policy plugins, or know how mail is delivered. This is the only
 //! crate that may use sled; no sled type appears in its public API.
 
 mod commit;
+pub mod dsn;
+mod dsn_text;
 mod error;
 mod id;
 mod index;

@@ -24,8 +24,27 @@ pub struct RecipientState {
     pub attempts: u32,
     /// Unix seconds of the next attempt (meaningful while `Pending`).
     pub next_attempt: u64,
-    /// The last reply or error text, for `corvid queue show` and later for the DSN.
+    /// The last reply or error text, starting with an enhanced status code (RFC 3463), for
+    /// `corvid queue show` and the DSN's `Status:`.
     pub last_reply: Option<String>,
+    /// Where the last attempt went: `local`, `mx:example.org`, `smtp://host:port`,
+    /// `lmtp://host:port` or `lmtp:unix:/path` (the route chosen for this recipient).
+    #[serde(default)]
+    pub route: Option<String>,
+    /// The host that gave the last reply, for the DSN's `Remote-MTA:` (RFC 3464 2.3.5).
+    #[serde(default)]
+    pub remote_mta: Option<String>,
+    /// The last reply of a remote server as `smtp; 550 5.1.1 text`, for the DSN's
+    /// `Diagnostic-Code:` (RFC 3464 2.3.6).
+    #[serde(default)]
+    pub diagnostic: Option<String>,
+    /// A failure of this recipient was reported (or needed no report): it is never reported
+    /// again.
+    #[serde(default)]
+    pub reported: bool,
+    /// The sender was warned that delivery to this recipient is delayed (RFC 3464 `delayed`).
+    #[serde(default)]
+    pub delay_notified: bool,
 }
 
 impl RecipientState {
@@ -62,6 +81,11 @@ impl QueuedMessage {
                 attempts: 0,
                 next_attempt: arrived_at,
                 last_reply: None,
+                route: None,
+                remote_mta: None,
+                diagnostic: None,
+                reported: false,
+                delay_notified: false,
             })
             .collect();
         QueuedMessage {

@@ -36,6 +36,8 @@ impl SledSpool {
         let meta = db.open_tree("meta")?;
         let content = db.open_tree("content")?;
         remove_orphan_content(&meta, &content)?;
+        remove_finished(&meta, &content)?;
+        db.flush()?;
         let index = load_index(&meta);
         Ok(Arc::new(SledSpool {
             committer: Committer::new(db.clone()),
@@ -299,6 +301,22 @@ fn load_index(meta: &sled::Tree) -> DueIndex {
         }
     }
     index
+}
+
+/// Deletes messages with no recipient left to attempt: left by a crash between recording the
+/// last outcome and removing the message.
+fn remove_finished(meta: &sled::Tree, content: &sled::Tree) -> Result<(), QueueError> {
+    for item in meta.iter() {
+        let (key, value) = item?;
+        if let Ok(msg) = decode(&key, &value) {
+            if !msg.has_pending() {
+                tracing::info!(queue_id = %msg.id, "removing finished message left by an interrupted run");
+                meta.remove(&key)?;
+                content.remove(&key)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes content with no metadata: left by a crash in the middle of a submit or remove.

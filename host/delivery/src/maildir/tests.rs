@@ -10,7 +10,7 @@ fn delivers_into_new_with_prefix_and_exact_bytes() {
     let root = tempfile::tempdir().unwrap();
     let content = b"Subject: hi\r\n\r\nline one\r\n.dot\r\n\x00\xff\r\n";
     let prefix = b"Return-Path: <bob@x.test>\r\n";
-    let path = deliver(root.path(), &alice(), prefix, content).unwrap();
+    let path = deliver(root.path(), &alice(), "Q1", 1_700_000_000, prefix, content).unwrap();
 
     let maildir = root.path().join("example.test/alice/Maildir");
     assert_eq!(path.parent().unwrap(), maildir.join("new"));
@@ -33,7 +33,7 @@ fn delivers_into_new_with_prefix_and_exact_bytes() {
 fn names_are_unique() {
     let root = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..50)
-        .map(|_| deliver(root.path(), &alice(), b"", b"x\r\n").unwrap())
+        .map(|i| deliver(root.path(), &alice(), &format!("Q{i}"), 1, b"", b"x\r\n").unwrap())
         .collect();
     let dir = root.path().join("example.test/alice/Maildir/new");
     assert_eq!(std::fs::read_dir(dir).unwrap().count(), paths.len());
@@ -51,7 +51,15 @@ fn path_traversal_is_refused() {
         ("al\0ice", "example.test"),
         ("", "example.test"),
     ] {
-        let err = deliver(root.path(), &Address::new(local, domain), b"", b"x").unwrap_err();
+        let err = deliver(
+            root.path(),
+            &Address::new(local, domain),
+            "Q1",
+            1,
+            b"",
+            b"x",
+        )
+        .unwrap_err();
         assert!(
             matches!(err, DeliveryError::BadMailbox { .. }),
             "{local:?}@{domain:?}: {err}"
@@ -66,7 +74,7 @@ fn io_trouble_is_transient() {
     let root = tempfile::tempdir().unwrap();
     // A file where the domain directory should be: creating the Maildir fails.
     std::fs::write(root.path().join("example.test"), b"").unwrap();
-    let err = deliver(root.path(), &alice(), b"", b"x").unwrap_err();
+    let err = deliver(root.path(), &alice(), "Q1", 1, b"", b"x").unwrap_err();
     assert!(
         matches!(err.outcome(), crate::Outcome::Transient(_)),
         "{err}"
@@ -78,4 +86,54 @@ fn hostnames_are_escaped_as_dovecot_does() {
     assert_eq!(sanitize_host("a/b:c"), "a\\057b\\072c");
     assert_eq!(sanitize_host(""), "localhost");
     assert!(!hostname().is_empty());
+}
+
+#[test]
+fn deliver_once_is_idempotent_per_message_and_mailbox() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = Address::new("alice", "x.test");
+    let first = deliver(
+        root.path(),
+        &mb,
+        "ABC123",
+        1_700_000_000,
+        b"P: 1\r\n",
+        b"body\r\n",
+    )
+    .unwrap();
+    let again = deliver(
+        root.path(),
+        &mb,
+        "ABC123",
+        1_700_000_000,
+        b"P: 1\r\n",
+        b"body\r\n",
+    )
+    .unwrap();
+    assert_eq!(first, again);
+    let new_dir = root.path().join("x.test/alice/Maildir/new");
+    assert_eq!(std::fs::read_dir(&new_dir).unwrap().count(), 1);
+    assert_eq!(std::fs::read(&first).unwrap(), b"P: 1\r\nbody\r\n");
+    // Seen by a client (moved to cur with flags): still not delivered twice.
+    let name = first.file_name().unwrap().to_string_lossy().into_owned();
+    let cur = root
+        .path()
+        .join("x.test/alice/Maildir/cur")
+        .join(format!("{name}:2,S"));
+    std::fs::rename(&first, &cur).unwrap();
+    let third = deliver(
+        root.path(),
+        &mb,
+        "ABC123",
+        1_700_000_000,
+        b"P: 1\r\n",
+        b"body\r\n",
+    )
+    .unwrap();
+    assert_eq!(third, cur);
+    assert_eq!(std::fs::read_dir(&new_dir).unwrap().count(), 0);
+    // Another message gets its own file.
+    deliver(root.path(), &mb, "DEF456", 1_700_000_000, b"", b"x\r\n").unwrap();
+    assert_eq!(std::fs::read_dir(&new_dir).unwrap().count(), 1);
+    assert!(deliver(root.path(), &mb, "../x", 1, b"", b"").is_err());
 }

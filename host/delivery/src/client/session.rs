@@ -1,0 +1,282 @@
+//! Opening a session: connect, greeting, EHLO (HELO fallback) or LHLO, STARTTLS, AUTH.
+
+use super::conn::{AsyncStream, Conn};
+use super::tls::server_name;
+use super::ClientError;
+use crate::config::Timeouts;
+use crate::route::AuthConfig;
+use base64::Engine as _;
+use corvid_smtp::{Capabilities, Reply};
+use rustls::ClientConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::{TcpStream, UnixStream};
+
+/// SMTP (RFC 5321) or LMTP (RFC 2033, which differs in LHLO and in one reply per recipient
+/// after DATA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Lmtp,
+}
+
+/// Whether to use STARTTLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsPolicy {
+    Off,
+    /// When offered; a failed handshake is reported as [`ClientError::Tls`] so the caller can
+    /// connect again without TLS.
+    Opportunistic,
+    /// Fail when STARTTLS is not offered or the handshake fails.
+    Required,
+}
+
+/// Where to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `host` names the server in logs, SNI and `Remote-MTA:`.
+    Tcp {
+        host: String,
+        addr: SocketAddr,
+    },
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// `host[ip]:port` (Postfix's form) or the socket path.
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::Tcp { host, addr } if host == &addr.ip().to_string() => addr.to_string(),
+            Endpoint::Tcp { host, addr } => format!("{host}[{}]:{}", addr.ip(), addr.port()),
+            Endpoint::Unix(p) => p.display().to_string(),
+        }
+    }
+
+    /// The name for `Remote-MTA:`.
+    pub fn host(&self) -> String {
+        match self {
+            Endpoint::Tcp { host, .. } => host.clone(),
+            Endpoint::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Everything a session needs besides the endpoint.
+#[derive(Clone)]
+pub struct SessionOptions {
+    pub protocol: Protocol,
+    pub helo: String,
+    pub tls: TlsPolicy,
+    pub tls_config: Arc<ClientConfig>,
+    pub auth: Option<AuthConfig>,
+    pub timeouts: Timeouts,
+}
+
+/// An open session, ready for a transaction.
+pub struct Session {
+    pub(crate) conn: Conn,
+    pub caps: Capabilities,
+    pub protocol: Protocol,
+    pub tls: bool,
+    pub endpoint: Endpoint,
+    pub(crate) timeouts: Timeouts,
+    /// Transactions completed on this session.
+    pub messages: usize,
+}
+
+impl Session {
+    /// Connects and greets; returns once the session can take MAIL FROM.
+    pub async fn open(endpoint: Endpoint, opts: &SessionOptions) -> Result<Session, ClientError> {
+        let t = &opts.timeouts;
+        let peer = endpoint.describe();
+        let connect_err = |e: std::io::Error| ClientError::Connect {
+            peer: peer.clone(),
+            detail: e.to_string(),
+        };
+        let connected = tokio::time::timeout(t.connect, async {
+            Ok::<Box<dyn AsyncStream>, std::io::Error>(match &endpoint {
+                Endpoint::Tcp { addr, .. } => Box::new(TcpStream::connect(addr).await?),
+                Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
+            })
+        })
+        .await;
+        let stream = match connected {
+            Ok(r) => r.map_err(connect_err)?,
+            Err(_) => {
+                return Err(ClientError::Connect {
+                    peer,
+                    detail: "connect timed out".into(),
+                })
+            }
+        };
+        let mut conn = Conn::new(stream, peer);
+        // RFC 5321 4.5.3.2.1: wait 5 minutes for the 220 greeting.
+        let greeting = conn.read_reply(t.greeting, "greeting").await?;
+        if greeting.code != 220 {
+            return Err(reject(&mut conn, "greeting", greeting, t).await);
+        }
+        let mut session = Session {
+            conn,
+            caps: Capabilities::default(),
+            protocol: opts.protocol,
+            tls: false,
+            endpoint,
+            timeouts: t.clone(),
+            messages: 0,
+        };
+        session.hello(&opts.helo).await?;
+        session.starttls(opts).await?;
+        if let Some(auth) = &opts.auth {
+            session.authenticate(auth).await?;
+        }
+        Ok(session)
+    }
+
+    /// EHLO, falling back to HELO on a 5xx (RFC 5321 3.2 and 4.1.4); LHLO for LMTP, which has
+    /// no fallback (RFC 2033 4.1).
+    async fn hello(&mut self, helo: &str) -> Result<(), ClientError> {
+        let t = self.timeouts.command;
+        let verb = match self.protocol {
+            Protocol::Smtp => "EHLO",
+            Protocol::Lmtp => "LHLO",
+        };
+        let reply = self
+            .conn
+            .command(&format!("{verb} {helo}"), t, verb)
+            .await?;
+        if reply.is_positive() {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(());
+        }
+        if self.protocol == Protocol::Lmtp || !reply.is_permanent() {
+            return Err(reject(&mut self.conn, verb, reply, &self.timeouts).await);
+        }
+        let reply = self
+            .conn
+            .command(&format!("HELO {helo}"), t, "HELO")
+            .await?;
+        if !reply.is_positive() {
+            return Err(reject(&mut self.conn, "HELO", reply, &self.timeouts).await);
+        }
+        // A HELO session has no extensions at all.
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// STARTTLS per RFC 3207, then EHLO again: what the server said before TLS is forgotten
+    /// (RFC 3207 4.2).
+    async fn starttls(&mut self, opts: &SessionOptions) -> Result<(), ClientError> {
+        if opts.tls == TlsPolicy::Off {
+            return Ok(());
+        }
+        if !self.caps.starttls {
+            if opts.tls == TlsPolicy::Required {
+                return Err(ClientError::TlsRequired(format!(
+                    "TLS is required, but {} does not offer STARTTLS",
+                    self.conn.peer
+                )));
+            }
+            return Ok(());
+        }
+        let reply = self
+            .conn
+            .command("STARTTLS", self.timeouts.command, "STARTTLS")
+            .await?;
+        if reply.code != 220 {
+            return Err(match opts.tls {
+                TlsPolicy::Required => ClientError::TlsRequired(format!(
+                    "TLS is required, but {} refused STARTTLS: {reply}",
+                    self.conn.peer
+                )),
+                _ => ClientError::Tls(format!("STARTTLS refused: {reply}")),
+            });
+        }
+        if self.conn.has_unread() {
+            // Bytes after the 220 would be read inside the TLS session as if protected
+            // (CVE-2011-0411 in reverse): refuse such a server.
+            return Err(ClientError::Protocol {
+                stage: "STARTTLS",
+                detail: "data after the STARTTLS reply".into(),
+            });
+        }
+        let name = server_name(&self.endpoint.host())
+            .or_else(|| server_name("localhost"))
+            .ok_or_else(|| ClientError::Tls("no usable server name".into()))?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&opts.tls_config));
+        let plain = self.conn.take_stream();
+        let handshake = tokio::time::timeout(self.timeouts.command, connector.connect(name, plain));
+        let tls = match handshake.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ClientError::Tls(e.to_string())),
+            Err(_) => return Err(ClientError::Tls("handshake timed out".into())),
+        };
+        self.conn.replace_stream(Box::new(tls));
+        self.tls = true;
+        self.hello(&opts.helo).await
+    }
+
+    /// RFC 4954 AUTH PLAIN (RFC 4616); credentials only ever go over TLS.
+    async fn authenticate(&mut self, auth: &AuthConfig) -> Result<(), ClientError> {
+        if !self.tls {
+            return Err(ClientError::TlsRequired(format!(
+                "refusing to send credentials to {} without TLS",
+                self.conn.peer
+            )));
+        }
+        if !self.caps.auth.iter().any(|m| m == "PLAIN") {
+            return Err(ClientError::Protocol {
+                stage: "AUTH",
+                detail: "the server does not offer AUTH PLAIN".into(),
+            });
+        }
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("\0{}\0{}", auth.user, auth.password));
+        let reply = self
+            .conn
+            .command(
+                &format!("AUTH PLAIN {token}"),
+                self.timeouts.command,
+                "AUTH",
+            )
+            .await?;
+        if reply.code != 235 {
+            return Err(ClientError::Rejected {
+                stage: "AUTH",
+                reply,
+            });
+        }
+        Ok(())
+    }
+
+    /// RSET (RFC 5321 4.1.1.5) after a transaction that did not complete, so the session can
+    /// be reused; false when the session is no longer usable.
+    pub async fn reset(&mut self) -> bool {
+        matches!(
+            self.conn.command("RSET", self.timeouts.command, "RSET").await,
+            Ok(r) if r.code == 250
+        )
+    }
+
+    /// QUIT (RFC 5321 4.1.1.10) and close; errors do not matter any more.
+    pub async fn quit(mut self) {
+        let _ = self
+            .conn
+            .command("QUIT", self.timeouts.command, "QUIT")
+            .await;
+    }
+
+    /// The peer for logs.
+    pub fn peer(&self) -> &str {
+        &self.conn.peer
+    }
+}
+
+/// A negative reply during session setup: QUIT politely (RFC 5321 3.1 after a 554 greeting)
+/// and report the reply.
+async fn reject(conn: &mut Conn, stage: &'static str, reply: Reply, t: &Timeouts) -> ClientError {
+    if reply.code != 421 {
+        let _ = conn.command("QUIT", t.command, "QUIT").await;
+    }
+    ClientError::Rejected { stage, reply }
+}

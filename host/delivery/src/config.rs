@@ -1,0 +1,155 @@
+//! The `[delivery]` section of the config: routes, DNS, the SMTP client's timeouts and limits.
+
+use crate::route::RouteEntry;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How outbound mail is routed and sent. Every key has a default, so the section may be left
+/// out entirely.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// DNS servers for MX, A and AAAA lookups (`"ip:port"`, UDP then TCP). Empty: the system's
+    /// `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
+    /// The port of MX hosts (RFC 5321: 25). Tests point it at a loopback port.
+    pub smtp_port: u16,
+    /// The name given in EHLO/HELO/LHLO; by default the server's `hostname`.
+    pub helo_name: Option<String>,
+    /// Try STARTTLS (RFC 3207) whenever the next hop offers it. The certificate is not
+    /// verified in this opportunistic mode (MX certificates rarely match and there is no
+    /// authenticated way to know the right name without DANE/MTA-STS); it only protects
+    /// against passive eavesdropping. A route with `require_tls` insists on TLS.
+    pub opportunistic_tls: bool,
+    /// Connect to IPv6 addresses of MX hosts too (tried before IPv4).
+    pub ipv6: bool,
+    /// At most this many MX host addresses are tried per attempt (Postfix's
+    /// `smtp_mx_address_limit`).
+    pub max_mx_addresses: usize,
+    /// Sessions open at once to one destination (a domain's MX set, a smart host, an LMTP
+    /// server).
+    pub max_connections_per_destination: usize,
+    /// A session stays open this long after a message for reuse by the next one to the same
+    /// destination; 0 closes it at once.
+    #[serde(with = "humantime_serde")]
+    pub connection_reuse_time: Duration,
+    /// Messages sent over one session before it is closed.
+    pub max_messages_per_connection: usize,
+    /// Warn the sender after a message waited this long, for recipients that asked with
+    /// `NOTIFY=DELAY` (RFC 3461). `"0s"` turns warnings off.
+    #[serde(with = "humantime_serde")]
+    pub delay_warning: Duration,
+    pub timeouts: Timeouts,
+    /// Static routes, looked up by recipient domain (exact match first, then `*`).
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteEntry>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            nameservers: Vec::new(),
+            smtp_port: 25,
+            helo_name: None,
+            opportunistic_tls: true,
+            ipv6: true,
+            max_mx_addresses: 5,
+            max_connections_per_destination: 10,
+            connection_reuse_time: Duration::from_secs(2),
+            max_messages_per_connection: 100,
+            delay_warning: Duration::from_secs(4 * 3600),
+            timeouts: Timeouts::default(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// Client timeouts. The defaults are RFC 5321 4.5.3.2's minimums.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect (not in the RFC; Postfix's `smtp_connect_timeout` is 30s).
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// 4.5.3.2.1 initial 220 message: 5 minutes.
+    #[serde(with = "humantime_serde")]
+    pub greeting: Duration,
+    /// EHLO, STARTTLS, AUTH, RSET, QUIT replies (4.5.3.2.2's 5 minutes for MAIL, reused).
+    #[serde(with = "humantime_serde")]
+    pub command: Duration,
+    /// 4.5.3.2.2 MAIL and 4.5.3.2.3 RCPT: 5 minutes.
+    #[serde(with = "humantime_serde")]
+    pub envelope: Duration,
+    /// 4.5.3.2.4 DATA initiation: 2 minutes.
+    #[serde(with = "humantime_serde")]
+    pub data_init: Duration,
+    /// 4.5.3.2.5 data block: 3 minutes for each write of content.
+    #[serde(with = "humantime_serde")]
+    pub data_block: Duration,
+    /// 4.5.3.2.6 DATA termination: 10 minutes for the reply to the final dot.
+    #[serde(with = "humantime_serde")]
+    pub data_end: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let min = |m: u64| Duration::from_secs(m * 60);
+        Timeouts {
+            connect: Duration::from_secs(30),
+            greeting: min(5),
+            command: min(5),
+            envelope: min(5),
+            data_init: min(2),
+            data_block: min(3),
+            data_end: min(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Target;
+
+    #[test]
+    fn empty_section_is_the_default() {
+        let c: DeliveryConfig = toml::from_str("").unwrap();
+        assert_eq!(c, DeliveryConfig::default());
+    }
+
+    #[test]
+    fn reads_routes_and_timeouts() {
+        let c: DeliveryConfig = toml::from_str(
+            r#"
+            nameservers = ["127.0.0.1:5353"]
+            smtp_port = 2526
+            delay_warning = "1h"
+            timeouts = { connect = "2s" }
+            [[route]]
+            domain = "example.org"
+            to = "smtp://relay.test:587"
+            require_tls = true
+            auth = { user = "u", password = "p" }
+            [[route]]
+            domain = "*"
+            to = "lmtp:unix:/run/dovecot/lmtp"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.smtp_port, 2526);
+        assert_eq!(c.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(c.timeouts.data_end, Duration::from_secs(600));
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.routes[0].require_tls);
+        assert!(matches!(c.routes[1].to, Target::LmtpUnix(_)));
+    }
+
+    #[test]
+    fn bad_targets_are_refused() {
+        for bad in ["smtp://", "smtp://h:x", "ftp://h", "lmtp:unix:", "mx2"] {
+            let text = format!("[[route]]\ndomain = \"*\"\nto = \"{bad}\"\n");
+            assert!(toml::from_str::<DeliveryConfig>(&text).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Telling the sender: DSNs composed by the queue ([`corvid_queue::dsn`]) and queued as new
+//! messages through [`corvid_types::Intake`], from `<>`.
+
+use crate::attempt::Context;
+use corvid_queue::dsn::{self, DsnContext};
+use corvid_queue::QueuedMessage;
+use std::time::SystemTime;
+
+/// Queues the DSNs due for `msg` and marks its recipients as reported. A DSN is durably
+/// queued before the marks are written, so a crash in between sends it twice, never not at
+/// all. When queueing fails the marks are not set and the next attempt of the message (if
+/// any recipient is still pending) tries again.
+pub(crate) async fn send_reports(
+    ctx: &Context,
+    msg: &mut QueuedMessage,
+    original: &[u8],
+    now: u64,
+) {
+    let reports = dsn::due_reports(msg, now, ctx.delay_warning);
+    let Some(intake) = &ctx.intake else {
+        if !reports.is_empty() {
+            tracing::warn!(queue_id = %msg.id, "no intake for DSNs; the sender is not notified");
+        }
+        dsn::mark_reported(msg, &reports);
+        return;
+    };
+    let retry_until = msg
+        .arrived_at
+        .saturating_add(ctx.schedule.max_age.as_secs());
+    for report in &reports {
+        let dsn_id = intake.next_id();
+        let dctx = DsnContext {
+            reporting_mta: &ctx.hostname,
+            dsn_id: &dsn_id.0,
+            now: SystemTime::now(),
+            retry_until: Some(retry_until),
+        };
+        let Some((envelope, content)) = dsn::compose(msg, original, report, &dctx) else {
+            continue;
+        };
+        match intake.submit(&dsn_id, &envelope, &content).await {
+            Ok(()) => tracing::info!(queue_id = %msg.id, dsn_id = %dsn_id,
+                action = ?report.action, recipients = report.recipients.len(),
+                to = %envelope.recipients[0].address, "DSN queued"),
+            Err(e) => {
+                return tracing::error!(queue_id = %msg.id, error = %e,
+                    "cannot queue the DSN; will try again at the next attempt");
+            }
+        }
+    }
+    dsn::mark_reported(msg, &reports);
+}

@@ -1,0 +1,309 @@
+//! Delivery to a next hop over the network: MX hosts, a smart host, or an LMTP server.
+//!
+//! For one destination and the recipients of one message routed there: take a session slot
+//! (per-destination limit), reuse an idle session or open one, trying the addresses in order
+//! until one greets (RFC 5321 5.1: a connection failure or a refusal at setup moves on to the
+//! next MX), then run one transaction for all the recipients.
+
+use crate::client::{
+    ClientError, Endpoint, Outbound, Protocol, Session, SessionOptions, TlsPolicy,
+    TransactionResult,
+};
+use crate::config::DeliveryConfig;
+use crate::dns::{Dns, DnsError, HickoryDns};
+use crate::mx::{self, MxOptions};
+use crate::pool::Pool;
+use crate::route::{Destination, HostPort, NextHop};
+use crate::{Outcome, RcptReport};
+use corvid_smtp::reply_parse::status_of;
+use corvid_smtp::Reply;
+use corvid_types::{Envelope, Recipient};
+use rustls::ClientConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+pub(crate) struct Remote {
+    pub(crate) config: DeliveryConfig,
+    pub(crate) helo: String,
+    pub(crate) tls_config: Arc<ClientConfig>,
+    pub(crate) pool: Arc<Pool>,
+    /// Made on first use, so that a host without a resolver configuration can still deliver
+    /// locally.
+    dns: Mutex<Option<Arc<dyn Dns>>>,
+}
+
+impl Remote {
+    pub(crate) fn new(
+        config: DeliveryConfig,
+        helo: String,
+        tls_config: Arc<ClientConfig>,
+        dns: Option<Arc<dyn Dns>>,
+    ) -> Self {
+        let pool = Pool::new(
+            config.max_connections_per_destination,
+            config.connection_reuse_time,
+            config.max_messages_per_connection,
+        );
+        Remote {
+            config,
+            helo,
+            tls_config,
+            pool,
+            dns: Mutex::new(dns),
+        }
+    }
+
+    fn dns(&self) -> Result<Arc<dyn Dns>, Outcome> {
+        let mut dns = self.dns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = dns.as_ref() {
+            return Ok(Arc::clone(d));
+        }
+        let made: Arc<dyn Dns> = Arc::new(
+            HickoryDns::new(&self.config.nameservers)
+                .map_err(|e| Outcome::Transient(format!("4.4.3 no DNS resolver: {e}")))?,
+        );
+        *dns = Some(Arc::clone(&made));
+        Ok(made)
+    }
+
+    /// Delivers `content` to the recipients `rcpts` (index into the message, recipient) at
+    /// `dest`; one report per recipient.
+    pub(crate) async fn deliver(
+        &self,
+        dest: &Destination,
+        envelope: &Envelope,
+        rcpts: &[(usize, &Recipient)],
+        content: &[u8],
+    ) -> Vec<(usize, RcptReport)> {
+        let msg = Outbound {
+            envelope,
+            recipients: rcpts.iter().map(|(_, r)| *r).collect(),
+            content,
+        };
+        let index: Vec<usize> = rcpts.iter().map(|(i, _)| *i).collect();
+        let mut lease = self.pool.acquire(dest).await;
+        if let Some(mut session) = lease.idle.take() {
+            match self.precheck(&session, &msg) {
+                Err(outcome) => {
+                    self.pool.release(dest, session);
+                    return uniform(&index, outcome);
+                }
+                Ok(()) => {
+                    let res = session.transaction(&msg).await;
+                    if !stale(&res) {
+                        return self.finish(dest, session, res, &index);
+                    }
+                    tracing::debug!(
+                        peer = session.peer(),
+                        "reused session was closed; reconnecting"
+                    );
+                }
+            }
+        }
+        let endpoints = match self.endpoints(&dest.hop).await {
+            Ok(e) => e,
+            Err(outcome) => return uniform(&index, outcome),
+        };
+        let mut last: Option<ClientError> = None;
+        for endpoint in endpoints {
+            let mut session = match self.open(dest, endpoint).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(destination = %dest.hop, error = %e, "next hop unusable, trying the next");
+                    last = Some(e);
+                    continue;
+                }
+            };
+            if let Err(outcome) = self.precheck(&session, &msg) {
+                self.pool.release(dest, session);
+                return uniform(&index, outcome);
+            }
+            let res = session.transaction(&msg).await;
+            return self.finish(dest, session, res, &index);
+        }
+        let outcome = match last {
+            Some(e) => e.outcome(),
+            None => Outcome::Transient(format!("4.4.4 no address to deliver to for {}", dest.hop)),
+        };
+        uniform(&index, outcome)
+    }
+
+    /// The checks before a transaction (they need the session's capabilities).
+    fn precheck(&self, session: &Session, msg: &Outbound<'_>) -> Result<(), Outcome> {
+        session.precheck(msg)
+    }
+
+    fn finish(
+        &self,
+        dest: &Destination,
+        session: Session,
+        res: TransactionResult,
+        index: &[usize],
+    ) -> Vec<(usize, RcptReport)> {
+        let host = session.endpoint.host();
+        let peer = session.peer().to_string();
+        let fallback = res.error.as_ref().map(|e| {
+            tracing::info!(peer = %peer, error = %e, "transaction failed");
+            (e.outcome(), e.reply().map(|r| format!("smtp; {r}")))
+        });
+        let reports = index
+            .iter()
+            .zip(res.replies)
+            .map(|(&i, reply)| {
+                let report = match (reply, &fallback) {
+                    (Some((stage, reply)), _) => reply_report(stage, &reply, &peer),
+                    (None, Some((outcome, diag))) => RcptReport {
+                        diagnostic: diag.clone(),
+                        ..RcptReport::from(outcome.clone())
+                    },
+                    (None, None) => RcptReport::from(Outcome::Transient(
+                        "4.5.0 no reply for this recipient".into(),
+                    )),
+                };
+                (
+                    i,
+                    RcptReport {
+                        remote_mta: Some(host.clone()),
+                        ..report
+                    },
+                )
+            })
+            .collect();
+        if res.reusable {
+            self.pool.release(dest, session);
+        } else {
+            tokio::spawn(session.quit());
+        }
+        reports
+    }
+
+    /// Opens a session with the route's TLS policy. A failed opportunistic handshake is
+    /// retried once without TLS (as Postfix does): clear text beats no delivery there.
+    async fn open(&self, dest: &Destination, endpoint: Endpoint) -> Result<Session, ClientError> {
+        let protocol = match dest.hop {
+            NextHop::Lmtp(_) | NextHop::LmtpUnix(_) => Protocol::Lmtp,
+            _ => Protocol::Smtp,
+        };
+        let tls = if dest.require_tls || dest.auth.is_some() {
+            TlsPolicy::Required
+        } else if self.config.opportunistic_tls && !matches!(endpoint, Endpoint::Unix(_)) {
+            TlsPolicy::Opportunistic
+        } else {
+            TlsPolicy::Off
+        };
+        let mut opts = SessionOptions {
+            protocol,
+            helo: self.helo.clone(),
+            tls,
+            tls_config: Arc::clone(&self.tls_config),
+            auth: dest.auth.clone(),
+            timeouts: self.config.timeouts.clone(),
+        };
+        match Session::open(endpoint.clone(), &opts).await {
+            Err(ClientError::Tls(e)) if tls == TlsPolicy::Opportunistic => {
+                tracing::warn!(peer = %endpoint.describe(), error = %e,
+                    "TLS handshake failed; retrying without TLS");
+                opts.tls = TlsPolicy::Off;
+                Session::open(endpoint, &opts).await
+            }
+            other => other,
+        }
+    }
+
+    /// The addresses to try for a next hop.
+    async fn endpoints(&self, hop: &NextHop) -> Result<Vec<Endpoint>, Outcome> {
+        let opts = MxOptions {
+            port: self.config.smtp_port,
+            ipv6: self.config.ipv6,
+            limit: self.config.max_mx_addresses,
+        };
+        match hop {
+            NextHop::Mx(domain) => {
+                let dns = self.dns()?;
+                let c = mx::candidates(dns.as_ref(), domain, opts).await?;
+                Ok(c.into_iter()
+                    .map(|c| Endpoint::Tcp {
+                        host: c.host,
+                        addr: c.addr,
+                    })
+                    .collect())
+            }
+            NextHop::Smtp(hp) | NextHop::Lmtp(hp) => self.host_endpoints(hp).await,
+            NextHop::LmtpUnix(path) => Ok(vec![Endpoint::Unix(path.clone())]),
+            NextHop::Local => Err(Outcome::Transient(
+                "4.3.5 local route given to the network client".into(),
+            )),
+        }
+    }
+
+    async fn host_endpoints(&self, hp: &HostPort) -> Result<Vec<Endpoint>, Outcome> {
+        if let Ok(ip) = hp.host.parse::<IpAddr>() {
+            return Ok(vec![Endpoint::Tcp {
+                host: hp.host.clone(),
+                addr: SocketAddr::new(ip, hp.port),
+            }]);
+        }
+        let dns = self.dns()?;
+        let mut addrs = match dns.addresses(&hp.host).await {
+            Ok(a) => a,
+            Err(DnsError::Temporary(e)) => {
+                return Err(Outcome::Transient(format!(
+                    "4.4.3 cannot resolve {}: {e}",
+                    hp.host
+                )))
+            }
+            Err(e) => {
+                return Err(Outcome::Transient(format!(
+                    "4.4.4 cannot resolve {}: {e}",
+                    hp.host
+                )))
+            }
+        };
+        addrs.sort_by_key(|a| !a.is_ipv6());
+        Ok(addrs
+            .into_iter()
+            .filter(|a| self.config.ipv6 || a.is_ipv4())
+            .map(|ip| Endpoint::Tcp {
+                host: hp.host.clone(),
+                addr: SocketAddr::new(ip, hp.port),
+            })
+            .collect())
+    }
+}
+
+/// A reused session that was closed meanwhile (no reply at all), or that the server no
+/// longer serves (421 to MAIL, RFC 5321 3.8): the message goes on a fresh connection instead.
+fn stale(res: &TransactionResult) -> bool {
+    let closed = res.error.is_some() && res.replies.iter().all(Option::is_none);
+    let refused = res
+        .replies
+        .iter()
+        .all(|r| matches!(r, Some(("MAIL", reply)) if reply.code == 421));
+    closed || (refused && !res.replies.is_empty())
+}
+
+/// A recipient's final reply as a report: 2xx delivered, 4xx transient, 5xx permanent.
+fn reply_report(stage: &str, reply: &Reply, peer: &str) -> RcptReport {
+    let status = status_of(reply);
+    let said = format!("{peer} said: {reply} (in reply to {stage})");
+    let outcome = if reply.is_positive() {
+        Outcome::Delivered
+    } else if reply.is_transient() {
+        Outcome::Transient(format!("{status} {said}"))
+    } else {
+        Outcome::Permanent(format!("{status} {said}"))
+    };
+    RcptReport {
+        outcome,
+        detail: Some(format!("{status} {said}")),
+        remote_mta: None,
+        diagnostic: Some(format!("smtp; {reply}")),
+    }
+}
+
+fn uniform(index: &[usize], outcome: Outcome) -> Vec<(usize, RcptReport)> {
+    index
+        .iter()
+        .map(|&i| (i, RcptReport::from(outcome.clone())))
+        .collect()
+}

@@ -1,0 +1,295 @@
+//! Routing: where the mail for one recipient goes.
+//!
+//! Order, first answer wins:
+//! 1. a [`RouteHook`] (the seam for the plugins' `route` stage; the binary installs one with
+//!    [`crate::Dispatcher::with_route_hook`] once the plugin host offers that stage);
+//! 2. a static route whose `domain` is the recipient's domain (case-insensitive);
+//! 3. local domains go to the local Maildir;
+//! 4. the `*` route, when there is one (a smart host for everything else);
+//! 5. the domain's MX hosts.
+//!
+//! A local domain is only routed away by a route naming it exactly, so `*` to a smart host
+//! never sends local mail out.
+
+use async_trait::async_trait;
+use corvid_types::{Address, Directory, Envelope};
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Default ports: SMTP's well-known 25, and 24 for LMTP (RFC 2033 assigns none; 24 is IANA's
+/// "any private mail system", the customary LMTP port).
+const SMTP_PORT: u16 = 25;
+const LMTP_PORT: u16 = 24;
+
+/// A `host:port` next hop.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A route's `to`: `local`, `mx`, `smtp://host[:port]`, `lmtp://host[:port]`,
+/// `lmtp:unix:/path`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Target {
+    Local,
+    Mx,
+    Smtp(HostPort),
+    Lmtp(HostPort),
+    LmtpUnix(PathBuf),
+}
+
+impl TryFrom<String> for Target {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = |why: &str| format!("route target `{s}`: {why}");
+        if s == "local" {
+            return Ok(Target::Local);
+        }
+        if s == "mx" {
+            return Ok(Target::Mx);
+        }
+        if let Some(path) = s.strip_prefix("lmtp:unix:") {
+            if !path.starts_with('/') {
+                return Err(bad("the socket path must be absolute"));
+            }
+            return Ok(Target::LmtpUnix(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("smtp://") {
+            return host_port(rest, SMTP_PORT).map(Target::Smtp).map_err(&bad);
+        }
+        if let Some(rest) = s.strip_prefix("lmtp://") {
+            return host_port(rest, LMTP_PORT).map(Target::Lmtp).map_err(&bad);
+        }
+        Err(bad(
+            "expected local, mx, smtp://host:port, lmtp://host:port or lmtp:unix:/path",
+        ))
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn host_port(s: &str, default_port: u16) -> Result<HostPort, &'static str> {
+    let s = s.trim_end_matches('/');
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or("unclosed [")?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err("missing or invalid host");
+    }
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| "invalid port")?,
+        None => default_port,
+    };
+    Ok(HostPort {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Credentials for a smart host (RFC 4954 AUTH PLAIN). Sent only over TLS.
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AuthConfig {{ user: {:?}, password: <hidden> }}",
+            self.user
+        )
+    }
+}
+
+/// One `[[delivery.route]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    /// A recipient domain, or `*` for every domain without a route of its own.
+    pub domain: String,
+    pub to: Target,
+    /// Smart host credentials (only with `smtp://`).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Fail (temporarily, 4.7.10) instead of sending in clear text when the next hop does
+    /// not offer STARTTLS or the handshake fails.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// Where a recipient's mail goes, after routing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NextHop {
+    Local,
+    /// The MX hosts of this (lower-case) domain.
+    Mx(String),
+    Smtp(HostPort),
+    Lmtp(HostPort),
+    LmtpUnix(PathBuf),
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NextHop::Local => f.write_str("local"),
+            NextHop::Mx(d) => write!(f, "mx:{d}"),
+            NextHop::Smtp(hp) => write!(f, "smtp://{hp}"),
+            NextHop::Lmtp(hp) => write!(f, "lmtp://{hp}"),
+            NextHop::LmtpUnix(p) => write!(f, "lmtp:unix:{}", p.display()),
+        }
+    }
+}
+
+/// A next hop with the route's options. Recipients of one message with equal destinations
+/// are sent in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Destination {
+    pub hop: NextHop,
+    pub require_tls: bool,
+    pub auth: Option<AuthConfig>,
+}
+
+impl Destination {
+    pub fn new(hop: NextHop) -> Self {
+        Destination {
+            hop,
+            require_tls: false,
+            auth: None,
+        }
+    }
+}
+
+/// The seam for a routing decision made outside this crate (the plugins' `route` stage).
+#[async_trait]
+pub trait RouteHook: Send + Sync {
+    /// `None`: no opinion, the static table and the defaults decide.
+    async fn route(&self, envelope: &Envelope, rcpt: &Address) -> Option<Destination>;
+}
+
+/// The static part of routing: the table from the config and the local domains.
+pub struct Router {
+    routes: Vec<RouteEntry>,
+    directory: Arc<Directory>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<RouteEntry>, directory: Arc<Directory>) -> Self {
+        Router { routes, directory }
+    }
+
+    pub fn route(&self, rcpt: &Address) -> Destination {
+        let domain = rcpt.domain_lower();
+        let exact = self
+            .routes
+            .iter()
+            .find(|r| r.domain.eq_ignore_ascii_case(&domain));
+        if exact.is_none() && self.directory.is_local_domain(&domain) {
+            return Destination::new(NextHop::Local);
+        }
+        match exact.or_else(|| self.routes.iter().find(|r| r.domain == "*")) {
+            Some(entry) => Destination {
+                hop: match &entry.to {
+                    Target::Local => NextHop::Local,
+                    Target::Mx => NextHop::Mx(domain),
+                    Target::Smtp(hp) => NextHop::Smtp(hp.clone()),
+                    Target::Lmtp(hp) => NextHop::Lmtp(hp.clone()),
+                    Target::LmtpUnix(p) => NextHop::LmtpUnix(p.clone()),
+                },
+                require_tls: entry.require_tls,
+                auth: entry.auth.clone(),
+            },
+            None => Destination::new(NextHop::Mx(domain)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corvid_types::DomainEntry;
+
+    fn entry(domain: &str, to: &str) -> RouteEntry {
+        RouteEntry {
+            domain: domain.into(),
+            to: Target::try_from(to.to_string()).unwrap(),
+            auth: None,
+            require_tls: false,
+        }
+    }
+
+    #[test]
+    fn targets_parse() {
+        let t = |s: &str| Target::try_from(s.to_string());
+        assert_eq!(
+            t("smtp://relay.test").unwrap(),
+            Target::Smtp(HostPort {
+                host: "relay.test".into(),
+                port: 25
+            })
+        );
+        assert_eq!(
+            t("lmtp://[::1]:2400").unwrap(),
+            Target::Lmtp(HostPort {
+                host: "::1".into(),
+                port: 2400
+            })
+        );
+        assert_eq!(
+            t("lmtp://127.0.0.1").unwrap(),
+            Target::Lmtp(HostPort {
+                host: "127.0.0.1".into(),
+                port: 24
+            })
+        );
+        assert!(t("smtp://h:99999").is_err());
+        assert!(t("lmtp:unix:relative").is_err());
+    }
+
+    #[test]
+    fn table_order() {
+        let mut dir = Directory::new(None, None);
+        dir.add_domain("corvid.test", DomainEntry::default());
+        dir.add_domain("lmtp.test", DomainEntry::default());
+        let router = Router::new(
+            vec![
+                entry("*", "smtp://smart.test:587"),
+                entry("LMTP.test", "lmtp:unix:/run/lmtp"),
+                entry("direct.test", "mx"),
+            ],
+            Arc::new(dir),
+        );
+        let hop = |d: &str| router.route(&Address::new("a", d)).hop.to_string();
+        assert_eq!(hop("corvid.test"), "local");
+        assert_eq!(hop("lmtp.test"), "lmtp:unix:/run/lmtp");
+        assert_eq!(hop("Direct.Test"), "mx:direct.test");
+        assert_eq!(hop("other.test"), "smtp://smart.test:587");
+        let bare = Router::new(vec![], Arc::new(Directory::new(None, None)));
+        assert_eq!(
+            bare.route(&Address::new("a", "X.test")).hop.to_string(),
+            "mx:x.test"
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! Delivery status notifications (RFC 3464, RFC 3461): which recipients need one, and the
+//! `multipart/report` message itself.
+//!
+//! Rules (RFC 3461 5 and RFC 5321 6.1 / 4.5.5):
+//! - never to the null reverse-path `<>` (a DSN is itself sent from `<>`, so two MTAs cannot
+//!   bounce a message back and forth);
+//! - `NOTIFY=NEVER` gets nothing; a `NOTIFY=` list gets only the conditions it names; without
+//!   `NOTIFY`, failures are reported and delays are not (Corvid's choice, as Postfix);
+//! - one report lists every recipient that needs one at that moment, so a message whose
+//!   recipients all fail in one attempt produces exactly one DSN.
+
+use crate::dsn_text::{header_section, human_text, orcpt_field, rfc5322_date};
+use crate::{unix_secs, QueuedMessage, RecipientState, RecipientStatus};
+use corvid_types::{Address, BodyType, Envelope, MailParams, RcptParams, Recipient, Ret};
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+/// Largest original message returned whole; past it only the headers go back (Postfix's
+/// `bounce_size_limit` is 50 000).
+pub const RETURN_LIMIT: usize = 128 * 1024;
+
+/// RFC 3464 2.3.3 `Action` values Corvid reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DsnAction {
+    Failed,
+    Delayed,
+}
+
+impl DsnAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            DsnAction::Failed => "failed",
+            DsnAction::Delayed => "delayed",
+        }
+    }
+}
+
+/// One notification to compose: the recipients (indexes into `QueuedMessage::recipients`)
+/// and what happened to them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DsnReport {
+    pub action: DsnAction,
+    pub recipients: Vec<usize>,
+}
+
+/// Whether `rcpt` asked to be told about `action` (RFC 3461 4.1).
+pub fn notify_wants(rcpt: &RecipientState, action: DsnAction) -> bool {
+    match (&rcpt.recipient.params.notify, action) {
+        (Some(n), _) if n.never => false,
+        (Some(n), DsnAction::Failed) => n.failure,
+        (Some(n), DsnAction::Delayed) => n.delay,
+        (None, DsnAction::Failed) => true,
+        (None, DsnAction::Delayed) => false,
+    }
+}
+
+/// The reports due for `msg` at `now`: failures not yet reported, and delay warnings for
+/// recipients still pending after `delay_warning` (when set). Nothing for the null sender.
+pub fn due_reports(
+    msg: &QueuedMessage,
+    now: u64,
+    delay_warning: Option<Duration>,
+) -> Vec<DsnReport> {
+    if msg.envelope.sender.is_none() {
+        return Vec::new();
+    }
+    let pick = |f: &dyn Fn(&RecipientState) -> bool, action| DsnReport {
+        action,
+        recipients: (0..msg.recipients.len())
+            .filter(|&i| f(&msg.recipients[i]) && notify_wants(&msg.recipients[i], action))
+            .collect(),
+    };
+    let failed = pick(
+        &|r| r.status == RecipientStatus::Failed && !r.reported,
+        DsnAction::Failed,
+    );
+    let late = delay_warning.is_some_and(|d| now.saturating_sub(msg.arrived_at) >= d.as_secs());
+    let delayed = pick(
+        &|r| late && r.is_pending() && r.attempts > 0 && !r.delay_notified,
+        DsnAction::Delayed,
+    );
+    [failed, delayed]
+        .into_iter()
+        .filter(|r| !r.recipients.is_empty())
+        .collect()
+}
+
+/// Marks what `due_reports` would report again as done: every failed recipient (reported or
+/// not wanted) and the recipients of the delay reports. Call after the DSNs were queued.
+pub fn mark_reported(msg: &mut QueuedMessage, reports: &[DsnReport]) {
+    for r in msg.recipients.iter_mut() {
+        if r.status == RecipientStatus::Failed {
+            r.reported = true;
+        }
+    }
+    for report in reports.iter().filter(|r| r.action == DsnAction::Delayed) {
+        for &i in &report.recipients {
+            if let Some(r) = msg.recipients.get_mut(i) {
+                r.delay_notified = true;
+            }
+        }
+    }
+}
+
+/// Who sends the report and when the queue gives up (for `Will-Retry-Until:`).
+#[derive(Clone, Debug)]
+pub struct DsnContext<'a> {
+    /// The host name of this MTA (`Reporting-MTA: dns; <name>`, the `From:` domain).
+    pub reporting_mta: &'a str,
+    /// A unique id for the new message (its queue id), used in `Message-ID:`.
+    pub dsn_id: &'a str,
+    pub now: SystemTime,
+    /// Unix seconds at which pending recipients will fail.
+    pub retry_until: Option<u64>,
+}
+
+/// The envelope and content of the DSN for `report`, or `None` when the message's sender is
+/// `<>` (never notified). The envelope's sender is `<>` (RFC 3461 6.2, RFC 5321 4.5.5).
+pub fn compose(
+    msg: &QueuedMessage,
+    original: &[u8],
+    report: &DsnReport,
+    ctx: &DsnContext<'_>,
+) -> Option<(Envelope, Vec<u8>)> {
+    let to = msg.envelope.sender.clone()?;
+    let rcpts: Vec<&RecipientState> = report
+        .recipients
+        .iter()
+        .filter_map(|&i| msg.recipients.get(i))
+        .collect();
+    let returned = returned_part(msg, original, report.action);
+    let boundary = boundary(ctx.dsn_id);
+    let utf8 = to.is_utf8() || rcpts.iter().any(|r| r.recipient.address.is_utf8());
+    let mut out = String::new();
+    top_headers(&mut out, &to, report.action, ctx, &boundary);
+    let _ = write!(
+        out,
+        "This is a MIME-encapsulated message.\r\n\r\n--{boundary}\r\n\
+         Content-Description: Notification\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n{}\r\n--{boundary}\r\n",
+        human_text(ctx.reporting_mta, report.action, &rcpts),
+    );
+    status_part(&mut out, msg, &rcpts, report.action, ctx, utf8);
+    let mut content = out.into_bytes();
+    let (kind, desc, body) = returned;
+    content.extend_from_slice(
+        format!("--{boundary}\r\nContent-Description: {desc}\r\nContent-Type: {kind}\r\n\r\n")
+            .as_bytes(),
+    );
+    content.extend_from_slice(body);
+    if !body.ends_with(b"\r\n") {
+        content.extend_from_slice(b"\r\n");
+    }
+    content.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let envelope = Envelope {
+        sender: None,
+        params: MailParams {
+            body: if content.is_ascii() {
+                BodyType::SevenBit
+            } else {
+                BodyType::EightBitMime
+            },
+            smtputf8: utf8,
+            ..MailParams::default()
+        },
+        recipients: vec![Recipient {
+            address: to,
+            params: RcptParams::default(),
+        }],
+    };
+    Some((envelope, content))
+}
+
+fn top_headers(
+    out: &mut String,
+    to: &Address,
+    action: DsnAction,
+    ctx: &DsnContext<'_>,
+    boundary: &str,
+) {
+    let subject = match action {
+        DsnAction::Failed => "Undelivered Mail Returned to Sender",
+        DsnAction::Delayed => "Delayed Mail (still being retried)",
+    };
+    let host = ctx.reporting_mta;
+    let _ = write!(
+        out,
+        "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\n\
+         To: <{to}>\r\n\
+         Subject: {subject}\r\n\
+         Date: {}\r\n\
+         Message-ID: <{}@{host}>\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"{boundary}\"\r\n\r\n",
+        rfc5322_date(unix_secs(ctx.now)),
+        ctx.dsn_id,
+    );
+}
+
+/// The `message/delivery-status` part (RFC 3464 2.2 and 2.3), or `message/global-delivery-status`
+/// when an address is UTF-8 (RFC 6533 6).
+fn status_part(
+    out: &mut String,
+    msg: &QueuedMessage,
+    rcpts: &[&RecipientState],
+    action: DsnAction,
+    ctx: &DsnContext<'_>,
+    utf8: bool,
+) {
+    let kind = if utf8 {
+        "message/global-delivery-status"
+    } else {
+        "message/delivery-status"
+    };
+    let _ = write!(
+        out,
+        "Content-Description: Delivery report\r\nContent-Type: {kind}\r\n\r\n\
+         Reporting-MTA: dns; {}\r\nX-Corvid-Queue-ID: {}\r\n",
+        ctx.reporting_mta, msg.id
+    );
+    if let Some(envid) = &msg.envelope.params.envid {
+        let _ = write!(out, "Original-Envelope-Id: {envid}\r\n");
+    }
+    let _ = write!(out, "Arrival-Date: {}\r\n", rfc5322_date(msg.arrived_at));
+    for r in rcpts {
+        let addr = &r.recipient.address;
+        let addr_type = if addr.is_utf8() { "utf-8" } else { "rfc822" };
+        let _ = write!(out, "\r\nFinal-Recipient: {addr_type}; {addr}\r\n");
+        if let Some(orcpt) = r.recipient.params.orcpt.as_deref().and_then(orcpt_field) {
+            let _ = write!(out, "Original-Recipient: {orcpt}\r\n");
+        }
+        let _ = write!(
+            out,
+            "Action: {}\r\nStatus: {}\r\n",
+            action.as_str(),
+            status_code(r, action)
+        );
+        if let Some(mta) = &r.remote_mta {
+            let _ = write!(out, "Remote-MTA: dns; {mta}\r\n");
+        }
+        match (&r.diagnostic, &r.last_reply) {
+            (Some(d), _) => {
+                let _ = write!(out, "Diagnostic-Code: {d}\r\n");
+            }
+            (None, Some(text)) => {
+                let _ = write!(out, "Diagnostic-Code: x-corvid; {text}\r\n");
+            }
+            (None, None) => {}
+        }
+        if r.attempts > 0 {
+            let _ = write!(
+                out,
+                "Last-Attempt-Date: {}\r\n",
+                rfc5322_date(unix_secs(ctx.now))
+            );
+        }
+        if let (DsnAction::Delayed, Some(until)) = (action, ctx.retry_until) {
+            let _ = write!(out, "Will-Retry-Until: {}\r\n", rfc5322_date(until));
+        }
+    }
+    out.push_str("\r\n");
+}
+
+/// RFC 3464 2.3.4: the recipient's enhanced status code, taken from the front of its last
+/// reply; failing that, the generic `5.0.0` or `4.0.0` (RFC 3463 3.1).
+fn status_code(r: &RecipientState, action: DsnAction) -> String {
+    let class = match action {
+        DsnAction::Failed => '5',
+        DsnAction::Delayed => '4',
+    };
+    let parsed = r
+        .last_reply
+        .as_deref()
+        .and_then(|t| t.split(' ').next())
+        .and_then(corvid_types::EnhancedCode::parse);
+    match parsed {
+        // A give-up after 4xx replies keeps the 4.x.x of the last reply, as Postfix does.
+        Some(code) if code.0 != 2 => code.to_string(),
+        _ => format!("{class}.0.0"),
+    }
+}
+
+/// What goes back of the original (RFC 3461 4.3 `RET`, RFC 3462 `text/rfc822-headers`): the
+/// whole message for a failure when `RET=FULL` or unspecified and it is not too big, the
+/// headers otherwise (always for delays, as Postfix).
+fn returned_part<'a>(
+    msg: &QueuedMessage,
+    original: &'a [u8],
+    action: DsnAction,
+) -> (&'static str, &'static str, &'a [u8]) {
+    let full = action == DsnAction::Failed
+        && msg.envelope.params.ret != Some(Ret::Headers)
+        && original.len() <= RETURN_LIMIT;
+    let global = !original.is_ascii() && msg.envelope.params.smtputf8;
+    match (full, global) {
+        (true, false) => ("message/rfc822", "Undelivered Message", original),
+        (true, true) => ("message/global", "Undelivered Message", original),
+        (false, false) => (
+            "text/rfc822-headers",
+            "Message Headers",
+            header_section(original),
+        ),
+        (false, true) => (
+            "message/global-headers",
+            "Message Headers",
+            header_section(original),
+        ),
+    }
+}
+
+/// A MIME boundary that cannot occur in the parts: it contains the new message's unique id and
+/// random digits (RFC 2046 5.1.1).
+fn boundary(dsn_id: &str) -> String {
+    format!("=_corvid_{}_{:016x}", dsn_id, rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests;
