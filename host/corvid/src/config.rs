@@ -43,6 +43,9 @@ pub struct ServerSection {
     /// Client networks that may relay without authenticating (CIDR); none by default.
     #[serde(default)]
     pub relay_networks: Vec<ipnet::IpNet>,
+    /// Clients that may start queue runs with ETRN (RFC 1985); none by default.
+    #[serde(default)]
+    pub etrn_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +202,7 @@ impl Config {
             limits: self.limits.clone(),
             listeners: self.listeners.clone(),
             relay_networks: self.server.relay_networks.clone(),
+            etrn_networks: self.server.etrn_networks.clone(),
             auth: self.auth.clone(),
         }
     }

@@ -71,6 +71,7 @@ async fn serve(config: Config, signals: Signals) -> Result<()> {
         directory: Arc::clone(&directory),
         tls: Some(Arc::clone(&tls)),
         credentials: Some(credentials),
+        queue_control: Some(spool.clone()),
     };
     let server = BoundServer::bind(config.server_config(), services).await?;
     for (name, address) in server.local_addrs() {

@@ -51,6 +51,39 @@ impl SledSpool {
         }))
     }
 
+    /// Makes every pending recipient for which `wanted` holds due now; returns the number of
+    /// messages touched.
+    fn flush_matching(
+        &self,
+        wanted: impl Fn(&corvid_types::Address) -> bool,
+    ) -> Result<usize, QueueError> {
+        let now = unix_secs(SystemTime::now());
+        let mut touched = 0;
+        {
+            let mut index = self.lock_index();
+            for mut msg in self.list()? {
+                let mut hit = false;
+                for r in msg
+                    .recipients
+                    .iter_mut()
+                    .filter(|r| r.is_pending() && wanted(&r.recipient.address))
+                {
+                    r.next_attempt = now;
+                    hit = true;
+                }
+                if !hit {
+                    continue;
+                }
+                self.meta.insert(msg.id.0.as_bytes(), encode(&msg)?)?;
+                index.set(&msg.id, msg.next_due());
+                touched += 1;
+            }
+        }
+        self.flush()?;
+        self.wake_runners();
+        Ok(touched)
+    }
+
     /// How many group-commit flushes ran (for tests and metrics).
     pub fn flush_count(&self) -> u64 {
         self.committer.flush_count()
@@ -212,26 +245,7 @@ impl Spool for SledSpool {
     }
 
     fn flush_all(&self) -> Result<usize, QueueError> {
-        let now = unix_secs(SystemTime::now());
-        let mut touched = 0;
-        {
-            let mut index = self.lock_index();
-            for msg in self.list()? {
-                if msg.next_due().is_none() {
-                    continue;
-                }
-                let mut msg = msg;
-                for r in msg.recipients.iter_mut().filter(|r| r.is_pending()) {
-                    r.next_attempt = now;
-                }
-                self.meta.insert(msg.id.0.as_bytes(), encode(&msg)?)?;
-                index.set(&msg.id, msg.next_due());
-                touched += 1;
-            }
-        }
-        self.flush()?;
-        self.wake_runners();
-        Ok(touched)
+        self.flush_matching(|_| true)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -329,4 +343,20 @@ fn remove_orphan_content(meta: &sled::Tree, content: &sled::Tree) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// ETRN (RFC 1985): a queue run for one domain, or with `@` for it and its subdomains.
+impl corvid_types::QueueControl for SledSpool {
+    fn start_run(&self, node: &str) -> Result<usize, corvid_types::IntakeError> {
+        let (domain, subdomains) = match node.strip_prefix('@') {
+            Some(d) => (d.to_ascii_lowercase(), true),
+            None => (node.to_ascii_lowercase(), false),
+        };
+        let suffix = format!(".{domain}");
+        self.flush_matching(|a| {
+            let d = a.domain_lower();
+            d == domain || (subdomains && d.ends_with(&suffix))
+        })
+        .map_err(|e| corvid_types::IntakeError::Storage(e.to_string()))
+    }
 }

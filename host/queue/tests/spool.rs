@@ -162,7 +162,10 @@ async fn finished_messages_are_removed_at_reopen() {
     drop(spool);
 
     let spool = SledSpool::open(dir.path()).unwrap();
-    assert_eq!(spool.due(SystemTime::now()).unwrap(), std::slice::from_ref(&pending));
+    assert_eq!(
+        spool.due(SystemTime::now()).unwrap(),
+        std::slice::from_ref(&pending)
+    );
     // A crash between the last update and the removal must not leave it in the queue.
     let left: Vec<_> = spool.list().unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(left, [pending]);

@@ -14,6 +14,9 @@ pub struct ServerConfig {
     /// Client networks allowed to relay without authenticating (none by default).
     #[serde(default)]
     pub relay_networks: Vec<ipnet::IpNet>,
+    /// Clients allowed to start queue runs with ETRN (RFC 1985); none by default.
+    #[serde(default)]
+    pub etrn_networks: Vec<ipnet::IpNet>,
     #[serde(default)]
     pub auth: AuthSettings,
 }

@@ -84,6 +84,7 @@ fn shared(intake: Arc<MemIntake>, credentials: Option<Arc<dyn Credentials>>) -> 
         },
         listeners: Vec::new(),
         relay_networks: Vec::new(),
+        etrn_networks: Vec::new(),
         auth: AuthSettings {
             failure_delay: std::time::Duration::ZERO,
             ..AuthSettings::default()
@@ -95,6 +96,7 @@ fn shared(intake: Arc<MemIntake>, credentials: Option<Arc<dyn Credentials>>) -> 
         directory: Arc::new(dir),
         tls: None,
         credentials,
+        queue_control: None,
     };
     Arc::new(Shared::new(&config, services))
 }

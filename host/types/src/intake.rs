@@ -39,3 +39,10 @@ pub trait Intake: Send + Sync {
         content: &[u8],
     ) -> Result<(), IntakeError>;
 }
+
+/// Starting queue runs on request (ETRN, RFC 1985), without knowing how the queue is stored.
+pub trait QueueControl: Send + Sync {
+    /// Makes the pending recipients at `node` (a domain; `@domain` includes its subdomains)
+    /// due now; returns how many messages that concerns.
+    fn start_run(&self, node: &str) -> Result<usize, IntakeError>;
+}

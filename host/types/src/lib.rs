@@ -21,6 +21,6 @@ pub use connection::{ConnectionInfo, TlsInfo};
 pub use decision::{Decision, Modification, Verdict};
 pub use directory::{Directory, DomainEntry, Lookup};
 pub use envelope::{BodyType, Envelope, MailParams, Notify, RcptParams, Recipient, Ret};
-pub use intake::{Intake, IntakeError, QueueId};
+pub use intake::{Intake, IntakeError, QueueControl, QueueId};
 pub use policy::{AuthCredentials, MessageView, NoPolicy, Policy, PolicySession, Stage};
 pub use reply::{EnhancedCode, Reply};

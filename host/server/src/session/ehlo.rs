@@ -63,6 +63,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.offers_starttls() {
             lines.push("STARTTLS".into());
         }
+        if self.offers_etrn() {
+            lines.push("ETRN".into());
+        }
         if self.offers_auth() && self.conn.auth_user.is_none() {
             lines.push(format!("AUTH {}", super::auth::MECHANISMS));
         }

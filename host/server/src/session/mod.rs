@@ -37,6 +37,8 @@ pub struct Services {
     pub tls: Option<Arc<TlsHandle>>,
     /// The users file (or another password check); `None` leaves AUTH to policy plugins.
     pub credentials: Option<Arc<dyn Credentials>>,
+    /// Queue runs on request (ETRN); `None` does not offer ETRN.
+    pub queue_control: Option<Arc<dyn corvid_types::QueueControl>>,
 }
 
 /// What every session of a server shares.
@@ -45,6 +47,7 @@ pub struct Shared {
     pub limits: Limits,
     pub auth: AuthSettings,
     pub relay_networks: Vec<ipnet::IpNet>,
+    pub etrn_networks: Vec<ipnet::IpNet>,
     pub services: Services,
     pub throttle: AuthThrottle,
     /// Cancelled when shutdown starts: idle sessions say 421 and close.
@@ -61,6 +64,7 @@ impl Shared {
             limits: config.limits.clone(),
             auth: config.auth.clone(),
             relay_networks: config.relay_networks.clone(),
+            etrn_networks: config.etrn_networks.clone(),
             services,
             throttle: AuthThrottle::new(config.auth.failure_window),
             shutdown: CancellationToken::new(),
@@ -345,7 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Command::Expn(_) => Ok(self.fail(Reply::new(502, "5.5.1", "EXPN is disabled"))),
             Command::StartTls => Ok(self.starttls()),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
-            Command::Etrn(_) => Ok(self.not_offered("ETRN")),
+            Command::Etrn(node) => Ok(self.etrn(&node)),
             Command::NotImplemented(verb) => Ok(self.not_offered(&verb)),
         }
     }

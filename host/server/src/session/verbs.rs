@@ -41,6 +41,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         ))
     }
 
+    /// ETRN is offered only to the configured trusted clients.
+    pub(super) fn offers_etrn(&self) -> bool {
+        let ip = self.conn.peer_addr.ip();
+        self.shared.services.queue_control.is_some()
+            && self.shared.etrn_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// RFC 1985: start a queue run for a domain (`@domain`: with its subdomains). The codes are
+    /// RFC 1985's: 251 nothing waiting, 253 n messages started, 458 cannot queue, 501 syntax.
+    pub(super) fn etrn(&mut self, node: &str) -> Flow {
+        let Some(control) = self
+            .shared
+            .services
+            .queue_control
+            .clone()
+            .filter(|_| self.offers_etrn())
+        else {
+            return self.not_offered("ETRN");
+        };
+        let domain = node.strip_prefix('@').unwrap_or(node);
+        if node.starts_with('#') || !super::ehlo::valid_helo(domain) || domain.starts_with('[') {
+            return self.fail(Reply::new(
+                501,
+                "5.5.4",
+                "Syntax: ETRN domain or ETRN @domain",
+            ));
+        }
+        match control.start_run(node) {
+            Ok(0) => self.reply(Reply::new(
+                251,
+                "2.0.0",
+                format!("OK, no messages waiting for node {node}"),
+            )),
+            Ok(n) => self.reply(Reply::new(
+                253,
+                "2.0.0",
+                format!("OK, {n} pending messages for node {node} started"),
+            )),
+            Err(e) => {
+                tracing::warn!(session = self.conn.session_id, error = %e, "ETRN queue run failed");
+                self.fail(Reply::new(
+                    458,
+                    "4.3.0",
+                    format!("Unable to queue messages for node {node}"),
+                ))
+            }
+        }
+    }
+
     /// 502: recognised but not implemented or not offered on this listener (RFC 5321 4.2.4).
     pub(super) fn not_offered(&mut self, verb: &str) -> Flow {
         let verb: String = verb
