@@ -17,6 +17,7 @@ use tokio::sync::watch;
 /// The sled-backed spool. Open it once per process (sled locks the directory) and share the
 /// `Arc` as `Arc<dyn Spool>` and `Arc<dyn Intake>`.
 pub struct SledSpool {
+    kv: crate::SledKv,
     db: sled::Db,
     meta: sled::Tree,
     content: sled::Tree,
@@ -39,7 +40,10 @@ impl SledSpool {
         remove_finished(&meta, &content)?;
         db.flush()?;
         let index = load_index(&meta);
+        let kv = crate::SledKv::new(db.open_tree("kv")?);
+        kv.sweep()?;
         Ok(Arc::new(SledSpool {
+            kv,
             committer: Committer::new(db.clone()),
             db,
             meta,
@@ -82,6 +86,11 @@ impl SledSpool {
         self.flush()?;
         self.wake_runners();
         Ok(touched)
+    }
+
+    /// The plugins' key-value store, in the same database.
+    pub fn kv(&self) -> crate::SledKv {
+        self.kv.clone()
     }
 
     /// How many group-commit flushes ran (for tests and metrics).
