@@ -207,7 +207,9 @@ mod tests {
             .map(|_| {
                 let kv = kv.clone();
                 std::thread::spawn(move || {
-                    (0..250).for_each(|_| drop(kv.increment("p", b"c", 1, None).unwrap()))
+                    (0..250).for_each(|_| {
+                        kv.increment("p", b"c", 1, None).unwrap();
+                    })
                 })
             })
             .collect();
