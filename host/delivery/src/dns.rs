@@ -116,3 +116,44 @@ impl Dns for HickoryDns {
         Ok(lookup.iter().collect())
     }
 }
+
+/// The lookups the plugins' `dns` import offers (A, AAAA, TXT, PTR), on the same resolver.
+impl HickoryDns {
+    /// A records (`v6 == false`) or AAAA records.
+    pub async fn ips(&self, name: &str, v6: bool) -> Result<Vec<IpAddr>, DnsError> {
+        let name = absolute(name);
+        if v6 {
+            let lookup = self.resolver.ipv6_lookup(name).await.map_err(classify)?;
+            Ok(lookup.iter().map(|a| IpAddr::V6(a.0)).collect())
+        } else {
+            let lookup = self.resolver.ipv4_lookup(name).await.map_err(classify)?;
+            Ok(lookup.iter().map(|a| IpAddr::V4(a.0)).collect())
+        }
+    }
+
+    /// TXT records, the strings of each record joined.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let lookup = self
+            .resolver
+            .txt_lookup(absolute(name))
+            .await
+            .map_err(classify)?;
+        Ok(lookup
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<String>()
+            })
+            .collect())
+    }
+
+    /// PTR names of `ip`, without the trailing dot.
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let lookup = self.resolver.reverse_lookup(ip).await.map_err(classify)?;
+        Ok(lookup
+            .iter()
+            .map(|n| n.to_ascii().trim_end_matches('.').to_string())
+            .collect())
+    }
+}
