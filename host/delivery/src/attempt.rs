@@ -154,6 +154,10 @@ async fn deliver_groups(
         let msg = Arc::clone(&shared);
         let content = Arc::clone(&content);
         let handle = tasks.spawn(async move {
+            if dest.hop == NextHop::Discard {
+                tracing::info!(queue_id = %msg.id, recipients = idx.len(), "dropped by a route decision");
+                return uniform(&idx, Outcome::Delivered);
+            }
             if dest.hop == NextHop::Local {
                 let fallback = idx.clone();
                 let c = Arc::clone(&ctx);

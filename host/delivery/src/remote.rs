@@ -230,7 +230,7 @@ impl Remote {
             }
             NextHop::Smtp(hp) | NextHop::Lmtp(hp) => self.host_endpoints(hp).await,
             NextHop::LmtpUnix(path) => Ok(vec![Endpoint::Unix(path.clone())]),
-            NextHop::Local => Err(Outcome::Transient(
+            NextHop::Local | NextHop::Discard => Err(Outcome::Transient(
                 "4.3.5 local route given to the network client".into(),
             )),
         }

@@ -144,6 +144,8 @@ pub struct RouteEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum NextHop {
     Local,
+    /// Dropped without delivery or bounce, by a plugin's `route` decision.
+    Discard,
     /// The MX hosts of this (lower-case) domain.
     Mx(String),
     Smtp(HostPort),
@@ -155,6 +157,7 @@ impl fmt::Display for NextHop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NextHop::Local => f.write_str("local"),
+            NextHop::Discard => f.write_str("discard"),
             NextHop::Mx(d) => write!(f, "mx:{d}"),
             NextHop::Smtp(hp) => write!(f, "smtp://{hp}"),
             NextHop::Lmtp(hp) => write!(f, "lmtp://{hp}"),
