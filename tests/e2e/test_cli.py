@@ -309,7 +309,7 @@ def test_transaction_log_lines_and_no_body(server):
     closed = [e for e in server.events() if e.get("message") == "connection closed"]
     assert [e["messages"] for e in closed if e["messages"]] == [1, 1], closed
     for qid in qids:
-        assert any(e.get("queue_id") == qid and e.get("message") == "maildir delivery" for e in server.events())
+        assert any(e.get("queue_id") == qid and e.get("message") == "recipient done" for e in server.events())
     # every line is JSON with --log-format json
     bad = [l for l in text.splitlines() if l.strip() and not l.startswith("{")]
     assert not bad, bad

@@ -282,7 +282,7 @@ fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
         // hot path). A failed message is updated first so its final state is on record; a
         // crash between that update and the removal is cleaned up when the queue is opened.
         return match spool.remove(id) {
-            Ok(_) => tracing::info!(queue_id = %id, "message done, removed from queue"),
+            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
             Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
         };
     }
@@ -298,7 +298,7 @@ fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
     }
     if !msg.has_pending() {
         match spool.remove(id) {
-            Ok(_) => tracing::info!(queue_id = %id, "message done, removed from queue"),
+            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
             Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
         }
     }

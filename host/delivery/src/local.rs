@@ -68,7 +68,8 @@ fn write_one(
     let id = &msg.id;
     match maildir::deliver(root, mailbox, &id.0, msg.arrived_at, prefix, content) {
         Ok(path) => {
-            tracing::info!(queue_id = %id, mailbox = %mailbox, outcome = "delivered",
+            // The per-recipient outcome line is the one at info; this adds the file.
+            tracing::debug!(queue_id = %id, mailbox = %mailbox, outcome = "delivered",
                 path = %path.display(), "maildir delivery");
             Outcome::Delivered
         }

@@ -39,9 +39,7 @@ pub fn deliver(
 ) -> Result<PathBuf, DeliveryError> {
     let maildir = maildir_path(root, mailbox)?;
     check_component(queue_id)?;
-    for sub in ["tmp", "new", "cur"] {
-        ensure_dir(&maildir.join(sub))?;
-    }
+    ensure_maildir(&maildir)?;
     let size = content_prefix.len() + content.len();
     let name = format!("{arrived_at}.Q{queue_id}.{},S={size}", hostname());
     let new = maildir.join("new").join(&name);
@@ -50,7 +48,14 @@ pub fn deliver(
     }
     let tmp = maildir.join("tmp").join(&name);
     // A leftover tmp file of an interrupted attempt is overwritten, never delivered.
-    if let Err(e) = write_synced(&tmp, content_prefix, content) {
+    let mut written = write_synced(&tmp, content_prefix, content);
+    if matches!(&written, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+        // The Maildir was removed since it was created: make it again and retry once.
+        forget_maildir(&maildir);
+        ensure_maildir(&maildir)?;
+        written = write_synced(&tmp, content_prefix, content);
+    }
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(DeliveryError::io("write", tmp, e));
     }
@@ -111,6 +116,44 @@ fn check_component(name: &str) -> Result<(), DeliveryError> {
         name: name.to_string(),
         reason,
     })
+}
+
+/// Maildirs known to exist, so that a delivery does not pay three failing `mkdir` calls.
+/// Bounded: past this many it is simply cleared (the cost is only those `mkdir` calls again).
+const KNOWN_MAILDIRS: usize = 100_000;
+
+type Known = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
+
+fn known_maildirs() -> &'static Known {
+    static KNOWN: OnceLock<Known> = OnceLock::new();
+    KNOWN.get_or_init(Default::default)
+}
+
+fn forget_maildir(maildir: &Path) {
+    known_maildirs()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(maildir);
+}
+
+fn ensure_maildir(maildir: &Path) -> Result<(), DeliveryError> {
+    let known = known_maildirs();
+    if known
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(maildir)
+    {
+        return Ok(());
+    }
+    for sub in ["tmp", "new", "cur"] {
+        ensure_dir(&maildir.join(sub))?;
+    }
+    let mut set = known.lock().unwrap_or_else(|p| p.into_inner());
+    if set.len() >= KNOWN_MAILDIRS {
+        set.clear();
+    }
+    set.insert(maildir.to_path_buf());
+    Ok(())
 }
 
 /// Creates `dir` (and missing parents) with mode 0700, fsyncing each parent that gained an

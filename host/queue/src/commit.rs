@@ -7,12 +7,13 @@
 //! the next generation, so they share the next fsync. A submitter is released when a flush of
 //! its generation (or a later one) succeeded: a flush covers every insert that preceded it.
 //!
-//! The flusher is a plain thread started per busy period, not a tokio task: it does not
-//! depend on the runtime still running, and a submit future dropped mid-wait (client gone)
-//! cannot strand the rest of its batch.
+//! The flusher is one long-lived plain thread, woken when a flush is wanted, not a tokio task:
+//! it does not depend on the runtime still running, and a submit future dropped mid-wait
+//! (client gone) cannot strand the rest of its batch. (A thread per busy period cost a thread
+//! start per message at low concurrency.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::watch;
 
@@ -39,9 +40,15 @@ pub(crate) struct Committer {
     /// condition submitters wait on.
     state: watch::Sender<CommitState>,
     flushes: AtomicU64,
-    /// The last flusher thread, joined before a new one starts and when the spool closes, so
-    /// that no thread keeps the database open (sled locks it) after the spool is dropped.
+    /// The flusher thread, joined when the spool is dropped, so that no thread keeps the
+    /// database open (sled locks it) after that.
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the flusher: `(kicked, stop)`.
+    kick: Mutex<(bool, bool)>,
+    kicked: Condvar,
+    /// Signalled after every finished flush, for [`Committer::commit_blocking`].
+    done_lock: Mutex<()>,
+    done: Condvar,
 }
 
 impl Committer {
@@ -51,6 +58,10 @@ impl Committer {
             state: watch::Sender::new(CommitState::default()),
             flushes: AtomicU64::new(0),
             flusher: Mutex::new(None),
+            kick: Mutex::new((false, false)),
+            kicked: Condvar::new(),
+            done_lock: Mutex::new(()),
+            done: Condvar::new(),
         })
     }
 
@@ -77,6 +88,30 @@ impl Committer {
         }
     }
 
+    /// [`Committer::commit`] for synchronous callers (queue updates from delivery threads, the
+    /// admin commands): they share the flushes of concurrent submits instead of each running
+    /// an fsync of its own.
+    pub(crate) fn commit_blocking(self: &Arc<Self>) -> Result<(), String> {
+        let (generation, start) = self.request();
+        if start {
+            self.start_flusher();
+        }
+        let mut guard = self.done_lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            {
+                let state = self.state.borrow();
+                if state.completed >= generation {
+                    return if state.last_ok >= generation {
+                        Ok(())
+                    } else {
+                        Err(state.last_error.clone().unwrap_or_default())
+                    };
+                }
+            }
+            guard = self.done.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Registers a waiter; returns its generation and whether the caller must start the
     /// flusher (none is running).
     fn request(&self) -> (u64, bool) {
@@ -96,16 +131,25 @@ impl Committer {
         (generation, start)
     }
 
+    /// Wakes the flusher thread, starting it the first time.
     fn start_flusher(self: &Arc<Self>) {
-        // The previous thread has already published its last result and is only returning.
-        self.join_flusher();
+        {
+            let mut kick = self.kick.lock().unwrap_or_else(|p| p.into_inner());
+            kick.0 = true;
+        }
+        self.kicked.notify_one();
+        let mut flusher = self.lock_flusher();
+        if flusher.is_some() {
+            return;
+        }
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("corvid-spool-flush".into())
-            .spawn(move || me.flush_loop());
+            .spawn(move || me.run());
         match spawned {
-            Ok(handle) => *self.lock_flusher() = Some(handle),
+            Ok(handle) => *flusher = Some(handle),
             Err(e) => {
+                drop(flusher);
                 // Without a thread no flush happens: fail every waiting generation so that
                 // nobody hangs.
                 let reason = format!("cannot start flusher: {e}");
@@ -114,13 +158,35 @@ impl Committer {
         }
     }
 
-    /// Waits for the flusher thread, if any, to end.
+    /// Stops the flusher thread, if any, and waits for it to end.
     pub(crate) fn join_flusher(&self) {
+        {
+            let mut kick = self.kick.lock().unwrap_or_else(|p| p.into_inner());
+            kick.1 = true;
+        }
+        self.kicked.notify_one();
         let handle = self.lock_flusher().take();
         if let Some(handle) = handle {
             if handle.join().is_err() {
                 tracing::error!("spool flusher thread panicked");
             }
+        }
+    }
+
+    /// The flusher thread: sleeps until kicked, then flushes while anyone waits.
+    fn run(&self) {
+        loop {
+            {
+                let mut kick = self.kick.lock().unwrap_or_else(|p| p.into_inner());
+                while !kick.0 && !kick.1 {
+                    kick = self.kicked.wait(kick).unwrap_or_else(|p| p.into_inner());
+                }
+                if !kick.0 && kick.1 {
+                    return;
+                }
+                kick.0 = false;
+            }
+            self.flush_loop();
         }
     }
 
@@ -159,6 +225,9 @@ impl Committer {
                 s.flushing = false;
             }
         });
+        // Taking the lock orders this after any blocking waiter's check of the state.
+        drop(self.done_lock.lock().unwrap_or_else(|p| p.into_inner()));
+        self.done.notify_all();
         more
     }
 }

@@ -104,9 +104,11 @@ impl SledSpool {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes every write so far durable, sharing the fsync with concurrent submits.
     fn flush(&self) -> Result<(), QueueError> {
-        self.db.flush()?;
-        Ok(())
+        self.committer
+            .commit_blocking()
+            .map_err(QueueError::Storage)
     }
 
     fn wake_runners(&self) {
@@ -280,10 +282,19 @@ const REOPEN_PATIENCE: Duration = Duration::from_secs(3);
 /// sled locks the directory (`flock`) and its internal thread pool may hold the file for a few
 /// milliseconds after the last handle is dropped; reopening in the same process (tests, a
 /// reload) then sees the lock taken. Another process holding it fails after the wait too.
+/// sled's page cache; its default (1 GiB) would let a busy server grow far beyond what a
+/// queue of messages in flight needs.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 fn open_db(dir: &Path) -> Result<sled::Db, QueueError> {
     let started = Instant::now();
     loop {
-        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+        match sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             Err(sled::Error::Io(e)) if is_lock_busy(&e) && started.elapsed() < REOPEN_PATIENCE => {
                 std::thread::sleep(Duration::from_millis(10));
             }
