@@ -110,7 +110,26 @@ def base_config(data_dir: Path) -> dict:
         shutdown_grace="3s",
     )
     cfg["log"] = {"format": "json", "level": "info"}
+    # The core is tested without the bundled plugins (they change messages on purpose);
+    # test_plugins.py puts them back with bundled_plugins().
+    cfg.pop("plugin", None)
+    # Compiled plugin code is shared by every server of the run: compiled once, not per test.
+    cfg["server"]["plugin_cache"] = str(PLUGIN_CACHE)
     return cfg
+
+
+PLUGIN_CACHE = REPO / "target" / "e2e-plugin-cache"
+PLUGIN_DIR = REPO / "target" / "plugins" / "wasm32-wasip2" / "release"
+
+
+def bundled_plugins() -> list[dict]:
+    """The [[plugin]] tables of config/dev.toml, with their component paths made absolute."""
+    with open(DEV_CONFIG, "rb") as f:
+        plugins = tomllib.load(f).get("plugin", [])
+    for p in plugins:
+        p["path"] = str(REPO / p["path"])
+        assert Path(p["path"]).exists(), f"{p['path']} missing: run `make plugins`"
+    return plugins
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! response per line. It exists because sled admits one process: while the server runs, the
 //! queue commands go through it.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context as _, Result};
 use corvid_queue::Spool;
 use corvid_types::QueueId;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,33 @@ pub enum Request {
     QueueShow { id: String },
     QueueDelete { id: String },
     QueueFlush,
+    PluginsList,
+    PluginsReload,
+}
+
+/// What admin requests act on.
+pub struct Context {
+    pub spool: Arc<dyn Spool>,
+    /// `None` when the queue is opened offline (no server running).
+    pub plugins: Option<Arc<crate::plugins::Plugins>>,
+}
+
+/// Runs a request: queue operations on a blocking thread (they touch the disk), plugin
+/// operations on the running host.
+pub async fn handle_async(ctx: Arc<Context>, req: Request) -> Result<Value> {
+    let plugins = || {
+        ctx.plugins
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the server is not running"))
+    };
+    match req {
+        Request::PluginsList => Ok(plugins()?.list()),
+        Request::PluginsReload => plugins()?.reload().await,
+        req => {
+            let spool = Arc::clone(&ctx.spool);
+            tokio::task::spawn_blocking(move || handle(spool.as_ref(), req)).await?
+        }
+    }
 }
 
 /// Runs a request against the spool; shared by the socket server and the offline path.
@@ -50,6 +77,7 @@ pub fn handle(spool: &dyn Spool, req: Request) -> Result<Value> {
             json!({ "deleted": id })
         }
         Request::QueueFlush => json!({ "scheduled": spool.flush_all()? }),
+        Request::PluginsList | Request::PluginsReload => bail!("the server is not running"),
     })
 }
 
@@ -68,7 +96,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, spool: Arc<dyn Spool>, shutdown: CancellationToken) {
+pub async fn serve(listener: UnixListener, ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -77,16 +105,16 @@ pub async fn serve(listener: UnixListener, spool: Arc<dyn Spool>, shutdown: Canc
                 Err(e) => { warn!(error = %e, "admin accept failed"); continue; }
             },
         };
-        let spool = Arc::clone(&spool);
+        let ctx = Arc::clone(&ctx);
         tokio::spawn(async move {
-            if let Err(e) = serve_one(stream, spool).await {
+            if let Err(e) = serve_one(stream, ctx).await {
                 warn!(error = %e, "admin request failed");
             }
         });
     }
 }
 
-async fn serve_one(stream: UnixStream, spool: Arc<dyn Spool>) -> Result<()> {
+async fn serve_one(stream: UnixStream, ctx: Arc<Context>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read)
@@ -96,8 +124,7 @@ async fn serve_one(stream: UnixStream, spool: Arc<dyn Spool>) -> Result<()> {
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(req) => {
             info!(request = ?req, "admin request");
-            let result = tokio::task::spawn_blocking(move || handle(spool.as_ref(), req)).await?;
-            match result {
+            match handle_async(ctx, req).await {
                 Ok(data) => json!({ "ok": true, "data": data }),
                 Err(e) => json!({ "ok": false, "error": format!("{e:#}") }),
             }

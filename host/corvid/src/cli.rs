@@ -52,6 +52,37 @@ pub enum Command {
         action: UserAction,
     },
 
+    /// Show or reload the plugin chain of the running server.
+    #[command(
+        long_about = "Show or reload the plugin chain of the running server (through its admin \
+        socket).\n\nA reload reads the [[plugin]] tables of the config file again, compiles and \
+        checks the new set off the SMTP threads, and swaps it in at once: a transaction in \
+        progress finishes on the version it started with, and a plugin that fails to load keeps \
+        its previous version (shown as `stale` with the error). SIGHUP and a changed component \
+        file reload too."
+    )]
+    Plugins {
+        /// The server's config file (to find its admin socket). Default: the built-in dev config.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: PluginsAction,
+    },
+
+    /// Run one plugin against a scripted SMTP transaction, without a server.
+    #[command(
+        long_about = "Run one plugin component against a scripted SMTP transaction, without a \
+        server, and print every hook's decision. For testing mail policy offline.\n\n\
+        The script is TOML: [plugin] (config table, capabilities, stages), [connection] \
+        (client, helo, listener, tls, auth_user), one or more [[transaction]] (mail_from, \
+        rcpt_to, data) and optionally [dns] answers for the dns import. See the plugin author \
+        guide in plugins/sdk/README.md."
+    )]
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+
     /// Look at and manage the mail queue.
     #[command(long_about = "Look at and manage the mail queue.\n\n\
         While the server runs these talk to it over its admin socket (data_dir/admin.sock); \
@@ -90,6 +121,26 @@ pub enum UserAction {
     Del { name: String },
     /// List users and their extra sender addresses (never passwords).
     List,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum PluginsAction {
+    /// Name, version, stages, generation and state of each plugin.
+    List,
+    /// Read the [[plugin]] tables again and swap in the new chain.
+    Reload,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum PluginAction {
+    /// Run COMPONENT (a .wasm file) through the transactions of a script.
+    Test {
+        /// The plugin component, built for wasm32-wasip2.
+        component: PathBuf,
+        /// The scripted transaction (TOML).
+        #[arg(long)]
+        script: PathBuf,
+    },
 }
 
 #[derive(Args)]

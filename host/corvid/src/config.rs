@@ -31,6 +31,9 @@ pub struct Config {
     pub delivery: corvid_delivery::DeliveryConfig,
     #[serde(default)]
     pub log: LogSection,
+    /// The plugin chain: one `[[plugin]]` table per plugin (see corvid_plugin_host::Manifest).
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<corvid_plugin_host::Manifest>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +49,8 @@ pub struct ServerSection {
     /// Clients that may start queue runs with ETRN (RFC 1985); none by default.
     #[serde(default)]
     pub etrn_networks: Vec<ipnet::IpNet>,
+    /// Compiled plugin code, cached by content hash; default `<data_dir>/plugin-cache`.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

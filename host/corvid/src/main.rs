@@ -4,9 +4,13 @@
 //! signals, and the admin socket that lets `corvid queue ...` talk to a running server.
 //! Must not: hold mail logic; everything it runs lives in the library crates.
 
+mod adapters;
 mod admin;
 mod cli;
 mod config;
+mod plugin_test;
+mod plugins;
+mod plugins_cmd;
 mod queue_cmd;
 mod serve;
 mod tls_setup;
@@ -23,6 +27,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Queue { config, action } => queue_cmd::run(config.as_deref(), action),
         Command::User { config, action } => user_cmd::run(config.as_deref(), action),
+        Command::Plugins { config, action } => plugins_cmd::run(config.as_deref(), action),
+        Command::Plugin {
+            action: cli::PluginAction::Test { component, script },
+        } => plugin_test::run(&component, &script),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

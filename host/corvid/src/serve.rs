@@ -1,16 +1,20 @@
 //! `corvid serve`: wires the queue, delivery, listeners and admin socket, and handles signals.
 
+use crate::adapters;
 use crate::admin;
 use crate::cli::ServeArgs;
 use crate::config::{Config, LogFormat};
+use crate::plugins::Plugins;
 use anyhow::{Context, Result};
+use corvid_delivery::dns::HickoryDns;
 use corvid_delivery::Dispatcher;
 use corvid_queue::{SledSpool, Spool};
 use corvid_server::auth::{Credentials, UsersFile};
 use corvid_server::tls::TlsHandle;
 use corvid_server::{BoundServer, Services};
-use corvid_types::{Intake, NoPolicy};
+use corvid_types::Intake;
 use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +33,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // Installed before anything else, so that a stop request during start-up is a clean
         // stop rather than the signal's default action.
         let signals = Signals::install()?;
-        serve(config, signals).await
+        serve(config, args.config.clone(), signals).await
     })
 }
 
@@ -45,7 +49,7 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-async fn serve(config: Config, signals: Signals) -> Result<()> {
+async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -> Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -65,8 +69,15 @@ async fn serve(config: Config, signals: Signals) -> Result<()> {
         config.local.recipient_delimiter.unwrap_or('+'),
     )?;
     let credentials: Arc<dyn Credentials> = Arc::new(users);
+    let dns = HickoryDns::new(&config.delivery.nameservers)
+        .map_err(|e| anyhow::anyhow!("setting up the DNS resolver: {e}"))?;
+    let plugin_services = corvid_plugin_host::Services {
+        kv: Arc::new(adapters::Kv(spool.kv())),
+        dns: Arc::new(adapters::Dns(Arc::new(dns))),
+    };
+    let plugins = Arc::new(Plugins::start(&config, config_path, plugin_services).await?);
     let services = Services {
-        policy: Arc::new(NoPolicy),
+        policy: Arc::new(plugins.host.clone()),
         intake,
         directory: Arc::clone(&directory),
         tls: Some(Arc::clone(&tls)),
@@ -96,14 +107,20 @@ async fn serve(config: Config, signals: Signals) -> Result<()> {
     dispatcher = dispatcher
         .with_config(config.delivery.clone())
         .with_hostname(config.server.hostname.clone())
-        .with_intake(dsn_intake);
+        .with_intake(dsn_intake)
+        .with_route_hook(Arc::new(adapters::PluginRoutes(plugins.host.clone())));
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
+    let admin = admin::Context {
+        spool: Arc::clone(&spool_dyn),
+        plugins: Some(Arc::clone(&plugins)),
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        Arc::clone(&spool_dyn),
+        Arc::new(admin),
         shutdown.clone(),
     ));
-    tokio::spawn(signals.watch(shutdown.clone(), tls));
+    tokio::spawn(Arc::clone(&plugins).watch(shutdown.clone()));
+    tokio::spawn(signals.watch(shutdown.clone(), tls, plugins));
 
     server.run(shutdown.clone()).await;
     stop_delivery.cancel();
@@ -136,8 +153,13 @@ impl Signals {
     }
 
     /// SIGTERM and SIGINT start a graceful shutdown (the grace period bounds it). SIGHUP
-    /// reloads what can change without a restart: the TLS certificates.
-    async fn watch(mut self, shutdown: CancellationToken, tls: Arc<TlsHandle>) {
+    /// reloads what can change without a restart: the TLS certificates and the plugins.
+    async fn watch(
+        mut self,
+        shutdown: CancellationToken,
+        tls: Arc<TlsHandle>,
+        plugins: Arc<Plugins>,
+    ) {
         loop {
             let name = tokio::select! {
                 _ = self.term.recv() => "SIGTERM",
@@ -145,6 +167,9 @@ impl Signals {
                 _ = self.hup.recv() => {
                     info!(signal = "SIGHUP", "reloading");
                     crate::tls_setup::reload(&tls);
+                    if let Err(e) = plugins.reload().await {
+                        warn!(error = %format!("{e:#}"), "plugin reload failed");
+                    }
                     continue;
                 }
             };

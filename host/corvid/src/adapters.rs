@@ -1,0 +1,113 @@
+//! Adapters that hand the plugin host what other crates own: the queue's kv store, the
+//! delivery resolver, and plugin routing to the delivery runner. They live in the binary
+//! because those crates must not depend on each other (DESIGN.md 2).
+
+use async_trait::async_trait;
+use corvid_delivery::dns::{DnsError as DeliveryDnsError, HickoryDns};
+use corvid_delivery::route::HostPort;
+use corvid_delivery::{Destination, NextHop, RouteHook};
+use corvid_plugin_host::{
+    DnsError, DnsResolver, KvError, KvStore, PluginHost, Route, RouteRequest,
+};
+use corvid_queue::{QueueError, SledKv};
+use corvid_types::{Address, Envelope};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Kv(pub SledKv);
+
+fn kv_err(e: QueueError) -> KvError {
+    match e {
+        QueueError::Storage(s) if s.contains("not an integer") => KvError::NotANumber,
+        other => KvError::Storage(other.to_string()),
+    }
+}
+
+impl KvStore for Kv {
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.0.get(ns, key).map_err(kv_err)
+    }
+    fn set(
+        &self,
+        ns: &str,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError> {
+        self.0.set(ns, key, value, ttl).map_err(kv_err)
+    }
+    fn delete(&self, ns: &str, key: &[u8]) -> Result<bool, KvError> {
+        self.0.delete(ns, key).map_err(kv_err)
+    }
+    fn increment(
+        &self,
+        ns: &str,
+        key: &[u8],
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, KvError> {
+        self.0.increment(ns, key, delta, ttl).map_err(kv_err)
+    }
+    fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        self.0
+            .compare_and_swap(ns, key, expected, new, ttl)
+            .map_err(kv_err)
+    }
+}
+
+pub struct Dns(pub Arc<HickoryDns>);
+
+fn dns_err(e: DeliveryDnsError) -> DnsError {
+    match e {
+        DeliveryDnsError::NoSuchDomain | DeliveryDnsError::NoData => DnsError::NotFound,
+        DeliveryDnsError::Temporary(s) => DnsError::Failed(s),
+    }
+}
+
+#[async_trait]
+impl DnsResolver for Dns {
+    async fn ip(&self, name: &str, v6: bool) -> Result<Vec<IpAddr>, DnsError> {
+        self.0.ips(name, v6).await.map_err(dns_err)
+    }
+    async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
+        corvid_delivery::dns::Dns::mx(self.0.as_ref(), name)
+            .await
+            .map_err(dns_err)
+    }
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        self.0.txt(name).await.map_err(dns_err)
+    }
+    async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        self.0.ptr(ip).await.map_err(dns_err)
+    }
+}
+
+/// The plugins' `route` stage as the delivery runner's route hook.
+pub struct PluginRoutes(pub PluginHost);
+
+#[async_trait]
+impl RouteHook for PluginRoutes {
+    async fn route(&self, envelope: &Envelope, rcpt: &Address) -> Option<Destination> {
+        let req = RouteRequest {
+            queue_id: String::new(),
+            sender: envelope.sender.clone(),
+            recipient: rcpt.clone(),
+        };
+        let hop = match self.0.route(&req).await {
+            Route::Continue => return None,
+            Route::Local => NextHop::Local,
+            Route::Mx(domain) => NextHop::Mx(domain.to_ascii_lowercase()),
+            Route::Relay { host, port } => NextHop::Smtp(HostPort { host, port }),
+            Route::Drop => NextHop::Discard,
+        };
+        Some(Destination::new(hop))
+    }
+}

@@ -1,0 +1,135 @@
+//! The plugin chain in the running server: manifests from the config into the plugin host,
+//! and the three ways to reload it without a restart (SIGHUP, a changed component file, and
+//! `corvid plugins reload` through the admin socket).
+
+use crate::config::Config;
+use anyhow::{bail, Context, Result};
+use corvid_plugin_host::{
+    EngineOptions, Manifest, PluginEngine, PluginHost, PluginState, Services,
+};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How often component files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Plugins {
+    pub host: PluginHost,
+    /// Where the `[[plugin]]` tables are read again on reload; `None` for the built-in config.
+    config_path: Option<PathBuf>,
+    manifests: Mutex<Vec<Manifest>>,
+}
+
+impl Plugins {
+    /// Builds the engine and loads the configured chain. At start a plugin that fails to load is
+    /// an error: a server must not run without a policy its administrator configured.
+    pub async fn start(
+        config: &Config,
+        config_path: Option<PathBuf>,
+        services: Services,
+    ) -> Result<Plugins> {
+        let engine = PluginEngine::new(EngineOptions::default())
+            .context("starting the WebAssembly engine")?;
+        let cache = config
+            .server
+            .plugin_cache
+            .clone()
+            .unwrap_or_else(|| config.server.data_dir.join("plugin-cache"));
+        let host = PluginHost::new(&engine, services, Some(cache));
+        let plugins = Plugins {
+            host,
+            config_path,
+            manifests: Mutex::new(config.plugins.clone()),
+        };
+        let generation = plugins.host.load(config.plugins.clone()).await?;
+        let errors = generation.errors();
+        if !errors.is_empty() {
+            let list: Vec<String> = errors.iter().map(|(p, e)| format!("{p}: {e}")).collect();
+            bail!(
+                "plugins failed to load (build the bundled ones with `make plugins`):\n  {}",
+                list.join("\n  ")
+            );
+        }
+        plugins.host.swap(generation);
+        for p in plugins.host.plugins() {
+            info!(plugin = %p.name, version = %p.version, stages = ?p.stages, from_cache = p.from_cache, "plugin loaded");
+        }
+        Ok(plugins)
+    }
+
+    /// Reads the manifests again (from the config file, when there is one) and swaps in a new
+    /// generation. A plugin that fails keeps its previous version; the errors are returned.
+    pub async fn reload(&self) -> Result<Value> {
+        if let Some(path) = &self.config_path {
+            let config = Config::load(Some(path))?;
+            *self.manifests.lock().unwrap_or_else(|p| p.into_inner()) = config.plugins;
+        }
+        let manifests = self
+            .manifests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let generation = self.host.reload(manifests).await?;
+        let errors = generation.errors();
+        for (plugin, error) in &errors {
+            warn!(plugin = %plugin, error = %error, "plugin reload failed; the previous version stays");
+        }
+        info!(
+            generation = generation.number(),
+            errors = errors.len(),
+            "plugins reloaded"
+        );
+        Ok(json!({ "generation": generation.number(), "errors": errors }))
+    }
+
+    /// `corvid plugins list`.
+    pub fn list(&self) -> Value {
+        let rows: Vec<Value> = self
+            .host
+            .plugins()
+            .into_iter()
+            .map(|p| {
+                let (state, error) = match p.state {
+                    PluginState::Active => ("active", None),
+                    PluginState::Stale { error } => ("stale", Some(error)),
+                    PluginState::Failed { error } => ("failed", Some(error)),
+                };
+                let stages: Vec<&str> = p.stages.iter().map(|s| s.as_str()).collect();
+                json!({ "name": p.name, "version": p.version, "stages": stages, "order": p.order,
+                        "generation": p.loaded_in, "state": state, "error": error })
+            })
+            .collect();
+        json!(rows)
+    }
+
+    /// Reloads when a component file changes (a new build dropped in place).
+    pub async fn watch(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
+        let mut seen = self.mtimes();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+            let now = self.mtimes();
+            if now != seen {
+                info!("a plugin component changed on disk; reloading");
+                if let Err(e) = self.reload().await {
+                    warn!(error = %format!("{e:#}"), "plugin reload failed");
+                }
+                seen = now;
+            }
+        }
+    }
+
+    fn mtimes(&self) -> Vec<Option<SystemTime>> {
+        let manifests = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        manifests
+            .iter()
+            .map(|m| std::fs::metadata(&m.path).and_then(|md| md.modified()).ok())
+            .collect()
+    }
+}

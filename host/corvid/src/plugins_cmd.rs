@@ -1,0 +1,73 @@
+//! `corvid plugins list|reload`: through the running server's admin socket.
+
+use crate::admin::{self, Request};
+use crate::cli::PluginsAction;
+use crate::config::Config;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
+    let config = Config::load(config)?;
+    let req = match action {
+        PluginsAction::List => Request::PluginsList,
+        PluginsAction::Reload => Request::PluginsReload,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let Some(data) = rt.block_on(admin::request(&config.admin_socket(), &req))? else {
+        bail!(
+            "no server is running with {}",
+            config.admin_socket().display()
+        );
+    };
+    match action {
+        PluginsAction::List => {
+            let rows = data.as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!("no plugins configured");
+            }
+            println!(
+                "{:<20} {:<10} {:<6} {:<8} {:<30} state",
+                "name", "version", "order", "gen", "stages"
+            );
+            for p in rows {
+                let stages: Vec<&str> = p["stages"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                    .unwrap_or_default();
+                let error = p["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
+                println!(
+                    "{:<20} {:<10} {:<6} {:<8} {:<30} {}{error}",
+                    p["name"].as_str().unwrap_or("?"),
+                    p["version"].as_str().unwrap_or(""),
+                    p["order"].to_string(),
+                    p["generation"].to_string(),
+                    stages.join(","),
+                    p["state"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        PluginsAction::Reload => {
+            let errors = data["errors"].as_array().cloned().unwrap_or_default();
+            println!("generation {} loaded", data["generation"]);
+            for e in &errors {
+                println!(
+                    "error: {}: {}",
+                    e[0].as_str().unwrap_or("?"),
+                    e[1].as_str().unwrap_or("?")
+                );
+            }
+            if !errors.is_empty() {
+                bail!(
+                    "{} plugin(s) failed to load and keep their previous version",
+                    errors.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}

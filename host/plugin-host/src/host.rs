@@ -1,0 +1,296 @@
+//! [`PluginHost`]: the chain of plugins behind the [`Policy`] seam, with hot reload.
+
+use crate::delivery::{self, BounceAction, Deferral, DeliveryInfo, Route, RouteRequest};
+use crate::dns::{DnsResolver, StaticDns};
+use crate::engine::PluginEngine;
+use crate::generation::LoadedPlugin;
+use crate::generation::{load_one, status_of, Generation, LoadContext, PluginState, PluginStatus};
+use crate::kv::{KvStore, MemoryKv};
+use crate::manifest::Manifest;
+use crate::metrics::{MetricSample, Metrics};
+use crate::session::PluginSession;
+use crate::state::PluginEnv;
+use crate::stats::Outcome;
+use crate::stats::{HookStats, PluginStats};
+use crate::Error;
+use arc_swap::ArcSwap;
+use corvid_types::Stage;
+use corvid_types::{ConnectionInfo, Policy, PolicySession};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The services host imports reach: the kv store and the DNS resolver.
+#[derive(Clone)]
+pub struct Services {
+    pub kv: Arc<dyn KvStore>,
+    pub dns: Arc<dyn DnsResolver>,
+}
+
+impl Services {
+    /// An in-memory kv store and an empty static resolver (tests, `corvid plugin test`).
+    pub fn in_memory() -> Self {
+        Services {
+            kv: Arc::new(MemoryKv::new()),
+            dns: Arc::new(StaticDns::new()),
+        }
+    }
+}
+
+struct Inner {
+    engine: PluginEngine,
+    services: Services,
+    cache_dir: Option<PathBuf>,
+    current: ArcSwap<Generation>,
+    next_generation: AtomicU64,
+    stats: Mutex<BTreeMap<String, Arc<PluginStats>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The plugin chain. Cheap to clone; every clone shares the same generations.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<Inner>,
+}
+
+impl PluginHost {
+    /// A host with no plugins (generation 0). `cache_dir` enables the compiled-code cache.
+    pub fn new(engine: &PluginEngine, services: Services, cache_dir: Option<PathBuf>) -> Self {
+        PluginHost {
+            inner: Arc::new(Inner {
+                engine: engine.clone(),
+                services,
+                cache_dir,
+                current: ArcSwap::from_pointee(Generation::empty()),
+                next_generation: AtomicU64::new(1),
+                stats: Mutex::new(BTreeMap::new()),
+                metrics: Arc::new(Metrics::default()),
+            }),
+        }
+    }
+
+    /// Builds a new generation from `manifests` on a blocking thread (compile or cache load,
+    /// link, `describe`, `configure`), without installing it. A plugin that fails keeps its
+    /// version from the current generation (state `Stale`), or is left out (`Failed`).
+    /// `Err` only for a set of manifests that is wrong as a whole (duplicate names, limits
+    /// beyond the engine's) or a loader crash; the current generation is untouched then.
+    pub async fn load(&self, manifests: Vec<Manifest>) -> Result<Arc<Generation>, Error> {
+        let mut seen = HashSet::new();
+        let max_mb = self.inner.engine.options().max_memory_mb;
+        for m in &manifests {
+            let bad = |reason: String| Error::Manifest {
+                plugin: m.name.clone(),
+                reason,
+            };
+            if !seen.insert(m.name.clone()) {
+                return Err(bad("duplicate plugin name".into()));
+            }
+            if m.limits.memory_mb == 0 || m.limits.memory_mb > max_mb {
+                return Err(bad(format!("memory_mb must be within 1..={max_mb}")));
+            }
+        }
+        let this = self.clone();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || this.build(manifests, &rt))
+            .await
+            .map_err(|e| Error::Loader(e.to_string()))
+    }
+
+    fn build(&self, mut manifests: Vec<Manifest>, rt: &tokio::runtime::Handle) -> Arc<Generation> {
+        let inner = &self.inner;
+        let number = inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        let old = inner.current.load_full();
+        manifests.sort_by_key(|m| m.order);
+        let (mut plugins, mut status) = (Vec::new(), Vec::new());
+        for m in &manifests {
+            let cx = LoadContext {
+                engine: &inner.engine,
+                env: PluginEnv::new(m, inner.services.clone(), inner.metrics.clone()),
+                stats: self.stats_of(&m.name),
+                cache_dir: inner.cache_dir.as_deref(),
+                generation: number,
+                rt,
+            };
+            match load_one(m, cx) {
+                Ok(p) => {
+                    status.push(status_of(&p, PluginState::Active));
+                    plugins.push(Arc::new(p));
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    tracing::error!(plugin = %m.name, generation = number, "plugin not loaded: {error}");
+                    match old.plugins.iter().find(|p| p.manifest.name == m.name) {
+                        Some(prev) => {
+                            status.push(status_of(prev, PluginState::Stale { error }));
+                            plugins.push(prev.clone());
+                        }
+                        None => status.push(PluginStatus {
+                            name: m.name.clone(),
+                            version: String::new(),
+                            stages: m.stages.clone().unwrap_or_default(),
+                            order: m.order,
+                            loaded_in: 0,
+                            from_cache: false,
+                            state: PluginState::Failed { error },
+                        }),
+                    }
+                }
+            }
+        }
+        Arc::new(Generation {
+            number,
+            plugins,
+            status,
+        })
+    }
+
+    /// Installs `generation`: new transactions use it, running ones finish on theirs.
+    pub fn swap(&self, generation: Arc<Generation>) {
+        tracing::info!(
+            generation = generation.number(),
+            "plugin generation installed"
+        );
+        self.inner.current.store(generation);
+    }
+
+    /// [`PluginHost::load`] then [`PluginHost::swap`].
+    pub async fn reload(&self, manifests: Vec<Manifest>) -> Result<Arc<Generation>, Error> {
+        let generation = self.load(manifests).await?;
+        self.swap(generation.clone());
+        Ok(generation)
+    }
+
+    /// The generation new transactions start on.
+    pub fn current(&self) -> Arc<Generation> {
+        self.inner.current.load_full()
+    }
+
+    /// The plugins of the current generation (for `corvid plugins list`).
+    pub fn plugins(&self) -> Vec<PluginStatus> {
+        self.current().plugins().to_vec()
+    }
+
+    /// Per plugin and stage counters, since the host was created.
+    pub fn stats(&self) -> Vec<HookStats> {
+        let Ok(map) = self.inner.stats.lock() else {
+            return Vec::new();
+        };
+        map.iter().flat_map(|(name, s)| s.snapshot(name)).collect()
+    }
+
+    /// Metrics recorded by plugins.
+    pub fn metrics(&self) -> Vec<MetricSample> {
+        self.inner.metrics.snapshot()
+    }
+
+    fn stats_of(&self, name: &str) -> Arc<PluginStats> {
+        match self.inner.stats.lock() {
+            Ok(mut map) => map.entry(name.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+}
+
+/// The delivery-side hooks: on the current generation, a fresh instance per plugin per call,
+/// first answer other than `continue` wins, failing plugins are skipped.
+impl PluginHost {
+    fn delivery_chain(&self, stage: Stage) -> Vec<Arc<LoadedPlugin>> {
+        let generation = self.current();
+        let plugins = generation.plugins.iter();
+        plugins
+            .filter(|p| p.stages.contains(&stage))
+            .cloned()
+            .collect()
+    }
+
+    /// Where mail for `req.recipient` goes.
+    pub async fn route(&self, req: &RouteRequest) -> Route {
+        let r = delivery::request(req);
+        for p in self.delivery_chain(Stage::Route) {
+            let r = r.clone();
+            let answer = delivery::call(
+                &p,
+                Stage::Route,
+                move |b, s| Box::pin(async move { b.call_on_route(s, &r).await }),
+                |_| Outcome::Accept,
+            )
+            .await;
+            match answer.map(delivery::route_answer) {
+                None | Some(Ok(Route::Continue)) => {}
+                Some(Ok(route)) => return route,
+                Some(Err(why)) => {
+                    p.stats
+                        .record(Stage::Route, Outcome::Invalid, Default::default());
+                    tracing::warn!(plugin = %p.manifest.name, "invalid route refused: {why}");
+                }
+            }
+        }
+        Route::Continue
+    }
+
+    /// A delivery attempt failed temporarily: keep the schedule, retry at another time, or bounce.
+    pub async fn deferred(&self, info: &DeliveryInfo) -> Deferral {
+        let i = delivery::info(info);
+        for p in self.delivery_chain(Stage::Deferred) {
+            let i = i.clone();
+            let answer = delivery::call(
+                &p,
+                Stage::Deferred,
+                move |b, s| Box::pin(async move { b.call_on_deferred(s, &i).await }),
+                |_| Outcome::Accept,
+            )
+            .await;
+            match answer.map(delivery::deferral_answer) {
+                None | Some(Deferral::Continue) => {}
+                Some(d) => return d,
+            }
+        }
+        Deferral::Continue
+    }
+
+    /// A delivery failed permanently: send the DSN, suppress it, or annotate it.
+    pub async fn bounced(&self, info: &DeliveryInfo) -> BounceAction {
+        let i = delivery::info(info);
+        for p in self.delivery_chain(Stage::Bounced) {
+            let i = i.clone();
+            let answer = delivery::call(
+                &p,
+                Stage::Bounced,
+                move |b, s| Box::pin(async move { b.call_on_bounced(s, &i).await }),
+                |_| Outcome::Accept,
+            )
+            .await;
+            match answer.map(delivery::bounce_answer) {
+                None | Some(BounceAction::Continue) => {}
+                Some(b) => return b,
+            }
+        }
+        BounceAction::Continue
+    }
+
+    /// A recipient was delivered: every plugin of the stage is told.
+    pub async fn delivered(&self, info: &DeliveryInfo) {
+        let i = delivery::info(info);
+        for p in self.delivery_chain(Stage::Delivered) {
+            let i = i.clone();
+            delivery::call(
+                &p,
+                Stage::Delivered,
+                move |b, s| Box::pin(async move { b.call_on_delivered(s, &i).await }),
+                |_| Outcome::Continue,
+            )
+            .await;
+        }
+    }
+}
+
+impl Policy for PluginHost {
+    fn session(&self, conn: &ConnectionInfo) -> Box<dyn PolicySession> {
+        let inner = self.inner.clone();
+        Box::new(PluginSession::new(
+            Box::new(move || inner.current.load_full()),
+            conn,
+        ))
+    }
+}

@@ -1,0 +1,191 @@
+//! The key-value store behind the `kv` import. The binary provides a sled-backed store (from
+//! corvid-queue); [`MemoryKv`] serves tests and single-process setups without persistence.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// `increment` found a value that is not a decimal integer.
+    #[error("value is not a decimal integer")]
+    NotANumber,
+    /// The backing store failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// A namespaced store with expiry. Every method is atomic with respect to the others on the
+/// same namespace and key. `namespace` is the plugin's name: plugins never share keys.
+pub trait KvStore: Send + Sync {
+    /// The live value of `key`.
+    fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+    /// Sets `key`, expiring after `ttl` when given.
+    fn set(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError>;
+    /// Removes `key`; true when a live value existed.
+    fn delete(&self, namespace: &str, key: &[u8]) -> Result<bool, KvError>;
+    /// Adds `delta` to the decimal integer at `key` (absent = 0); `ttl` applies on creation.
+    fn increment(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, KvError>;
+    /// Sets `key` to `new` (`None` deletes) when its live value equals `expected`.
+    fn compare_and_swap(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError>;
+}
+
+type Entry = (Vec<u8>, Option<Instant>);
+
+/// An in-memory [`KvStore`] (one mutex; expired entries are dropped when touched).
+#[derive(Default)]
+pub struct MemoryKv {
+    map: Mutex<HashMap<(String, Vec<u8>), Entry>>,
+}
+
+impl MemoryKv {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(
+        &self,
+        ns: &str,
+        key: &[u8],
+        f: impl FnOnce(&mut HashMap<(String, Vec<u8>), Entry>, (String, Vec<u8>), Option<Vec<u8>>) -> R,
+    ) -> Result<R, KvError> {
+        let mut map = self
+            .map
+            .lock()
+            .map_err(|_| KvError::Storage("poisoned".into()))?;
+        let k = (ns.to_string(), key.to_vec());
+        let live = match map.get(&k) {
+            Some((_, Some(exp))) if *exp <= Instant::now() => {
+                map.remove(&k);
+                None
+            }
+            Some((v, _)) => Some(v.clone()),
+            None => None,
+        };
+        Ok(f(&mut map, k, live))
+    }
+}
+
+fn expiry(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.map(|t| Instant::now() + t)
+}
+
+impl KvStore for MemoryKv {
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.with(ns, key, |_, _, live| live)
+    }
+
+    fn set(
+        &self,
+        ns: &str,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError> {
+        self.with(ns, key, |map, k, _| {
+            map.insert(k, (value.to_vec(), expiry(ttl)));
+        })
+    }
+
+    fn delete(&self, ns: &str, key: &[u8]) -> Result<bool, KvError> {
+        self.with(ns, key, |map, k, live| {
+            map.remove(&k);
+            live.is_some()
+        })
+    }
+
+    fn increment(
+        &self,
+        ns: &str,
+        key: &[u8],
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, KvError> {
+        self.with(ns, key, |map, k, live| {
+            let (old, exp) = match live {
+                None => (0, expiry(ttl)),
+                Some(v) => {
+                    let n = std::str::from_utf8(&v)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or(KvError::NotANumber)?;
+                    (n, map.get(&k).and_then(|e| e.1))
+                }
+            };
+            let new = old.saturating_add(delta);
+            map.insert(k, (new.to_string().into_bytes(), exp));
+            Ok(new)
+        })?
+    }
+
+    fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        self.with(ns, key, |map, k, live| {
+            if live.as_deref() != expected {
+                return false;
+            }
+            match new {
+                Some(v) => map.insert(k, (v.to_vec(), expiry(ttl))),
+                None => map.remove(&k),
+            };
+            true
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_separate_and_ops_are_atomic() {
+        let kv = MemoryKv::new();
+        kv.set("a", b"k", b"1", None).unwrap();
+        assert_eq!(kv.get("b", b"k").unwrap(), None);
+        assert_eq!(kv.increment("a", b"k", 2, None).unwrap(), 3);
+        assert!(!kv
+            .compare_and_swap("a", b"k", Some(b"4"), None, None)
+            .unwrap());
+        assert!(kv
+            .compare_and_swap("a", b"k", Some(b"3"), Some(b"x"), None)
+            .unwrap());
+        assert_eq!(kv.increment("a", b"k", 1, None), Err(KvError::NotANumber));
+        assert!(kv.delete("a", b"k").unwrap());
+    }
+
+    #[test]
+    fn ttl_expires() {
+        let kv = MemoryKv::new();
+        kv.set("a", b"k", b"v", Some(Duration::from_millis(1)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(kv.get("a", b"k").unwrap(), None);
+    }
+}

@@ -1,0 +1,133 @@
+//! Per plugin and hook counters, kept in memory (atomics; no lock on the hook path) and
+//! readable with [`crate::PluginHost::stats`]. Stats follow the plugin's name across reloads.
+
+use corvid_types::Stage;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// All stages, in the order of [`Stage`]'s declaration (index = position).
+pub(crate) const STAGES: [Stage; 10] = [
+    Stage::Connect,
+    Stage::Helo,
+    Stage::Auth,
+    Stage::Mail,
+    Stage::Rcpt,
+    Stage::Data,
+    Stage::Route,
+    Stage::Deferred,
+    Stage::Bounced,
+    Stage::Delivered,
+];
+
+pub(crate) fn stage_index(stage: Stage) -> usize {
+    STAGES.iter().position(|s| *s == stage).unwrap_or(0)
+}
+
+/// How one hook call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Continue,
+    Accept,
+    Reject,
+    Tempfail,
+    Disconnect,
+    Discard,
+    Quarantine,
+    /// The guest trapped (panic, unreachable, host refusal that traps).
+    Trap,
+    /// The hook ran past its wall-time limit.
+    Timeout,
+    /// The guest trapped after its memory limit refused a growth.
+    OutOfMemory,
+    /// The decision failed validation.
+    Invalid,
+}
+
+const OUTCOMES: usize = 11;
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    outcomes: [AtomicU64; OUTCOMES],
+    latency_ns: AtomicU64,
+    max_latency_ns: AtomicU64,
+}
+
+/// The live counters of one plugin (all generations of it).
+#[derive(Default)]
+pub(crate) struct PluginStats {
+    hooks: [Counters; 10],
+    instantiations: AtomicU64,
+}
+
+impl PluginStats {
+    pub(crate) fn record(&self, stage: Stage, outcome: Outcome, elapsed: Duration) {
+        let c = &self.hooks[stage_index(stage)];
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        c.calls.fetch_add(1, Relaxed);
+        c.outcomes[outcome as usize].fetch_add(1, Relaxed);
+        c.latency_ns.fetch_add(ns, Relaxed);
+        c.max_latency_ns.fetch_max(ns, Relaxed);
+    }
+
+    pub(crate) fn instantiated(&self) {
+        self.instantiations.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, plugin: &str) -> Vec<HookStats> {
+        let get = |c: &Counters, o: Outcome| c.outcomes[o as usize].load(Relaxed);
+        STAGES
+            .iter()
+            .zip(self.hooks.iter())
+            .filter(|(_, c)| c.calls.load(Relaxed) > 0)
+            .map(|(stage, c)| HookStats {
+                plugin: plugin.to_string(),
+                stage: *stage,
+                calls: c.calls.load(Relaxed),
+                continues: get(c, Outcome::Continue),
+                accepts: get(c, Outcome::Accept),
+                rejects: get(c, Outcome::Reject),
+                tempfails: get(c, Outcome::Tempfail),
+                disconnects: get(c, Outcome::Disconnect),
+                discards: get(c, Outcome::Discard),
+                quarantines: get(c, Outcome::Quarantine),
+                traps: get(c, Outcome::Trap),
+                timeouts: get(c, Outcome::Timeout),
+                out_of_memory: get(c, Outcome::OutOfMemory),
+                invalid: get(c, Outcome::Invalid),
+                latency_total: Duration::from_nanos(c.latency_ns.load(Relaxed)),
+                latency_max: Duration::from_nanos(c.max_latency_ns.load(Relaxed)),
+                instantiations: self.instantiations.load(Relaxed),
+            })
+            .collect()
+    }
+}
+
+/// Counters of one plugin's hook at one stage, since the host started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookStats {
+    pub plugin: String,
+    pub stage: Stage,
+    /// Hook calls made (failed ones included).
+    pub calls: u64,
+    pub continues: u64,
+    pub accepts: u64,
+    pub rejects: u64,
+    pub tempfails: u64,
+    pub disconnects: u64,
+    pub discards: u64,
+    pub quarantines: u64,
+    /// Calls that trapped.
+    pub traps: u64,
+    /// Calls cut off at the wall-time limit.
+    pub timeouts: u64,
+    /// Calls that trapped after the memory limit refused a growth.
+    pub out_of_memory: u64,
+    /// Decisions refused by validation.
+    pub invalid: u64,
+    /// Sum of call latencies (divide by `calls` for the mean).
+    pub latency_total: Duration,
+    pub latency_max: Duration,
+    /// Instances created for this plugin (all stages).
+    pub instantiations: u64,
+}

@@ -1,0 +1,115 @@
+//! Shared helpers of the plugin-host tests: build the fixture plugin for wasm32-wasip2 once
+//! per test binary, one engine per test binary, and plain Corvid values to call hooks with.
+#![allow(dead_code)]
+
+use corvid_plugin_host::{EngineOptions, Manifest, PluginEngine, PluginHost, Services};
+use corvid_types::{Address, ConnectionInfo, Envelope, Recipient};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Builds `tests/fixtures/<name>` with `cargo build --target wasm32-wasip2 --release` into a
+/// target dir of its own (under this test target's tmp dir) and returns the component path.
+pub fn fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    assert_eq!(name, "behave", "only the behave fixture exists");
+    BUILT
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name);
+            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
+                .current_dir(&dir)
+                .env("CARGO_TARGET_DIR", &target)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .status()
+                .expect("cargo runs");
+            assert!(
+                status.success(),
+                "building fixture {name} failed (is the wasm32-wasip2 target installed?)"
+            );
+            target.join("wasm32-wasip2/release/fixture_behave.wasm")
+        })
+        .clone()
+}
+
+/// Sends the host's logs to the test output (`RUST_LOG=corvid_plugin_host=debug`).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn engine() -> PluginEngine {
+    init_logs();
+    static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            PluginEngine::new(EngineOptions {
+                max_instances: 200,
+                ..EngineOptions::default()
+            })
+            .expect("engine")
+        })
+        .clone()
+}
+
+/// The compiled-code cache shared by the tests of this binary (compiling in a debug build
+/// is slow; the cache makes it once per run).
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cwasm-cache")
+}
+
+/// A host with the in-memory services and the shared cache.
+pub fn host() -> PluginHost {
+    PluginHost::new(&engine(), Services::in_memory(), Some(cache_dir()))
+}
+
+/// A manifest for the behave fixture with config `pairs` (`("mail", "reject")`, ...)
+/// and a 5 s hook limit.
+pub fn behave(name: &str, pairs: &[(&str, &str)]) -> Manifest {
+    let mut m = Manifest::new(name, fixture("behave"));
+    // Generous: debug builds on a loaded 2-core machine are slow. Tests of the time limit
+    // set their own.
+    m.limits.hook_time_ms = 5_000;
+    for (k, v) in pairs {
+        m.config
+            .insert(k.to_string(), toml::Value::String(v.to_string()));
+    }
+    m
+}
+
+pub fn conn(session_id: u64) -> ConnectionInfo {
+    ConnectionInfo {
+        session_id,
+        listener: "smtp".into(),
+        local_addr: "127.0.0.1:25".parse().expect("addr"),
+        peer_addr: "192.0.2.7:40000".parse().expect("addr"),
+        peer_rdns: None,
+        helo: Some("client.test".into()),
+        esmtp: true,
+        tls: None,
+        auth_user: None,
+    }
+}
+
+pub fn envelope() -> Envelope {
+    Envelope {
+        sender: Some(Address::new("alice", "sender.test")),
+        ..Envelope::default()
+    }
+}
+
+pub fn rcpt() -> Recipient {
+    Recipient {
+        address: Address::new("bob", "example.org"),
+        params: Default::default(),
+    }
+}
+
+pub const MESSAGE: &[u8] =
+    b"Subject: hello\r\nX-Remove: 1\r\nFrom: a@sender.test\r\n\r\nbody text\r\n";

@@ -1,0 +1,197 @@
+//! The Rust SDK for Corvid mail-policy plugins.
+//!
+//! A plugin is one struct, one [`Plugin`] impl (every hook has a default of `continue`), and
+//! one [`export_plugin!`] line. Build it with `cargo build --target wasm32-wasip2 --release`;
+//! test its logic natively with `cargo test` and the helpers in [`testing`]. The README is the
+//! author guide.
+//!
+//! ```ignore
+//! use corvid_plugin_sdk::*;
+//!
+//! struct NoSpamFrom;
+//!
+//! impl Plugin for NoSpamFrom {
+//!     const NAME: &'static str = "no-spam-from";
+//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+//!     const STAGES: &'static [Stage] = &[Stage::Mail];
+//!
+//!     fn new(_config: &Config) -> Result<Self, String> {
+//!         Ok(NoSpamFrom)
+//!     }
+//!
+//!     fn on_mail(&mut self, _conn: &ConnectionInfo, env: &Envelope) -> Decision {
+//!         match &env.sender {
+//!             Some(s) if s.domain.eq_ignore_ascii_case("spam.example") => {
+//!                 reject(550, "5.7.1", "Sender refused")
+//!             }
+//!             _ => proceed(),
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(NoSpamFrom);
+//! ```
+//!
+//! Owns: the guest side of the `corvid:plugin` WIT contract. Must not: depend on any host crate.
+
+extern crate self as corvid_plugin_sdk;
+
+pub mod bindings;
+mod config;
+mod decision;
+pub mod host;
+mod message;
+#[doc(hidden)]
+pub mod runtime;
+pub mod testing;
+
+pub use config::Config;
+pub use decision::*;
+pub use message::MailMessage;
+
+pub use bindings::corvid::plugin::dns::{Error as DnsError, Mx};
+pub use bindings::corvid::plugin::kv::Error as KvError;
+pub use bindings::corvid::plugin::log::Level as LogLevel;
+pub use bindings::corvid::plugin::message::{Header, MimePart, MimeSummary};
+pub use bindings::corvid::plugin::types::{
+    Address, AuthInfo, BodyType, BounceDecision, ConfigTable, ConnectionInfo, Decision,
+    DeferredDecision, DeliveryInfo, Envelope, HeaderChange, HeaderField, HeaderInsert, HeaderRef,
+    MailParams, Modification, Notify, PluginInfo, RcptParams, Recipient, RelayHost, Reply, Ret,
+    RouteDecision, RouteRequest, Stage, TlsInfo, Verdict,
+};
+
+#[doc(hidden)]
+pub use wit_bindgen::rt as __wit_bindgen_rt;
+
+/// A mail-policy plugin. Override the hooks of the stages listed in [`Plugin::STAGES`]; the
+/// host calls no others.
+///
+/// One value of your type lives for one SMTP transaction: it is created by [`Plugin::new`] at
+/// the first hook of a transaction and dropped with the instance at its end, so fields are
+/// transaction state. Keep longer-lived state in the kv store ([`host::kv_get`] and friends).
+pub trait Plugin: Sized + 'static {
+    /// A short name, e.g. `"rbl-check"`.
+    const NAME: &'static str;
+    /// The plugin's version, usually `env!("CARGO_PKG_VERSION")`.
+    const VERSION: &'static str;
+    /// The stages this plugin implements.
+    const STAGES: &'static [Stage];
+
+    /// Builds the plugin from its configuration; an `Err` refuses the configuration (at load
+    /// time the plugin is then not installed, and the text is logged).
+    fn new(config: &Config) -> Result<Self, String>;
+
+    /// A client connected.
+    fn on_connect(&mut self, _conn: &ConnectionInfo) -> Decision {
+        proceed()
+    }
+
+    /// EHLO/HELO; `conn.helo` holds the name.
+    fn on_helo(&mut self, _conn: &ConnectionInfo) -> Decision {
+        proceed()
+    }
+
+    /// The client authenticated.
+    fn on_auth(&mut self, _conn: &ConnectionInfo, _auth: &AuthInfo) -> Decision {
+        proceed()
+    }
+
+    /// MAIL FROM.
+    fn on_mail(&mut self, _conn: &ConnectionInfo, _env: &Envelope) -> Decision {
+        proceed()
+    }
+
+    /// RCPT TO; a non-local recipient needs an explicit `accept` from some plugin.
+    fn on_rcpt(&mut self, _conn: &ConnectionInfo, _env: &Envelope, _rcpt: &Recipient) -> Decision {
+        proceed()
+    }
+
+    /// End of DATA, before the message is queued.
+    fn on_data(
+        &mut self,
+        _conn: &ConnectionInfo,
+        _env: &Envelope,
+        _msg: &dyn MailMessage,
+    ) -> Decision {
+        proceed()
+    }
+
+    /// Where mail for a recipient goes.
+    fn on_route(&mut self, _req: &RouteRequest) -> RouteDecision {
+        RouteDecision::Continue
+    }
+
+    /// A delivery attempt failed temporarily.
+    fn on_deferred(&mut self, _info: &DeliveryInfo) -> DeferredDecision {
+        DeferredDecision::Continue
+    }
+
+    /// A delivery failed permanently; a DSN is about to be sent.
+    fn on_bounced(&mut self, _info: &DeliveryInfo) -> BounceDecision {
+        BounceDecision::Continue
+    }
+
+    /// A recipient was delivered.
+    fn on_delivered(&mut self, _info: &DeliveryInfo) {}
+}
+
+/// Exports a [`Plugin`] type as the component's `corvid:plugin/plugin` world.
+/// Use once per plugin crate, at the crate root.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __CorvidPluginExport;
+
+        impl $crate::bindings::Guest for __CorvidPluginExport {
+            fn describe() -> $crate::PluginInfo {
+                $crate::runtime::describe::<$plugin>()
+            }
+            fn configure(config: $crate::ConfigTable) -> Result<(), String> {
+                $crate::runtime::configure::<$plugin>(config)
+            }
+            fn on_connect(conn: $crate::ConnectionInfo) -> $crate::Decision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_connect(&conn))
+            }
+            fn on_helo(conn: $crate::ConnectionInfo) -> $crate::Decision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_helo(&conn))
+            }
+            fn on_auth(conn: $crate::ConnectionInfo, auth: $crate::AuthInfo) -> $crate::Decision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_auth(&conn, &auth))
+            }
+            fn on_mail(conn: $crate::ConnectionInfo, env: $crate::Envelope) -> $crate::Decision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_mail(&conn, &env))
+            }
+            fn on_rcpt(
+                conn: $crate::ConnectionInfo,
+                env: $crate::Envelope,
+                rcpt: $crate::Recipient,
+            ) -> $crate::Decision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_rcpt(&conn, &env, &rcpt))
+            }
+            fn on_data(
+                conn: $crate::ConnectionInfo,
+                env: $crate::Envelope,
+                msg: $crate::runtime::MessageBorrow<'_>,
+            ) -> $crate::Decision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_data(&conn, &env, msg))
+            }
+            fn on_route(req: $crate::RouteRequest) -> $crate::RouteDecision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_route(&req))
+            }
+            fn on_deferred(info: $crate::DeliveryInfo) -> $crate::DeferredDecision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_deferred(&info))
+            }
+            fn on_bounced(info: $crate::DeliveryInfo) -> $crate::BounceDecision {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_bounced(&info))
+            }
+            fn on_delivered(info: $crate::DeliveryInfo) {
+                $crate::runtime::with::<$plugin, _>(|p| p.on_delivered(&info))
+            }
+        }
+
+        $crate::bindings::__export_plugin_world!(
+            __CorvidPluginExport with_types_in $crate::bindings
+        );
+    };
+}

@@ -1,0 +1,131 @@
+//! A plugin tested natively, the way the README tells authors to.
+
+use corvid_plugin_sdk::testing::*;
+use corvid_plugin_sdk::*;
+
+/// Refuses senders from configured domains, counts rcpts per client in kv, stamps messages.
+struct Example {
+    blocked: Vec<String>,
+    max_rcpts: i64,
+}
+
+impl Plugin for Example {
+    const NAME: &'static str = "example";
+    const VERSION: &'static str = "0.1.0";
+    const STAGES: &'static [Stage] = &[Stage::Mail, Stage::Rcpt, Stage::Data];
+
+    fn new(config: &Config) -> Result<Self, String> {
+        Ok(Example {
+            blocked: config.list("blocked_domains"),
+            max_rcpts: config.parse("max_rcpts")?.unwrap_or(100),
+        })
+    }
+
+    fn on_mail(&mut self, _conn: &ConnectionInfo, env: &Envelope) -> Decision {
+        match &env.sender {
+            Some(s)
+                if self
+                    .blocked
+                    .iter()
+                    .any(|d| s.domain.eq_ignore_ascii_case(d)) =>
+            {
+                reject(550, "5.7.1", "Sender domain refused")
+            }
+            _ => proceed(),
+        }
+    }
+
+    fn on_rcpt(&mut self, conn: &ConnectionInfo, _env: &Envelope, _rcpt: &Recipient) -> Decision {
+        match host::kv_increment(&format!("rcpts:{}", conn.client_ip), 1, Some(3600)) {
+            Ok(n) if n > self.max_rcpts => tempfail(451, "4.7.1", "Too many recipients, slow down"),
+            Ok(_) => proceed(),
+            Err(_) => proceed(),
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        _conn: &ConnectionInfo,
+        _env: &Envelope,
+        msg: &dyn MailMessage,
+    ) -> Decision {
+        let subject = msg.header("subject").join(" ");
+        proceed().add_header("X-Example-Subject-Length", &subject.len().to_string())
+    }
+}
+
+fn plugin(pairs: &[(&str, &str)]) -> Example {
+    reset();
+    Example::new(&Config::from_pairs(pairs.iter().copied())).expect("config accepted")
+}
+
+#[test]
+fn blocked_sender_domains_are_rejected() {
+    let mut p = plugin(&[("blocked_domains", r#"["spam.example", "junk.example"]"#)]);
+    let d = p.on_mail(&conn("192.0.2.1"), &envelope("a@Spam.Example", &[]));
+    assert_eq!(code_of(&d), Some(550));
+    assert!(p
+        .on_mail(&conn("192.0.2.1"), &envelope("a@ok.example", &[]))
+        .is_continue());
+    assert!(
+        p.on_mail(&conn("192.0.2.1"), &envelope("", &[]))
+            .is_continue(),
+        "null sender"
+    );
+}
+
+#[test]
+fn bad_config_is_refused() {
+    assert!(Example::new(&Config::from_pairs([("max_rcpts", "lots")])).is_err());
+}
+
+#[test]
+fn recipients_are_counted_in_the_fake_kv() {
+    let mut p = plugin(&[("max_rcpts", "2")]);
+    let (c, e, r) = (
+        conn("192.0.2.9"),
+        envelope("a@b.example", &[]),
+        rcpt("x@y.example"),
+    );
+    assert!(p.on_rcpt(&c, &e, &r).is_continue());
+    assert!(p.on_rcpt(&c, &e, &r).is_continue());
+    assert_eq!(code_of(&p.on_rcpt(&c, &e, &r)), Some(451));
+    with_host(|h| {
+        assert_eq!(
+            h.kv.get("rcpts:192.0.2.9").map(Vec::as_slice),
+            Some(&b"3"[..])
+        )
+    });
+}
+
+#[test]
+fn data_sees_the_message() {
+    let mut p = plugin(&[]);
+    let msg = TestMessage::new("Subject: hi there\nFrom: a@b.example\n\nbody\n");
+    let d = p.on_data(
+        &conn("192.0.2.1"),
+        &envelope("a@b.example", &["c@d.example"]),
+        &msg,
+    );
+    assert_eq!(
+        d.modifications,
+        vec![Modification::AddHeader(HeaderField {
+            name: "X-Example-Subject-Length".into(),
+            value: "8".into()
+        })]
+    );
+    assert_eq!(msg.read_body(0, 100), b"body\r\n");
+    assert_eq!(msg.mime().subject.as_deref(), Some("hi there"));
+}
+
+#[test]
+fn describe_and_configure_come_from_the_trait() {
+    let info = corvid_plugin_sdk::runtime::describe::<Example>();
+    assert_eq!(info.name, "example");
+    assert_eq!(info.stages, vec![Stage::Mail, Stage::Rcpt, Stage::Data]);
+    let bad = ConfigTable {
+        entries: vec![("max_rcpts".into(), "x".into())],
+        json: "{}".into(),
+    };
+    assert!(corvid_plugin_sdk::runtime::configure::<Example>(bad).is_err());
+}

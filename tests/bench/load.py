@@ -1,0 +1,1013 @@
+#!/usr/bin/env python3
+"""Load benchmark: Corvid against a private Postfix instance, both driven by Postfix's smtp-source.
+
+For every message size x concurrency, each server gets the same smtp-source run (a new TCP
+connection per message, smtp-source's default) and the script reports:
+
+  * intake msg/s     messages accepted (250 to DATA) per second of smtp-source wall time;
+  * delivered msg/s  messages per second until the last one is in the Maildir (``new/``);
+  * cpu_us/msg       server CPU (user+system) from the start of the run until every message is
+                     delivered, divided by the messages sent;
+  * peak_mem_MB      Corvid: VmHWM of its process (reset before each run through
+                     /proc/PID/clear_refs). Postfix: the largest sum of VmRSS over all processes
+                     of the instance, sampled every 0.25 s during the run (shared pages are
+                     counted once per process, so this overstates Postfix; the JSON also has the
+                     sum of PSS).
+
+Postfix CPU is the CPU of the whole instance: the master process, every live descendant, and
+(through the master's cutime/cstime) every child that exited and was reaped during the run.
+
+Only loopback is used. Everything (Corvid data dir, the Postfix config, queue and mailboxes)
+lives in a temporary directory that is removed at the end (--keep keeps it). Python 3 stdlib
+only. Must run as root (Postfix's master runs as root and drops to mail_owner=postfix).
+
+    cargo build --release -p corvid
+    sudo python3 tests/bench/load.py            # full matrix
+    sudo python3 tests/bench/load.py --quick    # a short smoke run
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import pwd
+import grp
+import hashlib
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+POSTFIX = "/usr/sbin/postfix"
+POSTCONF = "/usr/sbin/postconf"
+
+CORVID_DOMAIN = "corvid.test"
+CORVID_RCPT = "alice@corvid.test"  # a mailbox of the dev config's test domain
+POSTFIX_DOMAIN = "bench.test"
+POSTFIX_RCPT = "rcpt@bench.test"
+SENDER = "sender@bench.test"
+HELO = "client.bench.test"
+
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 45.0
+SAMPLE_INTERVAL = 0.25
+PSS_EVERY = 4  # PSS is summed on every 4th sample (once a second)
+DELIVERY_POLL = 0.02
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# /proc helpers
+# ----------------------------------------------------------------------------------------------
+
+def read_stat(pid):
+    """(ppid, utime+stime, cutime+cstime) in clock ticks, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    rest = data[data.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state); utime is field 14, stime 15, cutime 16, cstime 17.
+    ppid = int(rest[1])
+    own = int(rest[11]) + int(rest[12])
+    children = int(rest[13]) + int(rest[14])
+    return ppid, own, children
+
+
+def read_status_kb(pid, keys):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in keys:
+                    out[k] = int(v.split()[0])
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def read_pss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def descendants(root):
+    """PIDs whose parent chain leads to root (root excluded)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = read_stat(int(name))
+        if st is None:
+            continue
+        children.setdefault(st[0], []).append(int(name))
+    out, todo, seen = [], [root], {root}
+    while todo:  # bounded: each pid is visited once
+        pid = todo.pop()
+        for c in children.get(pid, []):
+            if c not in seen:
+                seen.add(c)
+                out.append(c)
+                todo.append(c)
+    return out
+
+
+def system_busy_ticks():
+    """Busy (non-idle, non-iowait) clock ticks of all CPUs, from /proc/stat: a cross-check."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest is already in user)
+    return sum(v[:8]) - v[3] - v[4]
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for_port(port, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.settimeout(5)
+                banner = s.recv(512)
+                s.sendall(b"QUIT\r\n")
+                try:
+                    s.recv(512)
+                except OSError:
+                    pass
+                if banner.startswith(b"220"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def count_files(d):
+    try:
+        with os.scandir(d) as it:
+            return sum(1 for _ in it)
+    except FileNotFoundError:
+        return 0
+
+
+def set_aside(new_dir):
+    """Moves the files of a Maildir's new/ into a sibling folder, so that new/ counts only this
+    run. Renamed, not deleted: on ext4 without a journal (as on the reference VM), recently
+    freed inodes make every later file creation scan past them for 30 s, which would charge
+    the next run for the benchmark's own clean-up."""
+    aside = os.path.join(os.path.dirname(new_dir), "bench-done")
+    try:
+        with os.scandir(new_dir) as it:
+            names = [e.name for e in it]
+    except FileNotFoundError:
+        return
+    os.makedirs(aside, exist_ok=True)
+    for name in names:
+        os.rename(os.path.join(new_dir, name), os.path.join(aside, name))
+
+
+def unique_name(prefix):
+    """A directory name that differs between runs. In a `chattr +T` directory ext4 picks the
+    block group of a new subdirectory from a hash of its name: a fixed name would put each run
+    where the previous run just deleted thousands of files (see set_aside)."""
+    return f"{prefix}-{os.urandom(4).hex()}"
+
+
+def tail(path, n=30):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError as e:
+        return f"(cannot read {path}: {e})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Corvid
+# ----------------------------------------------------------------------------------------------
+
+def only_smtp_listener(text, plugins=False):
+    """dev.toml without the [[listener]] tables other than the first `mode = "smtp"` one: the
+    benchmark needs only port-25 semantics, and the others have fixed ports. The bundled
+    [[plugin]] chain is left out unless `plugins` (then with absolute component paths)."""
+    tables, current = [], []
+    for line in text.splitlines(keepends=True):
+        if re.match(r"\s*\[", line) and current:
+            tables.append(current)
+            current = []
+        current.append(line)
+    tables.append(current)
+    out, kept = [], False
+    for t in tables:
+        if re.match(r"\s*\[\[plugin\]\]|\s*\[plugin\.", t[0]):
+            if plugins:
+                body = re.sub(r'^path\s*=\s*"(target/[^"]+)"',
+                              lambda m: f'path = "{os.path.join(REPO, m.group(1))}"', "".join(t), flags=re.M)
+                # The chain runs in full, but the bench must not trip the rate limit it measures.
+                body = re.sub(r"^(messages|connections)_per_window\s*=.*$", r"\1_per_window = 100000000", body, flags=re.M)
+                out.append(body)
+            continue
+        if re.match(r"\s*\[\[listener\]\]", t[0]):
+            body = "".join(t)
+            if kept or not re.search(r'^mode\s*=\s*"smtp"', body, flags=re.M):
+                continue
+            kept = True
+        out.append("".join(t))
+    if not kept:
+        raise SystemExit('config/dev.toml: no [[listener]] with mode = "smtp" to derive the bench config')
+    return "".join(out)
+
+
+class Corvid:
+    name = "corvid"
+    rcpt = CORVID_RCPT
+
+    def __init__(self, binary, workdir, max_conn_per_ip):
+        self.binary = binary
+        self.dir = os.path.join(workdir, unique_name("corvid"))
+        os.makedirs(self.dir, mode=0o700)
+        self.data_dir = os.path.join(self.dir, "data")
+        self.config_path = os.path.join(self.dir, "corvid.toml")
+        self.log_path = os.path.join(self.dir, "corvid.log")
+        self.maildir_new = os.path.join(self.data_dir, "mail", CORVID_DOMAIN, "alice", "Maildir", "new")
+        self.max_conn_per_ip = max_conn_per_ip
+        self.plugins = False
+        self.proc = None
+        self.port = None
+        self.log_offset = 0
+        self.hwm_resettable = None
+
+    def write_config(self):
+        with open(os.path.join(REPO, "config", "dev.toml")) as f:
+            text = only_smtp_listener(f.read(), plugins=self.plugins)
+
+        def sub(pattern, repl):
+            nonlocal text
+            text, n = re.subn(pattern, repl, text, count=1, flags=re.M)
+            if n != 1:
+                raise SystemExit(f"config/dev.toml: cannot find /{pattern}/ to derive the bench config")
+
+        sub(r'^data_dir\s*=.*$', f'data_dir = "{self.data_dir}"')
+        sub(r'^address\s*=\s*"127\.0\.0\.1:\d+"', 'address = "127.0.0.1:0"')
+        sub(r'^max_connections\s*=.*$', f"max_connections = {max(1000, self.max_conn_per_ip)}")
+        sub(r'^max_connections_per_ip\s*=.*$', f"max_connections_per_ip = {self.max_conn_per_ip}")
+        m = re.search(r"^max_message_size\s*=\s*(\d+)", text, flags=re.M)
+        if not m or int(m.group(1)) < 1024 * 1024:
+            sub(r'^max_message_size\s*=.*$', "max_message_size = 26214400")
+        sub(r'^format\s*=\s*"human"', 'format = "json"')
+        text = "# Generated by tests/bench/load.py from config/dev.toml\n" + text
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        r = subprocess.run([self.binary, "check-config", self.config_path],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise SystemExit(f"corvid check-config failed:\n{r.stdout}{r.stderr}")
+
+    def start(self):
+        self.write_config()
+        logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--config", self.config_path, "--log-format", "json"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=self.dir)
+        logf.close()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and self.port is None:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"corvid exited with {self.proc.returncode} at start:\n{tail(self.log_path)}")
+            with open(self.log_path, errors="replace") as f:
+                for line in f:
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue
+                    if ev.get("message") == "listening":
+                        m = re.search(r"127\.0\.0\.1:(\d+)", str(ev.get("address", "")))
+                        if m:
+                            self.port = int(m.group(1))
+                            break
+            time.sleep(0.05)
+        if self.port is None:
+            raise SystemExit(f"corvid did not log 'listening' within {STARTUP_TIMEOUT}s:\n{tail(self.log_path)}")
+        if not wait_for_port(self.port, STARTUP_TIMEOUT):
+            raise SystemExit(f"corvid does not greet on port {self.port}:\n{tail(self.log_path)}")
+        log(f"corvid pid {self.proc.pid} on 127.0.0.1:{self.port}, data in {self.data_dir}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_ticks(self):
+        st = read_stat(self.proc.pid)
+        if st is None:
+            raise RuntimeError("corvid is gone")
+        return st[1] + st[2]
+
+    def pids(self):
+        return [self.proc.pid]
+
+    def reset_peak(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+            self.hwm_resettable = True
+        except OSError:
+            self.hwm_resettable = False
+
+    def peak_kb(self):
+        return read_status_kb(self.proc.pid, {"VmHWM"}).get("VmHWM", 0)
+
+    def mark_log(self):
+        self.log_offset = os.path.getsize(self.log_path)
+
+    def log_problems(self):
+        """Counts of notable log events since mark_log(), and a few examples."""
+        stats = {"transactions": 0, "non_250": 0, "connections": 0, "sessions_with_errors": 0,
+                 "refused_connections": 0, "warn": 0, "error": 0, "delivered": 0}
+        examples = []
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            data = f.read().decode("utf-8", "replace")
+        for line in data.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                if line.strip():
+                    stats["error"] += 1
+                    if len(examples) < 5:
+                        examples.append(line[:300])
+                continue
+            msg = ev.get("message", "")
+            level = str(ev.get("level", "")).upper()
+            if msg == "transaction":
+                stats["transactions"] += 1
+                if not str(ev.get("reply", "")).startswith("250"):
+                    stats["non_250"] += 1
+                    if len(examples) < 5:
+                        examples.append(line[:300])
+            elif msg == "connection closed":
+                stats["connections"] += 1
+                if int(ev.get("errors", 0) or 0) > 0:
+                    stats["sessions_with_errors"] += 1
+                    if len(examples) < 5:
+                        examples.append(line[:300])
+            elif msg.startswith("connection refused"):
+                stats["refused_connections"] += 1
+                if len(examples) < 5:
+                    examples.append(line[:300])
+            elif msg == "recipient done" and ev.get("outcome") == "delivered":
+                stats["delivered"] += 1
+            if level in ("WARN", "ERROR"):
+                stats[level.lower()] += 1
+                if len(examples) < 5:
+                    examples.append(line[:300])
+        return stats, examples
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log("corvid did not stop after SIGTERM; sending SIGKILL")
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        log(f"corvid stopped (exit {self.proc.returncode})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Postfix (a private instance in the work dir; the system's /etc/postfix is never touched)
+# ----------------------------------------------------------------------------------------------
+
+MASTER_CF = """\
+# Generated by tests/bench/load.py: a private benchmark instance, nothing chrooted.
+# service  type  private unpriv  chroot  wakeup  maxproc command
+127.0.0.1:{port} inet n      -       n       -       -       smtpd
+pickup     unix  n       -       n       60      1       pickup
+cleanup    unix  n       -       n       -       0       cleanup
+qmgr       unix  n       -       n       300     1       qmgr
+rewrite    unix  -       -       n       -       -       trivial-rewrite
+bounce     unix  -       -       n       -       0       bounce
+defer      unix  -       -       n       -       0       bounce
+trace      unix  -       -       n       -       0       bounce
+verify     unix  -       -       n       -       1       verify
+flush      unix  n       -       n       1000?   0       flush
+proxymap   unix  -       -       n       -       -       proxymap
+proxywrite unix  -       -       n       -       1       proxymap
+smtp       unix  -       -       n       -       -       smtp
+relay      unix  -       -       n       -       -       smtp
+showq      unix  n       -       n       -       -       showq
+error      unix  -       -       n       -       -       error
+retry      unix  -       -       n       -       -       error
+discard    unix  -       -       n       -       -       discard
+local      unix  -       n       n       -       -       local
+virtual    unix  -       n       n       -       -       virtual
+lmtp       unix  -       -       n       -       -       lmtp
+anvil      unix  -       -       n       -       1       anvil
+scache     unix  -       -       n       -       1       scache
+postlog    unix-dgram n  -       n       -       1       postlogd
+"""
+
+MAIN_CF = """\
+# Generated by tests/bench/load.py: a private benchmark instance on loopback.
+compatibility_level = 3.6
+queue_directory = {dir}/spool
+data_directory = {dir}/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {dir}/maillog
+maillog_file_prefixes = /var, /dev/stdout, {dir}
+myhostname = postfix.{domain}
+mydomain = {domain}
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+relayhost =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = reject_unauth_destination
+biff = no
+# Final delivery: one virtual mailbox domain into Maildir (trailing slash) through virtual(8).
+virtual_mailbox_domains = {domain}
+virtual_mailbox_base = {dir}/vmail
+virtual_mailbox_maps = inline:{{ {rcpt}={domain}/rcpt/ }}
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = 1
+# Limits raised for 50 concurrent clients from one address.
+default_process_limit = 100
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+smtpd_client_recipient_rate_limit = 0
+"""
+
+
+class Postfix:
+    name = "postfix"
+    rcpt = POSTFIX_RCPT
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, unique_name("postfix"))
+        self.etc = os.path.join(self.dir, "etc")
+        self.maillog = os.path.join(self.dir, "maillog")
+        self.maildir_new = os.path.join(self.dir, "vmail", POSTFIX_DOMAIN, "rcpt", "new")
+        self.port = None
+        self.master = None
+        self.started = False
+        self.log_offset = 0
+        pw = pwd.getpwnam("postfix")
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+
+    def postfix(self, *args, timeout=120):
+        return subprocess.run([POSTFIX, "-c", self.etc, *args], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start(self):
+        grp.getgrnam("postdrop")  # the Debian package creates it; fail early if missing
+        for d in (self.dir, self.etc, os.path.join(self.dir, "spool"), os.path.join(self.dir, "data")):
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o755)
+        vmail = os.path.join(self.dir, "vmail")
+        os.makedirs(vmail, exist_ok=True)
+        os.chown(vmail, self.uid, self.gid)
+        os.chown(os.path.join(self.dir, "data"), self.uid, self.gid)
+        open(self.maillog, "a").close()
+        self.port = free_port()
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.write(MAIN_CF.format(dir=self.dir, domain=POSTFIX_DOMAIN, rcpt=POSTFIX_RCPT,
+                                   uid=self.uid, gid=self.gid))
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.write(MASTER_CF.format(port=self.port))
+        for name in ("main.cf", "master.cf"):
+            os.chmod(os.path.join(self.etc, name), 0o644)
+        r = self.postfix("check")
+        if r.returncode != 0:
+            raise SystemExit(f"postfix -c {self.etc} check failed:\n{r.stdout}{r.stderr}")
+        if r.stderr.strip():
+            log(f"postfix check said:\n{r.stderr.strip()}")
+        self.started = True  # from here on, stop() must run `postfix stop`
+        r = self.postfix("start")
+        if r.returncode != 0:
+            raise SystemExit(f"postfix -c {self.etc} start failed:\n{r.stdout}{r.stderr}\n{tail(self.maillog)}")
+        pidfile = os.path.join(self.dir, "spool", "pid", "master.pid")
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and self.master is None:
+            try:
+                with open(pidfile) as f:
+                    self.master = int(f.read().strip())
+            except (OSError, ValueError):
+                time.sleep(0.1)
+        if self.master is None:
+            raise SystemExit(f"postfix master.pid did not appear:\n{tail(self.maillog)}")
+        if not wait_for_port(self.port, STARTUP_TIMEOUT):
+            raise SystemExit(f"postfix does not greet on port {self.port}:\n{tail(self.maillog)}")
+        log(f"postfix master pid {self.master} on 127.0.0.1:{self.port}, instance in {self.dir}")
+
+    def alive(self):
+        return self.master is not None and read_stat(self.master) is not None
+
+    def pids(self):
+        return [self.master] + descendants(self.master)
+
+    def cpu_ticks(self):
+        # Live descendants: their own time plus their reaped children. Exited children of the
+        # master: in its cutime/cstime (the master reaps them). Read the descendants first: a
+        # child that exits in between is then counted twice rather than not at all (both rare;
+        # the snapshots are taken while the instance is idle).
+        total = 0
+        for pid in descendants(self.master):
+            st = read_stat(pid)
+            if st is not None:
+                total += st[1] + st[2]
+        st = read_stat(self.master)
+        if st is None:
+            raise RuntimeError("postfix master is gone")
+        return total + st[1] + st[2]
+
+    def reset_peak(self):
+        pass
+
+    def peak_kb(self):
+        return None  # only sampled
+
+    def mark_log(self):
+        self.log_offset = os.path.getsize(self.maillog)
+
+    def log_problems(self):
+        stats = {"warning": 0, "fatal_or_panic": 0, "reject": 0, "deferred": 0, "bounced": 0,
+                 "delivered": 0}
+        examples = []
+        with open(self.maillog, "rb") as f:
+            f.seek(self.log_offset)
+            data = f.read().decode("utf-8", "replace")
+        for line in data.splitlines():
+            bad = False
+            if "status=sent" in line:
+                stats["delivered"] += 1
+            if " warning: " in line:
+                stats["warning"] += 1
+                bad = True
+            if " fatal: " in line or " panic: " in line:
+                stats["fatal_or_panic"] += 1
+                bad = True
+            if " reject: " in line:
+                stats["reject"] += 1
+                bad = True
+            if "status=deferred" in line:
+                stats["deferred"] += 1
+                bad = True
+            if "status=bounced" in line:
+                stats["bounced"] += 1
+                bad = True
+            if bad and len(examples) < 5:
+                examples.append(line[:300])
+        return stats, examples
+
+    def stop(self):
+        if not self.started:
+            return
+        self.started = False
+        try:
+            r = self.postfix("stop", timeout=60)
+            if r.returncode != 0:
+                log(f"postfix stop failed: {r.stdout}{r.stderr}; trying postfix abort")
+                self.postfix("abort", timeout=60)
+        except subprocess.TimeoutExpired:
+            log("postfix stop timed out; trying postfix abort")
+            try:
+                self.postfix("abort", timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.master is not None and read_stat(self.master) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.master is not None and read_stat(self.master) is not None:
+            log(f"postfix master {self.master} still running after stop/abort; SIGKILL to it")
+            try:
+                os.kill(self.master, signal.SIGKILL)
+            except OSError:
+                pass
+        log("postfix stopped")
+
+
+# ----------------------------------------------------------------------------------------------
+# One measured run
+# ----------------------------------------------------------------------------------------------
+
+class Sampler(threading.Thread):
+    """Samples the summed VmRSS (and PSS) of the server's processes until stopped."""
+
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.server = server
+        self.stop_event = threading.Event()
+        self.peak_rss_kb = 0
+        self.peak_pss_kb = 0
+        self.peak_procs = 0
+        self.samples = 0
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                pids = self.server.pids()
+            except Exception:
+                pids = []
+            rss = sum(read_status_kb(p, {"VmRSS"}).get("VmRSS", 0) for p in pids)
+            self.peak_rss_kb = max(self.peak_rss_kb, rss)
+            if self.samples % PSS_EVERY == 0:  # smaps_rollup is ~10x dearer to read than status
+                pss = sum(read_pss_kb(p) for p in pids)
+                self.peak_pss_kb = max(self.peak_pss_kb, pss)
+            self.peak_procs = max(self.peak_procs, len(pids))
+            self.samples += 1
+            self.stop_event.wait(SAMPLE_INTERVAL)
+
+
+def run_one(server, size, conc, count, run_timeout, delivery_timeout, settle):
+    if not server.alive():
+        raise RuntimeError(f"{server.name} is not running")
+    set_aside(server.maildir_new)
+    server.mark_log()
+    server.reset_peak()
+    cmd = [SMTP_SOURCE, "-c", "-s", str(conc), "-m", str(count), "-l", str(size),
+           "-M", HELO, "-f", SENDER, "-t", server.rcpt, f"127.0.0.1:{server.port}"]
+    sampler = Sampler(server)
+    sampler.start()
+    times_before = os.times()
+    busy0 = system_busy_ticks()
+    cpu0 = server.cpu_ticks()
+    t0 = time.monotonic()
+    timed_out = False
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=run_timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+    t_intake = time.monotonic() - t0
+    cpu_intake = server.cpu_ticks()
+    client_after = os.times()
+    counters = re.findall(rb"(\d+)", out.replace(b"\r", b"\n"))
+    data_done = int(counters[-1]) if counters else 0
+    err_lines = [l for l in err.decode("utf-8", "replace").splitlines() if l.strip()]
+
+    # Wait for delivery: the Maildir must hold every message that got through DATA.
+    expected = count if (proc.returncode == 0 and not timed_out) else data_done
+    deadline = time.monotonic() + delivery_timeout
+    delivered = count_files(server.maildir_new)
+    while delivered < expected and time.monotonic() < deadline:
+        time.sleep(DELIVERY_POLL)
+        delivered = count_files(server.maildir_new)
+    t_delivered = time.monotonic() - t0
+    delivery_complete = delivered >= expected
+    time.sleep(settle)  # let the last queue removals finish; an idle server costs ~nothing
+    cpu1 = server.cpu_ticks()
+    busy1 = system_busy_ticks()
+    t_total = time.monotonic() - t0
+    self_after = os.times()
+    sampler.stop_event.set()
+    sampler.join(timeout=5)
+    if sampler.peak_pss_kb == 0:  # a run shorter than one PSS sample
+        sampler.peak_pss_kb = sum(read_pss_kb(p) for p in server.pids())
+    peak_kb = server.peak_kb()
+    delivered_final = count_files(server.maildir_new)
+    log_stats, log_examples = server.log_problems()
+
+    cpu_s = (cpu1 - cpu0) / CLK_TCK
+    cpu_intake_s = (cpu_intake - cpu0) / CLK_TCK
+    client_cpu_s = ((client_after.children_user + client_after.children_system)
+                    - (times_before.children_user + times_before.children_system))
+    bench_cpu_s = (self_after.user + self_after.system) - (times_before.user + times_before.system)
+    busy_s = (busy1 - busy0) / CLK_TCK
+    # CPU the machine spent on anything but the server, smtp-source and this script: other
+    # processes (e.g. a compiler), kernel threads, interrupts. High values mean a noisy run.
+    other_cpu_s = max(0.0, busy_s - cpu_s - client_cpu_s - bench_cpu_s)
+    other_pct = 100.0 * other_cpu_s / (t_total * (os.cpu_count() or 1)) if t_total > 0 else 0.0
+    accepted = data_done if data_done else (count if proc.returncode == 0 else 0)
+    res = {
+        "server": server.name, "size": size, "concurrency": conc, "messages": count,
+        "accepted": accepted, "delivered": delivered_final,
+        "delivery_complete": delivery_complete,
+        "intake_s": round(t_intake, 3), "delivered_s": round(t_delivered, 3),
+        "intake_msg_s": round(accepted / t_intake, 1) if t_intake > 0 else 0.0,
+        "delivered_msg_s": round(delivered / t_delivered, 1) if t_delivered > 0 else 0.0,
+        "cpu_s": round(cpu_s, 3), "cpu_intake_s": round(cpu_intake_s, 3),
+        "cpu_us_per_msg": round(cpu_s * 1e6 / max(accepted, 1), 1),
+        "cpu_intake_us_per_msg": round(cpu_intake_s * 1e6 / max(accepted, 1), 1),
+        "client_cpu_s": round(client_cpu_s, 3),
+        # Whole machine, all processes (server + smtp-source + this script + anything else):
+        # an upper bound that the per-server figure must stay under.
+        "system_busy_s": round(busy_s, 3),
+        "bench_cpu_s": round(bench_cpu_s, 3),
+        "other_cpu_s": round(other_cpu_s, 3),
+        "other_load_pct": round(other_pct, 1),
+        "sampled_peak_rss_mb": round(sampler.peak_rss_kb / 1024, 1),
+        "sampled_peak_pss_mb": round(sampler.peak_pss_kb / 1024, 1),
+        "peak_processes": sampler.peak_procs,
+        "smtp_source_exit": proc.returncode, "smtp_source_timed_out": timed_out,
+        "smtp_source_errors": err_lines[:20], "smtp_source_error_count": len(err_lines),
+        "server_log": log_stats, "server_log_examples": log_examples,
+    }
+    if peak_kb is not None:
+        res["peak_mem_mb"] = round(peak_kb / 1024, 1)
+        res["peak_mem_method"] = ("VmHWM (reset before the run)" if server.hwm_resettable
+                                  else "VmHWM since process start (clear_refs unavailable)")
+    else:
+        res["peak_mem_mb"] = res["sampled_peak_rss_mb"]
+        res["peak_mem_method"] = f"sum of VmRSS of all instance processes, sampled every {SAMPLE_INTERVAL}s"
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+def size_label(n):
+    return f"{n // 1024}KB" if n % 1024 == 0 else f"{n}B"
+
+
+HEADER = (f"{'size':>6} {'conc':>4}  {'server':<8} {'msg/s':>8} {'dlv msg/s':>9} {'cpu_us/msg':>10} "
+          f"{'peak_mem_MB':>11} {'pss_MB':>7}  {'sent':>5} {'dlv':>5} {'errors':>6} {'other%':>6}")
+
+
+def row_line(r):
+    errs = r["smtp_source_error_count"] + (0 if r["delivery_complete"] else 1)
+    return (f"{size_label(r['size']):>6} {r['concurrency']:>4}  {r['server']:<8} {r['intake_msg_s']:>8.0f} "
+            f"{r['delivered_msg_s']:>9.0f} {r['cpu_us_per_msg']:>10.0f} {r['peak_mem_mb']:>11.1f} "
+            f"{r['sampled_peak_pss_mb']:>7.1f}  "
+            f"{r['accepted']:>5} {r['delivered']:>5} {errs:>6} {r['other_load_pct']:>6.0f}")
+
+
+def ratio_line(c, p):
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if b else "n/a"
+    ok_rate = p["intake_msg_s"] and c["intake_msg_s"] >= 4 * p["intake_msg_s"]
+    ok_cpu = p["cpu_us_per_msg"] and c["cpu_us_per_msg"] <= p["cpu_us_per_msg"] / 4
+    return (f"{'':>13}corvid/postfix: msg/s {ratio(c['intake_msg_s'], p['intake_msg_s'])}, "
+            f"delivered msg/s {ratio(c['delivered_msg_s'], p['delivered_msg_s'])}, "
+            f"cpu/msg {ratio(c['cpu_us_per_msg'], p['cpu_us_per_msg'])}, "
+            f"mem (PSS) {ratio(c['sampled_peak_pss_mb'], p['sampled_peak_pss_mb'])}  "
+            f"[target >=4x msg/s: {'met' if ok_rate else 'MISSED'}; <=0.25x cpu: {'met' if ok_cpu else 'MISSED'}]")
+
+
+def measure_and_print(server, size, conc, n, args, rnd):
+    log(f"run {server.name} size={size} conc={conc} messages={n} (round {rnd})")
+    r = run_one(server, size, conc, n, args.run_timeout, args.delivery_timeout, args.settle)
+    r["round"] = rnd
+    print(row_line(r), flush=True)
+    for line in r["smtp_source_errors"][:3]:
+        print(f"{'':>13}smtp-source: {line}")
+    if not r["delivery_complete"]:
+        print(f"{'':>13}delivery incomplete: {r['delivered']} of {r['accepted']} "
+              f"after {args.delivery_timeout}s")
+    for line in r["server_log_examples"][:3]:
+        print(f"{'':>13}{server.name} log: {line}")
+    return r
+
+
+def print_medians(results, sizes, concs, order):
+    keys = ("intake_msg_s", "delivered_msg_s", "cpu_us_per_msg", "peak_mem_mb",
+            "sampled_peak_pss_mb", "other_load_pct")
+    print(f"\n# medians over {max(r['round'] for r in results)} rounds")
+    print(HEADER)
+    for size in sizes:
+        for conc in concs:
+            row = {}
+            for name in order:
+                rs = [r for r in results if (r["server"], r["size"], r["concurrency"]) == (name, size, conc)]
+                if not rs:
+                    continue
+                m = dict(rs[0])
+                for k in keys:
+                    m[k] = statistics.median(r[k] for r in rs)
+                m["accepted"] = sum(r["accepted"] for r in rs)
+                m["delivered"] = sum(r["delivered"] for r in rs)
+                m["smtp_source_error_count"] = sum(r["smtp_source_error_count"] for r in rs)
+                m["delivery_complete"] = all(r["delivery_complete"] for r in rs)
+                row[name] = m
+                print(row_line(m))
+            if "postfix" in row and "corvid" in row:
+                print(ratio_line(row["corvid"], row["postfix"]))
+
+
+def environment():
+    env = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+           "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    env["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        env["postfix"] = subprocess.run([POSTCONF, "-h", "mail_version"], capture_output=True,
+                                        text=True, timeout=10).stdout.strip()
+    except Exception:
+        pass
+    try:
+        env["corvid_git"] = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
+                                           capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        pass
+    return env
+
+
+def filesystem_of(path):
+    best, fstype = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1]
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, fstype = mnt, parts[2]
+    except OSError:
+        pass
+    return fstype
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="See tests/bench/README.md.")
+    ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "corvid"),
+                    help="the corvid binary (default: target/release/corvid)")
+    ap.add_argument("--build", action="store_true", help="run `cargo build --release -p corvid` first")
+    ap.add_argument("--servers", default="postfix,corvid", help="comma list of postfix,corvid")
+    ap.add_argument("--sizes", default="1024,102400", help="message payload sizes in bytes (smtp-source -l)")
+    ap.add_argument("--concurrency", default="1,10,50", help="smtp-source -s values")
+    ap.add_argument("--messages", type=int, help="messages per run for every size")
+    ap.add_argument("--messages-small", type=int, default=5000, help="messages per run below 10 KB (default 5000)")
+    ap.add_argument("--messages-large", type=int, default=1000, help="messages per run from 10 KB (default 1000)")
+    ap.add_argument("--quick", action="store_true", help="200 / 50 messages per run (a smoke test)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the whole matrix N times and add a table of medians (default 1)")
+    ap.add_argument("--warmup", type=int, default=50, help="unmeasured messages per server first (default 50)")
+    ap.add_argument("--run-timeout", type=float, default=300, help="limit for one smtp-source run, s")
+    ap.add_argument("--delivery-timeout", type=float, default=120, help="wait for delivery after intake, s")
+    ap.add_argument("--settle", type=float, default=0.5, help="pause after delivery before the CPU reading, s")
+    ap.add_argument("--max-conn-per-ip", type=int, default=1000, help="Corvid limits.max_connections_per_ip")
+    ap.add_argument("--plugins", action="store_true",
+                    help="run Corvid with dev.toml's bundled plugin chain (build it with `make plugins`)")
+    ap.add_argument("--workdir", help="parent of the temporary directory (default: system temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    args = ap.parse_args()
+    # SIGTERM (e.g. from `timeout`) takes the same path as Ctrl-C, so the servers get stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    if os.geteuid() != 0 and "postfix" in args.servers:
+        raise SystemExit("run as root: the private Postfix instance needs a root master (or use --servers corvid)")
+    for tool in (SMTP_SOURCE,) + ((POSTFIX,) if "postfix" in args.servers else ()):
+        if not os.access(tool, os.X_OK):
+            raise SystemExit(f"{tool} not found: apt-get install postfix (only its tools are used)")
+    if args.build:
+        subprocess.run(["cargo", "build", "--release", "-p", "corvid"], cwd=REPO, check=True)
+    servers_wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for s in servers_wanted:
+        if s not in ("postfix", "corvid"):
+            raise SystemExit(f"unknown server {s!r}")
+    if "corvid" in servers_wanted and not os.access(args.binary, os.X_OK):
+        raise SystemExit(f"{args.binary} not found: run `cargo build --release -p corvid` first (or --build)")
+    sizes = [int(x) for x in args.sizes.split(",")]
+    concs = [int(x) for x in args.concurrency.split(",")]
+
+    def count_for(size):
+        if args.messages:
+            return args.messages
+        if args.quick:
+            return 200 if size < 10240 else 50
+        return args.messages_small if size < 10240 else args.messages_large
+
+    workdir = tempfile.mkdtemp(prefix="corvid-bench-", dir=args.workdir)
+    os.chmod(workdir, 0o755)  # Postfix daemons (uid postfix) reach their queue and mailboxes below
+    # Mark the work dir as a top of directory hierarchy for ext4's Orlov allocator, so that the
+    # postfix/ and corvid/ folders land in different block groups: Postfix unlinks a queue file
+    # per message, and on ext4 without a journal a file created in a block group with many
+    # recently freed inodes is slow to allocate; one server must not pay for the other's unlinks.
+    if shutil.which("chattr"):
+        subprocess.run(["chattr", "+T", workdir], capture_output=True, timeout=10)
+    env = environment()
+    if "corvid" in servers_wanted:
+        h = hashlib.sha256()
+        with open(args.binary, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        env["corvid_binary"] = args.binary
+        env["corvid_binary_sha256"] = h.hexdigest()[:16]
+        env["corvid_binary_mtime"] = datetime.datetime.fromtimestamp(
+            os.path.getmtime(args.binary)).isoformat(timespec="seconds")
+    env["workdir_fs"] = filesystem_of(os.path.realpath(workdir))
+    log(f"work dir {workdir} ({env['workdir_fs']}); {env.get('cpus')} CPUs; postfix {env.get('postfix')}")
+    load1 = float(open("/proc/loadavg").read().split()[0])
+    if load1 > 0.5 * (os.cpu_count() or 1):
+        log(f"WARNING: load average {load1} on {os.cpu_count()} CPUs before the start: other work "
+            f"competes for the CPUs (see the other% column); numbers will be noisy")
+    env["loadavg_at_start"] = load1
+    if env["workdir_fs"] in ("tmpfs", "ramfs"):
+        log("WARNING: the work dir is on tmpfs, fsync costs nothing there; use --workdir on a disk")
+
+    servers = {}
+    results = []
+    interrupted = False
+    try:
+        if "postfix" in servers_wanted:
+            servers["postfix"] = Postfix(workdir)
+            servers["postfix"].start()
+        if "corvid" in servers_wanted:
+            servers["corvid"] = Corvid(args.binary, workdir, args.max_conn_per_ip)
+            servers["corvid"].plugins = args.plugins
+            servers["corvid"].start()
+        order = [s for s in ("postfix", "corvid") if s in servers]
+        if args.warmup > 0:
+            for name in order:
+                r = run_one(servers[name], 1024, 10, args.warmup, args.run_timeout, args.delivery_timeout, 0)
+                log(f"warm-up {name}: {r['accepted']} accepted, {r['delivered']} delivered, "
+                    f"{r['smtp_source_error_count']} smtp-source error lines")
+        print(f"# {env.get('date')}  cpus={env.get('cpus')} ({env.get('cpu_model', '?')})  "
+              f"fs={env['workdir_fs']}  postfix={env.get('postfix')}  corvid={env.get('corvid_git')} "
+              f"(binary {env.get('corvid_binary_sha256', '-')}, built {env.get('corvid_binary_mtime', '-')})  "
+              f"load={env['loadavg_at_start']}")
+        print(HEADER, flush=True)
+        cells = [(size, conc) for size in sizes for conc in concs]
+        for rnd in range(1, max(1, args.repeat) + 1):
+            if args.repeat > 1:
+                print(f"# round {rnd} of {args.repeat}", flush=True)
+            for size, conc in cells:
+                row = {}
+                for name in order:
+                    r = measure_and_print(servers[name], size, conc, count_for(size), args, rnd)
+                    results.append(r)
+                    row[name] = r
+                if "postfix" in row and "corvid" in row:
+                    print(ratio_line(row["corvid"], row["postfix"]), flush=True)
+        if args.repeat > 1:
+            print_medians(results, sizes, concs, order)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted")
+    finally:
+        for name in ("corvid", "postfix"):
+            if name in servers:
+                try:
+                    servers[name].stop()
+                except Exception as e:  # keep stopping the others
+                    log(f"stopping {name}: {e}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"environment": env, "results": results,
+                           "notes": {
+                               "msg/s": "accepted messages / smtp-source wall time (intake)",
+                               "dlv msg/s": "delivered messages / time from start until all are in Maildir/new",
+                               "cpu_us/msg": "server user+system CPU from start until all delivered (+settle), per message",
+                               "peak_mem_MB": "corvid: VmHWM reset per run; postfix: peak of summed VmRSS, sampled",
+                               "sampled_peak_pss_mb": "peak of summed PSS over the server's processes, sampled once a second",
+                           }}, f, indent=2)
+            log(f"results written to {args.json}")
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("\nmsg/s = intake (250 to DATA) per second of smtp-source wall time; dlv msg/s = until the "
+          "last message is in Maildir/new;\ncpu_us/msg = server CPU until all delivered / messages; "
+          "peak_mem_MB: corvid VmHWM, postfix peak sum of VmRSS over its processes (sampled);\n"
+          "pss_MB: peak sum of PSS over the server's processes (sampled once a second; shared pages split).")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""WebAssembly plugins over real SMTP: the bundled chain of config/dev.toml, a misbehaving
+fixture plugin (trap, endless loop, memory bomb, invalid decision) that must not stop the
+server, and hot reload with `corvid plugins reload`."""
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, IO_TIMEOUT, REPO, bundled_plugins, split_delivered
+
+FIXTURE = REPO / "host" / "plugin-host" / "tests" / "fixtures" / "behave"
+FIXTURE_WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixture_behave.wasm"
+
+
+@pytest.fixture(scope="session")
+def behave_wasm():
+    """The fixture plugin, built for wasm32-wasip2 inside the test run."""
+    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(FIXTURE / "Cargo.toml"),
+                        "--target", "wasm32-wasip2", "--release", "--target-dir", str(REPO / "target" / "plugins")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert FIXTURE_WASM.exists()
+    return FIXTURE_WASM
+
+
+def behave(wasm, **stages) -> dict:
+    return {"name": "behave", "path": str(wasm), "order": 1, "limits": {"hook_time_ms": 500, "memory_mb": 32},
+            "config": stages}
+
+
+def cli(srv, *args):
+    return subprocess.run([str(BIN), *args, "--config", str(srv.config_path)], cwd=srv.workdir,
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "RUST_LOG"})
+
+
+def test_bundled_chain_acts_over_smtp(make_server):
+    srv = make_server({"plugin": bundled_plugins()})
+    with srv.connect() as c:
+        c.begin(rcpts=())
+        r = c.expect("RCPT TO:<blocked@corvid.test>", 550, "5.7.1")  # recipient-list
+        assert "blocked@corvid.test" in r.text
+    qid = srv.send(b"Subject: plugins\r\n\r\nhello\r\n", rcpts=("webmaster@corvid.test",))  # address-rewrite
+    [path] = srv.wait_mail("alice")
+    d = split_delivered(path)
+    assert f"id {qid}".encode() in d.received
+    assert d.content.startswith(b"X-Corvid-Stamp: mx.corvid.test; client=127.0.0.1;"), d.content[:120]  # header-stamp
+    listed = cli(srv, "plugins", "list")
+    assert listed.returncode == 0, listed.stderr
+    for name in ("dnsbl", "rate-limit", "recipient-list", "address-rewrite", "header-stamp", "route-table"):
+        assert any(line.startswith(name) and line.rstrip().endswith("active") for line in listed.stdout.splitlines()), listed.stdout
+
+
+@pytest.mark.parametrize("failure", ["trap", "loop", "oom", "bad-reject"])
+def test_broken_plugin_gets_failure_policy_and_server_keeps_serving(make_server, behave_wasm, failure):
+    srv = make_server({"plugin": [behave(behave_wasm, rcpt=failure)]})
+    with srv.connect() as c:
+        c.begin(rcpts=())
+        # tempfail is the default failure policy where mail can be accepted: 451 4.3.0.
+        c.expect("RCPT TO:<alice@corvid.test>", 451, "4.3.0")
+        c.expect("QUIT", 221)
+    # The server is up and the next transaction gets a fresh instance (and fails the same way).
+    with srv.connect() as c:
+        c.begin(rcpts=())
+        c.expect("RCPT TO:<bob@corvid.test>", 451, "4.3.0")
+    assert srv.running()
+
+
+def test_endless_loop_does_not_stall_other_sessions(make_server, behave_wasm):
+    """A looping plugin at DATA (cut off after its limit) while other sessions send mail."""
+    srv = make_server({"plugin": [behave(behave_wasm, data="loop", mail="continue")]})
+    srv2_ok = []
+
+    def looping():
+        with srv.connect() as c:
+            c.begin()
+            c.expect("DATA", 354)
+            c.send(b"Subject: loop\r\n\r\nx\r\n.\r\n")
+            c.expect(None, 451, "4.3.0")
+
+    t = threading.Thread(target=looping)
+    t.start()
+    # Meanwhile, sessions that do not reach DATA complete their commands promptly.
+    for _ in range(5):
+        start = time.monotonic()
+        with srv.connect() as c:
+            c.begin()
+            c.expect("RSET", 250)
+        srv2_ok.append(time.monotonic() - start)
+    t.join(IO_TIMEOUT)
+    assert not t.is_alive()
+    assert len(srv2_ok) == 5
+
+
+def test_reload_swaps_and_a_broken_version_keeps_the_old_one(make_server, behave_wasm, tmp_path):
+    srv = make_server({"plugin": [behave(behave_wasm, rcpt="reject")]})
+    with srv.connect() as c:
+        c.begin(rcpts=())
+        c.expect("RCPT TO:<alice@corvid.test>", 550, "5.7.1")
+    # New config: the plugin now accepts.
+    srv.config["plugin"][0]["config"] = {"rcpt": "continue"}
+    from conftest import to_toml
+    srv.config_path.write_text(to_toml(srv.config))
+    r = cli(srv, "plugins", "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with srv.connect() as c:
+        c.begin(rcpts=())
+        c.expect("RCPT TO:<alice@corvid.test>", 250)
+    # A broken component: the reload reports it, and the working version keeps serving.
+    broken = tmp_path / "broken.wasm"
+    broken.write_bytes(b"\0asm not really")
+    srv.config["plugin"][0]["path"] = str(broken)
+    srv.config_path.write_text(to_toml(srv.config))
+    r = cli(srv, "plugins", "reload")
+    assert r.returncode != 0 and "behave" in r.stdout, r.stdout + r.stderr
+    with srv.connect() as c:
+        c.begin(rcpts=())
+        c.expect("RCPT TO:<alice@corvid.test>", 250)
+    listed = cli(srv, "plugins", "list").stdout
+    assert "stale" in listed, listed
+
+
+def test_reload_under_load_fails_no_transaction(make_server, behave_wasm):
+    srv = make_server({"plugin": [behave(behave_wasm, data="stamp")]})
+    errors, sent = [], []
+    stop = threading.Event()
+
+    def sender(n):
+        while not stop.is_set():
+            try:
+                sent.append(srv.send(f"Subject: load {n}\r\n\r\nx\r\n".encode()))
+            except Exception as e:  # noqa: BLE001 - any failure is a failed transaction
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(3):
+        r = cli(srv, "plugins", "reload")
+        assert r.returncode == 0, r.stdout + r.stderr
+    stop.set()
+    for t in threads:
+        t.join(IO_TIMEOUT * 3)
+    assert errors == [], errors[:3]
+    assert len(sent) >= 3
