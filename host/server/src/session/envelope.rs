@@ -93,18 +93,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             params,
             recipients: Vec::new(),
         };
+        let decision = self.policy.mail(&self.conn, &envelope).await;
+        // The transaction exists before the decision is applied: its modifications go to it.
         self.tx = Some(Transaction {
             envelope,
             started: Instant::now(),
             disposition: None,
             bdat: None,
         });
-        let env = self
-            .tx
-            .as_ref()
-            .map(|t| t.envelope.clone())
-            .unwrap_or_default();
-        let decision = self.policy.mail(&self.conn, &env).await;
         match self.judge(decision) {
             Judged::Refused(flow) => {
                 self.reset_transaction();
@@ -161,8 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let judged = if postmaster {
             Judged::Accept
         } else {
-            let env = tx.envelope.clone();
-            let decision = self.policy.rcpt(&self.conn, &env, &rcpt).await;
+            let decision = self.policy.rcpt(&self.conn, &tx.envelope, &rcpt).await;
             self.judge(decision)
         };
         let accepted = match judged {
