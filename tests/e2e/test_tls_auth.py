@@ -127,8 +127,10 @@ def test_openssl_starttls_injection_and_old_protocols(auth_server):
             ["openssl", "s_client", "-connect", f"127.0.0.1:{auth_server.ports['submissions']}", old],
             input="QUIT\r\n", capture_output=True, text=True, timeout=30)
         assert "220 " not in r.stdout, f"{old} was accepted: {r.stdout}"
+    # -ign_eof: read until the server closes after QUIT, not until our input ends (a race).
     r = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{auth_server.ports['submissions']}", "-tls1_2"],
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{auth_server.ports['submissions']}", "-tls1_2",
+         "-ign_eof"],
         input="QUIT\r\n", capture_output=True, text=True, timeout=30)
     assert f"220 {HOSTNAME}" in r.stdout, r.stdout + r.stderr
 
