@@ -310,7 +310,7 @@ class Corvid:
 
     # --- process control ----------------------------------------------------------------
 
-    def start(self) -> "Corvid":
+    def start(self, timeout: float = START_TIMEOUT) -> "Corvid":
         assert BIN.exists(), f"{BIN} not found: run `cargo build -p corvid` or set CORVID_BIN"
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with self.cond:
@@ -329,7 +329,7 @@ class Corvid:
         self.ports = {}
         for name in names:
             line = self.wait_log(lambda e: e.get("message") == "listening" and e.get("listener") == name,
-                                 START_TIMEOUT, this_run=True)
+                                 timeout, this_run=True)
             m = re.search(r"127\.0\.0\.1:([0-9]+)", str(line.get("address")))
             assert m, f"no port in {line}"
             self.ports[name] = int(m.group(1))
@@ -543,13 +543,14 @@ def make_server(tmp_path):
     `overrides`; every server is stopped at the end of the test."""
     servers: list[Corvid] = []
 
-    def make(overrides: dict | None = None, start: bool = True, name: str = "srv") -> Corvid:
+    def make(overrides: dict | None = None, start: bool = True, name: str = "srv",
+             start_timeout: float = START_TIMEOUT) -> Corvid:
         workdir = tmp_path / f"{name}{len(servers)}"
         workdir.mkdir()
         c = Corvid(workdir, overrides)
         servers.append(c)
         if start:
-            c.start()
+            c.start(start_timeout)
         return c
 
     yield make

@@ -146,3 +146,33 @@ def test_reload_under_load_fails_no_transaction(make_server, behave_wasm):
         t.join(IO_TIMEOUT * 3)
     assert errors == [], errors[:3]
     assert len(sent) >= 3
+
+
+def test_auth_plugin_checks_passwords_over_smtp(make_server, behave_wasm):
+    """The `auth` stage decides SMTP AUTH: the fixture accepts carol's password `sesame` when
+    granted `credentials` (no users file entry needed), refuses other passwords with 535, and
+    the authenticated identity may then relay."""
+    import smtplib
+
+    from test_tls_auth import tls_client_context
+
+    plugin = behave(behave_wasm, auth="check")
+    plugin["capabilities"] = ["log", "config", "credentials"]
+    srv = make_server({"plugin": [plugin], "auth": {"failure_delay": "100ms"}})
+
+    def submission() -> smtplib.SMTP:
+        s = smtplib.SMTP("127.0.0.1", srv.ports["submission"], local_hostname="client.test", timeout=IO_TIMEOUT)
+        s.starttls(context=tls_client_context())
+        return s
+
+    with submission() as s:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            s.login("carol@corvid.test", "wrong")
+        assert e.value.smtp_code == 535
+    with submission() as s:
+        code, _ = s.login("carol@corvid.test", "sesame")
+        assert code == 235
+        refused = s.sendmail("carol@corvid.test", ["someone@far-away.example"], b"Subject: out\r\n\r\nhi\r\n")
+        assert refused == {}
+    assert "sesame" not in srv.log_text(), "a password reached the log"
+    assert srv.wait_log(lambda e: e.get("message") == "authenticated" and e.get("user") == "carol@corvid.test")

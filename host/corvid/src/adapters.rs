@@ -1,16 +1,12 @@
-//! Adapters that hand the plugin host what other crates own: the queue's kv store, the
-//! delivery resolver, and plugin routing to the delivery runner. They live in the binary
-//! because those crates must not depend on each other (DESIGN.md 2).
+//! Adapters that hand the plugin host what other crates own: the queue's kv store and the
+//! delivery resolver. They live in the binary because those crates must not depend on each
+//! other (DESIGN.md 2). (Delivery policy needs none: the plugin host implements
+//! `corvid_types::DeliveryPolicy`, which the delivery runner takes.)
 
 use async_trait::async_trait;
 use corvid_delivery::dns::{DnsError as DeliveryDnsError, HickoryDns};
-use corvid_delivery::route::HostPort;
-use corvid_delivery::{Destination, NextHop, RouteHook};
-use corvid_plugin_host::{
-    DnsError, DnsResolver, KvError, KvStore, PluginHost, Route, RouteRequest,
-};
+use corvid_plugin_host::{DnsError, DnsResolver, KvError, KvStore};
 use corvid_queue::{QueueError, SledKv};
-use corvid_types::{Address, Envelope};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,27 +83,5 @@ impl DnsResolver for Dns {
     }
     async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
         self.0.ptr(ip).await.map_err(dns_err)
-    }
-}
-
-/// The plugins' `route` stage as the delivery runner's route hook.
-pub struct PluginRoutes(pub PluginHost);
-
-#[async_trait]
-impl RouteHook for PluginRoutes {
-    async fn route(&self, envelope: &Envelope, rcpt: &Address) -> Option<Destination> {
-        let req = RouteRequest {
-            queue_id: String::new(),
-            sender: envelope.sender.clone(),
-            recipient: rcpt.clone(),
-        };
-        let hop = match self.0.route(&req).await {
-            Route::Continue => return None,
-            Route::Local => NextHop::Local,
-            Route::Mx(domain) => NextHop::Mx(domain.to_ascii_lowercase()),
-            Route::Relay { host, port } => NextHop::Smtp(HostPort { host, port }),
-            Route::Drop => NextHop::Discard,
-        };
-        Some(Destination::new(hop))
     }
 }

@@ -108,7 +108,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         .with_config(config.delivery.clone())
         .with_hostname(config.server.hostname.clone())
         .with_intake(dsn_intake)
-        .with_route_hook(Arc::new(adapters::PluginRoutes(plugins.host.clone())));
+        .with_policy(Arc::new(plugins.host.clone()));
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
     let admin = admin::Context {
         spool: Arc::clone(&spool_dyn),

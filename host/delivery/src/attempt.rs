@@ -1,16 +1,17 @@
-//! One delivery attempt of one queued message: route, deliver per destination, record, and
-//! notify the sender.
+//! One delivery attempt of one queued message: route, deliver per destination, consult the
+//! delivery policy about the outcomes, record, and notify the sender.
 //!
 //! Spool access and Maildir writes block on disk, so they run on blocking threads; network
 //! delivery runs on the runtime. The destinations of one message are served concurrently.
 
-use crate::notify;
 use crate::remote::Remote;
-use crate::route::{Destination, NextHop, RouteHook, Router};
+use crate::route::{self, Destination, NextHop, Router};
+use crate::{lifecycle, notify};
 use crate::{local, Outcome, RcptReport};
 use corvid_queue::dsn;
+use corvid_queue::SuccessReport;
 use corvid_queue::{unix_secs, QueueError, QueuedMessage, RecipientStatus, RetrySchedule, Spool};
-use corvid_types::{Directory, Intake, QueueId};
+use corvid_types::{DeliveryPolicy, Directory, Intake, QueueId, RouteRequest, Stage};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub(crate) struct Context {
     pub(crate) maildir_root: PathBuf,
     pub(crate) schedule: RetrySchedule,
     pub(crate) router: Router,
-    pub(crate) hook: Option<Arc<dyn RouteHook>>,
+    pub(crate) policy: Option<Arc<dyn DeliveryPolicy>>,
     pub(crate) remote: Remote,
     /// Where DSNs are queued; without one, failures are only logged.
     pub(crate) intake: Option<Arc<dyn Intake>>,
@@ -85,11 +86,10 @@ pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
     }
     let Some(content) = content.map(Arc::new) else {
         let missing = Outcome::Permanent("5.3.0 queued content is missing".into());
-        apply(&mut msg, &uniform(&due, missing), &ctx.schedule, now);
-        notify::send_reports(&ctx, &mut msg, &[], now).await;
-        return record(&ctx, msg).await;
+        return finish(&ctx, msg, uniform(&due, missing), &[], now).await;
     };
-    if groups.iter().all(|(d, _)| d.hop == NextHop::Local) {
+    let local_only = groups.iter().all(|(d, _)| d.hop == NextHop::Local);
+    if local_only && !lifecycle::observed(&ctx) {
         // Local only: write, apply and record on one blocking thread, so that the time
         // between a Maildir rename and the spool update (where a crash makes a duplicate)
         // stays as short as possible.
@@ -111,9 +111,23 @@ pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
         return record(&ctx, msg).await;
     }
     let reports = deliver_groups(&ctx, &msg, groups, Arc::clone(&content)).await;
+    finish(&ctx, msg, reports, &content, now).await;
+}
+
+/// Consults the policy about the outcomes, writes them, sends the DSNs due and records.
+async fn finish(
+    ctx: &Context,
+    mut msg: QueuedMessage,
+    mut reports: Vec<(usize, RcptReport)>,
+    content: &[u8],
+    now: u64,
+) {
+    let mut adjust = lifecycle::consult(ctx, &msg, &mut reports, now).await;
     apply(&mut msg, &reports, &ctx.schedule, now);
-    notify::send_reports(&ctx, &mut msg, &content, now).await;
-    record(&ctx, msg).await;
+    adjust.apply_to(&mut msg, &ctx.schedule);
+    notify::send_reports(ctx, &mut msg, content, now).await;
+    record(ctx, msg).await;
+    adjust.notify_delivered(ctx.policy.as_ref());
 }
 
 /// Routes each due recipient and groups them by destination, in first-seen order.
@@ -123,10 +137,18 @@ async fn route_all(
     due: &[usize],
 ) -> Vec<(Destination, Vec<usize>)> {
     let mut groups: Vec<(Destination, Vec<usize>)> = Vec::new();
+    let policy = ctx.policy.as_ref().filter(|p| p.observes(Stage::Route));
     for &i in due {
         let addr = &msg.recipients[i].recipient.address;
-        let hooked = match &ctx.hook {
-            Some(hook) => hook.route(&msg.envelope, addr).await,
+        let hooked = match policy {
+            Some(p) => {
+                let req = RouteRequest {
+                    queue_id: msg.id.0.clone(),
+                    sender: msg.envelope.sender.clone(),
+                    recipient: addr.clone(),
+                };
+                route::from_policy(p.route(&req).await)
+            }
             None => None,
         };
         let dest = hooked.unwrap_or_else(|| ctx.router.route(addr));
@@ -156,7 +178,12 @@ async fn deliver_groups(
         let handle = tasks.spawn(async move {
             if dest.hop == NextHop::Discard {
                 tracing::info!(queue_id = %msg.id, recipients = idx.len(), "dropped by a route decision");
-                return uniform(&idx, Outcome::Delivered);
+                // Dropped by policy: no success notice claims a delivery that never was.
+                let mut reports = uniform(&idx, Outcome::Delivered);
+                for (_, r) in reports.iter_mut() {
+                    r.success = SuccessReport::None;
+                }
+                return reports;
             }
             if dest.hop == NextHop::Local {
                 let fallback = idx.clone();
@@ -207,9 +234,7 @@ fn uniform(due: &[usize], outcome: Outcome) -> Vec<(usize, RcptReport)> {
         .collect()
 }
 
-/// Writes the reports into the recipients' states. (The `deferred`, `bounced` and
-/// `delivered` hooks of the plugin system belong here, one call per recipient, once the
-/// plugin host offers them.)
+/// Writes the reports into the recipients' states.
 fn apply(
     msg: &mut QueuedMessage,
     reports: &[(usize, RcptReport)],
@@ -230,6 +255,7 @@ fn apply(
         match &report.outcome {
             Outcome::Delivered => {
                 r.status = RecipientStatus::Delivered;
+                r.success_report = report.success;
                 r.last_reply = Some(
                     report
                         .detail

@@ -5,9 +5,9 @@ use crate::client::tls;
 use crate::config::DeliveryConfig;
 use crate::dns::Dns;
 use crate::remote::Remote;
-use crate::route::{RouteHook, Router};
+use crate::route::Router;
 use corvid_queue::{RetrySchedule, Spool};
-use corvid_types::{Directory, Intake, QueueId};
+use corvid_types::{DeliveryPolicy, Directory, Intake, QueueId};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ pub struct Dispatcher {
     config: DeliveryConfig,
     hostname: String,
     intake: Option<Arc<dyn Intake>>,
-    hook: Option<Arc<dyn RouteHook>>,
+    policy: Option<Arc<dyn DeliveryPolicy>>,
     dns: Option<Arc<dyn Dns>>,
     concurrency: usize,
     poll_interval: Duration,
@@ -52,7 +52,7 @@ impl Dispatcher {
             config: DeliveryConfig::default(),
             hostname: "localhost".into(),
             intake: None,
-            hook: None,
+            policy: None,
             dns: None,
             concurrency: DEFAULT_CONCURRENCY,
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -78,9 +78,10 @@ impl Dispatcher {
         self
     }
 
-    /// A routing decision consulted before the static table (the plugins' `route` stage).
-    pub fn with_route_hook(mut self, hook: Arc<dyn RouteHook>) -> Self {
-        self.hook = Some(hook);
+    /// Delivery policy: a route decision consulted before the static table, and the
+    /// `deferred`, `bounced` and `delivered` notifications (the plugins' delivery stages).
+    pub fn with_policy(mut self, policy: Arc<dyn DeliveryPolicy>) -> Self {
+        self.policy = Some(policy);
         self
     }
 
@@ -123,7 +124,7 @@ impl Dispatcher {
             directory: self.directory,
             maildir_root: self.maildir_root,
             schedule: self.schedule,
-            hook: self.hook,
+            policy: self.policy,
             intake: self.intake,
             hostname: self.hostname,
             delay_warning,

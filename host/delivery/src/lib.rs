@@ -1,6 +1,8 @@
 //! Corvid's delivery: takes due messages from the spool and puts them where they belong.
 //!
-//! Owns: the queue runner ([`Dispatcher`]); routing ([`route`]: plugin seam, static table,
+//! Owns: the queue runner ([`Dispatcher`]) and the lifecycle calls around each outcome
+//! (`deferred` may move a retry, `bounced` may suppress or annotate a DSN, `delivered` is told
+//! once the outcome is on record); routing ([`route`]: policy seam, static table,
 //! local domains, MX); DNS through hickory-resolver ([`dns`], the only crate that may use
 //! hickory) and MX ordering ([`mx`]); the SMTP and LMTP client on tokio with STARTTLS
 //! ([`client`]), per-destination session limits and connection reuse; local delivery into
@@ -10,7 +12,7 @@
 //!
 //! Must not: know how a message got queued (it sees only [`corvid_queue::Spool`] and
 //! `Intake`), touch the spool's storage directly, compose DSN text (the queue does), or call
-//! plugins other than through [`route::RouteHook`].
+//! plugins other than through [`corvid_types::DeliveryPolicy`].
 //!
 //! Guarantee: at-least-once. A recipient is marked delivered only after the Maildir file was
 //! fsynced, or the next hop answered 2xx to the end of DATA; the spool is updated right after.
@@ -28,6 +30,7 @@ pub mod config;
 mod dispatcher;
 pub mod dns;
 mod error;
+mod lifecycle;
 mod local;
 pub mod maildir;
 pub mod mx;
@@ -42,4 +45,4 @@ pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};
 pub use error::DeliveryError;
 pub use local::return_path;
 pub use outcome::{Outcome, RcptReport};
-pub use route::{Destination, NextHop, RouteHook};
+pub use route::{Destination, NextHop};

@@ -31,6 +31,9 @@ impl Outcome {
     }
 }
 
+use corvid_queue::SuccessReport;
+use corvid_types::Reply;
+
 /// The outcome of one recipient with what a DSN and `corvid queue show` need to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RcptReport {
@@ -41,6 +44,10 @@ pub struct RcptReport {
     pub remote_mta: Option<String>,
     /// `smtp; <reply>` (RFC 3464 `Diagnostic-Code`).
     pub diagnostic: Option<String>,
+    /// The next hop's reply itself, for the lifecycle hooks.
+    pub reply: Option<Reply>,
+    /// For a delivery: whether a success notice is Corvid's to send, and which.
+    pub success: SuccessReport,
 }
 
 impl From<Outcome> for RcptReport {
@@ -50,6 +57,8 @@ impl From<Outcome> for RcptReport {
             detail: None,
             remote_mta: None,
             diagnostic: None,
+            reply: None,
+            success: SuccessReport::Delivered,
         }
     }
 }

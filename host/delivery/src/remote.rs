@@ -15,6 +15,7 @@ use crate::mx::{self, MxOptions};
 use crate::pool::Pool;
 use crate::route::{Destination, HostPort, NextHop};
 use crate::{Outcome, RcptReport};
+use corvid_queue::SuccessReport;
 use corvid_smtp::reply_parse::status_of;
 use corvid_smtp::Reply;
 use corvid_types::{Envelope, Recipient};
@@ -144,16 +145,24 @@ impl Remote {
         let peer = session.peer().to_string();
         let fallback = res.error.as_ref().map(|e| {
             tracing::info!(peer = %peer, error = %e, "transaction failed");
-            (e.outcome(), e.reply().map(|r| format!("smtp; {r}")))
+            (e.outcome(), e.reply().cloned())
         });
+        // RFC 3461 5.2.2 and 6.2: LMTP is final delivery; an SMTP next hop that took the DSN
+        // parameters reports successes itself, one that did not leaves a `relayed` notice.
+        let success = match (&dest.hop, res.dsn_passed) {
+            (NextHop::Lmtp(_) | NextHop::LmtpUnix(_), _) => SuccessReport::Delivered,
+            (_, true) => SuccessReport::None,
+            (_, false) => SuccessReport::Relayed,
+        };
         let reports = index
             .iter()
             .zip(res.replies)
             .map(|(&i, reply)| {
                 let report = match (reply, &fallback) {
                     (Some((stage, reply)), _) => reply_report(stage, &reply, &peer),
-                    (None, Some((outcome, diag))) => RcptReport {
-                        diagnostic: diag.clone(),
+                    (None, Some((outcome, reply))) => RcptReport {
+                        diagnostic: reply.as_ref().map(|r| format!("smtp; {r}")),
+                        reply: reply.clone(),
                         ..RcptReport::from(outcome.clone())
                     },
                     (None, None) => RcptReport::from(Outcome::Transient(
@@ -164,6 +173,7 @@ impl Remote {
                     i,
                     RcptReport {
                         remote_mta: Some(host.clone()),
+                        success,
                         ..report
                     },
                 )
@@ -294,10 +304,10 @@ fn reply_report(stage: &str, reply: &Reply, peer: &str) -> RcptReport {
         Outcome::Permanent(format!("{status} {said}"))
     };
     RcptReport {
-        outcome,
         detail: Some(format!("{status} {said}")),
-        remote_mta: None,
         diagnostic: Some(format!("smtp; {reply}")),
+        reply: Some(reply.clone()),
+        ..RcptReport::from(outcome)
     }
 }
 

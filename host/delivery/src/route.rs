@@ -1,8 +1,8 @@
 //! Routing: where the mail for one recipient goes.
 //!
 //! Order, first answer wins:
-//! 1. a [`RouteHook`] (the seam for the plugins' `route` stage; the binary installs one with
-//!    [`crate::Dispatcher::with_route_hook`] once the plugin host offers that stage);
+//! 1. the [`DeliveryPolicy`]'s `route` (the plugins' `route` stage, installed with
+//!    [`crate::Dispatcher::with_policy`]);
 //! 2. a static route whose `domain` is the recipient's domain (case-insensitive);
 //! 3. local domains go to the local Maildir;
 //! 4. the `*` route, when there is one (a smart host for everything else);
@@ -11,8 +11,9 @@
 //! A local domain is only routed away by a route naming it exactly, so `*` to a smart host
 //! never sends local mail out.
 
-use async_trait::async_trait;
-use corvid_types::{Address, Directory, Envelope};
+#[cfg(doc)]
+use corvid_types::DeliveryPolicy;
+use corvid_types::{Address, Directory, Route};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -185,11 +186,16 @@ impl Destination {
     }
 }
 
-/// The seam for a routing decision made outside this crate (the plugins' `route` stage).
-#[async_trait]
-pub trait RouteHook: Send + Sync {
-    /// `None`: no opinion, the static table and the defaults decide.
-    async fn route(&self, envelope: &Envelope, rcpt: &Address) -> Option<Destination>;
+/// A policy's route decision as a destination; `None` for "no opinion".
+pub fn from_policy(route: Route) -> Option<Destination> {
+    let hop = match route {
+        Route::Continue => return None,
+        Route::Local => NextHop::Local,
+        Route::Mx(domain) => NextHop::Mx(domain.to_ascii_lowercase()),
+        Route::Relay { host, port } => NextHop::Smtp(HostPort { host, port }),
+        Route::Drop => NextHop::Discard,
+    };
+    Some(Destination::new(hop))
 }
 
 /// The static part of routing: the table from the config and the local domains.

@@ -1,72 +1,17 @@
-//! The delivery-side hooks (`route`, `deferred`, `bounced`, `delivered`). Each call gets a fresh
-//! instance per plugin (there is no transaction to share one). These stages cannot accept mail,
+//! The delivery-side hooks (`route`, `deferred`, `bounced`, `delivered`). Each call gets an
+//! instance per plugin: a fresh one, or a warm one from the plugin's pool in `pool` mode. These stages cannot accept mail,
 //! so a failing plugin is skipped (`continue`), whatever its failure policy; the cause is logged.
-//!
-//! The request and answer types live here until `corvid-types` grows a delivery-policy seam.
+//! The request and answer types are `corvid-types`' delivery-policy seam.
 
 use crate::bindings::corvid::plugin::types as wit;
 use crate::convert;
 use crate::generation::LoadedPlugin;
-use crate::instance::{BoxedCall, Live};
+use crate::instance::BoxedCall;
 use crate::stats::Outcome;
-use corvid_types::{Address, Reply, Stage};
+use crate::warm::{self, ConnWarm};
+use corvid_types::{BounceAction, Deferral, DeliveryInfo, Route, RouteRequest, Stage};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The question of the `route` stage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteRequest {
-    pub queue_id: String,
-    pub sender: Option<Address>,
-    pub recipient: Address,
-}
-
-/// Where mail for a recipient goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// No plugin decided: built-in routing (local domains, then MX).
-    Continue,
-    Local,
-    /// MX lookup of this domain.
-    Mx(String),
-    /// A smarthost.
-    Relay {
-        host: String,
-        port: u16,
-    },
-    /// Drop the recipient without a bounce.
-    Drop,
-}
-
-/// What is known about a delivery attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeliveryInfo {
-    pub queue_id: String,
-    pub sender: Option<Address>,
-    pub recipient: Address,
-    pub attempt: u32,
-    pub remote_host: Option<String>,
-    pub reply: Option<Reply>,
-    pub reason: String,
-}
-
-/// The answer of the `deferred` stage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Deferral {
-    Continue,
-    /// Retry after this delay (capped at 7 days).
-    RetryAfter(Duration),
-    /// Give up now and bounce.
-    Bounce,
-}
-
-/// The answer of the `bounced` stage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BounceAction {
-    Continue,
-    Suppress,
-    /// Add this text to the DSN's human-readable part.
-    Annotate(String),
-}
 
 fn clean(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
@@ -138,7 +83,7 @@ pub(crate) fn request(r: &RouteRequest) -> wit::RouteRequest {
 /// Calls one plugin's delivery hook on a fresh instance; `None` means "skip it" (failure,
 /// already logged and counted). `outcome` maps the answer to a stats bucket.
 pub(crate) async fn call<R>(
-    p: &LoadedPlugin,
+    p: &Arc<LoadedPlugin>,
     stage: Stage,
     f: impl for<'a> FnOnce(
         &'a crate::bindings::Plugin,
@@ -147,8 +92,17 @@ pub(crate) async fn call<R>(
     outcome: impl FnOnce(&R) -> Outcome,
 ) -> Option<R> {
     let started = Instant::now();
-    let result = match Live::new(p, 0).await {
-        Ok(mut live) => live.run(p.limit(), f).await,
+    // No connection here: `connection`-mode plugins get a fresh instance, `pool` ones a
+    // warm one, given back only when the call succeeded.
+    let mut none = ConnWarm::default();
+    let result = match warm::acquire(p, &mut none, 0).await {
+        Ok(mut live) => {
+            let r = live.run(p.limit(), f).await;
+            if r.is_ok() {
+                warm::release(p, live, &mut none);
+            }
+            r
+        }
         Err(e) => Err(e),
     };
     match result {

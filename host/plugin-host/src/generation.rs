@@ -27,6 +27,8 @@ pub(crate) struct LoadedPlugin {
     pub(crate) stats: Arc<PluginStats>,
     pub(crate) generation: u64,
     pub(crate) cache: CacheUse,
+    /// Idle warm instances (pool mode).
+    pub(crate) pool: crate::warm::Pool,
 }
 
 impl LoadedPlugin {
@@ -209,5 +211,6 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         stats: cx.stats,
         generation: cx.generation,
         cache,
+        pool: crate::warm::Pool::default(),
     })
 }

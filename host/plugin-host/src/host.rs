@@ -1,6 +1,6 @@
 //! [`PluginHost`]: the chain of plugins behind the [`Policy`] seam, with hot reload.
 
-use crate::delivery::{self, BounceAction, Deferral, DeliveryInfo, Route, RouteRequest};
+use crate::delivery;
 use crate::dns::{DnsResolver, StaticDns};
 use crate::engine::PluginEngine;
 use crate::generation::LoadedPlugin;
@@ -14,7 +14,10 @@ use crate::stats::Outcome;
 use crate::stats::{HookStats, PluginStats};
 use crate::Error;
 use arc_swap::ArcSwap;
-use corvid_types::Stage;
+use async_trait::async_trait;
+use corvid_types::{
+    BounceAction, Deferral, DeliveryInfo, DeliveryPolicy, Route, RouteRequest, Stage,
+};
 use corvid_types::{ConnectionInfo, Policy, PolicySession};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -192,8 +195,6 @@ impl PluginHost {
     }
 }
 
-/// The delivery-side hooks: on the current generation, a fresh instance per plugin per call,
-/// first answer other than `continue` wins, failing plugins are skipped.
 impl PluginHost {
     fn delivery_chain(&self, stage: Stage) -> Vec<Arc<LoadedPlugin>> {
         let generation = self.current();
@@ -203,9 +204,20 @@ impl PluginHost {
             .cloned()
             .collect()
     }
+}
+
+/// The delivery-side hooks: on the current generation, an instance per plugin per call, first
+/// answer other than `continue` wins, failing plugins are skipped.
+#[async_trait]
+impl DeliveryPolicy for PluginHost {
+    fn observes(&self, stage: Stage) -> bool {
+        let generation = self.current();
+        let mut plugins = generation.plugins.iter();
+        plugins.any(|p| p.stages.contains(&stage))
+    }
 
     /// Where mail for `req.recipient` goes.
-    pub async fn route(&self, req: &RouteRequest) -> Route {
+    async fn route(&self, req: &RouteRequest) -> Route {
         let r = delivery::request(req);
         for p in self.delivery_chain(Stage::Route) {
             let r = r.clone();
@@ -230,7 +242,7 @@ impl PluginHost {
     }
 
     /// A delivery attempt failed temporarily: keep the schedule, retry at another time, or bounce.
-    pub async fn deferred(&self, info: &DeliveryInfo) -> Deferral {
+    async fn deferred(&self, info: &DeliveryInfo) -> Deferral {
         let i = delivery::info(info);
         for p in self.delivery_chain(Stage::Deferred) {
             let i = i.clone();
@@ -250,7 +262,7 @@ impl PluginHost {
     }
 
     /// A delivery failed permanently: send the DSN, suppress it, or annotate it.
-    pub async fn bounced(&self, info: &DeliveryInfo) -> BounceAction {
+    async fn bounced(&self, info: &DeliveryInfo) -> BounceAction {
         let i = delivery::info(info);
         for p in self.delivery_chain(Stage::Bounced) {
             let i = i.clone();
@@ -270,7 +282,7 @@ impl PluginHost {
     }
 
     /// A recipient was delivered: every plugin of the stage is told.
-    pub async fn delivered(&self, info: &DeliveryInfo) {
+    async fn delivered(&self, info: &DeliveryInfo) {
         let i = delivery::info(info);
         for p in self.delivery_chain(Stage::Delivered) {
             let i = i.clone();

@@ -4,6 +4,7 @@
 use crate::bindings::corvid::plugin::types as wit;
 use crate::bindings::Plugin as Bindings;
 use crate::generation::LoadedPlugin;
+use crate::manifest::Capability;
 use crate::message::{HostMessage, MessageData};
 use crate::state::{new_store, DeadlineExceeded, HostState};
 use crate::stats::Outcome;
@@ -48,6 +49,8 @@ pub(crate) type BoxedCall<'a, R> =
 pub(crate) struct Live {
     store: Store<HostState>,
     bindings: Bindings,
+    /// Transactions (or delivery calls) served, for [`crate::manifest::Manifest::max_reuse`].
+    pub(crate) uses: u32,
 }
 
 impl Live {
@@ -60,10 +63,22 @@ impl Live {
         match p.pre.instantiate_async(&mut store).await {
             Ok(bindings) => {
                 p.stats.instantiated();
-                Ok(Live { store, bindings })
+                Ok(Live {
+                    store,
+                    bindings,
+                    uses: 0,
+                })
             }
             Err(e) => Err(classify(e, &store)),
         }
+    }
+
+    /// Prepares a warm instance for another session: its log lines carry the new session id,
+    /// and a memory refusal of an earlier call is forgotten.
+    pub(crate) fn rebind(&mut self, session_id: u64) {
+        let state = self.store.data_mut();
+        state.session_id = session_id;
+        state.limiter.refused = false;
     }
 
     /// Runs `f` (a call into the instance) under `limit`; used by the delivery hooks.
@@ -92,10 +107,16 @@ impl Live {
     ) -> Result<wit::Decision, (Outcome, String)> {
         arm(&mut self.store, limit);
         let (store, b) = (&mut self.store, &self.bindings);
+        // The password goes only to plugins granted `credentials`.
+        let credentials = store.data().env.grants(Capability::Credentials);
         let fut = async {
             match *call {
                 Call::Connect(c) => b.call_on_connect(&mut *store, c).await,
                 Call::Helo(c) => b.call_on_helo(&mut *store, c).await,
+                Call::Auth(c, full, redacted) => {
+                    let a = if credentials { full } else { redacted };
+                    b.call_on_auth(&mut *store, c, a).await
+                }
                 Call::Mail(c, e) => b.call_on_mail(&mut *store, c, e).await,
                 Call::Rcpt(c, e, r) => b.call_on_rcpt(&mut *store, c, e, r).await,
                 Call::Data(c, e, m) => {
@@ -125,6 +146,12 @@ impl Live {
 pub(crate) enum Call<'a> {
     Connect(&'a wit::ConnectionInfo),
     Helo(&'a wit::ConnectionInfo),
+    /// The credentials with the password, and without it (for plugins not granted it).
+    Auth(
+        &'a wit::ConnectionInfo,
+        &'a wit::AuthInfo,
+        &'a wit::AuthInfo,
+    ),
     Mail(&'a wit::ConnectionInfo, &'a wit::Envelope),
     Rcpt(
         &'a wit::ConnectionInfo,
@@ -143,6 +170,7 @@ impl Call<'_> {
         match self {
             Call::Connect(_) => Stage::Connect,
             Call::Helo(_) => Stage::Helo,
+            Call::Auth(..) => Stage::Auth,
             Call::Mail(..) => Stage::Mail,
             Call::Rcpt(..) => Stage::Rcpt,
             Call::Data(..) => Stage::Data,

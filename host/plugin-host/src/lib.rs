@@ -10,8 +10,10 @@
 //! (kv and DNS come in through the [`KvStore`] and [`DnsResolver`] traits).
 //!
 //! Behaviour in brief:
-//! - A fresh store and instance per plugin per SMTP transaction, created at the plugin's first
-//!   hook of the transaction and dropped at `end_transaction`.
+//! - An instance per plugin per SMTP transaction, taken at the plugin's first hook of the
+//!   transaction: fresh by default (`instance = "transaction"`), or warm and reused per
+//!   connection or from a per-plugin pool (`"connection"`, `"pool"`, for Python and JavaScript
+//!   runtimes whose first calls are slow). A failed instance is always discarded.
 //! - Chain: plugins in `order`; the first non-`continue` verdict ends the stage; modifications
 //!   of the plugins that ran are collected in order.
 //! - Every decision is validated (reply code ranges, enhanced code class, sanitised text,
@@ -20,9 +22,9 @@
 //!   `continue`; the instance is discarded and the details are logged.
 //! - Reload builds a new [`Generation`] off the async threads and swaps it atomically; a
 //!   transaction finishes on the generation it started on.
-//! - Delivery-side hooks (`route`, `deferred`, `bounced`, `delivered`) are inherent methods of
-//!   [`PluginHost`] (fresh instance per call; a failing plugin is skipped) until
-//!   `corvid-types` has a delivery-policy seam.
+//! - Delivery-side hooks (`route`, `deferred`, `bounced`, `delivered`): [`PluginHost`]
+//!   implements [`corvid_types::DeliveryPolicy`] (an instance per call; a failing plugin is
+//!   skipped, these stages cannot lose mail).
 
 mod bindings;
 mod cache;
@@ -43,14 +45,15 @@ mod session;
 mod state;
 mod stats;
 mod validate;
+mod warm;
 
-pub use delivery::{BounceAction, Deferral, DeliveryInfo, Route, RouteRequest};
+pub use corvid_types::{BounceAction, Deferral, DeliveryInfo, DeliveryPolicy, Route, RouteRequest};
 pub use dns::{DnsError, DnsResolver, StaticDns};
 pub use engine::{EngineOptions, PluginEngine};
 pub use error::Error;
 pub use generation::{Generation, PluginState, PluginStatus};
 pub use host::{PluginHost, Services};
 pub use kv::{KvError, KvStore, MemoryKv};
-pub use manifest::{Capability, FailurePolicy, Limits, Manifest};
+pub use manifest::{Capability, FailurePolicy, InstanceMode, Limits, Manifest};
 pub use metrics::{MetricSample, MetricValue};
 pub use stats::HookStats;

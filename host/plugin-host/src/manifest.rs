@@ -10,6 +10,7 @@
 //! failure_policy = "tempfail"     # or "continue"
 //! capabilities = ["log", "config", "dns"]
 //! limits = { hook_time_ms = 200, memory_mb = 32 }
+//! instance = "transaction"        # or "connection" / "pool" (warm instances)
 //! [plugin.config]
 //! zones = ["zen.example"]
 //! ```
@@ -41,6 +42,16 @@ pub struct Manifest {
     /// What happens when the plugin traps, times out, or returns an invalid decision.
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// How instances are created and reused.
+    #[serde(default)]
+    pub instance: InstanceMode,
+    /// Pool mode: the most idle warm instances kept for reuse.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Warm modes: an instance is retired after serving this many transactions, so that a
+    /// slow leak in a guest runtime cannot grow without bound.
+    #[serde(default = "default_max_reuse")]
+    pub max_reuse: u32,
     /// Host imports the plugin may use. Default: `log`, `config`, `clock`.
     #[serde(default = "default_capabilities")]
     pub capabilities: Vec<Capability>,
@@ -60,6 +71,9 @@ impl Manifest {
             listeners: None,
             limits: Limits::default(),
             failure_policy: FailurePolicy::default(),
+            instance: InstanceMode::default(),
+            pool_size: default_pool_size(),
+            max_reuse: default_max_reuse(),
             capabilities: default_capabilities(),
             config: toml::Table::new(),
         }
@@ -101,6 +115,33 @@ pub enum FailurePolicy {
     Continue,
 }
 
+/// How a plugin's instances live.
+///
+/// Instantiating a compiled (Rust, C) component costs tens of microseconds, so a fresh one per
+/// transaction is cheap and gives every transaction clean globals. Interpreted runtimes
+/// (Python, JavaScript) pay hundreds of microseconds on the first calls of an instance, so
+/// they are better served warm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceMode {
+    /// A fresh instance per SMTP transaction (and per delivery hook call).
+    #[default]
+    Transaction,
+    /// One instance per connection, reused by its transactions.
+    Connection,
+    /// A pool of warm instances shared by all connections and the delivery hooks; a
+    /// transaction borrows one and gives it back at its end.
+    Pool,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_max_reuse() -> u32 {
+    10_000
+}
+
 /// A host import the manifest grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -119,6 +160,9 @@ pub enum Capability {
     Metrics,
     /// The `replace-body` modification at `data`.
     ReplaceBody,
+    /// The password at the `auth` stage (`auth-info.password`), for plugins that check
+    /// credentials themselves (LDAP, HTTP, a database).
+    Credentials,
 }
 
 fn default_capabilities() -> Vec<Capability> {
@@ -140,6 +184,8 @@ mod tests {
             failure_policy = "continue"
             capabilities = ["dns", "replace-body"]
             limits = { hook_time_ms = 200 }
+            instance = "pool"
+            pool_size = 4
             [config]
             zones = ["a", "b"]
             "#,
@@ -151,6 +197,7 @@ mod tests {
         assert_eq!(m.failure_policy, FailurePolicy::Continue);
         assert!(m.grants(Capability::ReplaceBody) && !m.grants(Capability::Kv));
         assert!(m.config.contains_key("zones"));
+        assert_eq!((m.instance, m.pool_size), (InstanceMode::Pool, 4));
     }
 
     #[test]
@@ -159,5 +206,6 @@ mod tests {
         assert_eq!(m.failure_policy, FailurePolicy::Tempfail);
         assert_eq!(m.capabilities, default_capabilities());
         assert_eq!(m.limits, Limits::default());
+        assert_eq!(m.instance, InstanceMode::Transaction);
     }
 }

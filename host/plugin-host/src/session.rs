@@ -1,6 +1,9 @@
-//! One SMTP connection's view of the chain: a fresh instance per plugin per transaction
-//! (created at the plugin's first hook, dropped at `end_transaction`), limits on every call,
-//! validation of every decision, and the failure policy when anything goes wrong.
+//! One SMTP connection's view of the chain: an instance per plugin per transaction (taken at
+//! the plugin's first hook, given back at `end_transaction` as its [`InstanceMode`] says),
+//! limits on every call, validation of every decision, and the failure policy when anything
+//! goes wrong.
+//!
+//! [`InstanceMode`]: crate::manifest::InstanceMode
 
 use crate::bindings::corvid::plugin::types as wit;
 use crate::convert;
@@ -10,8 +13,10 @@ use crate::manifest::{Capability, FailurePolicy};
 use crate::message::MessageData;
 use crate::stats::Outcome;
 use crate::validate;
+use crate::warm::{self, ConnWarm};
 use async_trait::async_trait;
-use corvid_types::{ConnectionInfo, Decision, Envelope, MessageView, PolicySession, Recipient};
+use corvid_types::{AuthCredentials, ConnectionInfo, Decision, Envelope, MessageView};
+use corvid_types::{PolicySession, Recipient};
 use corvid_types::{Reply, Stage, Verdict};
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +50,8 @@ pub(crate) struct PluginSession {
     /// The last connection facts and their WIT form: most hooks of a session see the same
     /// facts, so the conversion (strings, IP formatting) is done once.
     conn_cache: Option<Box<(ConnectionInfo, u32, wit::ConnectionInfo)>>,
+    /// Instances of `connection`-mode plugins between transactions.
+    warm: ConnWarm,
 }
 
 impl PluginSession {
@@ -59,6 +66,17 @@ impl PluginSession {
             transaction: 0,
             txn: None,
             conn_cache: None,
+            warm: ConnWarm::default(),
+        }
+    }
+
+    /// Ends the transaction: instances that did not fail go back per their instance mode.
+    fn release_txn(&mut self) {
+        let Some(txn) = self.txn.take() else { return };
+        for (plugin, slot) in txn.generation.plugins.iter().zip(txn.slots) {
+            if let Slot::Live(live) = slot {
+                warm::release(plugin, live, &mut self.warm);
+            }
         }
     }
 
@@ -112,7 +130,7 @@ impl PluginSession {
             if !plugin.applies(stage, &self.listener) {
                 continue;
             }
-            match call_plugin(plugin, slot, &call, self.session_id).await {
+            match call_plugin(plugin, slot, &call, self.session_id, &mut self.warm).await {
                 Ok(d) => {
                     modifications.extend(d.modifications);
                     if d.verdict != Verdict::Continue {
@@ -138,10 +156,11 @@ impl PluginSession {
 /// One plugin's hook: instance, call, validation, stats and logs. `Err` means "apply the
 /// failure policy" (the cause is already logged and counted).
 async fn call_plugin(
-    p: &LoadedPlugin,
+    p: &Arc<LoadedPlugin>,
     slot: &mut Slot,
     call: &Call<'_>,
     session: u64,
+    warm: &mut ConnWarm,
 ) -> Result<Decision, ()> {
     let stage = call.stage();
     let started = Instant::now();
@@ -159,8 +178,8 @@ async fn call_plugin(
         Err(())
     };
     if matches!(slot, Slot::Empty) {
-        match Live::new(p, session).await {
-            Ok(live) => *slot = Slot::Live(Box::new(live)),
+        match warm::acquire(p, warm, session).await {
+            Ok(live) => *slot = Slot::Live(live),
             Err((outcome, detail)) => return fail(slot, outcome, &detail),
         }
     }
@@ -215,6 +234,26 @@ impl PolicySession for PluginSession {
         d
     }
 
+    async fn auth(&mut self, conn: &ConnectionInfo, creds: &AuthCredentials) -> Decision {
+        if !self.wants(Stage::Auth) {
+            return Decision::proceed();
+        }
+        let c = self.take_conn(conn);
+        let full = wit::AuthInfo {
+            mechanism: creds.mechanism.clone(),
+            user: creds.username.clone(),
+            authzid: creds.authzid.clone().filter(|z| *z != creds.username),
+            password: Some(creds.password.clone()),
+        };
+        let redacted = wit::AuthInfo {
+            password: None,
+            ..full.clone()
+        };
+        let d = self.run(Call::Auth(&c.2, &full, &redacted)).await;
+        self.put_conn(c);
+        d
+    }
+
     async fn mail(&mut self, conn: &ConnectionInfo, env: &Envelope) -> Decision {
         self.transaction = self.transaction.saturating_add(1);
         if !self.wants(Stage::Mail) {
@@ -254,6 +293,14 @@ impl PolicySession for PluginSession {
     }
 
     fn end_transaction(&mut self) {
-        self.txn = None;
+        self.release_txn();
+    }
+}
+
+impl Drop for PluginSession {
+    /// A connection that ends without finishing a transaction (QUIT after EHLO) still gives
+    /// its healthy instances back to the pool.
+    fn drop(&mut self) {
+        self.release_txn();
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use corvid_plugin_host::{
-    BounceAction, Capability, Deferral, DeliveryInfo, Route, RouteRequest, Services,
+    BounceAction, Capability, Deferral, DeliveryInfo, DeliveryPolicy, Route, RouteRequest, Services,
 };
 use corvid_types::Address;
 use std::sync::Arc;

@@ -5,12 +5,15 @@
 //! - never to the null reverse-path `<>` (a DSN is itself sent from `<>`, so two MTAs cannot
 //!   bounce a message back and forth);
 //! - `NOTIFY=NEVER` gets nothing; a `NOTIFY=` list gets only the conditions it names; without
-//!   `NOTIFY`, failures are reported and delays are not (Corvid's choice, as Postfix);
+//!   `NOTIFY`, failures are reported and delays and successes are not (as Postfix);
+//! - a success is reported as `delivered` after final delivery here, as `relayed` after a
+//!   hand-off to a next hop without DSN, and not at all when the next hop took the DSN
+//!   parameters (it reports from then on, RFC 3461 5.2.2);
 //! - one report lists every recipient that needs one at that moment, so a message whose
 //!   recipients all fail in one attempt produces exactly one DSN.
 
 use crate::dsn_text::{header_section, human_text, orcpt_field, rfc5322_date};
-use crate::{unix_secs, QueuedMessage, RecipientState, RecipientStatus};
+use crate::{unix_secs, QueuedMessage, RecipientState, RecipientStatus, SuccessReport};
 use corvid_types::{Address, BodyType, Envelope, MailParams, RcptParams, Recipient, Ret};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -24,6 +27,8 @@ pub const RETURN_LIMIT: usize = 128 * 1024;
 pub enum DsnAction {
     Failed,
     Delayed,
+    Delivered,
+    Relayed,
 }
 
 impl DsnAction {
@@ -31,6 +36,17 @@ impl DsnAction {
         match self {
             DsnAction::Failed => "failed",
             DsnAction::Delayed => "delayed",
+            DsnAction::Delivered => "delivered",
+            DsnAction::Relayed => "relayed",
+        }
+    }
+
+    /// The class digit of the `Status:` when the recipient's reply gives none (RFC 3463 3.1).
+    fn class(self) -> char {
+        match self {
+            DsnAction::Failed => '5',
+            DsnAction::Delayed => '4',
+            DsnAction::Delivered | DsnAction::Relayed => '2',
         }
     }
 }
@@ -49,13 +65,15 @@ pub fn notify_wants(rcpt: &RecipientState, action: DsnAction) -> bool {
         (Some(n), _) if n.never => false,
         (Some(n), DsnAction::Failed) => n.failure,
         (Some(n), DsnAction::Delayed) => n.delay,
+        (Some(n), DsnAction::Delivered | DsnAction::Relayed) => n.success,
         (None, DsnAction::Failed) => true,
-        (None, DsnAction::Delayed) => false,
+        (None, _) => false,
     }
 }
 
-/// The reports due for `msg` at `now`: failures not yet reported, and delay warnings for
-/// recipients still pending after `delay_warning` (when set). Nothing for the null sender.
+/// The reports due for `msg` at `now`: failures and successes not yet reported, and delay
+/// warnings for recipients still pending after `delay_warning` (when set). Nothing for the
+/// null sender.
 pub fn due_reports(
     msg: &QueuedMessage,
     now: u64,
@@ -79,17 +97,28 @@ pub fn due_reports(
         &|r| late && r.is_pending() && r.attempts > 0 && !r.delay_notified,
         DsnAction::Delayed,
     );
-    [failed, delayed]
+    let success = |kind: SuccessReport| {
+        move |r: &RecipientState| {
+            r.status == RecipientStatus::Delivered && !r.reported && r.success_report == kind
+        }
+    };
+    let delivered = pick(&success(SuccessReport::Delivered), DsnAction::Delivered);
+    let relayed = pick(&success(SuccessReport::Relayed), DsnAction::Relayed);
+    [failed, delayed, delivered, relayed]
         .into_iter()
         .filter(|r| !r.recipients.is_empty())
         .collect()
 }
 
-/// Marks what `due_reports` would report again as done: every failed recipient (reported or
-/// not wanted) and the recipients of the delay reports. Call after the DSNs were queued.
+/// Marks what `due_reports` would report again as done: every failed or delivered recipient
+/// (reported or not wanted) and the recipients of the delay reports. Call after the DSNs were
+/// queued.
 pub fn mark_reported(msg: &mut QueuedMessage, reports: &[DsnReport]) {
     for r in msg.recipients.iter_mut() {
-        if r.status == RecipientStatus::Failed {
+        if matches!(
+            r.status,
+            RecipientStatus::Failed | RecipientStatus::Delivered
+        ) {
             r.reported = true;
         }
     }
@@ -182,6 +211,7 @@ fn top_headers(
     let subject = match action {
         DsnAction::Failed => "Undelivered Mail Returned to Sender",
         DsnAction::Delayed => "Delayed Mail (still being retried)",
+        DsnAction::Delivered | DsnAction::Relayed => "Successful Mail Delivery Report",
     };
     let host = ctx.reporting_mta;
     let _ = write!(
@@ -267,10 +297,7 @@ fn status_part(
 /// RFC 3464 2.3.4: the recipient's enhanced status code, taken from the front of its last
 /// reply; failing that, the generic `5.0.0` or `4.0.0` (RFC 3463 3.1).
 fn status_code(r: &RecipientState, action: DsnAction) -> String {
-    let class = match action {
-        DsnAction::Failed => '5',
-        DsnAction::Delayed => '4',
-    };
+    let class = action.class();
     let parsed = r
         .last_reply
         .as_deref()
@@ -278,7 +305,7 @@ fn status_code(r: &RecipientState, action: DsnAction) -> String {
         .and_then(corvid_types::EnhancedCode::parse);
     match parsed {
         // A give-up after 4xx replies keeps the 4.x.x of the last reply, as Postfix does.
-        Some(code) if code.0 != 2 => code.to_string(),
+        Some(code) if (code.0 == 2) == (class == '2') => code.to_string(),
         _ => format!("{class}.0.0"),
     }
 }

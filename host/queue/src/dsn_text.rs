@@ -70,6 +70,14 @@ pub(crate) fn human_text(host: &str, action: DsnAction, rcpts: &[&RecipientState
             "Your message could not be delivered yet to one or more recipients.\r\n\
              It will be retried until it is too old. You do not need to resend it.\r\n"
         }
+        DsnAction::Delivered => {
+            "Your message was successfully delivered to the destinations listed\r\n\
+             below, as you asked.\r\n"
+        }
+        DsnAction::Relayed => {
+            "Your message was relayed to the destinations listed below. The next\r\n\
+             system does not offer delivery notifications, so you may hear no more.\r\n"
+        }
     });
     out.push_str("\r\n");
     for r in rcpts {
@@ -84,6 +92,9 @@ pub(crate) fn human_text(host: &str, action: DsnAction, rcpts: &[&RecipientState
             let _ = write!(out, " (reported by {mta})");
         }
         out.push_str("\r\n");
+        if let Some(note) = &r.note {
+            let _ = write!(out, "    {note}\r\n");
+        }
     }
     out
 }

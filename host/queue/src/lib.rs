@@ -25,7 +25,9 @@ mod spool;
 
 pub use error::QueueError;
 pub use kv::SledKv;
-pub use message::{from_unix_secs, unix_secs, QueuedMessage, RecipientState, RecipientStatus};
+pub use message::{
+    from_unix_secs, unix_secs, QueuedMessage, RecipientState, RecipientStatus, SuccessReport,
+};
 pub use retry::RetrySchedule;
 pub use sled_spool::SledSpool;
 pub use spool::Spool;

@@ -15,6 +15,20 @@ pub enum RecipientStatus {
     Failed,
 }
 
+/// Who told, or will tell, a sender who asked for success notices (RFC 3461 `NOTIFY=SUCCESS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuccessReport {
+    /// Final delivery here (Maildir, LMTP): Corvid reports `delivered` (RFC 3464 2.3.3).
+    #[default]
+    Delivered,
+    /// Handed to a next hop that does not offer DSN: Corvid reports `relayed`.
+    Relayed,
+    /// Handed to a next hop that offers DSN with the parameters passed on: it reports, not
+    /// Corvid (RFC 3461 5.2.2); also recipients dropped by a route decision.
+    None,
+}
+
 /// The delivery state of one envelope recipient.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientState {
@@ -45,6 +59,12 @@ pub struct RecipientState {
     /// The sender was warned that delivery to this recipient is delayed (RFC 3464 `delayed`).
     #[serde(default)]
     pub delay_notified: bool,
+    /// For a delivered recipient: what its success notice says, if one was asked for.
+    #[serde(default)]
+    pub success_report: SuccessReport,
+    /// Text a policy (`bounced` stage) asked to add to this recipient's DSN.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 impl RecipientState {
@@ -86,6 +106,8 @@ impl QueuedMessage {
                 diagnostic: None,
                 reported: false,
                 delay_notified: false,
+                success_report: SuccessReport::default(),
+                note: None,
             })
             .collect();
         QueuedMessage {

@@ -2,7 +2,8 @@
 //!
 //! Owns: mail addresses, the envelope and its ESMTP parameters, connection facts, SMTP replies,
 //! policy decisions, the local mailbox directory, and the traits that join the crates
-//! (`Policy` for plugins, `Intake` for the queue).
+//! (`Policy` for the SMTP stages, `DeliveryPolicy` for the delivery lifecycle, `Intake` and
+//! `QueueControl` for the queue).
 //!
 //! Must not: do I/O, or depend on tokio's networking, wasmtime, sled, hickory or rustls. Everything
 //! here is plain data and trait definitions so that every other crate can depend on it.
@@ -10,6 +11,7 @@
 pub mod address;
 pub mod connection;
 pub mod decision;
+pub mod delivery;
 pub mod directory;
 pub mod envelope;
 pub mod intake;
@@ -19,6 +21,7 @@ pub mod reply;
 pub use address::Address;
 pub use connection::{ConnectionInfo, TlsInfo};
 pub use decision::{Decision, Modification, Verdict};
+pub use delivery::{BounceAction, Deferral, DeliveryInfo, DeliveryPolicy, Route, RouteRequest};
 pub use directory::{Directory, DomainEntry, Lookup};
 pub use envelope::{BodyType, Envelope, MailParams, Notify, RcptParams, Recipient, Ret};
 pub use intake::{Intake, IntakeError, QueueControl, QueueId};

@@ -215,3 +215,82 @@ fn null_sender_is_never_composed_for() {
     };
     assert!(compose(&m, ORIGINAL, &report, &ctx()).is_none());
 }
+
+fn deliver(m: &mut QueuedMessage, i: usize, kind: SuccessReport) {
+    let r = &mut m.recipients[i];
+    r.status = RecipientStatus::Delivered;
+    r.attempts = 1;
+    r.last_reply = Some("2.0.0 delivered".into());
+    r.success_report = kind;
+}
+
+fn success_only() -> Option<Notify> {
+    Some(Notify {
+        never: false,
+        success: true,
+        failure: false,
+        delay: false,
+    })
+}
+
+#[test]
+fn success_notices_only_when_asked_and_ours_to_send() {
+    let mut m = message(
+        sender(),
+        vec![
+            rcpt("asked", success_only(), None),
+            rcpt("relayed", success_only(), None),
+            rcpt("passed-on", success_only(), None),
+            rcpt("silent", None, None),
+        ],
+        None,
+    );
+    deliver(&mut m, 0, SuccessReport::Delivered);
+    deliver(&mut m, 1, SuccessReport::Relayed);
+    deliver(&mut m, 2, SuccessReport::None);
+    deliver(&mut m, 3, SuccessReport::Delivered);
+    let reports = due_reports(&m, 2_000, None);
+    assert_eq!(
+        reports,
+        vec![
+            DsnReport {
+                action: DsnAction::Delivered,
+                recipients: vec![0]
+            },
+            DsnReport {
+                action: DsnAction::Relayed,
+                recipients: vec![1]
+            },
+        ]
+    );
+    let (_, content) = compose(&m, ORIGINAL, &reports[0], &ctx()).expect("composed");
+    let text = String::from_utf8(content).expect("utf-8");
+    assert!(
+        text.contains("Subject: Successful Mail Delivery Report\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Action: delivered\r\nStatus: 2.0.0\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: text/rfc822-headers"),
+        "headers only: {text}"
+    );
+    mark_reported(&mut m, &reports);
+    assert!(due_reports(&m, 2_000, None).is_empty(), "never twice");
+}
+
+#[test]
+fn a_policy_note_appears_in_the_human_readable_part() {
+    let mut m = message(sender(), vec![rcpt("a", None, None)], None);
+    fail(&mut m, 0, "5.1.1 no such user");
+    m.recipients[0].note = Some("Ask the helpdesk about ticket 42.".into());
+    let report = &due_reports(&m, 2_000, None)[0];
+    let (_, content) = compose(&m, ORIGINAL, report, &ctx()).expect("composed");
+    let text = String::from_utf8(content).expect("utf-8");
+    assert!(
+        text.contains("    Ask the helpdesk about ticket 42.\r\n"),
+        "{text}"
+    );
+}

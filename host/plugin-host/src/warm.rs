@@ -1,0 +1,78 @@
+//! Where a plugin's live instance comes from and where it goes after use, by the manifest's
+//! [`InstanceMode`]: dropped (`transaction`), kept by the connection (`connection`), or
+//! returned to the plugin's pool (`pool`). An instance that failed is never returned: the
+//! caller drops it, so a trap or timeout resets the plugin's state.
+
+use crate::generation::LoadedPlugin;
+use crate::instance::Live;
+use crate::manifest::InstanceMode;
+use crate::stats::Outcome;
+use std::sync::{Arc, Mutex};
+
+/// Idle warm instances of one plugin (pool mode), shared by every connection and the
+/// delivery hooks. Belongs to one loaded version: a reload starts with an empty pool.
+#[derive(Default)]
+pub(crate) struct Pool {
+    // Boxed like the session's slots: handing an instance over moves a pointer, not the
+    // bindings' hundreds of bytes of export indices.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Live>>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Box<Live>> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn put(&self, live: Box<Live>, max: usize) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < max {
+                idle.push(live);
+            }
+        }
+    }
+}
+
+/// The warm instances one connection keeps (connection mode).
+#[derive(Default)]
+pub(crate) struct ConnWarm(Vec<(Arc<LoadedPlugin>, Box<Live>)>);
+
+impl ConnWarm {
+    fn take(&mut self, p: &Arc<LoadedPlugin>) -> Option<Box<Live>> {
+        let i = self.0.iter().position(|(q, _)| Arc::ptr_eq(q, p))?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+/// A live instance of `p` for `session`: a warm one when the mode keeps them, else a new one.
+pub(crate) async fn acquire(
+    p: &Arc<LoadedPlugin>,
+    warm: &mut ConnWarm,
+    session: u64,
+) -> Result<Box<Live>, (Outcome, String)> {
+    let reused = match p.manifest.instance {
+        InstanceMode::Transaction => None,
+        InstanceMode::Connection => warm.take(p),
+        InstanceMode::Pool => p.pool.take(),
+    };
+    match reused {
+        Some(mut live) => {
+            live.rebind(session);
+            Ok(live)
+        }
+        None => Live::new(p, session).await.map(Box::new),
+    }
+}
+
+/// Gives back an instance that served a transaction without failing.
+pub(crate) fn release(p: &Arc<LoadedPlugin>, mut live: Box<Live>, warm: &mut ConnWarm) {
+    live.uses = live.uses.saturating_add(1);
+    if live.uses >= p.manifest.max_reuse {
+        return;
+    }
+    match p.manifest.instance {
+        InstanceMode::Transaction => {}
+        InstanceMode::Connection => warm.0.push((Arc::clone(p), live)),
+        InstanceMode::Pool => p.pool.put(live, p.manifest.pool_size),
+    }
+}
