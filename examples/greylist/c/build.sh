@@ -42,7 +42,9 @@ wit_bindgen="$tools/bin/wit-bindgen"
 if ! [ -x "$wit_bindgen" ] || ! "$wit_bindgen" --version | grep -qF " $WIT_BINDGEN_VERSION"; then
     echo "installing wit-bindgen-cli $WIT_BINDGEN_VERSION into $tools"
     # CARGO_BUILD_JOBS=1 in the environment keeps it to one job on a busy machine.
-    cargo install wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --locked --root "$tools"
+    # Only the C generator: the default features build seven languages we do not use.
+    cargo install wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --locked --root "$tools" \
+      --no-default-features --features c
 fi
 
 # --- wasm-component-ld from the Rust toolchain ---------------------------------------
