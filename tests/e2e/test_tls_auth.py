@@ -258,3 +258,22 @@ def test_user_cli_list_passwd_del(auth_server):
         with pytest.raises(smtplib.SMTPAuthenticationError):
             s.login("alice@corvid.test", "new password")
     assert PASSWORD not in auth_server.log_text() and "new password" not in auth_server.log_text()
+
+
+def test_from_header_must_be_the_users_own_when_restricted(make_server):
+    srv = make_server({"auth": {"restrict_from_header": True}})
+    r = cli(srv, "user", "add", "alice@corvid.test", "--address", "sales@corvid.test",
+            "--password-stdin", input_text=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    with submission(srv) as s:
+        s.login("alice@corvid.test", PASSWORD)
+        # Her own address (listed in the users file) in From: is accepted.
+        ok = b"From: Sales <sales@corvid.test>\r\nSubject: ours\r\n\r\nhi\r\n"
+        assert s.sendmail("alice@corvid.test", ["bob@corvid.test"], ok) == {}
+        # Someone else's address in From: is refused after DATA, even with her own MAIL FROM.
+        forged = b"From: The Boss <bob@corvid.test>\r\nSubject: pay this\r\n\r\nhi\r\n"
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("alice@corvid.test", ["bob@corvid.test"], forged)
+        assert e.value.smtp_code == 550 and b"5.7.1" in e.value.smtp_error, e.value
+    [path] = srv.wait_mail("bob")
+    assert b"Subject: ours" in path.read_bytes()

@@ -412,9 +412,18 @@ static void greylist(const plugin_connection_info_t *conn, const plugin_envelope
     }
 
     bool hold;
-    uint64_t first_seen;
-    // A value we cannot read (not written by us) counts as absent: the triplet starts over.
-    if (seen.is_some && parse_u64(seen.val.ptr, seen.val.len, &first_seen)) {
+    uint64_t first_seen = 0;
+    if (seen.is_some && !parse_u64(seen.val.ptr, seen.val.len, &first_seen)) {
+        // Only this plugin writes its keys, so this does not happen; if it does, the entry
+        // is useless and letting the mail through is the safe side (as for a kv error).
+        buf_t line = {0};
+        buf_puts(&line, "unreadable kv value at ");
+        buf_put_str(&line, &key_arg);
+        buf_puts(&line, ", not greylisting");
+        log_line(CORVID_PLUGIN_LOG_LEVEL_WARN, &line);
+        buf_free(&line);
+        hold = false;
+    } else if (seen.is_some) {
         uint64_t elapsed = now >= first_seen ? now - first_seen : 0;  // clock went back: 0
         uint64_t delay_ms = s->delay_seconds > UINT64_MAX / 1000 ? UINT64_MAX : s->delay_seconds * 1000;
         hold = elapsed < delay_ms;

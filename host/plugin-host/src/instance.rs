@@ -63,6 +63,7 @@ impl Live {
         match p.pre.instantiate_async(&mut store).await {
             Ok(bindings) => {
                 p.stats.instantiated();
+                p.stats.memory(store.data().limiter.peak);
                 Ok(Live {
                     store,
                     bindings,
@@ -71,6 +72,11 @@ impl Live {
             }
             Err(e) => Err(classify(e, &store)),
         }
+    }
+
+    /// The largest linear memory this instance has had.
+    pub(crate) fn memory_peak(&self) -> usize {
+        self.store.data().limiter.peak
     }
 
     /// Prepares a warm instance for another session: its log lines carry the new session id,

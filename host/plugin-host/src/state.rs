@@ -67,6 +67,8 @@ impl PluginEnv {
 pub(crate) struct Limiter {
     memory_bytes: usize,
     pub(crate) refused: bool,
+    /// The largest linear memory granted (creation counts as growth from 0).
+    pub(crate) peak: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -78,6 +80,9 @@ impl ResourceLimiter for Limiter {
     ) -> wasmtime::Result<bool> {
         let ok = desired <= self.memory_bytes;
         self.refused |= !ok;
+        if ok {
+            self.peak = self.peak.max(desired);
+        }
         Ok(ok)
     }
 
@@ -121,6 +126,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
     let limiter = Limiter {
         memory_bytes: env.memory_bytes,
         refused: false,
+        peak: 0,
     };
     let state = HostState {
         wasi,

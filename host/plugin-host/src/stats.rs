@@ -58,9 +58,16 @@ struct Counters {
 pub(crate) struct PluginStats {
     hooks: [Counters; 10],
     instantiations: AtomicU64,
+    memory_peak: AtomicU64,
 }
 
 impl PluginStats {
+    /// Notes an instance's linear memory size.
+    pub(crate) fn memory(&self, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.memory_peak.fetch_max(bytes, Relaxed);
+    }
+
     pub(crate) fn record(&self, stage: Stage, outcome: Outcome, elapsed: Duration) {
         let c = &self.hooks[stage_index(stage)];
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
@@ -98,6 +105,7 @@ impl PluginStats {
                 latency_total: Duration::from_nanos(c.latency_ns.load(Relaxed)),
                 latency_max: Duration::from_nanos(c.max_latency_ns.load(Relaxed)),
                 instantiations: self.instantiations.load(Relaxed),
+                memory_peak_bytes: self.memory_peak.load(Relaxed),
             })
             .collect()
     }
@@ -130,4 +138,6 @@ pub struct HookStats {
     pub latency_max: Duration,
     /// Instances created for this plugin (all stages).
     pub instantiations: u64,
+    /// The largest linear memory one instance of the plugin has had.
+    pub memory_peak_bytes: u64,
 }

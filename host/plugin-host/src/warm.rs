@@ -66,6 +66,7 @@ pub(crate) async fn acquire(
 
 /// Gives back an instance that served a transaction without failing.
 pub(crate) fn release(p: &Arc<LoadedPlugin>, mut live: Box<Live>, warm: &mut ConnWarm) {
+    p.stats.memory(live.memory_peak());
     live.uses = live.uses.saturating_add(1);
     if live.uses >= p.manifest.max_reuse {
         return;

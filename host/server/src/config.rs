@@ -85,6 +85,8 @@ pub struct AuthSettings {
     pub failure_window: Duration,
     /// An authenticated user may only use its own addresses in MAIL FROM.
     pub restrict_sender: bool,
+    /// ... and in the From: header of its messages.
+    pub restrict_from_header: bool,
     /// The users file (`name:argon2id-hash[:addresses]`); read by the binary, which hands the
     /// server a `Credentials` implementation. Default: `<data_dir>/users`.
     pub users_file: Option<std::path::PathBuf>,
@@ -98,6 +100,7 @@ impl Default for AuthSettings {
             max_failures_per_ip: 20,
             failure_window: Duration::from_secs(15 * 60),
             restrict_sender: true,
+            restrict_from_header: false,
             users_file: None,
         }
     }

@@ -57,8 +57,16 @@ impl Plugin for Greylist {
         let recipient = addr(&rcpt.address);
         let key = format!("grey/{}/{sender}/{recipient}", conn.client_ip);
         let now = host::now_ms();
-        let first_seen = match host::kv_get(&key) {
-            Ok(Some(v)) => std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
+        let first_seen: Option<u64> = match host::kv_get(&key) {
+            Ok(Some(v)) => match std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
+                Some(t) => Some(t),
+                None => {
+                    // Only this plugin writes its keys; a useless entry lets the mail through,
+                    // the safe side (as for a kv error).
+                    host::log(LogLevel::Warn, &format!("unreadable kv value at {key}, not greylisting"));
+                    return proceed();
+                }
+            },
             Ok(None) => None,
             Err(e) => {
                 // The store failing is not the client's fault: fail open.

@@ -132,6 +132,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut env = tx.envelope.clone();
         let mut disposition = tx.disposition.clone();
         let started = tx.started;
+        if let Some(r) = self.header_from_not_owned(&content) {
+            self.log_transaction(&env, None, content.len(), &r, started);
+            self.reset_transaction();
+            return Ok(self.fail(r));
+        }
         let decision = self
             .policy
             .data(&self.conn, &env, MessageView { content: &content })

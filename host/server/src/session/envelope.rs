@@ -215,17 +215,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !self.shared.auth.restrict_sender {
             return None;
         }
-        let owned = match &self.shared.services.credentials {
-            Some(store) => store.owns_address(user, sender),
-            None => crate::auth::same_address(user, sender, '+'),
-        };
-        (!owned).then(|| {
+        (!self.owns(user, sender)).then(|| {
             Reply::new(
                 553,
                 "5.7.1",
                 format!("<{sender}>: Sender address not owned by user {user}"),
             )
         })
+    }
+
+    /// Whether `user` may use `addr`: its login name, name+tag, or an address listed for it
+    /// in the users file.
+    pub(super) fn owns(&self, user: &str, addr: &Address) -> bool {
+        match &self.shared.services.credentials {
+            Some(store) => store.owns_address(user, addr),
+            None => crate::auth::same_address(user, addr, '+'),
+        }
     }
 
     fn set_disposition(&mut self, judged: Judged) {

@@ -5,6 +5,7 @@ mod auth;
 mod data;
 mod ehlo;
 mod envelope;
+mod from_check;
 mod modify;
 mod verbs;
 
