@@ -10,6 +10,7 @@ use corvid_types::{
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -192,8 +193,10 @@ fn show(hook: &str, d: &Decision) {
         Verdict::Discard => "discard".to_string(),
         Verdict::Quarantine(why) => format!("quarantine ({why})"),
     };
-    println!("{hook}: {verdict}");
+    // A closed stdout (`| head`) ends the output quietly instead of panicking in println!.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{hook}: {verdict}");
     for m in &d.modifications {
-        println!("  modification: {m:?}");
+        let _ = writeln!(out, "  modification: {m:?}");
     }
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Builds `tests/fixtures/<name>` with `cargo build --target wasm32-wasip2 --release` into a
-/// target dir of its own (under this test target's tmp dir) and returns the component path.
+/// Builds `tests/fixtures/<name>` with `cargo build --target wasm32-wasip2 --release` into
+/// `target/plugins` and returns the component path.
 pub fn fixture(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     assert_eq!(name, "behave", "only the behave fixture exists");
@@ -18,7 +18,9 @@ pub fn fixture(name: &str) -> PathBuf {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures")
                 .join(name);
-            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
+            // The plugins' shared target dir (as `make plugins` and the e2e tests use): the
+            // SDK and wit-bindgen are built for wasm32 once per checkout, not once more here.
+            let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
             let status = Command::new(env!("CARGO"))
                 .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
                 .current_dir(&dir)
