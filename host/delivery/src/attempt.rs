@@ -86,10 +86,12 @@ pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
     }
     let Some(content) = content.map(Arc::new) else {
         let missing = Outcome::Permanent("5.3.0 queued content is missing".into());
-        return finish(&ctx, msg, uniform(&due, missing), &[], now).await;
+        let observed = lifecycle::Observed::of(&ctx);
+        return finish(&ctx, observed, msg, uniform(&due, missing), &[], now).await;
     };
+    let observed = lifecycle::Observed::of(&ctx);
     let local_only = groups.iter().all(|(d, _)| d.hop == NextHop::Local);
-    if local_only && !lifecycle::observed(&ctx) {
+    if local_only && !observed.any() {
         // Local only: write, apply and record on one blocking thread, so that the time
         // between a Maildir rename and the spool update (where a crash makes a duplicate)
         // stays as short as possible.
@@ -111,18 +113,19 @@ pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
         return record(&ctx, msg).await;
     }
     let reports = deliver_groups(&ctx, &msg, groups, Arc::clone(&content)).await;
-    finish(&ctx, msg, reports, &content, now).await;
+    finish(&ctx, observed, msg, reports, &content, now).await;
 }
 
 /// Consults the policy about the outcomes, writes them, sends the DSNs due and records.
 async fn finish(
     ctx: &Context,
+    observed: lifecycle::Observed,
     mut msg: QueuedMessage,
     mut reports: Vec<(usize, RcptReport)>,
     content: &[u8],
     now: u64,
 ) {
-    let mut adjust = lifecycle::consult(ctx, &msg, &mut reports, now).await;
+    let mut adjust = lifecycle::consult(ctx, observed, &msg, &mut reports, now).await;
     apply(&mut msg, &reports, &ctx.schedule, now);
     adjust.apply_to(&mut msg, &ctx.schedule);
     notify::send_reports(ctx, &mut msg, content, now).await;

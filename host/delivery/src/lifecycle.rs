@@ -46,25 +46,43 @@ fn info(msg: &QueuedMessage, i: usize, report: &RcptReport) -> Option<DeliveryIn
     })
 }
 
-/// Whether the policy listens to any outcome (else the runner keeps its fast paths).
-pub(crate) fn observed(ctx: &Context) -> bool {
-    ctx.policy.as_ref().is_some_and(|p| {
-        [Stage::Deferred, Stage::Bounced, Stage::Delivered]
-            .iter()
-            .any(|s| p.observes(*s))
-    })
+/// Which outcome stages the policy listens to, asked once per attempt.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Observed {
+    deferred: bool,
+    bounced: bool,
+    delivered: bool,
+}
+
+impl Observed {
+    pub(crate) fn of(ctx: &Context) -> Observed {
+        match &ctx.policy {
+            Some(p) => Observed {
+                deferred: p.observes(Stage::Deferred),
+                bounced: p.observes(Stage::Bounced),
+                delivered: p.observes(Stage::Delivered),
+            },
+            None => Observed::default(),
+        }
+    }
+
+    /// Whether anything listens (else the runner keeps its fast paths).
+    pub(crate) fn any(self) -> bool {
+        self.deferred || self.bounced || self.delivered
+    }
 }
 
 /// Asks the policy about each outcome before it is written. A `deferred` give-up turns the
 /// report permanent (and then goes through `bounced`, like any failure).
 pub(crate) async fn consult(
     ctx: &Context,
+    observed: Observed,
     msg: &QueuedMessage,
     reports: &mut [(usize, RcptReport)],
     now: u64,
 ) -> Adjustments {
     let mut adj = Adjustments::default();
-    let Some(policy) = ctx.policy.as_ref().filter(|_| observed(ctx)) else {
+    let Some(policy) = ctx.policy.as_ref().filter(|_| observed.any()) else {
         return adj;
     };
     let expired = ctx.schedule.expired(msg.arrived_at, now);
@@ -76,7 +94,7 @@ pub(crate) async fn consult(
         if let Outcome::Transient(reason) = &report.outcome {
             if expired {
                 failed = true;
-            } else if policy.observes(Stage::Deferred) {
+            } else if observed.deferred {
                 match policy.deferred(&ev).await {
                     Deferral::Continue => {}
                     Deferral::RetryAfter(d) => {
@@ -91,14 +109,14 @@ pub(crate) async fn consult(
                 }
             }
         }
-        if failed && policy.observes(Stage::Bounced) {
+        if failed && observed.bounced {
             match policy.bounced(&ev).await {
                 BounceAction::Continue => {}
                 BounceAction::Suppress => adj.suppress.push(*i),
                 BounceAction::Annotate(text) => adj.notes.push((*i, text)),
             }
         }
-        if report.outcome == Outcome::Delivered && policy.observes(Stage::Delivered) {
+        if report.outcome == Outcome::Delivered && observed.delivered {
             adj.delivered.push(ev);
         }
     }
@@ -112,7 +130,7 @@ impl Adjustments {
             if let Some(r) = msg.recipients.get_mut(i).filter(|r| r.is_pending()) {
                 // Never past the give-up time: the schedule still decides when to stop.
                 let limit = msg.arrived_at.saturating_add(schedule.max_age.as_secs());
-                r.next_attempt = at.min(limit.max(r.next_attempt));
+                r.next_attempt = at.min(limit);
             }
         }
         for &i in &self.suppress {
