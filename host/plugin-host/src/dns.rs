@@ -1,37 +1,13 @@
 //! The resolver behind the `dns` import. The binary hands in its hickory resolver (from
-//! corvid-delivery); [`StaticDns`] answers from a table, for tests.
+//! corvid-delivery) through [`corvid_types::DnsResolver`]; [`StaticDns`] answers from a table,
+//! for tests.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::RwLock;
 
-/// Why a lookup failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsError {
-    /// NXDOMAIN or no records of the type.
-    #[error("not found")]
-    NotFound,
-    /// No answer in time.
-    #[error("timed out")]
-    Timeout,
-    /// Anything else.
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// The lookups a plugin may make.
-#[async_trait]
-pub trait DnsResolver: Send + Sync {
-    /// A or AAAA records (`v6` selects AAAA).
-    async fn ip(&self, name: &str, v6: bool) -> Result<Vec<IpAddr>, DnsError>;
-    /// MX records as (preference, exchange).
-    async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError>;
-    /// TXT records, each record's strings joined.
-    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError>;
-    /// PTR names of `ip`.
-    async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError>;
-}
+pub use corvid_types::{DnsError, DnsResolver};
 
 /// A resolver answering from a table; anything not in it is `NotFound`.
 #[derive(Default)]

@@ -166,11 +166,12 @@ impl Intake for SledSpool {
         self.ids.next()
     }
 
-    async fn submit(
+    async fn submit_with(
         &self,
         id: &QueueId,
         envelope: &Envelope,
         content: &[u8],
+        _options: &corvid_types::SubmitOptions,
     ) -> Result<(), IntakeError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(IntakeError::Closed);

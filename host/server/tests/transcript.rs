@@ -19,11 +19,12 @@ impl Intake for MemIntake {
     fn next_id(&self) -> QueueId {
         QueueId("Q1".into())
     }
-    async fn submit(
+    async fn submit_with(
         &self,
         _id: &QueueId,
         env: &Envelope,
         content: &[u8],
+        _options: &SubmitOptions,
     ) -> Result<(), IntakeError> {
         self.stored
             .lock()

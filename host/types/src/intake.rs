@@ -25,6 +25,18 @@ pub enum IntakeError {
     Closed,
 }
 
+/// What the queue keeps about a message besides its envelope and content.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitOptions {
+    /// The client authenticated (SMTP AUTH) or connected from a relay network. Delivery uses
+    /// it to decide who may ask for success reports (`dsn.notify_success_from`), so that a
+    /// stranger cannot turn the server into a reflector of its own mail.
+    pub trusted_client: bool,
+    /// Hold the message for an administrator instead of delivering it: the quarantine
+    /// verdict's reason (naming the plugin that gave it). A held message is never due.
+    pub hold: Option<String>,
+}
+
 #[async_trait]
 pub trait Intake: Send + Sync {
     /// A fresh id for a message about to be submitted (it appears in the `Received:` header).
@@ -32,12 +44,24 @@ pub trait Intake: Send + Sync {
 
     /// Stores the message. Returns only once envelope and content are on stable storage
     /// (fsynced): the server answers 250 after this and never before.
+    async fn submit_with(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        content: &[u8],
+        options: &SubmitOptions,
+    ) -> Result<(), IntakeError>;
+
+    /// [`Intake::submit_with`] with default options: an untrusted origin, not held.
     async fn submit(
         &self,
         id: &QueueId,
         envelope: &Envelope,
         content: &[u8],
-    ) -> Result<(), IntakeError>;
+    ) -> Result<(), IntakeError> {
+        self.submit_with(id, envelope, content, &SubmitOptions::default())
+            .await
+    }
 }
 
 /// Starting queue runs on request (ETRN, RFC 1985), without knowing how the queue is stored.
