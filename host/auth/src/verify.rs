@@ -1,0 +1,368 @@
+//! Inbound checks: SPF at MAIL, DKIM, ARC and DMARC at end of DATA, all through `mail-auth`.
+
+use crate::resolver::{self, Caches};
+use crate::results::*;
+use crate::{AuthChecksConfig, AuthError};
+use mail_auth::common::crypto::Algorithm;
+use mail_auth::dmarc::{Dmarc, Policy};
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, Error as MaError,
+    MessageAuthenticator, SpfOutput, SpfResult,
+};
+use std::net::IpAddr;
+
+/// The inbound checker: one per server (it holds the resolver and the DNS cache), shared by
+/// every session (`Arc<Authenticator>`); all methods take `&self`.
+pub struct Authenticator {
+    pub(crate) inner: MessageAuthenticator,
+    pub(crate) caches: Caches,
+    cfg: AuthChecksConfig,
+}
+
+/// RFC 7489 section 3.2: the organisational domain, from the public suffix list.
+pub(crate) fn org_domain(d: &str) -> &str {
+    psl::domain_str(d).unwrap_or(d)
+}
+
+impl Authenticator {
+    pub fn new(cfg: AuthChecksConfig) -> Result<Self, AuthError> {
+        Ok(Authenticator {
+            inner: resolver::build(&cfg)?,
+            caches: Caches::new(cfg.cache_entries),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &AuthChecksConfig {
+        &self.cfg
+    }
+
+    /// SPF (RFC 7208) for MAIL FROM, or for the HELO name when the reverse-path is `<>`
+    /// (section 2.4). `mail_from` is the address without brackets, empty for `<>`;
+    /// `local_hostname` is ours (the `%{r}` macro). Bounded by the 10-lookup limit of
+    /// section 4.6.4 (in `mail-auth`) and by `auth_checks.spf_timeout`: a timeout is
+    /// `temperror`.
+    pub async fn check_spf(
+        &self,
+        client_ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        local_hostname: &str,
+    ) -> SpfCheck {
+        let helo_l = helo.to_ascii_lowercase();
+        let (identity, params) = if mail_from.is_empty() {
+            let p = SpfParameters::verify_ehlo(client_ip, &helo_l, local_hostname);
+            (SpfIdentity::Helo, p)
+        } else {
+            let p = SpfParameters::verify_mail_from(client_ip, &helo_l, local_hostname, mail_from);
+            (SpfIdentity::Mailfrom, p)
+        };
+        let domain = match identity {
+            SpfIdentity::Helo => helo_l.clone(),
+            SpfIdentity::Mailfrom => mail_from
+                .rsplit_once('@')
+                .map_or(helo_l.clone(), |(_, d)| d.to_ascii_lowercase()),
+        };
+        let fut = self.inner.verify_spf(self.caches.params(params));
+        let (result, explanation) = match tokio::time::timeout(self.cfg.spf_timeout, fut).await {
+            Ok(out) => (
+                spf_verdict(out.result()),
+                out.explanation().map(str::to_string),
+            ),
+            Err(_) => {
+                tracing::warn!(target: "auth", "SPF evaluation timed out: temperror");
+                (SpfVerdict::Temperror, None)
+            }
+        };
+        SpfCheck {
+            result,
+            identity,
+            domain,
+            mail_from: mail_from.to_string(),
+            helo: helo.to_string(),
+            client_ip,
+            explanation,
+        }
+    }
+
+    /// DKIM (RFC 6376) for every signature up to `auth_checks.max_dkim_signatures`, ARC
+    /// (RFC 8617) and DMARC (RFC 7489) for the complete message (header section and body,
+    /// as received, CRLF line ends). `spf` is the result from MAIL. Never fails: DNS trouble
+    /// gives `temperror`, malformed input `permerror`.
+    pub async fn check_message(&self, message: &[u8], spf: Option<&SpfCheck>) -> AuthResults {
+        let Some(mut parsed) = AuthenticatedMessage::parse(message) else {
+            return unparseable(spf);
+        };
+        let extra = if parsed.dkim_headers.len() > self.cfg.max_dkim_signatures {
+            parsed.dkim_headers.split_off(self.cfg.max_dkim_signatures)
+        } else {
+            Vec::new()
+        };
+        if !extra.is_empty() {
+            tracing::warn!(
+                target: "auth",
+                checked = self.cfg.max_dkim_signatures,
+                not_checked = extra.len(),
+                "DKIM signature limit reached: further signatures not checked"
+            );
+        }
+        let parsed = parsed;
+        let fut = self.check_parsed(&parsed, spf);
+        let mut results = match tokio::time::timeout(self.cfg.message_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(target: "auth", "message checks timed out: temperror");
+                timed_out(&parsed, spf)
+            }
+        };
+        for h in &extra {
+            let mut c = match &h.header {
+                Ok(sig) => dkim_check_of(DkimVerdict::NotChecked, Some(sig), None),
+                Err(_) => dkim_check_of(DkimVerdict::NotChecked, None, None),
+            };
+            c.reason = Some(format!(
+                "not checked: over the limit of {} signatures",
+                self.cfg.max_dkim_signatures
+            ));
+            results.dkim.push(c);
+        }
+        results
+    }
+
+    async fn check_parsed<'x>(
+        &self,
+        msg: &'x AuthenticatedMessage<'x>,
+        spf: Option<&SpfCheck>,
+    ) -> AuthResults {
+        let dkim_out = self.inner.verify_dkim(self.caches.params(msg)).await;
+        let arc_out = self.inner.verify_arc(self.caches.params(msg)).await;
+        let dkim: Vec<DkimCheck> = dkim_out.iter().map(dkim_check).collect();
+        let arc = ArcCheck {
+            result: match arc_out.result() {
+                DkimResult::Pass => ArcVerdict::Pass,
+                DkimResult::None => ArcVerdict::None,
+                DkimResult::Fail(_) | DkimResult::Neutral(_) => ArcVerdict::Fail,
+                DkimResult::TempError(_) => ArcVerdict::Temperror,
+                DkimResult::PermError(_) => ArcVerdict::Permerror,
+            },
+            sets: u32::try_from(arc_out.sets().len()).unwrap_or(u32::MAX),
+            reason: error_of(arc_out.result()),
+        };
+        let dmarc = self.check_dmarc(msg, &dkim_out, spf).await;
+        AuthResults {
+            spf: spf.cloned(),
+            dkim,
+            dmarc,
+            arc,
+        }
+    }
+
+    async fn check_dmarc<'x>(
+        &self,
+        msg: &'x AuthenticatedMessage<'x>,
+        dkim_out: &'x [DkimOutput<'x>],
+        spf: Option<&SpfCheck>,
+    ) -> DmarcCheck {
+        // RFC 7489 section 3.1.2: the SPF identity is MAIL FROM, or HELO for `<>`.
+        let spf_domain = spf.map(|s| s.domain.clone()).unwrap_or_default();
+        let spf_out = SpfOutput::new(spf_domain.clone())
+            .with_result(spf.map_or(SpfResult::None, |s| spf_result(s.result)));
+        let params =
+            mail_auth::dmarc::verify::DmarcParameters::new(msg, dkim_out, &spf_domain, &spf_out)
+                .with_domain_suffix_fn(org_domain);
+        let out = self.inner.verify_dmarc(self.caches.params(params)).await;
+        let from_domain = out.domain().to_string();
+        let spf_aligned = out.spf_result() == &DmarcResult::Pass;
+        let dkim_aligned = out.dkim_result() == &DmarcResult::Pass;
+        let Some(record) = out.dmarc_record_cloned() else {
+            let (result, reason) = match (out.spf_result(), out.dkim_result()) {
+                (DmarcResult::TempError(e), _) => (DmarcVerdict::Temperror, Some(e.to_string())),
+                (DmarcResult::PermError(e), _) => (DmarcVerdict::Permerror, Some(e.to_string())),
+                _ => (DmarcVerdict::None, None),
+            };
+            return DmarcCheck {
+                result,
+                from_domain,
+                policy: DmarcPolicy::None,
+                pct: 100,
+                spf_aligned,
+                dkim_aligned,
+                reason,
+            };
+        };
+        // RFC 7489 section 6.6.3: `sp=` applies when the record came from the organisational
+        // domain of a subdomain; an own record at the From domain means `p=`.
+        let own_record = self
+            .inner
+            .txt_lookup::<Dmarc>(format!("_dmarc.{from_domain}."), Some(&self.caches.txt))
+            .await
+            .is_ok();
+        let policy = policy_of(if own_record { record.p } else { record.sp });
+        let pass = spf_aligned || dkim_aligned;
+        DmarcCheck {
+            result: if pass {
+                DmarcVerdict::Pass
+            } else {
+                DmarcVerdict::Fail
+            },
+            from_domain,
+            policy,
+            pct: record.pct.min(100),
+            spf_aligned,
+            dkim_aligned,
+            reason: (!pass).then(|| "no aligned SPF or DKIM pass".to_string()),
+        }
+    }
+}
+
+fn policy_of(p: Policy) -> DmarcPolicy {
+    match p {
+        Policy::Reject => DmarcPolicy::Reject,
+        Policy::Quarantine => DmarcPolicy::Quarantine,
+        Policy::None | Policy::Unspecified => DmarcPolicy::None,
+    }
+}
+
+fn spf_verdict(r: SpfResult) -> SpfVerdict {
+    match r {
+        SpfResult::Pass => SpfVerdict::Pass,
+        SpfResult::Fail => SpfVerdict::Fail,
+        SpfResult::SoftFail => SpfVerdict::Softfail,
+        SpfResult::Neutral => SpfVerdict::Neutral,
+        SpfResult::TempError => SpfVerdict::Temperror,
+        SpfResult::PermError => SpfVerdict::Permerror,
+        SpfResult::None => SpfVerdict::None,
+    }
+}
+
+pub(crate) fn spf_result(v: SpfVerdict) -> SpfResult {
+    match v {
+        SpfVerdict::Pass => SpfResult::Pass,
+        SpfVerdict::Fail => SpfResult::Fail,
+        SpfVerdict::Softfail => SpfResult::SoftFail,
+        SpfVerdict::Neutral => SpfResult::Neutral,
+        SpfVerdict::Temperror => SpfResult::TempError,
+        SpfVerdict::Permerror => SpfResult::PermError,
+        SpfVerdict::None => SpfResult::None,
+    }
+}
+
+fn error_of(r: &DkimResult) -> Option<String> {
+    match r {
+        DkimResult::Pass | DkimResult::None => None,
+        DkimResult::Fail(e)
+        | DkimResult::Neutral(e)
+        | DkimResult::PermError(e)
+        | DkimResult::TempError(e) => Some(e.to_string()),
+    }
+}
+
+/// RFC 6376 section 6.1: a body hash mismatch or a bad signature is a failure; anything that
+/// stops verification for good (syntax, unsupported algorithm, expired, revoked key) is a
+/// permanent error; DNS trouble is temporary.
+fn dkim_check(o: &DkimOutput<'_>) -> DkimCheck {
+    let verdict = match o.result() {
+        DkimResult::Pass => DkimVerdict::Pass,
+        DkimResult::Fail(_) | DkimResult::Neutral(MaError::FailedBodyHashMatch) => {
+            DkimVerdict::Fail
+        }
+        DkimResult::Neutral(_) | DkimResult::PermError(_) => DkimVerdict::Permerror,
+        DkimResult::TempError(_) => DkimVerdict::Temperror,
+        DkimResult::None => DkimVerdict::Neutral,
+    };
+    dkim_check_of(verdict, o.signature(), error_of(o.result()))
+}
+
+fn dkim_check_of(
+    result: DkimVerdict,
+    sig: Option<&mail_auth::dkim::Signature>,
+    reason: Option<String>,
+) -> DkimCheck {
+    let Some(sig) = sig else {
+        return DkimCheck {
+            result,
+            domain: String::new(),
+            selector: String::new(),
+            algorithm: String::new(),
+            identity: None,
+            body_length: None,
+            header_b: String::new(),
+            reason,
+        };
+    };
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(&sig.b);
+    DkimCheck {
+        result,
+        domain: sig.d.to_ascii_lowercase(),
+        selector: sig.s.clone(),
+        algorithm: match sig.a {
+            Algorithm::RsaSha1 => "rsa-sha1",
+            Algorithm::RsaSha256 => "rsa-sha256",
+            Algorithm::Ed25519Sha256 => "ed25519-sha256",
+        }
+        .to_string(),
+        identity: (!sig.i.is_empty()).then(|| sig.i.clone()),
+        body_length: (sig.l > 0).then_some(sig.l),
+        header_b: b.chars().take(8).collect(),
+        reason,
+    }
+}
+
+fn empty_dmarc(result: DmarcVerdict, reason: Option<String>) -> DmarcCheck {
+    DmarcCheck {
+        result,
+        from_domain: String::new(),
+        policy: DmarcPolicy::None,
+        pct: 100,
+        spf_aligned: false,
+        dkim_aligned: false,
+        reason,
+    }
+}
+
+/// A message whose header section cannot be parsed at all.
+fn unparseable(spf: Option<&SpfCheck>) -> AuthResults {
+    AuthResults {
+        spf: spf.cloned(),
+        dkim: Vec::new(),
+        dmarc: empty_dmarc(
+            DmarcVerdict::Permerror,
+            Some("header section not parseable".into()),
+        ),
+        arc: ArcCheck {
+            result: ArcVerdict::None,
+            sets: 0,
+            reason: None,
+        },
+    }
+}
+
+fn timed_out(msg: &AuthenticatedMessage<'_>, spf: Option<&SpfCheck>) -> AuthResults {
+    let reason = Some("DNS timed out".to_string());
+    AuthResults {
+        spf: spf.cloned(),
+        dkim: msg
+            .dkim_headers
+            .iter()
+            .map(|h| {
+                dkim_check_of(
+                    DkimVerdict::Temperror,
+                    h.header.as_ref().ok(),
+                    reason.clone(),
+                )
+            })
+            .collect(),
+        dmarc: empty_dmarc(DmarcVerdict::Temperror, reason.clone()),
+        arc: ArcCheck {
+            result: if msg.as_headers.is_empty() {
+                ArcVerdict::None
+            } else {
+                ArcVerdict::Temperror
+            },
+            sets: 0,
+            reason,
+        },
+    }
+}
