@@ -6,17 +6,19 @@
 use async_trait::async_trait;
 use corvid_delivery::dns::{DnsError as DeliveryDnsError, HickoryDns};
 use corvid_plugin_host::{DnsError, DnsResolver, KvError, KvStore};
-use corvid_queue::{QueueError, SledKv};
+use corvid_queue::SledKv;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Kv(pub SledKv);
 
-fn kv_err(e: QueueError) -> KvError {
+fn kv_err(e: corvid_queue::KvError) -> KvError {
+    use corvid_queue::KvError as Q;
     match e {
-        QueueError::Storage(s) if s.contains("not an integer") => KvError::NotANumber,
-        other => KvError::Storage(other.to_string()),
+        Q::NotAnInteger => KvError::NotANumber,
+        e @ Q::QuotaExceeded { .. } => KvError::Quota(e.to_string()),
+        e @ (Q::Invalid(_) | Q::Storage(_)) => KvError::Storage(e.to_string()),
     }
 }
 

@@ -16,7 +16,8 @@ pub(crate) async fn send_reports(
     original: &[u8],
     now: u64,
 ) {
-    let reports = dsn::due_reports(msg, now, ctx.delay_warning);
+    let policy = ctx.spool.dsn_policy();
+    let reports = dsn::due_reports_with(msg, now, ctx.delay_warning, &policy);
     let Some(intake) = &ctx.intake else {
         if !reports.is_empty() {
             tracing::warn!(queue_id = %msg.id, "no intake for DSNs; the sender is not notified");
@@ -34,6 +35,7 @@ pub(crate) async fn send_reports(
             dsn_id: &dsn_id.0,
             now: SystemTime::now(),
             retry_until: Some(retry_until),
+            policy,
         };
         let Some((envelope, content)) = dsn::compose(msg, original, report, &dctx) else {
             continue;

@@ -2,8 +2,10 @@
 //!
 //! Each submitter inserts its records into sled (memory and the write-ahead log buffer), then
 //! asks for a flush *generation*: the number of the first flush that will start after its
-//! insert. A single flusher thread runs `sled::Db::flush` (which writes and fsyncs the log)
-//! over and over while anyone waits; submitters that arrive while a flush is running all get
+//! insert. A single flusher thread runs `sled::Db::flush` (which only writes the log) followed
+//! by [`DiskSync::sync`] (`fdatasync` of the log, `fsync` of new blob files and directories)
+//! over and over while anyone waits; a generation whose write or sync failed fails every
+//! submitter of it (the client gets a 451, it was not told 250); submitters that arrive while a flush is running all get
 //! the next generation, so they share the next fsync. A submitter is released when a flush of
 //! its generation (or a later one) succeeded: a flush covers every insert that preceded it.
 //!
@@ -12,6 +14,7 @@
 //! (client gone) cannot strand the rest of its batch. (A thread per busy period cost a thread
 //! start per message at low concurrency.)
 
+use crate::disk_sync::DiskSync;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -36,6 +39,7 @@ struct CommitState {
 
 pub(crate) struct Committer {
     db: sled::Db,
+    disk: DiskSync,
     /// Both the lock (`send_if_modified`/`send_modify` run under the channel's lock) and the
     /// condition submitters wait on.
     state: watch::Sender<CommitState>,
@@ -52,9 +56,10 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn new(db: sled::Db) -> Arc<Self> {
+    pub(crate) fn new(db: sled::Db, disk: DiskSync) -> Arc<Self> {
         Arc::new(Committer {
             db,
+            disk,
             state: watch::Sender::new(CommitState::default()),
             flushes: AtomicU64::new(0),
             flusher: Mutex::new(None),
@@ -68,6 +73,11 @@ impl Committer {
     /// How many flushes the group committer ran.
     pub(crate) fn flush_count(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// How many times the log was fdatasynced, and how many blob files were fsynced.
+    pub(crate) fn sync_counts(&self) -> (u64, u64) {
+        (self.disk.log_syncs(), self.disk.blob_syncs())
     }
 
     /// Waits until everything inserted before this call is on stable storage.
@@ -196,7 +206,7 @@ impl Committer {
 
     fn flush_loop(&self) {
         loop {
-            let result = self.db.flush().map(drop).map_err(|e| e.to_string());
+            let result = self.flush_durably();
             self.flushes.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "spool flush failed");
@@ -205,6 +215,14 @@ impl Committer {
                 return;
             }
         }
+    }
+
+    /// One generation: the blobs present before the flush are whole after it (see
+    /// `disk_sync`), then everything is synced.
+    fn flush_durably(&self) -> Result<(), String> {
+        let listed = self.disk.list_blobs().map_err(|e| e.to_string())?;
+        self.db.flush().map_err(|e| e.to_string())?;
+        self.disk.sync(&listed).map_err(|e| e.to_string())
     }
 
     /// Records the result of the running generation; returns true when another flush must

@@ -10,7 +10,11 @@
 //!   hand-off to a next hop without DSN, and not at all when the next hop took the DSN
 //!   parameters (it reports from then on, RFC 3461 5.2.2);
 //! - one report lists every recipient that needs one at that moment, so a message whose
-//!   recipients all fail in one attempt produces exactly one DSN.
+//!   recipients all fail in one attempt produces exactly one DSN;
+//! - never about a report (a `multipart/report` delivery status), whatever its sender;
+//! - success reports only for the origins [`DsnPolicy`] trusts, and never more of the
+//!   original than its header section (at most 64 KiB), except the whole message in a failure
+//!   report when it is small enough (`dsn.max_return_size`): see [`policy`].
 
 use crate::dsn_text::{header_section, human_text, orcpt_field, rfc5322_date};
 use crate::{unix_secs, QueuedMessage, RecipientState, RecipientStatus, SuccessReport};
@@ -18,9 +22,8 @@ use corvid_types::{Address, BodyType, Envelope, MailParams, RcptParams, Recipien
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-/// Largest original message returned whole; past it only the headers go back (Postfix's
-/// `bounce_size_limit` is 50 000).
-pub const RETURN_LIMIT: usize = 128 * 1024;
+pub mod policy;
+pub use policy::{is_delivery_report, DsnPolicy, NotifySuccessFrom, MAX_RETURNED_HEADERS};
 
 /// RFC 3464 2.3.3 `Action` values Corvid reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,17 +74,34 @@ pub fn notify_wants(rcpt: &RecipientState, action: DsnAction) -> bool {
     }
 }
 
-/// The reports due for `msg` at `now`: failures and successes not yet reported, and delay
-/// warnings for recipients still pending after `delay_warning` (when set). Nothing for the
-/// null sender.
+/// Every report the sender asked for, before the origin policy: a superset of
+/// [`due_reports_with`] under any [`DsnPolicy`], for a quick "is anything to report?" check.
 pub fn due_reports(
     msg: &QueuedMessage,
     now: u64,
     delay_warning: Option<Duration>,
 ) -> Vec<DsnReport> {
-    if msg.envelope.sender.is_none() {
+    let anyone = DsnPolicy {
+        notify_success_from: NotifySuccessFrom::Anyone,
+        ..DsnPolicy::default()
+    };
+    due_reports_with(msg, now, delay_warning, &anyone)
+}
+
+/// The reports due for `msg` at `now`: failures and successes not yet reported, and delay
+/// warnings for recipients still pending after `delay_warning` (when set). Nothing for the
+/// null sender or a message that is itself a report; successes only when `policy` allows
+/// them for the message's origin.
+pub fn due_reports_with(
+    msg: &QueuedMessage,
+    now: u64,
+    delay_warning: Option<Duration>,
+    policy: &DsnPolicy,
+) -> Vec<DsnReport> {
+    if msg.envelope.sender.is_none() || msg.is_report {
         return Vec::new();
     }
+    let successes = policy.success_allowed(msg.trusted_client);
     let pick = |f: &dyn Fn(&RecipientState) -> bool, action| DsnReport {
         action,
         recipients: (0..msg.recipients.len())
@@ -99,7 +119,10 @@ pub fn due_reports(
     );
     let success = |kind: SuccessReport| {
         move |r: &RecipientState| {
-            r.status == RecipientStatus::Delivered && !r.reported && r.success_report == kind
+            successes
+                && r.status == RecipientStatus::Delivered
+                && !r.reported
+                && r.success_report == kind
         }
     };
     let delivered = pick(&success(SuccessReport::Delivered), DsnAction::Delivered);
@@ -141,10 +164,14 @@ pub struct DsnContext<'a> {
     pub now: SystemTime,
     /// Unix seconds at which pending recipients will fail.
     pub retry_until: Option<u64>,
+    /// How much goes back, and who gets success reports.
+    pub policy: DsnPolicy,
 }
 
-/// The envelope and content of the DSN for `report`, or `None` when the message's sender is
-/// `<>` (never notified). The envelope's sender is `<>` (RFC 3461 6.2, RFC 5321 4.5.5).
+/// The envelope and content of the DSN for `report`, or `None` when no report may be sent:
+/// the message's sender is `<>`, the message is itself a report, or it is a success report
+/// the policy refuses for the message's origin. The envelope's sender is `<>` (RFC 3461 6.2,
+/// RFC 5321 4.5.5).
 pub fn compose(
     msg: &QueuedMessage,
     original: &[u8],
@@ -152,12 +179,21 @@ pub fn compose(
     ctx: &DsnContext<'_>,
 ) -> Option<(Envelope, Vec<u8>)> {
     let to = msg.envelope.sender.clone()?;
+    let success = matches!(report.action, DsnAction::Delivered | DsnAction::Relayed);
+    if success && !ctx.policy.success_allowed(msg.trusted_client) {
+        tracing::info!(queue_id = %msg.id, "no success report: the client is not trusted (dsn.notify_success_from)");
+        return None;
+    }
+    if msg.is_report || is_delivery_report(original) {
+        tracing::info!(queue_id = %msg.id, "no report about a delivery report");
+        return None;
+    }
     let rcpts: Vec<&RecipientState> = report
         .recipients
         .iter()
         .filter_map(|&i| msg.recipients.get(i))
         .collect();
-    let returned = returned_part(msg, original, report.action);
+    let returned = returned_part(msg, original, report.action, &ctx.policy);
     let boundary = boundary(ctx.dsn_id);
     let utf8 = to.is_utf8() || rcpts.iter().any(|r| r.recipient.address.is_utf8());
     let mut out = String::new();
@@ -311,30 +347,25 @@ fn status_code(r: &RecipientState, action: DsnAction) -> String {
 }
 
 /// What goes back of the original (RFC 3461 4.3 `RET`, RFC 3462 `text/rfc822-headers`): the
-/// whole message for a failure when `RET=FULL` or unspecified and it is not too big, the
-/// headers otherwise (always for delays, as Postfix).
+/// whole message for a failure when `RET=FULL` or unspecified and it is at most
+/// `max_return_size`; otherwise (and always for delays and successes, as Postfix) the header
+/// section, at most [`MAX_RETURNED_HEADERS`] cut on a line boundary.
 fn returned_part<'a>(
     msg: &QueuedMessage,
     original: &'a [u8],
     action: DsnAction,
+    policy: &DsnPolicy,
 ) -> (&'static str, &'static str, &'a [u8]) {
     let full = action == DsnAction::Failed
         && msg.envelope.params.ret != Some(Ret::Headers)
-        && original.len() <= RETURN_LIMIT;
+        && original.len() <= policy.max_return_size;
+    let headers = || policy::capped(header_section(original));
     let global = !original.is_ascii() && msg.envelope.params.smtputf8;
     match (full, global) {
         (true, false) => ("message/rfc822", "Undelivered Message", original),
         (true, true) => ("message/global", "Undelivered Message", original),
-        (false, false) => (
-            "text/rfc822-headers",
-            "Message Headers",
-            header_section(original),
-        ),
-        (false, true) => (
-            "message/global-headers",
-            "Message Headers",
-            header_section(original),
-        ),
+        (false, false) => ("text/rfc822-headers", "Message Headers", headers()),
+        (false, true) => ("message/global-headers", "Message Headers", headers()),
     }
 }
 
@@ -344,5 +375,7 @@ fn boundary(dsn_id: &str) -> String {
     format!("=_corvid_{}_{:016x}", dsn_id, rand::random::<u64>())
 }
 
+#[cfg(test)]
+mod reflection_tests;
 #[cfg(test)]
 mod tests;

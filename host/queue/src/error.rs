@@ -18,6 +18,9 @@ pub enum QueueError {
     /// The message is not (or no longer) in the spool.
     #[error("no message {0} in the spool")]
     NotFound(QueueId),
+    /// `release` or `bounce` of a message that is not held.
+    #[error("message {0} is not held")]
+    NotHeld(QueueId),
     /// The spool was closed for shutdown.
     #[error("spool is closed")]
     Closed,

@@ -11,9 +11,37 @@ use std::collections::{BTreeSet, HashMap};
 pub(crate) struct DueIndex {
     by_time: BTreeSet<(u64, QueueId)>,
     by_id: HashMap<QueueId, u64>,
+    /// Held messages and when they were held: an update from delivery (which never holds)
+    /// must not undo a hold made meanwhile, and expiry needs no scan of the queue.
+    held: HashMap<QueueId, u64>,
 }
 
 impl DueIndex {
+    /// Records that `id` is held since `since`, or not held when `None`.
+    pub(crate) fn set_held(&mut self, id: &QueueId, since: Option<u64>) {
+        match since {
+            Some(t) => self.held.insert(id.clone(), t),
+            None => self.held.remove(id),
+        };
+    }
+
+    /// When `id` was held, if it is.
+    pub(crate) fn held_since(&self, id: &QueueId) -> Option<u64> {
+        self.held.get(id).copied()
+    }
+
+    /// Held messages held at or before `cutoff`.
+    pub(crate) fn held_before(&self, cutoff: u64) -> Vec<QueueId> {
+        let mut ids: Vec<QueueId> = self
+            .held
+            .iter()
+            .filter(|(_, &t)| t <= cutoff)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Records that `id` is next due at `at`, or not at all when `None`.
     pub(crate) fn set(&mut self, id: &QueueId, at: Option<u64>) {
         if let Some(old) = self.by_id.remove(id) {

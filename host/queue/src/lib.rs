@@ -8,26 +8,41 @@
 //! itself; delivery queues the composed DSN through [`corvid_types::Intake`]), and the plugins'
 //! key-value store ([`SledKv`]) in the same database.
 //!
+//! Durability: sled's own `flush` does not reach stable storage (on Linux it ends with
+//! `sync_file_range`, and large values in `<dir>/blobs/` are never synced). Every change the
+//! [`Spool`] and [`corvid_types::Intake`] acknowledge waits for the group commit, which after
+//! the flush `fsync`s new blob files, `<dir>/blobs/` and `<dir>` when their entries changed,
+//! and `fdatasync`s the log `<dir>/db`. The plugins' key-value writes are not synced one by
+//! one: they ride along with the next commit.
+//!
 //! Must not: speak SMTP, call policy plugins, or know how mail is delivered. This is the only
 //! crate that may use sled; no sled type appears in its public API.
 
 mod commit;
+mod disk_sync;
 pub mod dsn;
 mod dsn_text;
 mod error;
+mod hold;
 mod id;
 mod index;
 mod kv;
+mod maintain;
 mod message;
+mod recover;
 mod retry;
+mod settings;
 mod sled_spool;
 mod spool;
 
 pub use error::QueueError;
-pub use kv::SledKv;
+pub use hold::printable;
+pub use kv::{KvEntry, KvError, KvLimits, SledKv};
+pub use maintain::{Maintenance, KV_SWEEP_BUDGET, MAINTENANCE_INTERVAL};
 pub use message::{
     from_unix_secs, unix_secs, QueuedMessage, RecipientState, RecipientStatus, SuccessReport,
 };
 pub use retry::RetrySchedule;
+pub use settings::{QuarantineExpiry, SpoolSettings, DEFAULT_QUARANTINE_MAX_AGE};
 pub use sled_spool::SledSpool;
 pub use spool::Spool;

@@ -84,9 +84,19 @@ pub struct QueuedMessage {
     /// Content size in octets.
     pub size: u64,
     pub recipients: Vec<RecipientState>,
-    /// Reserved: set when policy holds the message for an administrator; such a message is
-    /// never due.
+    /// Why the message is held for an administrator (a plugin's quarantine verdict, or
+    /// `corvid queue hold`); a held message is never due and never delivered.
     pub quarantined: Option<String>,
+    /// Unix seconds at which the message was held; `queue.quarantine_max_age` counts from
+    /// here.
+    #[serde(default)]
+    pub held_at: Option<u64>,
+    /// The client authenticated or connected from a relay network (`dsn.notify_success_from`).
+    #[serde(default)]
+    pub trusted_client: bool,
+    /// The message is itself a delivery report: it never gets one (see `dsn`).
+    #[serde(default)]
+    pub is_report: bool,
 }
 
 impl QueuedMessage {
@@ -117,6 +127,9 @@ impl QueuedMessage {
             size,
             recipients,
             quarantined: None,
+            held_at: None,
+            trusted_client: false,
+            is_report: false,
         }
     }
 

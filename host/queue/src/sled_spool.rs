@@ -4,54 +4,63 @@ use crate::commit::Committer;
 use crate::id::IdGenerator;
 use crate::index::DueIndex;
 use crate::message::{from_unix_secs, unix_secs};
-use crate::{QueueError, QueuedMessage, Spool};
+pub(crate) use crate::recover::{decode, encode};
+use crate::recover::{load_index, open_db, remove_finished, remove_orphan_content};
+use crate::{QueueError, QueuedMessage, Spool, SpoolSettings};
 use async_trait::async_trait;
 use corvid_types::{Envelope, Intake, IntakeError, QueueId};
-use std::io;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::watch;
 
 /// The sled-backed spool. Open it once per process (sled locks the directory) and share the
 /// `Arc` as `Arc<dyn Spool>` and `Arc<dyn Intake>`.
 pub struct SledSpool {
-    kv: crate::SledKv,
-    db: sled::Db,
-    meta: sled::Tree,
-    content: sled::Tree,
+    pub(crate) kv: crate::SledKv,
+    pub(crate) meta: sled::Tree,
+    pub(crate) content: sled::Tree,
     committer: Arc<Committer>,
-    /// Also serialises metadata writes, so a read-modify-write (`flush_all`) cannot interleave
-    /// with an `update` or `remove` of the same message.
+    /// Also serialises metadata writes, so a read-modify-write (`flush_all`, `hold`) cannot
+    /// interleave with an `update` or `remove` of the same message.
     index: Mutex<DueIndex>,
     ids: IdGenerator,
     wake: watch::Sender<u64>,
     closed: AtomicBool,
+    pub(crate) settings: SpoolSettings,
 }
 
 impl SledSpool {
-    /// Opens (or creates) the spool in `dir` and picks up every message already there.
+    /// Opens (or creates) the spool in `dir` with default settings.
     pub fn open(dir: &Path) -> Result<Arc<SledSpool>, QueueError> {
+        Self::open_with(dir, SpoolSettings::default())
+    }
+
+    /// Opens (or creates) the spool in `dir` and picks up every message already there.
+    pub fn open_with(dir: &Path, settings: SpoolSettings) -> Result<Arc<SledSpool>, QueueError> {
         let db = open_db(dir)?;
         let meta = db.open_tree("meta")?;
         let content = db.open_tree("content")?;
         remove_orphan_content(&meta, &content)?;
         remove_finished(&meta, &content)?;
         db.flush()?;
+        let disk = crate::disk_sync::DiskSync::open(dir)
+            .map_err(|e| QueueError::Storage(format!("cannot sync the spool: {e}")))?;
         let index = load_index(&meta);
-        let kv = crate::SledKv::new(db.open_tree("kv")?);
+        let kv = crate::SledKv::new(db.open_tree("kv")?, settings.kv)?;
         kv.sweep()?;
         Ok(Arc::new(SledSpool {
             kv,
-            committer: Committer::new(db.clone()),
-            db,
+            committer: Committer::new(db, disk),
             meta,
             content,
             index: Mutex::new(index),
             ids: IdGenerator::default(),
             wake: watch::Sender::new(0),
             closed: AtomicBool::new(false),
+            settings,
         }))
     }
 
@@ -98,20 +107,26 @@ impl SledSpool {
         self.committer.flush_count()
     }
 
-    fn lock_index(&self) -> MutexGuard<'_, DueIndex> {
+    /// How many times sled's log was fdatasynced and how many blob files (large values, in
+    /// `<dir>/blobs/`) were fsynced, since open (for tests and metrics).
+    pub fn sync_counts(&self) -> (u64, u64) {
+        self.committer.sync_counts()
+    }
+
+    pub(crate) fn lock_index(&self) -> MutexGuard<'_, DueIndex> {
         // The guarded data stays consistent even if a holder panicked: every update is a
         // single `set`.
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes every write so far durable, sharing the fsync with concurrent submits.
-    fn flush(&self) -> Result<(), QueueError> {
+    pub(crate) fn flush(&self) -> Result<(), QueueError> {
         self.committer
             .commit_blocking()
             .map_err(QueueError::Storage)
     }
 
-    fn wake_runners(&self) {
+    pub(crate) fn wake_runners(&self) {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -122,6 +137,26 @@ impl SledSpool {
         self.content.insert(key, content)?;
         self.meta.insert(key, encode(msg)?)?;
         Ok(())
+    }
+
+    /// Deletes a message and its content, not yet durably.
+    fn unlink(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let mut index = self.lock_index();
+        let key = id.0.as_bytes();
+        // Metadata first: a crash in between leaves orphan content, cleaned at open.
+        let existed = self.meta.remove(key)?.is_some();
+        self.content.remove(key)?;
+        index.set(id, None);
+        index.set_held(id, None);
+        Ok(existed)
+    }
+
+    /// [`Spool::remove`] for async callers: waits for the group commit without blocking a
+    /// runtime thread.
+    pub(crate) async fn remove_async(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let existed = self.unlink(id)?;
+        self.committer.commit().await.map_err(QueueError::Storage)?;
+        Ok(existed)
     }
 
     /// Drops a message whose submission did not complete (best effort, not flushed): the
@@ -171,13 +206,19 @@ impl Intake for SledSpool {
         id: &QueueId,
         envelope: &Envelope,
         content: &[u8],
-        _options: &corvid_types::SubmitOptions,
+        options: &corvid_types::SubmitOptions,
     ) -> Result<(), IntakeError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(IntakeError::Closed);
         }
         let now = unix_secs(SystemTime::now());
-        let msg = QueuedMessage::new(id.clone(), envelope.clone(), content.len() as u64, now);
+        let mut msg = QueuedMessage::new(id.clone(), envelope.clone(), content.len() as u64, now);
+        msg.trusted_client = options.trusted_client;
+        msg.is_report = crate::dsn::is_delivery_report(content);
+        if let Some(reason) = &options.hold {
+            msg.quarantined = Some(reason.clone());
+            msg.held_at = Some(now);
+        }
         let mut guard = SubmitGuard {
             spool: self,
             id,
@@ -190,7 +231,14 @@ impl Intake for SledSpool {
             .await
             .map_err(IntakeError::Storage)?;
         guard.armed = false;
-        self.lock_index().set(id, msg.next_due());
+        {
+            let mut index = self.lock_index();
+            index.set(id, msg.next_due());
+            index.set_held(id, msg.held_at);
+        }
+        if let Some(reason) = &msg.quarantined {
+            tracing::info!(queue_id = %id, reason = %crate::hold::printable(reason), "message held");
+        }
         self.wake_runners();
         Ok(())
     }
@@ -228,6 +276,15 @@ impl Spool for SledSpool {
             if !self.meta.contains_key(key)? {
                 return Err(QueueError::NotFound(msg.id.clone()));
             }
+            // Held while delivery had its copy: the hold stays.
+            let held;
+            let msg = match (index.held_since(&msg.id), &msg.quarantined) {
+                (Some(since), None) => {
+                    held = crate::hold::keep_hold(self, msg, since)?;
+                    &held
+                }
+                _ => msg,
+            };
             self.meta.insert(key, encode(msg)?)?;
             index.set(&msg.id, msg.next_due());
         }
@@ -235,15 +292,7 @@ impl Spool for SledSpool {
     }
 
     fn remove(&self, id: &QueueId) -> Result<bool, QueueError> {
-        let existed = {
-            let mut index = self.lock_index();
-            let key = id.0.as_bytes();
-            // Metadata first: a crash in between leaves orphan content, cleaned at open.
-            let existed = self.meta.remove(key)?.is_some();
-            self.content.remove(key)?;
-            index.set(id, None);
-            existed
-        };
+        let existed = self.unlink(id)?;
         self.flush()?;
         Ok(existed)
     }
@@ -265,105 +314,17 @@ impl Spool for SledSpool {
     }
 
     async fn sync(&self) -> Result<(), QueueError> {
-        self.db.flush_async().await?;
-        Ok(())
+        // The same durable flush as a submit's (log fdatasync, blob and directory fsyncs).
+        self.committer.commit().await.map_err(QueueError::Storage)
     }
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
-}
 
-/// How long `open` waits for a database this process just closed.
-const REOPEN_PATIENCE: Duration = Duration::from_secs(3);
-
-/// Opens the database. Durability comes from our explicit flushes only (see `commit`), so
-/// sled's periodic background flush is switched off.
-///
-/// sled locks the directory (`flock`) and its internal thread pool may hold the file for a few
-/// milliseconds after the last handle is dropped; reopening in the same process (tests, a
-/// reload) then sees the lock taken. Another process holding it fails after the wait too.
-/// sled's page cache; its default (1 GiB) would let a busy server grow far beyond what a
-/// queue of messages in flight needs.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
-fn open_db(dir: &Path) -> Result<sled::Db, QueueError> {
-    let started = Instant::now();
-    loop {
-        match sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-        {
-            Err(sled::Error::Io(e)) if is_lock_busy(&e) && started.elapsed() < REOPEN_PATIENCE => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return Ok(other?),
-        }
+    fn dsn_policy(&self) -> crate::dsn::DsnPolicy {
+        self.settings.dsn
     }
-}
-
-/// sled 0.34.7 (pinned) reports a taken lock only as an `Other` error with this text.
-fn is_lock_busy(e: &io::Error) -> bool {
-    e.to_string().starts_with("could not acquire lock")
-}
-
-fn encode(msg: &QueuedMessage) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(msg).map_err(|e| QueueError::Encode {
-        id: msg.id.clone(),
-        reason: e.to_string(),
-    })
-}
-
-fn decode(key: &[u8], value: &[u8]) -> Result<QueuedMessage, QueueError> {
-    serde_json::from_slice(value).map_err(|e| QueueError::Corrupt {
-        id: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
-}
-
-/// Builds the schedule from what is on disk. Unreadable records are logged and left alone.
-fn load_index(meta: &sled::Tree) -> DueIndex {
-    let mut index = DueIndex::default();
-    for item in meta.iter() {
-        let decoded = item
-            .map_err(QueueError::from)
-            .and_then(|(k, v)| decode(&k, &v));
-        match decoded {
-            Ok(msg) => index.set(&msg.id, msg.next_due()),
-            Err(e) => tracing::error!(error = %e, "unreadable queue entry at open"),
-        }
-    }
-    index
-}
-
-/// Deletes messages with no recipient left to attempt: left by a crash between recording the
-/// last outcome and removing the message.
-fn remove_finished(meta: &sled::Tree, content: &sled::Tree) -> Result<(), QueueError> {
-    for item in meta.iter() {
-        let (key, value) = item?;
-        if let Ok(msg) = decode(&key, &value) {
-            if !msg.has_pending() {
-                tracing::info!(queue_id = %msg.id, "removing finished message left by an interrupted run");
-                meta.remove(&key)?;
-                content.remove(&key)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Deletes content with no metadata: left by a crash in the middle of a submit or remove.
-fn remove_orphan_content(meta: &sled::Tree, content: &sled::Tree) -> Result<(), QueueError> {
-    for key in content.iter().keys() {
-        let key = key?;
-        if !meta.contains_key(&key)? {
-            tracing::warn!(queue_id = %String::from_utf8_lossy(&key), "removing orphan content");
-            content.remove(&key)?;
-        }
-    }
-    Ok(())
 }
 
 /// ETRN (RFC 1985): a queue run for one domain, or with `@` for it and its subdomains.

@@ -54,4 +54,10 @@ pub trait Spool: Send + Sync {
 
     /// Refuses further submissions (they get `IntakeError::Closed`); used at shutdown.
     fn close(&self);
+
+    /// The limits on the DSNs composed for this spool's messages (`[dsn]`): who gets success
+    /// reports and how much of the original goes back.
+    fn dsn_policy(&self) -> crate::dsn::DsnPolicy {
+        crate::dsn::DsnPolicy::default()
+    }
 }

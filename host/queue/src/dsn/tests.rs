@@ -41,6 +41,7 @@ fn ctx() -> DsnContext<'static> {
         dsn_id: "0DSN",
         now: crate::from_unix_secs(2_000),
         retry_until: Some(500_000),
+        policy: DsnPolicy::default(),
     }
 }
 
@@ -249,6 +250,7 @@ fn success_notices_only_when_asked_and_ours_to_send() {
     deliver(&mut m, 1, SuccessReport::Relayed);
     deliver(&mut m, 2, SuccessReport::None);
     deliver(&mut m, 3, SuccessReport::Delivered);
+    m.trusted_client = true;
     let reports = due_reports(&m, 2_000, None);
     assert_eq!(
         reports,
