@@ -70,9 +70,13 @@ impl Conn {
                 })?;
                 let done = builder.push(&line).map_err(|e| ClientError::Protocol {
                     stage,
-                    detail: e.to_string(),
+                    detail: super::sanitize::peer_text(&e.to_string()),
                 })?;
-                if let Some(reply) = done {
+                if let Some(mut reply) = done {
+                    // Peer text is made safe once, here, before any log, DSN or record.
+                    for line in &mut reply.lines {
+                        *line = super::sanitize::peer_text(line);
+                    }
                     return Ok(reply);
                 }
             }

@@ -3,6 +3,7 @@
 
 mod conn;
 mod error;
+mod sanitize;
 mod session;
 pub mod tls;
 mod transaction;
