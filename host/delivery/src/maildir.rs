@@ -4,12 +4,19 @@
 //! write the message under a unique name in `tmp/`, fsync it, rename it into `new/`, and fsync
 //! `new/` so the rename itself survives a crash. A reader never sees a partial file because
 //! `rename(2)` is atomic within a file system.
+//!
+//! Nothing below the mail root is followed through a symlink: directories are opened one
+//! component at a time with `O_NOFOLLOW`, the message file is created with `O_EXCL` and
+//! `O_NOFOLLOW`, and names are resolved relative to those directories (`openat`, `renameat`),
+//! so a link planted by a mailbox owner cannot make the server write elsewhere.
 
 use crate::DeliveryError;
 use corvid_types::Address;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::ffi::CString;
+use std::fs::{DirBuilder, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -39,50 +46,177 @@ pub fn deliver(
 ) -> Result<PathBuf, DeliveryError> {
     let maildir = maildir_path(root, mailbox)?;
     check_component(queue_id)?;
-    ensure_maildir(&maildir)?;
+    let dirs = Dirs::open(root, mailbox)?;
     let size = content_prefix.len() + content.len();
     let name = format!("{arrived_at}.Q{queue_id}.{},S={size}", hostname());
     let new = maildir.join("new").join(&name);
-    if let Some(existing) = already_delivered(&maildir, &name) {
-        return Ok(existing);
+    if dirs.is_file(&dirs.new, &name) {
+        return Ok(new);
+    }
+    for seen in [format!("{name}:2,"), format!("{name}:2,S")] {
+        if dirs.is_file(&dirs.cur, &seen) {
+            return Ok(maildir.join("cur").join(seen));
+        }
     }
     let tmp = maildir.join("tmp").join(&name);
-    // A leftover tmp file of an interrupted attempt is overwritten, never delivered.
-    let mut written = write_synced(&tmp, content_prefix, content);
-    if matches!(&written, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-        // The Maildir was removed since it was created: make it again and retry once.
-        forget_maildir(&maildir);
-        ensure_maildir(&maildir)?;
-        written = write_synced(&tmp, content_prefix, content);
-    }
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+    let cname = cstring(&name)?;
+    // A leftover of an interrupted attempt (or anything planted under this name, a symlink
+    // included) is unlinked, never written through: the file is then made with O_EXCL and
+    // O_NOFOLLOW, so a link that reappears in between makes the open fail.
+    // SAFETY: valid directory descriptor and NUL-terminated name.
+    unsafe { libc::unlinkat(dirs.tmp.as_raw_fd(), cname.as_ptr(), 0) };
+    if let Err(e) = write_synced(&dirs.tmp, &cname, content_prefix, content) {
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dirs.tmp.as_raw_fd(), cname.as_ptr(), 0) };
         return Err(DeliveryError::io("write", tmp, e));
     }
-    if let Err(e) = std::fs::rename(&tmp, &new) {
-        let _ = std::fs::remove_file(&tmp);
+    // renameat(2) replaces a name in new/ without following it, and both ends are the
+    // directories opened without following symlinks.
+    // SAFETY: valid descriptors and NUL-terminated names.
+    let rc = unsafe {
+        libc::renameat(
+            dirs.tmp.as_raw_fd(),
+            cname.as_ptr(),
+            dirs.new.as_raw_fd(),
+            cname.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dirs.tmp.as_raw_fd(), cname.as_ptr(), 0) };
         return Err(DeliveryError::io("rename", new, e));
     }
-    sync_dir(&maildir.join("new"))?;
+    File::from(dirs.new)
+        .sync_all()
+        .map_err(|e| DeliveryError::io("fsync", maildir.join("new"), e))?;
     Ok(new)
 }
 
-fn already_delivered(maildir: &Path, name: &str) -> Option<PathBuf> {
-    let candidates = [
-        maildir.join("new").join(name),
-        maildir.join("cur").join(format!("{name}:2,")),
-        maildir.join("cur").join(format!("{name}:2,S")),
-    ];
-    candidates.into_iter().find(|p| p.exists())
+fn cstring(name: &str) -> Result<CString, DeliveryError> {
+    CString::new(name).map_err(|_| DeliveryError::BadMailbox {
+        name: name.to_string(),
+        reason: "contains NUL",
+    })
 }
 
-fn write_synced(path: &Path, prefix: &[u8], content: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(path)?;
+/// The Maildir's `tmp/`, `new/` and `cur/`, each reached from the mail root one component at
+/// a time with `O_NOFOLLOW`: a symlink anywhere below the root (a domain, a user, `Maildir`
+/// or one of its subdirectories) makes the delivery fail instead of writing elsewhere.
+struct Dirs {
+    tmp: OwnedFd,
+    new: OwnedFd,
+    cur: OwnedFd,
+}
+
+impl Dirs {
+    fn open(root: &Path, mailbox: &Address) -> Result<Dirs, DeliveryError> {
+        // The root itself is the administrator's choice and may be a symlink.
+        let root_fd: OwnedFd = File::open(root)
+            .or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => {
+                    DirBuilder::new()
+                        .recursive(true)
+                        .mode(DIR_MODE)
+                        .create(root)?;
+                    File::open(root)
+                }
+                _ => Err(e),
+            })
+            .map_err(|e| DeliveryError::io("open", root, e))?
+            .into();
+        let mut path = root.to_path_buf();
+        let mut dir = root_fd;
+        for part in [mailbox.domain.as_str(), mailbox.local.as_str(), "Maildir"] {
+            path.push(part);
+            dir = open_dir(&dir, part, &path)?;
+        }
+        let sub = |name: &str| open_dir(&dir, name, &path.join(name));
+        Ok(Dirs {
+            tmp: sub("tmp")?,
+            new: sub("new")?,
+            cur: sub("cur")?,
+        })
+    }
+
+    /// A regular file (not a symlink) named `name` in `dir`.
+    fn is_file(&self, dir: &OwnedFd, name: &str) -> bool {
+        let Ok(cname) = CString::new(name) else {
+            return false;
+        };
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name, `st` valid for writes.
+        let rc = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+    }
+}
+
+/// Opens (creating it 0700 when missing, and fsyncing the parent that gained the entry) the
+/// directory `name` in `parent`, never following a symlink.
+fn open_dir(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, DeliveryError> {
+    let cname = cstring(name)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let open = || {
+        // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
+        let fd = unsafe { libc::openat(parent.as_raw_fd(), cname.as_ptr(), flags) };
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: a fresh descriptor that nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+    };
+    match open() {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(DeliveryError::io("open", path, e))
+        }
+        Err(_) => {}
+    }
+    // SAFETY: valid descriptor and NUL-terminated name.
+    let rc = unsafe { libc::mkdirat(parent.as_raw_fd(), cname.as_ptr(), DIR_MODE as libc::mode_t) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(DeliveryError::io("create", path, e));
+        }
+    } else {
+        // The new entry must survive a crash along with the message written into it.
+        let dup = parent
+            .try_clone()
+            .map_err(|e| DeliveryError::io("fsync", path, e))?;
+        File::from(dup)
+            .sync_all()
+            .map_err(|e| DeliveryError::io("fsync", path, e))?;
+    }
+    open().map_err(|e| DeliveryError::io("open", path, e))
+}
+
+/// Creates `name` in `dir` exclusively (O_EXCL, O_NOFOLLOW), writes and fsyncs it.
+fn write_synced(dir: &OwnedFd, name: &CString, prefix: &[u8], content: &[u8]) -> io::Result<()> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
+            FILE_MODE as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
     file.write_all(prefix)?;
     file.write_all(content)?;
     file.sync_all()
@@ -116,71 +250,6 @@ fn check_component(name: &str) -> Result<(), DeliveryError> {
         name: name.to_string(),
         reason,
     })
-}
-
-/// Maildirs known to exist, so that a delivery does not pay three failing `mkdir` calls.
-/// Bounded: past this many it is simply cleared (the cost is only those `mkdir` calls again).
-const KNOWN_MAILDIRS: usize = 100_000;
-
-type Known = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
-
-fn known_maildirs() -> &'static Known {
-    static KNOWN: OnceLock<Known> = OnceLock::new();
-    KNOWN.get_or_init(Default::default)
-}
-
-fn forget_maildir(maildir: &Path) {
-    known_maildirs()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(maildir);
-}
-
-fn ensure_maildir(maildir: &Path) -> Result<(), DeliveryError> {
-    let known = known_maildirs();
-    if known
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(maildir)
-    {
-        return Ok(());
-    }
-    for sub in ["tmp", "new", "cur"] {
-        ensure_dir(&maildir.join(sub))?;
-    }
-    let mut set = known.lock().unwrap_or_else(|p| p.into_inner());
-    if set.len() >= KNOWN_MAILDIRS {
-        set.clear();
-    }
-    set.insert(maildir.to_path_buf());
-    Ok(())
-}
-
-/// Creates `dir` (and missing parents) with mode 0700, fsyncing each parent that gained an
-/// entry, so that a freshly created Maildir survives a crash along with the message in it.
-fn ensure_dir(dir: &Path) -> Result<(), DeliveryError> {
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
-        Ok(()) => match dir.parent() {
-            Some(parent) => sync_dir(parent),
-            None => Ok(()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
-            Some(parent) if parent != dir => {
-                ensure_dir(parent)?;
-                ensure_dir(dir)
-            }
-            _ => Err(DeliveryError::io("create", dir, e)),
-        },
-        Err(e) => Err(DeliveryError::io("create", dir, e)),
-    }
-}
-
-/// fsync on a directory makes its entries (a rename, a new subdirectory) durable.
-fn sync_dir(dir: &Path) -> Result<(), DeliveryError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DeliveryError::io("fsync", dir, e))
 }
 
 fn hostname() -> &'static str {

@@ -137,3 +137,70 @@ fn deliver_once_is_idempotent_per_message_and_mailbox() {
     assert_eq!(std::fs::read_dir(&new_dir).unwrap().count(), 1);
     assert!(deliver(root.path(), &mb, "../x", 1, b"", b"").is_err());
 }
+
+/// The file name `deliver` uses for a message.
+fn file_name(queue_id: &str, arrived_at: u64, size: usize) -> String {
+    format!("{arrived_at}.Q{queue_id}.{},S={size}", hostname())
+}
+
+#[test]
+fn a_symlink_planted_in_tmp_or_new_is_not_written_through() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let mb = alice();
+    // Make the Maildir, then plant links under the names the next deliveries will use.
+    deliver(root.path(), &mb, "FIRST", 1, b"", b"x").unwrap();
+    let md = root.path().join("example.test/alice/Maildir");
+    let in_tmp = file_name("TMP1", 7, 5);
+    symlink(&victim, md.join("tmp").join(&in_tmp)).unwrap();
+    let in_new = file_name("NEW1", 7, 5);
+    symlink(&victim, md.join("new").join(&in_new)).unwrap();
+
+    let a = deliver(root.path(), &mb, "TMP1", 7, b"", b"hello").unwrap();
+    let b = deliver(root.path(), &mb, "NEW1", 7, b"", b"hello").unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    for p in [&a, &b] {
+        let meta = std::fs::symlink_metadata(p).unwrap();
+        assert!(meta.file_type().is_file(), "{}", p.display());
+        assert_eq!(std::fs::read(p).unwrap(), b"hello");
+    }
+    assert!(std::fs::symlink_metadata(md.join("tmp").join(&in_tmp)).is_err());
+}
+
+#[test]
+fn symlinked_maildir_directories_are_not_followed() {
+    use std::os::unix::fs::symlink;
+    for (link_at, what) in [
+        ("example.test/alice/Maildir/new", "new/"),
+        ("example.test/alice/Maildir/tmp", "tmp/"),
+        ("example.test/alice", "the user directory"),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(outside.path().join(sub)).unwrap();
+        }
+        let md = root.path().join("example.test/alice/Maildir");
+        std::fs::create_dir_all(&md).unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        let link = root.path().join(link_at);
+        std::fs::remove_dir_all(&link).unwrap();
+        symlink(outside.path(), &link).unwrap();
+        let err = deliver(root.path(), &alice(), "Q9", 1, b"", b"x").unwrap_err();
+        assert!(
+            matches!(err.outcome(), crate::Outcome::Transient(_)),
+            "{what}: {err}"
+        );
+        let top = std::fs::read_dir(outside.path()).unwrap().count();
+        assert_eq!(top, 3, "{what}: something was created through the link");
+        for sub in ["tmp", "new", "cur"] {
+            let n = std::fs::read_dir(outside.path().join(sub)).unwrap().count();
+            assert_eq!(n, 0, "{what}: written through the link into {sub}");
+        }
+    }
+}
