@@ -4,6 +4,7 @@
 //! Spool access and Maildir writes block on disk, so they run on blocking threads; network
 //! delivery runs on the runtime. The destinations of one message are served concurrently.
 
+use crate::content::LazyContent;
 use crate::remote::Remote;
 use crate::route::{self, Destination, NextHop, Router};
 use crate::{lifecycle, notify};
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// What every attempt needs.
@@ -32,6 +34,10 @@ pub(crate) struct Context {
     /// This MTA's name (`Reporting-MTA:`).
     pub(crate) hostname: String,
     pub(crate) delay_warning: Option<Duration>,
+    /// Local delivery's permits, apart from the remote ones (in [`Remote`]).
+    pub(crate) local_permits: Arc<Semaphore>,
+    /// More `Received:` fields than this: a loop (RFC 5321 6.3).
+    pub(crate) max_hops: usize,
 }
 
 /// Runs a blocking spool or file operation off the runtime's threads.
@@ -48,25 +54,24 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// Attempts every due recipient of message `id` and records the outcomes durably.
+///
+/// Reading, routing and local delivery run under a local permit; each remote destination
+/// takes its own slot and a remote permit inside [`Remote::deliver`], after the local permit
+/// is given back. A slow remote MX therefore never holds a permit Maildir delivery needs.
 pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
+    // The semaphore is never closed.
+    let Ok(local_permit) = Arc::clone(&ctx.local_permits).acquire_owned().await else {
+        return;
+    };
     let now = unix_secs(SystemTime::now());
     let spool = Arc::clone(&ctx.spool);
     let read_id = id.clone();
-    let Some(read) = blocking(move || {
-        let msg = spool.get(&read_id)?;
-        let content = match &msg {
-            Some(_) => spool.content(&read_id)?,
-            None => None,
-        };
-        Ok::<_, QueueError>((msg, content))
-    })
-    .await
-    else {
+    let Some(read) = blocking(move || spool.get(&read_id)).await else {
         return;
     };
-    let (mut msg, content) = match read {
-        Ok((Some(msg), content)) => (msg, content),
-        Ok((None, _)) => return,
+    let mut msg = match read {
+        Ok(Some(msg)) => msg,
+        Ok(None) => return,
         Err(e) => return tracing::error!(queue_id = %id, error = %e, "cannot read message"),
     };
     // The message may have been handled since the runner listed it.
@@ -84,36 +89,46 @@ pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
             }
         }
     }
-    let Some(content) = content.map(Arc::new) else {
-        let missing = Outcome::Permanent("5.3.0 queued content is missing".into());
-        let observed = lifecycle::Observed::of(&ctx);
-        return finish(&ctx, observed, msg, uniform(&due, missing), &[], now).await;
-    };
+    let content = Arc::new(LazyContent::new(Arc::clone(&ctx.spool), id, ctx.max_hops));
     let observed = lifecycle::Observed::of(&ctx);
     let local_only = groups.iter().all(|(d, _)| d.hop == NextHop::Local);
     if local_only && !observed.any() {
-        // Local only: write, apply and record on one blocking thread, so that the time
-        // between a Maildir rename and the spool update (where a crash makes a duplicate)
-        // stays as short as possible.
-        let c = Arc::clone(&ctx);
-        let body = Arc::clone(&content);
-        let left = blocking(move || {
-            let reports = local::deliver(&c.directory, &c.maildir_root, &msg, &due, &body);
-            apply(&mut msg, &reports, &c.schedule, now);
-            if !dsn::due_reports(&msg, now, c.delay_warning).is_empty() {
-                return Some(msg);
-            }
-            dsn::mark_reported(&mut msg, &[]);
-            record_now(c.spool.as_ref(), &msg);
-            None
-        })
-        .await;
-        let Some(Some(mut msg)) = left else { return };
-        notify::send_reports(&ctx, &mut msg, &content, now).await;
-        return record(&ctx, msg).await;
+        if let Ok(body) = content.for_delivery().await {
+            return local_only_fast(&ctx, msg, due, body, now).await;
+        }
     }
-    let reports = deliver_groups(&ctx, &msg, groups, Arc::clone(&content)).await;
-    finish(&ctx, observed, msg, reports, &content, now).await;
+    drop(local_permit);
+    let reports = deliver_groups(&ctx, &msg, groups, &content).await;
+    let body = content.get().await.unwrap_or_default();
+    finish(&ctx, observed, msg, reports, &body, now).await;
+}
+
+/// Local only: write, apply and record on one blocking thread, so that the time between a
+/// Maildir rename and the spool update (where a crash makes a duplicate) stays as short as
+/// possible.
+async fn local_only_fast(
+    ctx: &Arc<Context>,
+    mut msg: QueuedMessage,
+    due: Vec<usize>,
+    content: Arc<Vec<u8>>,
+    now: u64,
+) {
+    let c = Arc::clone(ctx);
+    let body = Arc::clone(&content);
+    let left = blocking(move || {
+        let reports = local::deliver(&c.directory, &c.maildir_root, &msg, &due, &body);
+        apply(&mut msg, &reports, &c.schedule, now);
+        if !dsn::due_reports(&msg, now, c.delay_warning).is_empty() {
+            return Some(msg);
+        }
+        dsn::mark_reported(&mut msg, &[]);
+        record_now(c.spool.as_ref(), &msg);
+        None
+    })
+    .await;
+    let Some(Some(mut msg)) = left else { return };
+    notify::send_reports(ctx, &mut msg, &content, now).await;
+    record(ctx, msg).await
 }
 
 /// Consults the policy about the outcomes, writes them, sends the DSNs due and records.
@@ -168,7 +183,7 @@ async fn deliver_groups(
     ctx: &Arc<Context>,
     msg: &QueuedMessage,
     groups: Vec<(Destination, Vec<usize>)>,
-    content: Arc<Vec<u8>>,
+    content: &Arc<LazyContent>,
 ) -> Vec<(usize, RcptReport)> {
     let shared = Arc::new(msg.clone());
     let mut tasks = JoinSet::new();
@@ -177,7 +192,7 @@ async fn deliver_groups(
         let group = idx.clone();
         let ctx = Arc::clone(ctx);
         let msg = Arc::clone(&shared);
-        let content = Arc::clone(&content);
+        let content = Arc::clone(content);
         let handle = tasks.spawn(async move {
             if dest.hop == NextHop::Discard {
                 tracing::info!(queue_id = %msg.id, recipients = idx.len(), "dropped by a route decision");
@@ -189,6 +204,14 @@ async fn deliver_groups(
                 return reports;
             }
             if dest.hop == NextHop::Local {
+                // Local delivery's own permits (never closed).
+                let Ok(_permit) = Arc::clone(&ctx.local_permits).acquire_owned().await else {
+                    return Vec::new();
+                };
+                let content = match content.for_delivery().await {
+                    Ok(c) => c,
+                    Err(outcome) => return uniform(&idx, outcome),
+                };
                 let fallback = idx.clone();
                 let c = Arc::clone(&ctx);
                 let done = blocking(move || {

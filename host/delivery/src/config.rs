@@ -22,6 +22,10 @@ pub struct DeliveryConfig {
     /// authenticated way to know the right name without DANE/MTA-STS); it only protects
     /// against passive eavesdropping. A route with `require_tls` insists on TLS.
     pub opportunistic_tls: bool,
+    /// Deliver to MX hosts that resolve to loopback addresses (RFC 3463 X.4.6 otherwise: such
+    /// mail would most likely loop). For tests with peers on 127.0.0.1; a route naming a host
+    /// is never checked.
+    pub allow_loopback_mx: bool,
     /// Connect to IPv6 addresses of MX hosts too (tried before IPv4).
     pub ipv6: bool,
     /// At most this many MX host addresses are tried per attempt (Postfix's
@@ -30,6 +34,10 @@ pub struct DeliveryConfig {
     /// Sessions open at once to one destination (a domain's MX set, a smart host, an LMTP
     /// server).
     pub max_connections_per_destination: usize,
+    /// The remote delivery permits (`queue.delivery_concurrency`) one destination may hold at
+    /// once; the others stay free for other destinations, and local delivery has permits of
+    /// its own (Postfix's `default_destination_concurrency_limit`).
+    pub max_per_destination: usize,
     /// A session stays open this long after a message for reuse by the next one to the same
     /// destination; 0 closes it at once.
     #[serde(with = "humantime_serde")]
@@ -53,9 +61,11 @@ impl Default for DeliveryConfig {
             smtp_port: 25,
             helo_name: None,
             opportunistic_tls: true,
+            allow_loopback_mx: false,
             ipv6: true,
             max_mx_addresses: 5,
             max_connections_per_destination: 10,
+            max_per_destination: 4,
             connection_reuse_time: Duration::from_secs(2),
             max_messages_per_connection: 100,
             delay_warning: Duration::from_secs(4 * 3600),

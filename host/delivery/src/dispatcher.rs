@@ -4,11 +4,13 @@ use crate::attempt::{self, Context};
 use crate::client::tls;
 use crate::config::DeliveryConfig;
 use crate::dns::Dns;
+use crate::loops::DEFAULT_MAX_HOPS;
 use crate::remote::Remote;
 use crate::route::Router;
 use corvid_queue::{RetrySchedule, Spool};
 use corvid_types::{DeliveryPolicy, Directory, Intake, QueueId};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -20,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// The longest the runner sleeps without looking at the queue, by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Messages in progress at once (reading, routing, waiting for a slot or delivering), like
+/// Postfix's `qmgr_message_active_limit`. The content is read only under a permit, so a
+/// waiting message costs its envelope and state only.
+const MAX_ACTIVE: usize = 10_000;
 /// How long a stopping runner waits for attempts in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -35,6 +41,8 @@ pub struct Dispatcher {
     dns: Option<Arc<dyn Dns>>,
     concurrency: usize,
     poll_interval: Duration,
+    listening: Vec<SocketAddr>,
+    max_hops: usize,
 }
 
 impl Dispatcher {
@@ -56,6 +64,8 @@ impl Dispatcher {
             dns: None,
             concurrency: DEFAULT_CONCURRENCY,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            listening: Vec::new(),
+            max_hops: DEFAULT_MAX_HOPS,
         }
     }
 
@@ -91,9 +101,24 @@ impl Dispatcher {
         self
     }
 
-    /// How many messages may be in delivery at once (at least 1).
+    /// How many deliveries may run at once (at least 1): local delivery has this many permits,
+    /// and remote delivery as many of its own.
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// The addresses this server's listeners are bound to: an MX resolving to one of them is a
+    /// mail loop and is never connected to.
+    pub fn with_listening_addrs(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.listening = addrs.into_iter().collect();
+        self
+    }
+
+    /// A message with more `Received:` fields than this bounces (5.4.6) instead of being
+    /// delivered (default [`DEFAULT_MAX_HOPS`]).
+    pub fn with_max_hops(mut self, n: usize) -> Self {
+        self.max_hops = n;
         self
     }
 
@@ -119,7 +144,14 @@ impl Dispatcher {
         let delay_warning = Some(self.config.delay_warning).filter(|d| !d.is_zero());
         let ctx = Context {
             router: Router::new(self.config.routes.clone(), Arc::clone(&self.directory)),
-            remote: Remote::new(self.config, helo, tls_config, self.dns),
+            remote: Remote::new(
+                self.config,
+                helo,
+                tls_config,
+                self.dns,
+                self.concurrency,
+                self.listening,
+            ),
             spool: self.spool,
             directory: self.directory,
             maildir_root: self.maildir_root,
@@ -128,6 +160,8 @@ impl Dispatcher {
             intake: self.intake,
             hostname: self.hostname,
             delay_warning,
+            local_permits: Arc::new(Semaphore::new(self.concurrency)),
+            max_hops: self.max_hops,
         };
         Some((Arc::new(ctx), self.concurrency, self.poll_interval))
     }
@@ -143,7 +177,7 @@ impl Dispatcher {
         let runner = Runner { ctx, poll_interval };
         let mut wake = runner.ctx.spool.subscribe();
         let mut wake_open = true;
-        let permits = Arc::new(Semaphore::new(concurrency));
+        let permits = Arc::new(Semaphore::new(MAX_ACTIVE));
         let mut running = Running::default();
         tracing::info!(concurrency, "delivery dispatcher started");
         while runner.start_due(&permits, &mut running, &shutdown).await {

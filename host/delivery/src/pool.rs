@@ -3,7 +3,13 @@
 //!
 //! The cap counts sessions in use; an idle session waiting for reuse does not hold a slot (it
 //! is closed after `reuse_time`), so a burst can briefly have `limit` busy plus a few idle
-//! connections. Destinations are remembered for the life of the process (a few bytes each).
+//! connections. The per-destination slot is taken *before* one of the shared remote permits
+//! (see `remote.rs`), so messages queued behind a slow destination wait here without holding
+//! a permit other destinations could use (Postfix's per-destination concurrency limit).
+//!
+//! A destination's entry lives while someone uses or waits for it, or an idle session is
+//! kept; entries with none of these are pruned when the map has grown to twice its size after
+//! the last pruning, so the map stays bounded by the destinations in use.
 
 use crate::client::Session;
 use crate::route::Destination;
@@ -14,12 +20,20 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Idle sessions kept per destination at most.
 const MAX_IDLE: usize = 4;
+/// The map is never pruned below this many entries (pruning is a walk over all of them).
+const MIN_PRUNE: usize = 256;
 
 pub(crate) struct Pool {
     limit: usize,
     reuse_time: Duration,
     max_messages: usize,
-    slots: Mutex<HashMap<Destination, Arc<Slot>>>,
+    slots: Mutex<Slots>,
+}
+
+struct Slots {
+    map: HashMap<Destination, Arc<Slot>>,
+    /// Prune when the map reaches this size.
+    prune_at: usize,
 }
 
 struct Slot {
@@ -44,19 +58,39 @@ impl Pool {
             limit: limit.max(1),
             reuse_time,
             max_messages: max_messages.max(1),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                map: HashMap::new(),
+                prune_at: MIN_PRUNE,
+            }),
         })
     }
 
     fn slot(&self, dest: &Destination) -> Arc<Slot> {
         let mut slots = lock(&self.slots);
-        let slot = slots.entry(dest.clone()).or_insert_with(|| {
+        if slots.map.len() >= slots.prune_at && !slots.map.contains_key(dest) {
+            let limit = self.limit;
+            // In use: someone holds the entry (waiting, or an idle session's expiry timer), a
+            // lease holds one of its permits, or an idle session is parked in it.
+            slots.map.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || s.sem.available_permits() < limit
+                    || !lock(&s.idle).is_empty()
+            });
+            slots.prune_at = (slots.map.len() * 2).max(MIN_PRUNE);
+        }
+        let slot = slots.map.entry(dest.clone()).or_insert_with(|| {
             Arc::new(Slot {
                 sem: Arc::new(Semaphore::new(self.limit)),
                 idle: Mutex::new(Vec::new()),
             })
         });
         Arc::clone(slot)
+    }
+
+    /// Destinations remembered now (for tests of the pruning).
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        lock(&self.slots).map.len()
     }
 
     /// Waits for a free slot for `dest`; hands over the most recent idle session, if any.
@@ -120,5 +154,31 @@ impl Pool {
 fn close_all(sessions: Vec<Session>) {
     for s in sessions {
         tokio::spawn(s.quit());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::NextHop;
+
+    fn dest(i: usize) -> Destination {
+        Destination::new(NextHop::Mx(format!("d{i}.test")))
+    }
+
+    #[tokio::test]
+    async fn idle_destinations_are_pruned_and_busy_ones_kept() {
+        let pool = Pool::new(1, Duration::ZERO, 10);
+        let held = pool.acquire(&dest(0)).await;
+        for i in 1..5000 {
+            drop(pool.acquire(&dest(i)).await);
+        }
+        assert!(pool.remembered() <= 2 * MIN_PRUNE, "{}", pool.remembered());
+        // The busy entry survived every pruning: its one slot is still taken.
+        let again = tokio::time::timeout(Duration::from_millis(50), pool.acquire(&dest(0))).await;
+        assert!(again.is_err(), "a pruned busy entry gave out a second slot");
+        drop(held);
+        let again = tokio::time::timeout(Duration::from_millis(50), pool.acquire(&dest(0))).await;
+        assert!(again.is_ok());
     }
 }

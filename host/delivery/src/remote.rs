@@ -10,7 +10,9 @@ use crate::client::{
     TransactionResult,
 };
 use crate::config::DeliveryConfig;
+use crate::content::LazyContent;
 use crate::dns::{Dns, DnsError, HickoryDns};
+use crate::loops::LoopGuard;
 use crate::mx::{self, MxOptions};
 use crate::pool::Pool;
 use crate::route::{Destination, HostPort, NextHop};
@@ -22,12 +24,17 @@ use corvid_types::{Envelope, Recipient};
 use rustls::ClientConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
 pub(crate) struct Remote {
     pub(crate) config: DeliveryConfig,
     pub(crate) helo: String,
     pub(crate) tls_config: Arc<ClientConfig>,
     pub(crate) pool: Arc<Pool>,
+    /// The permits all remote destinations share; a destination takes its pool slot (its
+    /// capped share) first, so a destination at its cap waits without holding one.
+    permits: Arc<Semaphore>,
+    loops: LoopGuard,
     /// Made on first use, so that a host without a resolver configuration can still deliver
     /// locally.
     dns: Mutex<Option<Arc<dyn Dns>>>,
@@ -39,9 +46,16 @@ impl Remote {
         helo: String,
         tls_config: Arc<ClientConfig>,
         dns: Option<Arc<dyn Dns>>,
+        permits: usize,
+        listening: Vec<SocketAddr>,
     ) -> Self {
+        let loops = LoopGuard::new(listening, config.allow_loopback_mx);
+        let permits = permits.max(1);
         let pool = Pool::new(
-            config.max_connections_per_destination,
+            config
+                .max_connections_per_destination
+                .min(config.max_per_destination)
+                .min(permits),
             config.connection_reuse_time,
             config.max_messages_per_connection,
         );
@@ -50,6 +64,8 @@ impl Remote {
             helo,
             tls_config,
             pool,
+            permits: Arc::new(Semaphore::new(permits)),
+            loops,
             dns: Mutex::new(dns),
         }
     }
@@ -68,21 +84,30 @@ impl Remote {
     }
 
     /// Delivers `content` to the recipients `rcpts` (index into the message, recipient) at
-    /// `dest`; one report per recipient.
+    /// `dest`; one report per recipient. Waits for the destination's slot, then for one of
+    /// the shared remote permits, and reads the content only then.
     pub(crate) async fn deliver(
         &self,
         dest: &Destination,
         envelope: &Envelope,
         rcpts: &[(usize, &Recipient)],
-        content: &[u8],
+        content: &LazyContent,
     ) -> Vec<(usize, RcptReport)> {
+        let index: Vec<usize> = rcpts.iter().map(|(i, _)| *i).collect();
+        let mut lease = self.pool.acquire(dest).await;
+        // The semaphore is never closed.
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Vec::new();
+        };
+        let content = match content.for_delivery().await {
+            Ok(c) => c,
+            Err(outcome) => return uniform(&index, outcome),
+        };
         let msg = Outbound {
             envelope,
             recipients: rcpts.iter().map(|(_, r)| *r).collect(),
-            content,
+            content: &content,
         };
-        let index: Vec<usize> = rcpts.iter().map(|(i, _)| *i).collect();
-        let mut lease = self.pool.acquire(dest).await;
         if let Some(mut session) = lease.idle.take() {
             match self.precheck(&session, &msg) {
                 Err(outcome) => {
@@ -231,6 +256,7 @@ impl Remote {
             NextHop::Mx(domain) => {
                 let dns = self.dns()?;
                 let c = mx::candidates(dns.as_ref(), domain, opts).await?;
+                let c = self.without_loops(domain, c)?;
                 Ok(c.into_iter()
                     .map(|c| Endpoint::Tcp {
                         host: c.host,
@@ -243,6 +269,35 @@ impl Remote {
             NextHop::Local | NextHop::Discard => Err(Outcome::Transient(
                 "4.3.5 local route given to the network client".into(),
             )),
+        }
+    }
+
+    /// Drops the MX addresses that would loop back here; when none is left, the mail cannot
+    /// be delivered without a loop (RFC 3463 X.4.6, permanent: DNS says so).
+    fn without_loops(
+        &self,
+        domain: &str,
+        candidates: Vec<mx::Candidate>,
+    ) -> Result<Vec<mx::Candidate>, Outcome> {
+        let mut refused = None;
+        let kept: Vec<_> = candidates
+            .into_iter()
+            .filter(|c| match self.loops.refuses(c.addr) {
+                Some(why) => {
+                    tracing::warn!(domain, mx = %c.host, addr = %c.addr, why, "MX refused: mail loop");
+                    refused = Some(format!(
+                        "5.4.6 mail for {domain} loops back: MX {} resolves to {why} ({})",
+                        c.host,
+                        c.addr.ip()
+                    ));
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        match refused {
+            Some(reason) if kept.is_empty() => Err(Outcome::Permanent(reason)),
+            _ => Ok(kept),
         }
     }
 

@@ -6,10 +6,12 @@ use corvid_delivery::DeliveryConfig;
 use corvid_queue::Spool;
 use corvid_types::{Notify, RcptParams, Recipient};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::dns::{serve, Zone};
 use support::peer::{Peer, Script};
 use support::*;
+use tokio::io::AsyncWriteExt;
 
 const BODY: &[u8] = b"Subject: mx test\r\nMessage-ID: <m1@corvid.test>\r\n\r\nhello\r\n";
 
@@ -19,6 +21,8 @@ fn mx_config(dns: SocketAddr, port: u16) -> DeliveryConfig {
     c.nameservers = vec![dns];
     c.smtp_port = port;
     c.ipv6 = false;
+    // The scripted peers listen on loopback.
+    c.allow_loopback_mx = true;
     c
 }
 
@@ -83,7 +87,19 @@ async fn mx_implicit_mx_and_null_mx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_mx_is_tried_when_the_first_is_down() {
     let peer = Peer::start(Script::default()).await;
-    // mx1 points at an address where nothing listens on the port.
+    // mx1 refuses at setup: it answers the connection with 554 and hangs up (RFC 5321 3.1:
+    // the client then tries the next MX). It counts the connections it refused.
+    let refuser = tokio::net::TcpListener::bind(("127.0.0.2", peer.addr.port()))
+        .await
+        .unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&refused);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = refuser.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(b"554 5.3.2 not accepting mail\r\n").await;
+        }
+    });
     let zone = Zone::default()
         .mx("far.test", 10, "mx1.far.test")
         .mx("far.test", 20, "mx2.far.test")
@@ -95,6 +111,11 @@ async fn the_next_mx_is_tried_when_the_first_is_down() {
         .submit(&envelope(Some("bob@corvid.test"), &["x@far.test"]), BODY)
         .await;
     wait_until("delivered", 10, || h.get(&id).is_none()).await;
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "mx1 was tried first, once"
+    );
     assert_eq!(peer.completed().len(), 1);
     h.stop().await;
 }

@@ -68,6 +68,19 @@ impl Harness {
     }
 
     pub fn start_with(config: DeliveryConfig, retry: RetrySchedule) -> Harness {
+        Self::start_full(config, retry, corvid_delivery::DEFAULT_CONCURRENCY)
+    }
+
+    pub fn start_full(config: DeliveryConfig, retry: RetrySchedule, concurrency: usize) -> Harness {
+        Self::start_custom(config, retry, |d| d.with_concurrency(concurrency))
+    }
+
+    /// With the dispatcher adjusted by `adjust` before it starts.
+    pub fn start_custom(
+        config: DeliveryConfig,
+        retry: RetrySchedule,
+        adjust: impl FnOnce(Dispatcher) -> Dispatcher,
+    ) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let spool = SledSpool::open(&tmp.path().join("spool")).unwrap();
         let token = CancellationToken::new();
@@ -78,6 +91,7 @@ impl Harness {
                 .with_hostname("mx.corvid.test")
                 .with_intake(intake)
                 .with_poll_interval(Duration::from_millis(100));
+        let dispatcher = adjust(dispatcher);
         let handle = tokio::spawn(dispatcher.run(token.clone()));
         Harness {
             tmp,

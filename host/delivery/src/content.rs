@@ -1,0 +1,73 @@
+//! A message's content, read from the spool the first time a delivery needs it.
+//!
+//! An attempt waiting for a remote permit holds only the message's envelope and state, not
+//! its content: the content in memory is bounded by the deliveries actually running, not by
+//! the messages queued behind a slow destination.
+
+use crate::attempt::blocking;
+use crate::loops::received_count;
+use crate::Outcome;
+use corvid_queue::Spool;
+use corvid_types::QueueId;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+pub(crate) struct LazyContent {
+    spool: Arc<dyn Spool>,
+    id: QueueId,
+    cell: OnceCell<Result<Arc<Vec<u8>>, Outcome>>,
+    max_hops: usize,
+}
+
+impl LazyContent {
+    pub(crate) fn new(spool: Arc<dyn Spool>, id: QueueId, max_hops: usize) -> Self {
+        LazyContent {
+            spool,
+            id,
+            cell: OnceCell::new(),
+            max_hops,
+        }
+    }
+
+    /// The content, if it may be delivered: a message with more `Received:` fields than
+    /// `max_hops` is looping (RFC 5321 6.3) and fails with RFC 3463's X.4.6.
+    pub(crate) async fn for_delivery(&self) -> Result<Arc<Vec<u8>>, Outcome> {
+        let content = self.get().await?;
+        let hops = received_count(&content);
+        if hops > self.max_hops {
+            tracing::warn!(queue_id = %self.id, hops, max_hops = self.max_hops, "mail loop");
+            return Err(Outcome::Permanent(format!(
+                "5.4.6 routing loop detected: {hops} Received: fields, more than {}",
+                self.max_hops
+            )));
+        }
+        Ok(content)
+    }
+
+    /// The content, read once; a message without content fails permanently (RFC 3463
+    /// X.3.0: nothing can ever be delivered), a read error is transient.
+    pub(crate) async fn get(&self) -> Result<Arc<Vec<u8>>, Outcome> {
+        self.cell
+            .get_or_init(|| async {
+                let spool = Arc::clone(&self.spool);
+                let id = self.id.clone();
+                match blocking(move || spool.content(&id)).await {
+                    Some(Ok(Some(c))) => Ok(Arc::new(c)),
+                    Some(Ok(None)) => {
+                        Err(Outcome::Permanent("5.3.0 queued content is missing".into()))
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(queue_id = %self.id, error = %e, "cannot read content");
+                        Err(Outcome::Transient(
+                            "4.3.0 cannot read queued content".into(),
+                        ))
+                    }
+                    None => Err(Outcome::Transient(
+                        "4.3.0 cannot read queued content".into(),
+                    )),
+                }
+            })
+            .await
+            .clone()
+    }
+}
