@@ -1,8 +1,9 @@
 //! ARC sealing (RFC 8617 section 5.1) of mail that Corvid forwards, for the domains in
 //! `dkim.arc_seal_domains`, with their `[[dkim.key]]` keys.
 
+use crate::map::spf_result;
 use crate::sign::Signer;
-use crate::verify::{org_domain, spf_result};
+use crate::verify::org_domain;
 use crate::{AuthError, Authenticator, KeyAlgorithm, SpfCheck, SpfIdentity};
 use chrono::{DateTime, Utc};
 use mail_auth::arc::ArcSealer;

@@ -18,6 +18,7 @@ mod arc;
 pub mod config;
 pub mod header;
 pub mod keys;
+mod map;
 pub mod policy;
 mod resolver;
 pub mod results;
@@ -51,4 +52,31 @@ pub enum AuthError {
     Sign(String),
     #[error("DNS resolver: {0}")]
     Resolver(String),
+}
+
+pub use chrono::{DateTime, Utc};
+
+/// The text of the DKIM key record at `SELECTOR._domainkey.DOMAIN` (the strings of the first
+/// TXT record joined, RFC 6376 section 3.6.2.2), `None` when there is none. For
+/// `corvid dkim check`.
+pub async fn lookup_dkim_record(
+    cfg: &AuthChecksConfig,
+    domain: &str,
+    selector: &str,
+) -> Result<Option<String>, AuthError> {
+    use mail_auth::hickory_resolver::ResolveErrorKind;
+    let auth = resolver::build(cfg)?;
+    let name = format!("{selector}._domainkey.{}.", domain.trim_end_matches('.'));
+    match auth.resolver().txt_lookup(name).await {
+        Ok(answer) => Ok(answer.iter().next().map(|txt| {
+            txt.txt_data()
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<String>()
+        })),
+        Err(e) if matches!(e.kind(), ResolveErrorKind::Proto(p) if p.is_no_records_found()) => {
+            Ok(None)
+        }
+        Err(e) => Err(AuthError::Resolver(e.to_string())),
+    }
 }
