@@ -31,7 +31,7 @@ impl Authenticator {
         let Some(key) = signer
             .keys
             .iter()
-            .find(|k| signer.arc_seal_domains.iter().any(|d| *d == k.domain) && k.active(now))
+            .find(|k| signer.arc_seal_domains.contains(&k.domain) && k.active(now))
         else {
             return Ok(None);
         };

@@ -90,6 +90,17 @@ impl<K: Hash + Eq, V: Clone> ResolverCache<K, V> for TtlCache<K, V> {
     }
 }
 
+/// `mail-auth` call parameters with our caches.
+pub(crate) type CachedParams<'x, P> = mail_auth::Parameters<
+    'x,
+    P,
+    TtlCache<String, Txt>,
+    TtlCache<String, Arc<Vec<MX>>>,
+    TtlCache<String, Arc<Vec<Ipv4Addr>>>,
+    TtlCache<String, Arc<Vec<Ipv6Addr>>>,
+    TtlCache<IpAddr, Arc<Vec<String>>>,
+>;
+
 /// One cache per record type, as `mail-auth` wants them.
 pub(crate) struct Caches {
     pub txt: TtlCache<String, Txt>,
@@ -111,18 +122,7 @@ impl Caches {
     }
 
     /// `mail-auth` call parameters with every cache attached.
-    pub(crate) fn params<P>(
-        &self,
-        p: P,
-    ) -> mail_auth::Parameters<
-        '_,
-        P,
-        TtlCache<String, Txt>,
-        TtlCache<String, Arc<Vec<MX>>>,
-        TtlCache<String, Arc<Vec<Ipv4Addr>>>,
-        TtlCache<String, Arc<Vec<Ipv6Addr>>>,
-        TtlCache<IpAddr, Arc<Vec<String>>>,
-    > {
+    pub(crate) fn params<P>(&self, p: P) -> CachedParams<'_, P> {
         mail_auth::Parameters::new(p)
             .with_txt_cache(&self.txt)
             .with_mx_cache(&self.mx)
