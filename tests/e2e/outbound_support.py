@@ -322,6 +322,9 @@ def relay_overrides(dns: DnsServer | None = None, smtp_port: int | None = None, 
     to MX hosts on `smtp_port`, short timeouts, and extra [[delivery.route]] tables."""
     d: dict = {
         "ipv6": False,
+        # The receiving peers (Corvid, Postfix, scripted) listen on 127.0.0.1: without this
+        # an MX resolving to loopback is refused as a mail loop (5.4.6).
+        "allow_loopback_mx": True,
         "connection_reuse_time": "1s",
         "timeouts": {"connect": "3s", "greeting": "10s", "command": "10s", "envelope": "10s",
                      "data_init": "10s", "data_block": "10s", "data_end": "20s"},

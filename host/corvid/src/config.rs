@@ -159,6 +159,9 @@ impl Config {
         if self.local.domains.is_empty() {
             bail!("key `local.domain`: at least one local domain is needed");
         }
+        if let Err(e) = self.delivery.check() {
+            bail!("key `delivery`: {e}");
+        }
         let directory = self.directory()?;
         if !matches!(
             directory.lookup_postmaster(),

@@ -107,6 +107,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     dispatcher = dispatcher
         .with_config(config.delivery.clone())
         .with_hostname(config.server.hostname.clone())
+        // An MX resolving to one of these is a mail loop (5.4.6).
+        .with_listening_addrs(server.local_addrs().into_iter().map(|(_, a)| a))
         .with_intake(dsn_intake)
         .with_policy(Arc::new(plugins.host.clone()));
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));

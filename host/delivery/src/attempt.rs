@@ -169,7 +169,14 @@ async fn route_all(
             }
             None => None,
         };
-        let dest = hooked.unwrap_or_else(|| ctx.router.route(addr));
+        let dest = match hooked {
+            // A plugin's route carries no TLS policy: the recipient domain's applies.
+            Some(d) => Destination {
+                tls: ctx.router.domain_tls(&addr.domain_lower()),
+                ..d
+            },
+            None => ctx.router.route(addr),
+        };
         match groups.iter_mut().find(|(d, _)| *d == dest) {
             Some((_, idx)) => idx.push(i),
             None => groups.push((dest, vec![i])),

@@ -1,8 +1,10 @@
 //! The `[delivery]` section of the config: routes, DNS, the SMTP client's timeouts and limits.
 
-use crate::route::RouteEntry;
+use crate::route::{RouteEntry, TlsMode};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How outbound mail is routed and sent. Every key has a default, so the section may be left
@@ -20,7 +22,9 @@ pub struct DeliveryConfig {
     /// Try STARTTLS (RFC 3207) whenever the next hop offers it. The certificate is not
     /// verified in this opportunistic mode (MX certificates rarely match and there is no
     /// authenticated way to know the right name without DANE/MTA-STS); it only protects
-    /// against passive eavesdropping. A route with `require_tls` insists on TLS.
+    /// against passive eavesdropping (whether it verified is logged). A route with
+    /// `require_tls` insists on TLS; `tls = "verify"` (a route's or `tls.domains`) insists on
+    /// a verified certificate.
     pub opportunistic_tls: bool,
     /// Deliver to MX hosts that resolve to loopback addresses (RFC 3463 X.4.6 otherwise: such
     /// mail would most likely loop). For tests with peers on 127.0.0.1; a route naming a host
@@ -49,6 +53,7 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub delay_warning: Duration,
     pub timeouts: Timeouts,
+    pub tls: TlsSettings,
     /// Static routes, looked up by recipient domain (exact match first, then `*`).
     #[serde(rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -70,9 +75,36 @@ impl Default for DeliveryConfig {
             max_messages_per_connection: 100,
             delay_warning: Duration::from_secs(4 * 3600),
             timeouts: Timeouts::default(),
+            tls: TlsSettings::default(),
             routes: Vec::new(),
         }
     }
+}
+
+impl DeliveryConfig {
+    /// What deserializing cannot check: route combinations (`auth` needs `tls = "verify"`)
+    /// and a readable `tls.ca_file`. Run at config load and by `check-config`.
+    pub fn check(&self) -> Result<(), String> {
+        for route in &self.routes {
+            route.check()?;
+        }
+        if let Some(path) = &self.tls.ca_file {
+            crate::client::tls::load_ca_file(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[delivery.tls]`: trust anchors and TLS policies by recipient domain.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificates trusted as roots besides the Mozilla set (`webpki-roots`): a
+    /// private CA, or a test CA.
+    pub ca_file: Option<PathBuf>,
+    /// TLS policy (`none`, `opportunistic`, `verify`) by recipient domain, for mail to that
+    /// domain on any route that does not set `tls` itself.
+    pub domains: BTreeMap<String, TlsMode>,
 }
 
 /// Client timeouts. The defaults are RFC 5321 4.5.3.2's minimums.

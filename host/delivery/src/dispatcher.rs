@@ -129,7 +129,7 @@ impl Dispatcher {
     }
 
     fn context(self) -> Option<(Arc<Context>, usize, Duration)> {
-        let tls_config = match tls::opportunistic_config() {
+        let tls_configs = match tls::TlsConfigs::new(self.config.tls.ca_file.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up TLS for delivery");
@@ -143,11 +143,12 @@ impl Dispatcher {
             .unwrap_or_else(|| self.hostname.clone());
         let delay_warning = Some(self.config.delay_warning).filter(|d| !d.is_zero());
         let ctx = Context {
-            router: Router::new(self.config.routes.clone(), Arc::clone(&self.directory)),
+            router: Router::new(self.config.routes.clone(), Arc::clone(&self.directory))
+                .with_domain_tls(&self.config.tls.domains),
             remote: Remote::new(
                 self.config,
                 helo,
-                tls_config,
+                tls_configs,
                 self.dns,
                 self.concurrency,
                 self.listening,

@@ -30,6 +30,7 @@ pub mod config;
 mod content;
 mod dispatcher;
 pub mod dns;
+mod endpoints;
 mod error;
 mod lifecycle;
 mod local;

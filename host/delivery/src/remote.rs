@@ -5,36 +5,35 @@
 //! until one greets (RFC 5321 5.1: a connection failure or a refusal at setup moves on to the
 //! next MX), then run one transaction for all the recipients.
 
+use crate::client::tls::TlsConfigs;
 use crate::client::{
     ClientError, Endpoint, Outbound, Protocol, Session, SessionOptions, TlsPolicy,
     TransactionResult,
 };
 use crate::config::DeliveryConfig;
 use crate::content::LazyContent;
-use crate::dns::{Dns, DnsError, HickoryDns};
+use crate::dns::{Dns, HickoryDns};
 use crate::loops::LoopGuard;
-use crate::mx::{self, MxOptions};
 use crate::pool::Pool;
-use crate::route::{Destination, HostPort, NextHop};
+use crate::route::{Destination, NextHop, TlsMode};
 use crate::{Outcome, RcptReport};
 use corvid_queue::SuccessReport;
 use corvid_smtp::reply_parse::status_of;
 use corvid_smtp::Reply;
 use corvid_types::{Envelope, Recipient};
-use rustls::ClientConfig;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 pub(crate) struct Remote {
     pub(crate) config: DeliveryConfig,
     pub(crate) helo: String,
-    pub(crate) tls_config: Arc<ClientConfig>,
+    pub(crate) tls: TlsConfigs,
     pub(crate) pool: Arc<Pool>,
     /// The permits all remote destinations share; a destination takes its pool slot (its
     /// capped share) first, so a destination at its cap waits without holding one.
     permits: Arc<Semaphore>,
-    loops: LoopGuard,
+    pub(crate) loops: LoopGuard,
     /// Made on first use, so that a host without a resolver configuration can still deliver
     /// locally.
     dns: Mutex<Option<Arc<dyn Dns>>>,
@@ -44,7 +43,7 @@ impl Remote {
     pub(crate) fn new(
         config: DeliveryConfig,
         helo: String,
-        tls_config: Arc<ClientConfig>,
+        tls: TlsConfigs,
         dns: Option<Arc<dyn Dns>>,
         permits: usize,
         listening: Vec<SocketAddr>,
@@ -62,7 +61,7 @@ impl Remote {
         Remote {
             config,
             helo,
-            tls_config,
+            tls,
             pool,
             permits: Arc::new(Semaphore::new(permits)),
             loops,
@@ -70,7 +69,7 @@ impl Remote {
         }
     }
 
-    fn dns(&self) -> Result<Arc<dyn Dns>, Outcome> {
+    pub(crate) fn dns(&self) -> Result<Arc<dyn Dns>, Outcome> {
         let mut dns = self.dns.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = dns.as_ref() {
             return Ok(Arc::clone(d));
@@ -212,6 +211,26 @@ impl Remote {
         reports
     }
 
+    /// The STARTTLS policy for a destination, and whether the certificate must verify.
+    /// Credentials always need a verified certificate (the config insists on `verify` for
+    /// them; this holds even for a route that came some other way).
+    fn tls_policy(&self, dest: &Destination, endpoint: &Endpoint) -> (TlsPolicy, bool) {
+        if matches!(endpoint, Endpoint::Unix(_)) {
+            return (TlsPolicy::Off, false);
+        }
+        match dest.tls {
+            Some(TlsMode::Verify) => (TlsPolicy::Required, true),
+            _ if dest.auth.is_some() => (TlsPolicy::Required, true),
+            // `require_tls` without `verify`: TLS or nothing, any certificate (Postfix's
+            // `encrypt` level).
+            _ if dest.require_tls => (TlsPolicy::Required, false),
+            Some(TlsMode::None) => (TlsPolicy::Off, false),
+            Some(TlsMode::Opportunistic) => (TlsPolicy::Opportunistic, false),
+            None if self.config.opportunistic_tls => (TlsPolicy::Opportunistic, false),
+            None => (TlsPolicy::Off, false),
+        }
+    }
+
     /// Opens a session with the route's TLS policy. A failed opportunistic handshake is
     /// retried once without TLS (as Postfix does): clear text beats no delivery there.
     async fn open(&self, dest: &Destination, endpoint: Endpoint) -> Result<Session, ClientError> {
@@ -219,120 +238,45 @@ impl Remote {
             NextHop::Lmtp(_) | NextHop::LmtpUnix(_) => Protocol::Lmtp,
             _ => Protocol::Smtp,
         };
-        let tls = if dest.require_tls || dest.auth.is_some() {
-            TlsPolicy::Required
-        } else if self.config.opportunistic_tls && !matches!(endpoint, Endpoint::Unix(_)) {
-            TlsPolicy::Opportunistic
-        } else {
-            TlsPolicy::Off
-        };
+        let (tls, verify) = self.tls_policy(dest, &endpoint);
         let mut opts = SessionOptions {
             protocol,
             helo: self.helo.clone(),
             tls,
-            tls_config: Arc::clone(&self.tls_config),
+            tls_configs: self.tls.clone(),
+            verify,
             auth: dest.auth.clone(),
             timeouts: self.config.timeouts.clone(),
         };
-        match Session::open(endpoint.clone(), &opts).await {
+        let opened = self.open_with(endpoint, &mut opts).await;
+        if let Ok(s) = &opened {
+            match (&s.unverified_reason, s.tls) {
+                (Some(why), true) => tracing::info!(peer = s.peer(), verified = false,
+                    reason = %why, "TLS established, certificate not verified"),
+                (None, true) => {
+                    tracing::debug!(peer = s.peer(), verified = true, "TLS established")
+                }
+                _ => {}
+            }
+        }
+        opened
+    }
+
+    async fn open_with(
+        &self,
+        endpoint: Endpoint,
+        opts: &mut SessionOptions,
+    ) -> Result<Session, ClientError> {
+        let tls = opts.tls;
+        match Session::open(endpoint.clone(), opts).await {
             Err(ClientError::Tls(e)) if tls == TlsPolicy::Opportunistic => {
                 tracing::warn!(peer = %endpoint.describe(), error = %e,
                     "TLS handshake failed; retrying without TLS");
                 opts.tls = TlsPolicy::Off;
-                Session::open(endpoint, &opts).await
+                Session::open(endpoint, opts).await
             }
             other => other,
         }
-    }
-
-    /// The addresses to try for a next hop.
-    async fn endpoints(&self, hop: &NextHop) -> Result<Vec<Endpoint>, Outcome> {
-        let opts = MxOptions {
-            port: self.config.smtp_port,
-            ipv6: self.config.ipv6,
-            limit: self.config.max_mx_addresses,
-        };
-        match hop {
-            NextHop::Mx(domain) => {
-                let dns = self.dns()?;
-                let c = mx::candidates(dns.as_ref(), domain, opts).await?;
-                let c = self.without_loops(domain, c)?;
-                Ok(c.into_iter()
-                    .map(|c| Endpoint::Tcp {
-                        host: c.host,
-                        addr: c.addr,
-                    })
-                    .collect())
-            }
-            NextHop::Smtp(hp) | NextHop::Lmtp(hp) => self.host_endpoints(hp).await,
-            NextHop::LmtpUnix(path) => Ok(vec![Endpoint::Unix(path.clone())]),
-            NextHop::Local | NextHop::Discard => Err(Outcome::Transient(
-                "4.3.5 local route given to the network client".into(),
-            )),
-        }
-    }
-
-    /// Drops the MX addresses that would loop back here; when none is left, the mail cannot
-    /// be delivered without a loop (RFC 3463 X.4.6, permanent: DNS says so).
-    fn without_loops(
-        &self,
-        domain: &str,
-        candidates: Vec<mx::Candidate>,
-    ) -> Result<Vec<mx::Candidate>, Outcome> {
-        let mut refused = None;
-        let kept: Vec<_> = candidates
-            .into_iter()
-            .filter(|c| match self.loops.refuses(c.addr) {
-                Some(why) => {
-                    tracing::warn!(domain, mx = %c.host, addr = %c.addr, why, "MX refused: mail loop");
-                    refused = Some(format!(
-                        "5.4.6 mail for {domain} loops back: MX {} resolves to {why} ({})",
-                        c.host,
-                        c.addr.ip()
-                    ));
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        match refused {
-            Some(reason) if kept.is_empty() => Err(Outcome::Permanent(reason)),
-            _ => Ok(kept),
-        }
-    }
-
-    async fn host_endpoints(&self, hp: &HostPort) -> Result<Vec<Endpoint>, Outcome> {
-        if let Ok(ip) = hp.host.parse::<IpAddr>() {
-            return Ok(vec![Endpoint::Tcp {
-                host: hp.host.clone(),
-                addr: SocketAddr::new(ip, hp.port),
-            }]);
-        }
-        let dns = self.dns()?;
-        let mut addrs = match dns.addresses(&hp.host).await {
-            Ok(a) => a,
-            Err(DnsError::Temporary(e)) => {
-                return Err(Outcome::Transient(format!(
-                    "4.4.3 cannot resolve {}: {e}",
-                    hp.host
-                )))
-            }
-            Err(e) => {
-                return Err(Outcome::Transient(format!(
-                    "4.4.4 cannot resolve {}: {e}",
-                    hp.host
-                )))
-            }
-        };
-        addrs.sort_by_key(|a| !a.is_ipv6());
-        Ok(addrs
-            .into_iter()
-            .filter(|a| self.config.ipv6 || a.is_ipv4())
-            .map(|ip| Endpoint::Tcp {
-                host: hp.host.clone(),
-                addr: SocketAddr::new(ip, hp.port),
-            })
-            .collect())
     }
 }
 

@@ -15,6 +15,7 @@
 use corvid_types::DeliveryPolicy;
 use corvid_types::{Address, Directory, Route};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,6 +126,21 @@ impl fmt::Debug for AuthConfig {
     }
 }
 
+/// How a next hop's TLS is handled (a route's or a domain's `tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// No STARTTLS, even when offered.
+    None,
+    /// STARTTLS when offered, any certificate accepted and recorded as verified or not; a
+    /// failed handshake is retried in clear text (RFC 7435).
+    Opportunistic,
+    /// STARTTLS required and the certificate verified against the trust anchors for the host
+    /// name connected to (the MX host name, RFC 7672 3.2.2); otherwise the mail is deferred
+    /// (4.7.5 for a certificate failure, as RFC 8461 4.2 uses it; 4.7.10 without STARTTLS).
+    Verify,
+}
+
 /// One `[[delivery.route]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +155,32 @@ pub struct RouteEntry {
     /// not offer STARTTLS or the handshake fails.
     #[serde(default)]
     pub require_tls: bool,
+    /// The TLS policy for this route; by default `opportunistic` (or `none` when
+    /// `opportunistic_tls` is off). A route with `auth` must say `verify`.
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+}
+
+impl RouteEntry {
+    /// A route that would send a password without a verified certificate, or that asks for
+    /// TLS and for none at once, is refused.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.domain;
+        if self.auth.is_some() && self.tls != Some(TlsMode::Verify) {
+            return Err(format!(
+                "route for {name:?}: a route with `auth` needs `tls = \"verify\"` (the password must only go to a verified server)"
+            ));
+        }
+        if self.auth.is_some() && !matches!(self.to, Target::Smtp(_)) {
+            return Err(format!("route for {name:?}: `auth` only goes with smtp://"));
+        }
+        if self.require_tls && self.tls == Some(TlsMode::None) {
+            return Err(format!(
+                "route for {name:?}: `require_tls` contradicts `tls = \"none\"`"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where a recipient's mail goes, after routing.
@@ -174,6 +216,8 @@ pub struct Destination {
     pub hop: NextHop,
     pub require_tls: bool,
     pub auth: Option<AuthConfig>,
+    /// The route's or the recipient domain's TLS policy; `None` for the default.
+    pub tls: Option<TlsMode>,
 }
 
 impl Destination {
@@ -182,6 +226,7 @@ impl Destination {
             hop,
             require_tls: false,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -202,11 +247,31 @@ pub fn from_policy(route: Route) -> Option<Destination> {
 pub struct Router {
     routes: Vec<RouteEntry>,
     directory: Arc<Directory>,
+    /// `delivery.tls.domains`: TLS policies by recipient domain (lower case).
+    domain_tls: BTreeMap<String, TlsMode>,
 }
 
 impl Router {
     pub fn new(routes: Vec<RouteEntry>, directory: Arc<Directory>) -> Self {
-        Router { routes, directory }
+        Router {
+            routes,
+            directory,
+            domain_tls: BTreeMap::new(),
+        }
+    }
+
+    /// With TLS policies by recipient domain (a route's own `tls` wins).
+    pub fn with_domain_tls(mut self, policies: &BTreeMap<String, TlsMode>) -> Self {
+        self.domain_tls = policies
+            .iter()
+            .map(|(d, m)| (d.trim_end_matches('.').to_ascii_lowercase(), *m))
+            .collect();
+        self
+    }
+
+    /// The TLS policy configured for a recipient domain.
+    pub fn domain_tls(&self, domain: &str) -> Option<TlsMode> {
+        self.domain_tls.get(&domain.to_ascii_lowercase()).copied()
     }
 
     pub fn route(&self, rcpt: &Address) -> Destination {
@@ -218,6 +283,7 @@ impl Router {
         if exact.is_none() && self.directory.is_local_domain(&domain) {
             return Destination::new(NextHop::Local);
         }
+        let domain_tls = self.domain_tls(&domain);
         match exact.or_else(|| self.routes.iter().find(|r| r.domain == "*")) {
             Some(entry) => Destination {
                 hop: match &entry.to {
@@ -229,8 +295,12 @@ impl Router {
                 },
                 require_tls: entry.require_tls,
                 auth: entry.auth.clone(),
+                tls: entry.tls.or(domain_tls),
             },
-            None => Destination::new(NextHop::Mx(domain)),
+            None => Destination {
+                tls: domain_tls,
+                ..Destination::new(NextHop::Mx(domain))
+            },
         }
     }
 }
@@ -246,6 +316,7 @@ mod tests {
             to: Target::try_from(to.to_string()).unwrap(),
             auth: None,
             require_tls: false,
+            tls: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub enum ClientError {
     Rejected { stage: &'static str, reply: Reply },
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// The certificate did not verify where the policy requires it.
+    #[error("TLS certificate not verified: {0}")]
+    Certificate(String),
     /// The route requires TLS and the peer does not offer STARTTLS (or AUTH would go in the
     /// clear).
     #[error("{0}")]
@@ -52,6 +55,9 @@ impl ClientError {
             ClientError::Tls(_) | ClientError::TlsRequired(_) => {
                 Outcome::Transient(format!("4.7.10 {self}"))
             }
+            // RFC 8461 4.2 (and RFC 7672's deferral): a certificate that fails a required
+            // check defers with 4.7.5, "cryptographic failure".
+            ClientError::Certificate(_) => Outcome::Transient(format!("4.7.5 {self}")),
         }
     }
 

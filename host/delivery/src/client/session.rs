@@ -1,13 +1,12 @@
 //! Opening a session: connect, greeting, EHLO (HELO fallback) or LHLO, STARTTLS, AUTH.
 
 use super::conn::{AsyncStream, Conn};
-use super::tls::server_name;
+use super::tls::{is_certificate_error, server_name, TlsConfigs};
 use super::ClientError;
 use crate::config::Timeouts;
 use crate::route::AuthConfig;
 use base64::Engine as _;
 use corvid_smtp::{Capabilities, Reply};
-use rustls::ClientConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,7 +67,10 @@ pub struct SessionOptions {
     pub protocol: Protocol,
     pub helo: String,
     pub tls: TlsPolicy,
-    pub tls_config: Arc<ClientConfig>,
+    pub tls_configs: TlsConfigs,
+    /// Verify the certificate during the handshake (`tls = "verify"`): a failure ends the
+    /// session. Otherwise any certificate is accepted and only recorded as verified or not.
+    pub verify: bool,
     pub auth: Option<AuthConfig>,
     pub timeouts: Timeouts,
 }
@@ -79,6 +81,10 @@ pub struct Session {
     pub caps: Capabilities,
     pub protocol: Protocol,
     pub tls: bool,
+    /// The peer's certificate verified for the host name (always so with `verify`).
+    pub verified: bool,
+    /// Why an opportunistic session's certificate did not verify.
+    pub unverified_reason: Option<String>,
     pub endpoint: Endpoint,
     pub(crate) timeouts: Timeouts,
     /// Transactions completed on this session.
@@ -121,6 +127,8 @@ impl Session {
             caps: Capabilities::default(),
             protocol: opts.protocol,
             tls: false,
+            verified: false,
+            unverified_reason: None,
             endpoint,
             timeouts: t.clone(),
             messages: 0,
@@ -203,43 +211,70 @@ impl Session {
         let name = server_name(&self.endpoint.host())
             .or_else(|| server_name("localhost"))
             .ok_or_else(|| ClientError::Tls("no usable server name".into()))?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&opts.tls_config));
+        let config = match opts.verify {
+            true => &opts.tls_configs.verified,
+            false => &opts.tls_configs.opportunistic,
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
         let plain = self.conn.take_stream();
-        let handshake = tokio::time::timeout(self.timeouts.command, connector.connect(name, plain));
-        let tls = match handshake.await {
+        let handshake = connector.connect(name.clone(), plain);
+        let tls = match tokio::time::timeout(self.timeouts.command, handshake).await {
             Ok(Ok(s)) => s,
+            Ok(Err(e)) if is_certificate_error(&e) => {
+                return Err(ClientError::Certificate(format!("{}: {e}", self.conn.peer)))
+            }
             Ok(Err(e)) => return Err(ClientError::Tls(e.to_string())),
             Err(_) => return Err(ClientError::Tls("handshake timed out".into())),
         };
+        let checked = match opts.verify {
+            true => Ok(()),
+            false => match tls.get_ref().1.peer_certificates() {
+                Some(chain) => opts.tls_configs.check(chain, &name),
+                None => Err("no certificate".into()),
+            },
+        };
+        self.verified = checked.is_ok();
+        self.unverified_reason = checked.err();
         self.conn.replace_stream(Box::new(tls));
         self.tls = true;
         self.hello(&opts.helo).await
     }
 
-    /// RFC 4954 AUTH PLAIN (RFC 4616); credentials only ever go over TLS.
+    /// RFC 4954 AUTH with PLAIN (RFC 4616) or else LOGIN; credentials only ever go over TLS
+    /// whose certificate was verified for the host name: anyone could present an unverified
+    /// one.
     async fn authenticate(&mut self, auth: &AuthConfig) -> Result<(), ClientError> {
-        if !self.tls {
+        if !self.tls || !self.verified {
             return Err(ClientError::TlsRequired(format!(
-                "refusing to send credentials to {} without TLS",
+                "refusing to send credentials to {} without verified TLS",
                 self.conn.peer
             )));
         }
-        if !self.caps.auth.iter().any(|m| m == "PLAIN") {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let t = self.timeouts.command;
+        let offers = |m: &str| self.caps.auth.iter().any(|a| a.eq_ignore_ascii_case(m));
+        let reply = if offers("PLAIN") {
+            let token = b64(&format!("\0{}\0{}", auth.user, auth.password));
+            self.conn
+                .command(&format!("AUTH PLAIN {token}"), t, "AUTH")
+                .await?
+        } else if offers("LOGIN") {
+            // The LOGIN mechanism (draft-murchison-sasl-login): user and password, each
+            // after a 334 challenge.
+            let mut reply = self.conn.command("AUTH LOGIN", t, "AUTH").await?;
+            for answer in [&auth.user, &auth.password] {
+                if reply.code != 334 {
+                    break;
+                }
+                reply = self.conn.command(&b64(answer), t, "AUTH").await?;
+            }
+            reply
+        } else {
             return Err(ClientError::Protocol {
                 stage: "AUTH",
-                detail: "the server does not offer AUTH PLAIN".into(),
+                detail: "the server offers neither AUTH PLAIN nor AUTH LOGIN".into(),
             });
-        }
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("\0{}\0{}", auth.user, auth.password));
-        let reply = self
-            .conn
-            .command(
-                &format!("AUTH PLAIN {token}"),
-                self.timeouts.command,
-                "AUTH",
-            )
-            .await?;
+        };
         if reply.code != 235 {
             return Err(ClientError::Rejected {
                 stage: "AUTH",

@@ -2,6 +2,7 @@
 //! a spool with a running dispatcher, and waits.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod dns;
 pub mod peer;
 
