@@ -2,6 +2,7 @@
 smtplib and ssl, swaks and openssl s_client."""
 
 import base64
+import re
 import shutil
 import signal
 import smtplib
@@ -114,6 +115,44 @@ def test_pipelined_command_after_starttls_is_discarded(auth_server):
         tls.sendall(b"QUIT\r\n")
 
 
+# TLS 1.0 and 1.1 (RFC 8996 deprecates both): the version each puts in its hello.
+OLD_PROTOCOLS = {"-tls1": "03 01", "-tls1_1": "03 02"}
+
+
+def old_protocol_client(port: int, flag: str) -> subprocess.CompletedProcess:
+    """openssl s_client forced to `flag`, with security level 0 (OpenSSL 3 refuses TLS 1.0/1.1
+    at its default level before sending anything); -msg dumps the handshake messages."""
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", flag, "-cipher", "DEFAULT@SECLEVEL=0", "-msg"],
+        input="QUIT\r\n", capture_output=True, text=True, timeout=30)
+
+
+def old_protocol_control(tls_dir, flag: str) -> subprocess.CompletedProcess:
+    """old_protocol_client against an `openssl s_server` that allows only `flag` (with
+    Corvid's key), for one connection."""
+    srv = subprocess.Popen(
+        ["openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", flag, "-cipher", "DEFAULT@SECLEVEL=0",
+         "-cert", str(tls_dir / "selfsigned-cert.pem"), "-key", str(tls_dir / "selfsigned-key.pem")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert srv.stdout is not None
+        for line in srv.stdout:
+            m = re.match(r"ACCEPT .*:([0-9]+)$", line.strip())
+            if m:
+                return old_protocol_client(int(m.group(1)), flag)
+        raise AssertionError(f"openssl s_server did not start ({srv.wait()})")
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def hello_version(msg_dump: str, kind: str, direction: str) -> str | None:
+    """The version field of the first ClientHello (sent, `>>>`) or ServerHello (received, `<<<`)
+    in s_client's -msg dump: bytes 4 and 5 of the handshake message."""
+    m = re.search(direction + r" [^\n]*, " + kind + r"\n\s+((?:[0-9a-f]{2} ){6})", msg_dump)
+    return " ".join(m.group(1).split()[4:6]) if m else None
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is installed by tests/setup")
 def test_openssl_starttls_injection_and_old_protocols(auth_server):
     # s_client sends its own EHLO and STARTTLS; the inject is the line it passes through after.
@@ -122,10 +161,16 @@ def test_openssl_starttls_injection_and_old_protocols(auth_server):
          "-quiet"],
         input="EHLO client.test\r\nQUIT\r\n", capture_output=True, text=True, timeout=30)
     assert "250 " in r.stdout and "221 2.0.0" in r.stdout, r.stdout + r.stderr
-    for old in ("-tls1", "-tls1_1"):
-        r = subprocess.run(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{auth_server.ports['submissions']}", old],
-            input="QUIT\r\n", capture_output=True, text=True, timeout=30)
+    tls_dir = auth_server.data_dir / "tls"
+    for old, version in OLD_PROTOCOLS.items():
+        # Control: this openssl really offers `old` and completes it with a server that allows
+        # it, so the refusal below is Corvid's and not the client's own policy.
+        control = old_protocol_control(tls_dir, old)
+        assert hello_version(control.stdout, "ClientHello", ">>>") == version, control.stdout + control.stderr
+        assert hello_version(control.stdout, "ServerHello", "<<<") == version, control.stdout + control.stderr
+        r = old_protocol_client(auth_server.ports["submissions"], old)
+        assert hello_version(r.stdout, "ClientHello", ">>>") == version, f"{old} was not offered: {r.stdout}"
+        assert hello_version(r.stdout, "ServerHello", "<<<") is None, f"{old} was accepted: {r.stdout}"
         assert "220 " not in r.stdout, f"{old} was accepted: {r.stdout}"
     # -ign_eof: read until the server closes after QUIT, not until our input ends (a race).
     r = subprocess.run(
