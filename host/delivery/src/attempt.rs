@@ -5,18 +5,19 @@
 //! delivery runs on the runtime. The destinations of one message are served concurrently.
 
 use crate::content::LazyContent;
+use crate::lifecycle;
+use crate::notify::{self, Notifier};
 use crate::remote::Remote;
 use crate::route::{self, Destination, NextHop, Router};
-use crate::{lifecycle, notify};
 use crate::{local, Outcome, RcptReport};
 use corvid_queue::dsn;
 use corvid_queue::SuccessReport;
 use corvid_queue::{unix_secs, QueueError, QueuedMessage, RecipientStatus, RetrySchedule, Spool};
-use corvid_types::{DeliveryPolicy, Directory, Intake, QueueId, RouteRequest, Stage};
+use corvid_types::{DeliveryPolicy, Directory, QueueId, RouteRequest, Stage};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -29,11 +30,7 @@ pub(crate) struct Context {
     pub(crate) router: Router,
     pub(crate) policy: Option<Arc<dyn DeliveryPolicy>>,
     pub(crate) remote: Remote,
-    /// Where DSNs are queued; without one, failures are only logged.
-    pub(crate) intake: Option<Arc<dyn Intake>>,
-    /// This MTA's name (`Reporting-MTA:`).
-    pub(crate) hostname: String,
-    pub(crate) delay_warning: Option<Duration>,
+    pub(crate) notifier: Notifier,
     /// Local delivery's permits, apart from the remote ones (in [`Remote`]).
     pub(crate) local_permits: Arc<Semaphore>,
     /// More `Received:` fields than this: a loop (RFC 5321 6.3).
@@ -90,7 +87,7 @@ pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
         }
     }
     let content = Arc::new(LazyContent::new(Arc::clone(&ctx.spool), id, ctx.max_hops));
-    let observed = lifecycle::Observed::of(&ctx);
+    let observed = lifecycle::Observed::of(ctx.policy.as_ref());
     let local_only = groups.iter().all(|(d, _)| d.hop == NextHop::Local);
     if local_only && !observed.any() {
         if let Ok(body) = content.for_delivery().await {
@@ -118,7 +115,7 @@ async fn local_only_fast(
     let left = blocking(move || {
         let reports = local::deliver(&c.directory, &c.maildir_root, &msg, &due, &body);
         apply(&mut msg, &reports, &c.schedule, now);
-        if !dsn::due_reports(&msg, now, c.delay_warning).is_empty() {
+        if !dsn::due_reports(&msg, now, c.notifier.delay_warning).is_empty() {
             return Some(msg);
         }
         dsn::mark_reported(&mut msg, &[]);
@@ -127,7 +124,7 @@ async fn local_only_fast(
     })
     .await;
     let Some(Some(mut msg)) = left else { return };
-    notify::send_reports(ctx, &mut msg, &content, now).await;
+    notify::send_reports(&ctx.notifier, &mut msg, &content, now).await;
     record(ctx, msg).await
 }
 
@@ -140,10 +137,18 @@ async fn finish(
     content: &[u8],
     now: u64,
 ) {
-    let mut adjust = lifecycle::consult(ctx, observed, &msg, &mut reports, now).await;
+    let mut adjust = lifecycle::consult(
+        ctx.policy.as_ref(),
+        &ctx.schedule,
+        observed,
+        &msg,
+        &mut reports,
+        now,
+    )
+    .await;
     apply(&mut msg, &reports, &ctx.schedule, now);
     adjust.apply_to(&mut msg, &ctx.schedule);
-    notify::send_reports(ctx, &mut msg, content, now).await;
+    notify::send_reports(&ctx.notifier, &mut msg, content, now).await;
     record(ctx, msg).await;
     adjust.notify_delivered(ctx.policy.as_ref());
 }

@@ -5,6 +5,7 @@ use crate::client::tls;
 use crate::config::DeliveryConfig;
 use crate::dns::Dns;
 use crate::loops::DEFAULT_MAX_HOPS;
+use crate::notify::Notifier;
 use crate::remote::Remote;
 use crate::route::Router;
 use corvid_queue::{RetrySchedule, Spool};
@@ -153,14 +154,18 @@ impl Dispatcher {
                 self.concurrency,
                 self.listening,
             ),
-            spool: self.spool,
+            spool: Arc::clone(&self.spool),
             directory: self.directory,
             maildir_root: self.maildir_root,
+            notifier: Notifier {
+                intake: self.intake,
+                hostname: self.hostname,
+                max_age: self.schedule.max_age,
+                delay_warning,
+                spool: self.spool,
+            },
             schedule: self.schedule,
             policy: self.policy,
-            intake: self.intake,
-            hostname: self.hostname,
-            delay_warning,
             local_permits: Arc::new(Semaphore::new(self.concurrency)),
             max_hops: self.max_hops,
         };

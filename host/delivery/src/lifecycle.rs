@@ -7,7 +7,6 @@
 //!
 //! None of these can lose mail: a policy that fails answers "no opinion" (its host's rule).
 
-use crate::attempt::Context;
 use crate::{Outcome, RcptReport};
 use corvid_queue::{QueuedMessage, RetrySchedule};
 use corvid_types::{BounceAction, Deferral, DeliveryInfo, DeliveryPolicy, Stage};
@@ -55,8 +54,8 @@ pub(crate) struct Observed {
 }
 
 impl Observed {
-    pub(crate) fn of(ctx: &Context) -> Observed {
-        match &ctx.policy {
+    pub(crate) fn of(policy: Option<&Arc<dyn DeliveryPolicy>>) -> Observed {
+        match policy {
             Some(p) => Observed {
                 deferred: p.observes(Stage::Deferred),
                 bounced: p.observes(Stage::Bounced),
@@ -75,17 +74,18 @@ impl Observed {
 /// Asks the policy about each outcome before it is written. A `deferred` give-up turns the
 /// report permanent (and then goes through `bounced`, like any failure).
 pub(crate) async fn consult(
-    ctx: &Context,
+    policy: Option<&Arc<dyn DeliveryPolicy>>,
+    schedule: &RetrySchedule,
     observed: Observed,
     msg: &QueuedMessage,
     reports: &mut [(usize, RcptReport)],
     now: u64,
 ) -> Adjustments {
     let mut adj = Adjustments::default();
-    let Some(policy) = ctx.policy.as_ref().filter(|_| observed.any()) else {
+    let Some(policy) = policy.filter(|_| observed.any()) else {
         return adj;
     };
-    let expired = ctx.schedule.expired(msg.arrived_at, now);
+    let expired = schedule.expired(msg.arrived_at, now);
     for (i, report) in reports.iter_mut() {
         let Some(ev) = info(msg, *i, report) else {
             continue;

@@ -1,17 +1,31 @@
 //! Telling the sender: DSNs composed by the queue ([`corvid_queue::dsn`]) and queued as new
 //! messages through [`corvid_types::Intake`], from `<>`.
 
-use crate::attempt::Context;
 use corvid_queue::dsn::{self, DsnContext};
-use corvid_queue::QueuedMessage;
-use std::time::SystemTime;
+use corvid_queue::{QueuedMessage, Spool};
+use corvid_types::Intake;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What sending DSNs needs, and nothing else of an attempt.
+pub(crate) struct Notifier {
+    /// Where DSNs are queued; without one, failures are only logged.
+    pub(crate) intake: Option<Arc<dyn Intake>>,
+    /// This MTA's name (`Reporting-MTA:`).
+    pub(crate) hostname: String,
+    /// The queue's give-up age (`Retry-Until:` of delay warnings).
+    pub(crate) max_age: Duration,
+    pub(crate) delay_warning: Option<Duration>,
+    /// Whose `[dsn]` limits apply ([`Spool::dsn_policy`]).
+    pub(crate) spool: Arc<dyn Spool>,
+}
 
 /// Queues the DSNs due for `msg` and marks its recipients as reported. A DSN is durably
 /// queued before the marks are written, so a crash in between sends it twice, never not at
 /// all. When queueing fails the marks are not set and the next attempt of the message (if
 /// any recipient is still pending) tries again.
 pub(crate) async fn send_reports(
-    ctx: &Context,
+    ctx: &Notifier,
     msg: &mut QueuedMessage,
     original: &[u8],
     now: u64,
@@ -25,9 +39,7 @@ pub(crate) async fn send_reports(
         dsn::mark_reported(msg, &reports);
         return;
     };
-    let retry_until = msg
-        .arrived_at
-        .saturating_add(ctx.schedule.max_age.as_secs());
+    let retry_until = msg.arrived_at.saturating_add(ctx.max_age.as_secs());
     for report in &reports {
         let dsn_id = intake.next_id();
         let dctx = DsnContext {
