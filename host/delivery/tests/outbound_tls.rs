@@ -154,6 +154,26 @@ async fn a_smart_host_with_a_wrong_certificate_never_gets_the_password() {
     assert_eq!(status, RecipientStatus::Delivered, "{reply}");
     assert!(peer.commands().iter().any(|c| c.starts_with("AUTH PLAIN ")));
     h.stop().await;
+
+    // A server offering only LOGIN gets LOGIN: user, then password, each after a 334.
+    let mut script = tls_peer(ca.server(Kind::Valid, "relay.far.test"), false);
+    script.extensions.push("AUTH LOGIN".into());
+    let peer = Peer::start(script).await;
+    let h = Harness::start(smart_host(&peer, &ca, dns));
+    let (status, reply) = attempt(&h).await;
+    assert_eq!(status, RecipientStatus::Delivered, "{reply}");
+    let commands = peer.commands();
+    let at = commands
+        .iter()
+        .position(|c| c == "AUTH LOGIN")
+        .expect("AUTH LOGIN");
+    // base64("corvid"), base64("s3cret")
+    assert_eq!(
+        commands[at + 1..at + 3],
+        ["Y29ydmlk", "czNjcmV0"],
+        "{commands:?}"
+    );
+    h.stop().await;
 }
 
 #[test]
