@@ -7,11 +7,15 @@ read back. Why this is needed: SIGKILL leaves the page cache intact, so a crash 
 a missing fsync; `sync_file_range(2)` (what sled 0.34's `flush` does on Linux) writes no
 metadata and does not flush the disk's cache, so it does not count.
 
-The rule checked, for each acknowledged message M (a unique token in its body):
-  * at least one write (write/writev/pwrite64/pwritev/pwritev2) to a file under
-    `<data_dir>/queue/` carried M's token before the 250 naming M's queue id was written;
-  * for EVERY such file P, an fsync/fdatasync on P (or a syncfs on a queue file) returned 0
-    after the last of those writes to P returned, and before the 250 write started.
+The rule checked, for each acknowledged message M (a unique token in its body), where "synced"
+means an fsync/fdatasync of that path (or a syncfs on a queue file) that started after the write
+returned and returned 0 before the 250 naming M's queue id started to be written:
+  * a durable copy: some write (write/writev/pwrite64/pwritev/pwritev2) to a file under
+    `<data_dir>/queue/` carried M's token and was synced;
+  * a durable log: sled's log, `<data_dir>/queue/db`, was synced after the first write that
+    carried M's token (a value stored out of line, in `queue/blobs/`, is found through the log).
+A later rewrite of the same bytes (sled rewrites pages, sometimes as blobs) need not be synced
+before the 250: the earlier synced copy is what the 250 promises.
 "Before/after" is the order of the lines in strace's log. That order is causal where it matters:
 strace prints a syscall's exit before it lets the thread go on, so a sync that the server waited
 for is printed before the reply it allowed. Syscalls split across threads
@@ -114,26 +118,29 @@ def check_order(calls: list[Call], queue_dir: str, acked: dict[str, str]) -> lis
         if c.name in SENDS and c.fd_path.startswith("TCP") and "queued as " in c.args:
             for qid in re.findall(r"queued as ([0-9A-Za-z]+)", c.args):
                 replies.setdefault(qid, c)
+    log = prefix + "db"
+
+    def synced(path: str, after: int, before: int) -> bool:
+        return any(s.start > after and s.end < before and (s.fd_path == path or s.name == "syncfs") for s in syncs)
+
     problems = []
     for qid, token in sorted(acked.items()):
         reply = replies.get(qid)
         if reply is None:
             problems.append(f"{qid}: the client got a 250 the trace does not show being written")
             continue
-        last_write: dict[str, int] = {}
-        for w in token_writes:
-            if w.end < reply.start and token in w.args:
-                last_write[w.fd_path] = max(last_write.get(w.fd_path, -1), w.end)
-        if not last_write:
+        mine = [w for w in token_writes if w.end < reply.start and token in w.args]
+        if not mine:
             problems.append(f"{qid}: 250 at {reply.time} but its bytes were never written to a file under "
                             f"{prefix} before it")
             continue
-        for path, wrote in sorted(last_write.items()):
-            ok = any(s.start > wrote and s.end < reply.start and (s.fd_path == path or s.name == "syncfs")
-                     for s in syncs)
-            if not ok:
-                problems.append(f"{qid}: 250 at {reply.time} with no completed fsync/fdatasync of "
-                                f"{path} between the message's last write to it and the reply")
+        if not any(synced(w.fd_path, w.end, reply.start) for w in mine):
+            paths = sorted({w.fd_path for w in mine})
+            problems.append(f"{qid}: 250 at {reply.time} with no completed fsync/fdatasync of the file its "
+                            f"bytes were written to ({', '.join(paths)}) between that write and the reply")
+        elif not synced(log, min(w.end for w in mine), reply.start):
+            problems.append(f"{qid}: 250 at {reply.time} with no completed fsync/fdatasync of {log} after "
+                            f"the message was written")
     return problems
 
 
@@ -225,6 +232,18 @@ GOOD = """\
 
 def test_checker_accepts_a_sync_between_write_and_reply():
     assert check_order(parse_strace(GOOD), "/d/queue", {"Q1": "TOKENa"}) == []
+    # A later rewrite of the same bytes (a page written again as a blob) before the reply does
+    # not undo the synced copy.
+    rewritten = GOOD.replace("103 01:00:00.000005", '104 01:00:00.0000045 write(8</d/queue/blobs/12>, "TOKENa", 6) = 6\n'
+                             "103 01:00:00.000005")
+    assert check_order(parse_strace(rewritten), "/d/queue", {"Q1": "TOKENa"}) == []
+    # A value out of line: the blob synced, then the log synced.
+    blob = ('100 01:00:00.000001 write(8</d/queue/blobs/12>, "..TOKENa..", 10) = 10\n'
+            "100 01:00:00.000002 fsync(8</d/queue/blobs/12>) = 0\n"
+            '100 01:00:00.000003 pwrite64(7</d/queue/db>, "ptr", 3, 0) = 3\n'
+            "100 01:00:00.000004 fdatasync(7</d/queue/db>) = 0\n"
+            '103 01:00:00.000005 write(9<TCP:[127.0.0.1:25->127.0.0.1:4000]>, "250 2.0.0 Ok: queued as Q1\\r\\n", 28) = 28\n')
+    assert check_order(parse_strace(blob), "/d/queue", {"Q1": "TOKENa"}) == []
 
 
 @pytest.mark.parametrize("bad", [
@@ -236,6 +255,10 @@ def test_checker_accepts_a_sync_between_write_and_reply():
     GOOD.replace("resumed>) = 0", "resumed>) = -1 EIO (Input/output error)"),
     # the sync is of another file than the one that got the bytes
     GOOD.replace("fdatasync(7</d/queue/db>", "fdatasync(8</d/queue/conf>"),
+    # the bytes went to a blob that was synced, but the log was not synced after them
+    GOOD.replace("pwrite64(7</d/queue/db>", "write(8</d/queue/blobs/12>")
+        .replace("fdatasync(7</d/queue/db>", "fsync(8</d/queue/blobs/12>")
+        .replace("fdatasync resumed", "fsync resumed"),
     # the message's bytes are written after the sync started
     GOOD.replace('100 01:00:00.000001 pwrite64(7</d/queue/db>, "..TOKENa..", 10, 0) = 10\n', "")
         .replace("102 01:00:00.000003 write(2<pipe:[1]>, \"log\", 3) = 3",
