@@ -3,11 +3,10 @@
 //! queue commands go through it.
 
 use anyhow::{bail, Context as _, Result};
-use corvid_queue::Spool;
+use corvid_queue::{SledSpool, Spool};
 use corvid_types::QueueId;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -23,17 +22,49 @@ const MAX_REQUEST: usize = 4096;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    QueueList,
-    QueueShow { id: String },
-    QueueDelete { id: String },
+    QueueList {
+        /// Only held (quarantined) messages.
+        #[serde(default)]
+        held: bool,
+    },
+    QueueShow {
+        id: String,
+    },
+    QueueDelete {
+        id: String,
+    },
     QueueFlush,
+    QueueHold {
+        id: String,
+        reason: Option<String>,
+    },
+    QueueRelease {
+        id: String,
+    },
+    QueueBounce {
+        id: String,
+    },
+    KvList {
+        plugin: String,
+        #[serde(default)]
+        prefix: String,
+        limit: usize,
+    },
+    KvGet {
+        plugin: String,
+        key: String,
+    },
+    KvDelete {
+        plugin: String,
+        key: String,
+    },
     PluginsList,
     PluginsReload,
 }
 
 /// What admin requests act on.
 pub struct Context {
-    pub spool: Arc<dyn Spool>,
+    pub spool: Arc<SledSpool>,
     /// `None` when the queue is opened offline (no server running).
     pub plugins: Option<Arc<crate::plugins::Plugins>>,
 }
@@ -49,6 +80,14 @@ pub async fn handle_async(ctx: Arc<Context>, req: Request) -> Result<Value> {
     match req {
         Request::PluginsList => Ok(plugins()?.list()),
         Request::PluginsReload => plugins()?.reload().await,
+        Request::QueueBounce { id } => {
+            let id = QueueId(id);
+            let dsn = ctx
+                .spool
+                .bounce(&id, "5.7.1 returned to the sender by the administrator")
+                .await?;
+            Ok(json!({ "bounced": id, "dsn": dsn }))
+        }
         req => {
             let spool = Arc::clone(&ctx.spool);
             tokio::task::spawn_blocking(move || handle(spool.as_ref(), req)).await?
@@ -56,10 +95,14 @@ pub async fn handle_async(ctx: Arc<Context>, req: Request) -> Result<Value> {
     }
 }
 
-/// Runs a request against the spool; shared by the socket server and the offline path.
-pub fn handle(spool: &dyn Spool, req: Request) -> Result<Value> {
+/// Runs a request against the spool, on a blocking thread.
+fn handle(spool: &SledSpool, req: Request) -> Result<Value> {
     Ok(match req {
-        Request::QueueList => json!(spool.list()?),
+        Request::QueueList { held } => {
+            let mut list = spool.list()?;
+            list.retain(|m| !held || m.quarantined.is_some());
+            json!(list)
+        }
         Request::QueueShow { id } => {
             let id = QueueId(id);
             let Some(msg) = spool.get(&id)? else {
@@ -77,12 +120,24 @@ pub fn handle(spool: &dyn Spool, req: Request) -> Result<Value> {
             json!({ "deleted": id })
         }
         Request::QueueFlush => json!({ "scheduled": spool.flush_all()? }),
-        Request::PluginsList | Request::PluginsReload => bail!("the server is not running"),
+        Request::QueueHold { id, reason } => {
+            let reason = reason.unwrap_or_else(|| "held by the administrator".into());
+            json!(spool.hold(&QueueId(id), &reason)?)
+        }
+        Request::QueueRelease { id } => json!(spool.release(&QueueId(id))?),
+        req @ (Request::KvList { .. } | Request::KvGet { .. } | Request::KvDelete { .. }) => {
+            crate::kv_cmd::handle(&spool.kv(), req)?
+        }
+        Request::QueueBounce { .. } | Request::PluginsList | Request::PluginsReload => {
+            bail!("not a queue request")
+        }
     })
 }
 
-/// Binds the socket (mode 0600). A stale socket from a crashed server is replaced; a live one
-/// means another server runs on this data_dir, which is refused.
+/// Binds the socket with mode 0600 from the start: the umask is set around `bind`, so there is
+/// no moment at which another user could connect (a `chmod` after `bind` leaves one). A stale
+/// socket from a crashed server is replaced; a live one means another server runs on this
+/// data_dir, which is refused.
 pub async fn bind(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -90,10 +145,12 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    // SAFETY: umask(2) cannot fail and touches no memory. It is process-wide: a file another
+    // thread creates meanwhile gets 0600-or-stricter permissions too, never wider ones.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    bound.with_context(|| format!("binding {}", path.display()))
 }
 
 pub async fn serve(listener: UnixListener, ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -156,4 +213,24 @@ pub async fn request(path: &Path, req: &Request) -> Result<Option<Value>> {
         );
     }
     Ok(Some(resp["data"].clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn the_socket_is_bound_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let listener = bind(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(listener);
+        // A stale socket is replaced, with the same permissions.
+        let _again = bind(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 }

@@ -94,6 +94,21 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+
+    /// Look at the plugins' key-value store (greylisting, rate limits), by plugin.
+    #[command(
+        long_about = "Look at and edit the plugins' key-value store, one plugin \
+        (namespace) at a time.\n\nWhile the server runs these talk to it over its admin \
+        socket; when it is stopped they open the store directly. Keys and values are printed \
+        with non-printable octets escaped (\\n, \\x1b)."
+    )]
+    Kv {
+        /// The server's config file (to find data_dir). Default: the built-in dev config.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: crate::kv_cmd::KvAction,
+    },
 }
 
 #[derive(Subcommand, Clone)]
@@ -155,8 +170,13 @@ pub struct ServeArgs {
 
 #[derive(Subcommand, Clone)]
 pub enum QueueAction {
-    /// One line per queued message: id, arrival, size, sender, recipients and their state.
-    List,
+    /// One line per queued message: id, arrival, size, sender, recipients and their state,
+    /// and `[held: reason]` for held (quarantined) mail.
+    List {
+        /// Only messages held for an administrator.
+        #[arg(long)]
+        held: bool,
+    },
     /// Everything about one message: envelope, per-recipient state, attempts, next try, last
     /// reply, and its header section.
     Show {
@@ -170,4 +190,24 @@ pub enum QueueAction {
     },
     /// Try every deferred message now instead of waiting for its next retry time.
     Flush,
+    /// Hold a message for an administrator: it stays queued and is not delivered until
+    /// released (held mail expires after queue.quarantine_max_age).
+    Hold {
+        /// The queue id.
+        id: String,
+        /// Why, shown by `queue list` and `queue show`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Release a held message: it is delivered now.
+    Release {
+        /// The queue id.
+        id: String,
+    },
+    /// Return a held message to its sender: a failure report (DSN) is queued for the sender
+    /// and the message is removed.
+    Bounce {
+        /// The queue id.
+        id: String,
+    },
 }

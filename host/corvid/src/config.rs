@@ -26,6 +26,12 @@ pub struct Config {
     pub local: LocalSection,
     #[serde(default)]
     pub queue: QueueSection,
+    /// Delivery status notifications: who gets success reports, how much goes back.
+    #[serde(default)]
+    pub dsn: corvid_queue::dsn::DsnPolicy,
+    /// The plugins' key-value store: per-plugin quotas.
+    #[serde(default)]
+    pub kv: corvid_queue::KvLimits,
     /// Outbound delivery: routes, DNS, SMTP/LMTP client settings (all optional).
     #[serde(default)]
     pub delivery: corvid_delivery::DeliveryConfig,
@@ -97,6 +103,11 @@ pub struct QueueSection {
     pub retry: RetrySchedule,
     /// Deliveries in progress at once.
     pub delivery_concurrency: Option<usize>,
+    /// How long held (quarantined) mail is kept; default 30 days.
+    #[serde(with = "humantime_serde::option")]
+    pub quarantine_max_age: Option<std::time::Duration>,
+    /// What becomes of held mail then: `bounce` (default) or `discard`.
+    pub quarantine_expiry: corvid_queue::QuarantineExpiry,
 }
 
 #[derive(Debug, Deserialize)]

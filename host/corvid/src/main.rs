@@ -8,6 +8,7 @@ mod adapters;
 mod admin;
 mod cli;
 mod config;
+mod kv_cmd;
 mod plugin_test;
 mod plugins;
 mod plugins_cmd;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Queue { config, action } => queue_cmd::run(config.as_deref(), action),
+        Command::Kv { config, action } => kv_cmd::run(config.as_deref(), action),
         Command::User { config, action } => user_cmd::run(config.as_deref(), action),
         Command::Plugins { config, action } => plugins_cmd::run(config.as_deref(), action),
         Command::Plugin {

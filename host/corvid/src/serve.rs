@@ -8,12 +8,11 @@ use crate::plugins::Plugins;
 use anyhow::{Context, Result};
 use corvid_delivery::dns::HickoryDns;
 use corvid_delivery::Dispatcher;
-use corvid_queue::{SledSpool, Spool};
+use corvid_queue::Spool;
 use corvid_server::auth::{Credentials, UsersFile};
 use corvid_server::tls::TlsHandle;
 use corvid_server::{BoundServer, Services};
 use corvid_types::Intake;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
@@ -51,12 +50,7 @@ fn init_logging(format: LogFormat, level: &str) {
 
 async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -> Result<()> {
     let data_dir = &config.server.data_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
-        .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
-    let spool = SledSpool::open(&config.queue_dir())
+    let spool = crate::queue_cmd::open_spool(&config)
         .with_context(|| format!("opening the queue in {}", config.queue_dir().display()))?;
     let directory = Arc::new(config.directory()?);
     let admin_path = config.admin_socket();
@@ -112,8 +106,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         .with_intake(dsn_intake)
         .with_policy(Arc::new(plugins.host.clone()));
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
+    // Held mail expiry and the kv sweep; a pass in progress finishes before shutdown.
+    let maintenance = tokio::spawn(Arc::clone(&spool).maintain(
+        corvid_queue::MAINTENANCE_INTERVAL,
+        stop_delivery.clone().cancelled_owned(),
+    ));
     let admin = admin::Context {
-        spool: Arc::clone(&spool_dyn),
+        spool: Arc::clone(&spool),
         plugins: Some(Arc::clone(&plugins)),
     };
     let admin_task = tokio::spawn(admin::serve(
@@ -128,6 +127,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     stop_delivery.cancel();
     if let Err(e) = delivery.await {
         warn!(error = %e, "delivery task ended abnormally");
+    }
+    if let Err(e) = maintenance.await {
+        warn!(error = %e, "queue maintenance task ended abnormally");
     }
     admin_task.abort();
     spool.close();

@@ -9,6 +9,7 @@ use std::path::Path;
 
 pub fn run(config: Option<&Path>, action: UserAction) -> Result<()> {
     let config = Config::load(config)?;
+    crate::queue_cmd::ensure_data_dir(&config)?;
     let path = config.users_file();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
