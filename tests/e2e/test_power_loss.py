@@ -144,7 +144,12 @@ class Mailboxes:
 def violations(ledger: Ledger, boxes: Mailboxes) -> tuple[dict[str, list[str]], int]:
     """Problems by kind, and how many acknowledged deliveries (message x recipient) were found."""
     found = boxes.scan()
-    problems: dict[str, list[str]] = {"lost": [], "duplicated": [], "corrupt": [], "unknown": []}
+    # "lost after delivery": the server had logged the delivery, and the Maildir copy did not
+    # survive a cut; "lost": never delivered (the queue lost it).
+    logged = {(e.get("queue_id"), str(e.get("rcpt", "")).split("@")[0]) for e in boxes.srv.events()
+              if e.get("message") == "recipient done" and e.get("outcome") == "delivered"}
+    problems: dict[str, list[str]] = {"lost": [], "lost after delivery": [], "duplicated": [], "corrupt": [],
+                                      "unknown": []}
     delivered_ok = 0
     with ledger.lock:
         sent, acked = dict(ledger.sent), dict(ledger.acked)
@@ -166,7 +171,8 @@ def violations(ledger: Ledger, boxes: Mailboxes) -> tuple[dict[str, list[str]], 
         users = [u for u, _, _ in found.get(token, [])]
         for user in rcpts:
             if user not in users:
-                problems["lost"].append(f"{token} (queued as {qid}) for {user}")
+                kind = "lost after delivery" if (qid, user) in logged else "lost"
+                problems[kind].append(f"{token} (queued as {qid}) for {user}")
             else:
                 delivered_ok += 1
     return {k: v for k, v in problems.items() if v}, delivered_ok
