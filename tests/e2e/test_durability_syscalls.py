@@ -50,7 +50,16 @@ MESSAGES_PER_CLIENT = 8
 # Every fourth message is large (stored out of line by sled, in queue/blobs/).
 LARGE_BODY = 150 * 1024
 
-pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is installed by tests/setup")
+def strace_problem() -> str | None:
+    """Why strace cannot trace here (not installed, or ptrace refused, e.g. by a seccomp
+    profile), or None."""
+    if shutil.which("strace") is None:
+        return "strace is not installed (tests/setup installs it)"
+    r = subprocess.run(["strace", "-f", "-o", "/dev/null", "true"], capture_output=True, text=True, timeout=30)
+    return None if r.returncode == 0 else f"strace cannot trace here: {r.stderr.strip()[:200]}"
+
+
+STRACE_PROBLEM = strace_problem()
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +194,7 @@ def send_all(port: int, client: int, acked: dict[str, str], errors: list[str], l
         errors.append(f"client {client}: {e!r}")
 
 
+@pytest.mark.skipif(STRACE_PROBLEM is not None, reason=str(STRACE_PROBLEM))
 def test_every_250_follows_a_completed_fsync_of_the_queue(make_server, tmp_path, monkeypatch):
     log = tmp_path / "strace.log"
     monkeypatch.setattr(conftest, "BIN", strace_wrapper(tmp_path, log))

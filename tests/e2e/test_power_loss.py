@@ -21,6 +21,7 @@ a run's random choices, CORVID_POWER_CYCLES to change the number of cuts (defaul
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import random
@@ -55,7 +56,8 @@ def fuse_problem() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(fuse_problem() is not None, reason=str(fuse_problem()))
+FUSE_PROBLEM = fuse_problem()
+pytestmark = pytest.mark.skipif(FUSE_PROBLEM is not None, reason=str(FUSE_PROBLEM))
 
 
 class Ledger:
@@ -259,3 +261,59 @@ def test_power_cuts_under_load_lose_and_duplicate_nothing(tmp_path, plugins):
         + "\n".join(f"{k} (first seen {v})" for k, v in list(first_seen.items())[:30])
         + f"\n--- corvid log (last run) ---\n" + "\n".join(srv.lines[srv.run_start:][-40:]))
     assert len(ledger.acked) >= CYCLES, "too few messages acknowledged for the test to mean anything"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_lossyfs_keeps_exactly_what_was_synced(tmp_path):
+    """The file system under the test above: what it must lose, and what it must keep."""
+    fs = LossyMount(str(tmp_path / "backing"), str(tmp_path / "mnt"), str(tmp_path / "lossyfs.log"))
+    m = tmp_path / "mnt"
+    fs.mount()
+    try:
+        (m / "d" / "sub").mkdir(parents=True)
+        _fsync(m)
+        _fsync(m / "d")
+        (m / "d" / "synced").write_bytes(b"kept")
+        _fsync(m / "d" / "synced")
+        (m / "d" / "name-only").write_bytes(b"lost bytes")  # name synced below, data never
+        (m / "d" / "moved").write_bytes(b"moved")
+        _fsync(m / "d" / "moved")
+        big = os.urandom(300_000)
+        with open(m / "d" / "big", "wb") as f:
+            f.write(big)
+            f.flush()
+            os.fdatasync(f.fileno())
+            f.truncate(1000)  # neither the truncation nor what follows is synced
+            f.write(b"unsynced")
+        _fsync(m / "d")
+        os.rename(m / "d" / "moved", m / "d" / "sub" / "moved")
+        _fsync(m / "d" / "sub")  # the new name is durable, the removal of the old one is not
+        (m / "d" / "synced").open("ab").write(b" and appended")  # never synced
+        (m / "d" / "data-only").write_bytes(b"x")  # data synced, name never
+        _fsync(m / "d" / "data-only")
+        (m / "d" / "new-dir").mkdir()
+        # sync_file_range(2), all the old sled flush did, never reaches a FUSE file system.
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(m / "d" / "synced", os.O_WRONLY | os.O_APPEND)
+        os.write(fd, b" range")
+        wait_write_wait = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
+        assert libc.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), ctypes.c_uint(wait_write_wait)) == 0
+        os.close(fd)
+        fs.cut_power()
+        assert not fs.mounted()
+        fs.mount()
+        assert sorted(os.listdir(m / "d")) == ["big", "moved", "name-only", "sub", "synced"]
+        assert (m / "d" / "synced").read_bytes() == b"kept"
+        assert (m / "d" / "name-only").read_bytes() == b""
+        assert (m / "d" / "sub" / "moved").read_bytes() == (m / "d" / "moved").read_bytes() == b"moved"
+        assert (m / "d" / "big").read_bytes() == big
+    finally:
+        fs.unmount()
+    assert not fs.mounted()
