@@ -18,7 +18,7 @@ impl Authenticator {
     /// Seals `message` (as it will be forwarded) with a new ARC set: the ARC-Authentication-
     /// Results carry this hop's DKIM, SPF, DMARC and ARC results (verified again here; DNS
     /// answers come from the cache). Returns the three fields to put in front of the
-    /// message, or `None` when no sealing domain has an active key, or the chain already
+    /// message, or `None` when no sealing domain has an active RSA key, or the chain already
     /// failed (RFC 8617 section 5.1.2: a `cv=fail` chain is not sealed again).
     pub async fn arc_seal(
         &self,
@@ -28,11 +28,13 @@ impl Authenticator {
         remote_ip: IpAddr,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, AuthError> {
-        let Some(key) = signer
-            .keys
-            .iter()
-            .find(|k| signer.arc_seal_domains.contains(&k.domain) && k.active(now))
-        else {
+        // RFC 8617 section 4.1.3 (a= of ARC-Seal): rsa-sha256 is the only algorithm; an
+        // ed25519 key cannot seal.
+        let Some(key) = signer.keys.iter().find(|k| {
+            signer.arc_seal_domains.contains(&k.domain)
+                && k.active(now)
+                && k.key.algorithm() == KeyAlgorithm::Rsa
+        }) else {
             return Ok(None);
         };
         let Some(msg) = AuthenticatedMessage::parse(message) else {

@@ -109,6 +109,19 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::kv_cmd::KvAction,
     },
+
+    /// Generate a DKIM signing key and the DNS record to publish; check a published record.
+    #[command(
+        long_about = "Generate a DKIM signing key and the DNS record to publish, and \
+        check a published record.\n\n`corvid dkim keygen DOMAIN SELECTOR` writes the private \
+        key to DOMAIN.SELECTOR.pem (mode 0600, never printed) and prints the TXT record for \
+        SELECTOR._domainkey.DOMAIN. `corvid dkim check DOMAIN SELECTOR` looks the record up \
+        and compares it with the key."
+    )]
+    Dkim {
+        #[command(subcommand)]
+        action: crate::dkim_cmd::DkimAction,
+    },
 }
 
 #[derive(Subcommand, Clone)]

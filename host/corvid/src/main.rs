@@ -8,6 +8,7 @@ mod adapters;
 mod admin;
 mod cli;
 mod config;
+mod dkim_cmd;
 mod kv_cmd;
 mod plugin_test;
 mod plugins;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Plugin {
             action: cli::PluginAction::Test { component, script },
         } => plugin_test::run(&component, &script),
+        Command::Dkim { action } => dkim_cmd::run(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
