@@ -4,11 +4,12 @@
 //! The request and answer types are `corvid-types`' delivery-policy seam.
 
 use crate::bindings::corvid::plugin::types as wit;
+use crate::breaker::Admit;
 use crate::convert;
 use crate::generation::LoadedPlugin;
 use crate::instance::BoxedCall;
 use crate::stats::Outcome;
-use crate::warm::{self, ConnWarm};
+use crate::warm;
 use corvid_types::{BounceAction, Deferral, DeliveryInfo, Route, RouteRequest, Stage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,14 +93,23 @@ pub(crate) async fn call<R>(
     outcome: impl FnOnce(&R) -> Outcome,
 ) -> Option<R> {
     let started = Instant::now();
-    // No connection here: `connection`-mode plugins get a fresh instance, `pool` ones a
-    // warm one, given back only when the call succeeded.
-    let mut none = ConnWarm::default();
-    let result = match warm::acquire(p, &mut none, 0).await {
+    let name = p.manifest.name.as_str();
+    let probe = match p.breaker.admit() {
+        Admit::Bypass => {
+            p.stats.record(stage, Outcome::Bypassed, started.elapsed());
+            return None;
+        }
+        Admit::Probe => true,
+        Admit::Run => false,
+    };
+    // `pool` (and `connection`) plugins get a warm instance, given back only when the call
+    // succeeded; `transaction` ones a fresh instance per call.
+    let result = match warm::acquire(p, 0).await {
         Ok(mut live) => {
-            let r = live.run(p.limit(), f).await;
+            let r = live.run(p.budget(), f).await;
+            p.stats.fuel(stage, live.fuel_used());
             if r.is_ok() {
-                warm::release(p, live, &mut none);
+                warm::release(p, live);
             }
             r
         }
@@ -108,10 +118,14 @@ pub(crate) async fn call<R>(
     match result {
         Ok(r) => {
             p.stats.record(stage, outcome(&r), started.elapsed());
+            p.breaker.success(name, probe);
             Some(r)
         }
         Err((o, detail)) => {
             p.stats.record(stage, o, started.elapsed());
+            if o != Outcome::Exhausted && p.breaker.failure(name, probe) {
+                p.stats.tripped();
+            }
             tracing::warn!(plugin = %p.manifest.name, stage = stage.as_str(), outcome = ?o, "delivery hook failed, skipping the plugin: {detail}");
             None
         }

@@ -1,9 +1,12 @@
-//! The process-wide wasmtime engine: component model, epoch interruption driven by a ticker
-//! thread, the pooling allocator, and the linker with WASI (empty context) and Corvid's imports.
+//! The process-wide wasmtime engine: component model, fuel (the CPU budget of hooks), epoch
+//! interruption driven by a ticker thread, the pooling allocator, and the linker with WASI
+//! (sandboxed context) and Corvid's imports.
 
 use crate::bindings::Plugin as WitPlugin;
+use crate::limiter::TotalMemory;
 use crate::state::HostState;
 use crate::Error;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +17,14 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Instances that may be alive at once (pool slots): concurrent transactions times
-    /// plugins per transaction.
+    /// plugins per transaction. Beyond it, taking an instance fails at once and the plugin's
+    /// failure policy applies.
     pub max_instances: u32,
     /// The largest memory limit any manifest may ask for, in MiB (the pool's slot size).
     pub max_memory_mb: u64,
+    /// Linear memory of all live instances together, in MiB; growth beyond it is refused
+    /// (the hook fails with its failure policy).
+    pub total_memory_mb: u64,
     /// The epoch period: the granularity of time limits and of yields of a busy plugin.
     pub tick: Duration,
 }
@@ -27,13 +34,44 @@ impl Default for EngineOptions {
         EngineOptions {
             max_instances: 1000,
             max_memory_mb: 256,
+            total_memory_mb: 4096,
             tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// The `[plugin_engine]` table of the server config; every key is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Instances alive at once; default twice `limits.max_connections` (at least 64, at
+    /// most 4096).
+    pub max_instances: Option<u32>,
+    /// The largest `memory_mb` a plugin may ask for; default 256.
+    pub instance_memory_mb: Option<u64>,
+    /// Linear memory of all instances together; default 4096.
+    pub total_memory_mb: Option<u64>,
+}
+
+impl EngineConfig {
+    /// The engine options for a server accepting `max_connections` connections.
+    pub fn options(&self, max_connections: usize) -> EngineOptions {
+        let d = EngineOptions::default();
+        let sized = u32::try_from(max_connections.saturating_mul(2))
+            .unwrap_or(u32::MAX)
+            .clamp(64, 4096);
+        EngineOptions {
+            max_instances: self.max_instances.unwrap_or(sized),
+            max_memory_mb: self.instance_memory_mb.unwrap_or(d.max_memory_mb),
+            total_memory_mb: self.total_memory_mb.unwrap_or(d.total_memory_mb),
+            tick: d.tick,
         }
     }
 }
 
 pub(crate) struct EngineInner {
     pub(crate) engine: Engine,
+    pub(crate) total: Arc<TotalMemory>,
     pub(crate) linker: Linker<HostState>,
     pub(crate) options: EngineOptions,
     stop: Arc<AtomicBool>,
@@ -79,6 +117,9 @@ impl PluginEngine {
         Ok(PluginEngine {
             inner: Arc::new(EngineInner {
                 engine,
+                total: Arc::new(TotalMemory::new(
+                    usize::try_from(options.total_memory_mb << 20).unwrap_or(usize::MAX),
+                )),
                 linker,
                 options,
                 stop,
@@ -89,6 +130,11 @@ impl PluginEngine {
     /// The engine's options.
     pub fn options(&self) -> &EngineOptions {
         &self.inner.options
+    }
+
+    /// Linear memory granted to live instances now, in bytes.
+    pub fn memory_in_use(&self) -> usize {
+        self.inner.total.used()
     }
 }
 
@@ -111,7 +157,34 @@ fn build_engine(options: &EngineOptions) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        // Fuel is the CPU budget of a hook (deterministic); epochs are the wall-time backstop
+        // and make a busy guest yield to the executor every tick.
+        .consume_fuel(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_defaults_are_sized_from_max_connections() {
+        let none = EngineConfig::default();
+        assert_eq!(none.options(1000).max_instances, 2000);
+        assert_eq!(none.options(10).max_instances, 64, "at least 64");
+        assert_eq!(none.options(100_000).max_instances, 4096, "at most 4096");
+        let o = none.options(1000);
+        assert_eq!((o.max_memory_mb, o.total_memory_mb), (256, 4096));
+        let set: EngineConfig =
+            toml::from_str("max_instances = 7\ninstance_memory_mb = 32\ntotal_memory_mb = 100")
+                .expect("parses");
+        let o = set.options(1000);
+        assert_eq!(
+            (o.max_instances, o.max_memory_mb, o.total_memory_mb),
+            (7, 32, 100)
+        );
+        assert!(toml::from_str::<EngineConfig>("instances = 1").is_err());
+    }
 }

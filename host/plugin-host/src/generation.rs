@@ -4,10 +4,11 @@
 
 use crate::bindings::corvid::plugin::types::PluginInfo;
 use crate::bindings::PluginPre;
+use crate::breaker::BreakerState;
 use crate::cache::{self, CacheUse};
 use crate::convert;
 use crate::engine::PluginEngine;
-use crate::instance::{arm, classify};
+use crate::instance::{arm, classify, Budget, SETUP_BUDGETS};
 use crate::manifest::Manifest;
 use crate::state::{new_store, PluginEnv};
 use crate::stats::PluginStats;
@@ -29,11 +30,17 @@ pub(crate) struct LoadedPlugin {
     pub(crate) cache: CacheUse,
     /// Idle warm instances (pool mode).
     pub(crate) pool: crate::warm::Pool,
+    /// Bypasses the plugin while it keeps failing.
+    pub(crate) breaker: crate::breaker::Breaker,
 }
 
 impl LoadedPlugin {
-    pub(crate) fn limit(&self) -> Duration {
-        Duration::from_millis(self.manifest.limits.hook_time_ms.max(1))
+    /// The limits of one hook call.
+    pub(crate) fn budget(&self) -> Budget {
+        Budget {
+            fuel: self.manifest.limits.hook_fuel.max(1),
+            time: Duration::from_millis(self.manifest.limits.hook_time_ms.max(1)),
+        }
     }
 
     /// Whether this plugin takes part in `stage` on the listener called `listener`.
@@ -71,6 +78,10 @@ pub struct PluginStatus {
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
     pub state: PluginState,
+    /// The circuit breaker of the serving version (live in [`crate::PluginHost::plugins`]).
+    pub breaker: BreakerState,
+    /// Times that breaker opened.
+    pub breaker_trips: u64,
 }
 
 /// One immutable set of plugins. A transaction runs entirely on the generation it started on.
@@ -122,6 +133,8 @@ pub(crate) fn status_of(p: &LoadedPlugin, state: PluginState) -> PluginStatus {
         loaded_in: p.generation,
         from_cache: p.cache == CacheUse::Hit,
         state,
+        breaker: p.breaker.state(),
+        breaker_trips: p.breaker.trips(),
     }
 }
 
@@ -162,7 +175,10 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
     let pre = PluginPre::new(pre).map_err(link)?;
 
     let env = Arc::new(cx.env);
-    let limit = Duration::from_millis(m.limits.hook_time_ms.max(1000));
+    let limit = Budget {
+        fuel: m.limits.hook_fuel.max(1).saturating_mul(SETUP_BUDGETS),
+        time: Duration::from_millis(m.limits.hook_time_ms.max(1000)),
+    };
     let configure = |reason: String| Error::Configure {
         plugin: name.clone(),
         reason,
@@ -212,5 +228,6 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         generation: cx.generation,
         cache,
         pool: crate::warm::Pool::default(),
+        breaker: crate::breaker::Breaker::new(m.breaker),
     })
 }

@@ -1,5 +1,6 @@
 //! [`PluginHost`]: the chain of plugins behind the [`Policy`] seam, with hot reload.
 
+use crate::breaker::BreakerState;
 use crate::delivery;
 use crate::dns::{DnsResolver, StaticDns};
 use crate::engine::PluginEngine;
@@ -109,7 +110,12 @@ impl PluginHost {
         for m in &manifests {
             let cx = LoadContext {
                 engine: &inner.engine,
-                env: PluginEnv::new(m, inner.services.clone(), inner.metrics.clone()),
+                env: PluginEnv::new(
+                    m,
+                    inner.services.clone(),
+                    inner.metrics.clone(),
+                    inner.engine.inner.total.clone(),
+                ),
                 stats: self.stats_of(&m.name),
                 cache_dir: inner.cache_dir.as_deref(),
                 generation: number,
@@ -136,6 +142,8 @@ impl PluginHost {
                             loaded_in: 0,
                             from_cache: false,
                             state: PluginState::Failed { error },
+                            breaker: BreakerState::Closed,
+                            breaker_trips: 0,
                         }),
                     }
                 }
@@ -169,9 +177,22 @@ impl PluginHost {
         self.inner.current.load_full()
     }
 
-    /// The plugins of the current generation (for `corvid plugins list`).
+    /// The plugins of the current generation (for `corvid plugins list`), with the live
+    /// state of their circuit breakers.
     pub fn plugins(&self) -> Vec<PluginStatus> {
-        self.current().plugins().to_vec()
+        let generation = self.current();
+        let mut list = generation.plugins().to_vec();
+        for s in &mut list {
+            let serving = generation
+                .plugins
+                .iter()
+                .find(|p| p.manifest.name == s.name);
+            if let Some(p) = serving {
+                s.breaker = p.breaker.state();
+                s.breaker_trips = p.breaker.trips();
+            }
+        }
+        list
     }
 
     /// Per plugin and stage counters, since the host was created.
@@ -234,6 +255,9 @@ impl DeliveryPolicy for PluginHost {
                 Some(Err(why)) => {
                     p.stats
                         .record(Stage::Route, Outcome::Invalid, Default::default());
+                    if p.breaker.failure(&p.manifest.name, false) {
+                        p.stats.tripped();
+                    }
                     tracing::warn!(plugin = %p.manifest.name, "invalid route refused: {why}");
                 }
             }

@@ -1,7 +1,7 @@
 //! Host side of the plugin's imports. Each checks its capability first: a plugin without it
 //! gets a refusal (`denied`, an empty table, a dropped line), never a trap.
 
-use crate::bindings::corvid::plugin::{clock, config, dns, kv, log, metrics, types};
+use crate::bindings::corvid::plugin::{clock, config, dns, kv, lifecycle, log, metrics, types};
 use crate::dns::DnsError;
 use crate::kv::KvError;
 use crate::manifest::Capability;
@@ -66,6 +66,9 @@ impl config::Host for HostState {
 fn kv_err(e: KvError) -> kv::Error {
     match e {
         KvError::NotANumber => kv::Error::NotANumber,
+        // The WIT variant cannot gain a case without breaking every compiled plugin (the
+        // component model checks variant cases exactly), so a quota refusal is `too-large`.
+        KvError::Quota(_) => kv::Error::TooLarge,
         KvError::Storage(s) => kv::Error::Storage(s),
     }
 }
@@ -236,6 +239,12 @@ impl clock::Host for HostState {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Ok(u64::try_from(now.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl lifecycle::Host for HostState {
+    fn lease(&mut self) -> R<u64> {
+        Ok(self.lease)
     }
 }
 

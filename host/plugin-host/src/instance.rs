@@ -21,16 +21,46 @@ const GRACE: Duration = Duration::from_millis(5);
 /// The least time instantiation is given, whatever the hook limit.
 const INSTANTIATE_LIMIT: Duration = Duration::from_millis(500);
 
-/// Sets the deadline of the next call into the store.
-pub(crate) fn arm(store: &mut Store<HostState>, limit: Duration) {
-    store.data_mut().deadline = Instant::now() + limit;
+/// Instantiation (the guest's initialisers) and `configure` get this many hook budgets.
+pub(crate) const SETUP_BUDGETS: u64 = 10;
+
+/// The limits of one call into a store: a CPU budget in fuel and a wall-time backstop.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    pub(crate) fuel: u64,
+    pub(crate) time: Duration,
+}
+
+/// Sets the fuel and the deadline of the next call into the store.
+pub(crate) fn arm(store: &mut Store<HostState>, budget: Budget) {
+    store.data_mut().deadline = Instant::now() + budget.time;
     store.set_epoch_deadline(1);
+    // Only fails on an engine without fuel, which `engine::build_engine` never makes.
+    let _ = store.set_fuel(budget.fuel);
 }
 
 /// Classifies a wasmtime error into a stats outcome and a log text.
 pub(crate) fn classify(e: wasmtime::Error, store: &Store<HostState>) -> (Outcome, String) {
     if e.downcast_ref::<DeadlineExceeded>().is_some() {
         (Outcome::Timeout, "wall-time limit exceeded".to_string())
+    } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
+        (
+            Outcome::CpuBudget,
+            "cpu budget (hook_fuel) exhausted".to_string(),
+        )
+    } else if e
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        (
+            Outcome::Exhausted,
+            format!("engine instance limit reached: {e:#}"),
+        )
+    } else if store.data().limiter.refused_total {
+        (
+            Outcome::Exhausted,
+            "engine total memory limit reached".to_string(),
+        )
     } else if store.data().limiter.refused {
         (
             Outcome::OutOfMemory,
@@ -51,6 +81,8 @@ pub(crate) struct Live {
     bindings: Bindings,
     /// Transactions (or delivery calls) served, for [`crate::manifest::Manifest::max_reuse`].
     pub(crate) uses: u32,
+    /// The fuel the last call was given.
+    armed: u64,
 }
 
 impl Live {
@@ -59,7 +91,14 @@ impl Live {
         let mut store = new_store(engine, p.env.clone(), session_id);
         // Instantiation runs no plugin code but the guest's initialisers; give it at least
         // INSTANTIATE_LIMIT so that a loaded host does not turn slow page faults into failures.
-        arm(&mut store, p.limit().max(INSTANTIATE_LIMIT));
+        let b = p.budget();
+        arm(
+            &mut store,
+            Budget {
+                fuel: b.fuel.saturating_mul(SETUP_BUDGETS),
+                time: b.time.max(INSTANTIATE_LIMIT),
+            },
+        );
         match p.pre.instantiate_async(&mut store).await {
             Ok(bindings) => {
                 p.stats.instantiated();
@@ -68,10 +107,22 @@ impl Live {
                     store,
                     bindings,
                     uses: 0,
+                    armed: 0,
                 })
             }
             Err(e) => Err(classify(e, &store)),
         }
+    }
+
+    /// The fuel the last call used.
+    pub(crate) fn fuel_used(&self) -> u64 {
+        self.armed
+            .saturating_sub(self.store.get_fuel().unwrap_or(self.armed))
+    }
+
+    fn arm(&mut self, budget: Budget) {
+        self.armed = budget.fuel;
+        arm(&mut self.store, budget);
     }
 
     /// The largest linear memory this instance has had.
@@ -79,23 +130,26 @@ impl Live {
         self.store.data().limiter.peak
     }
 
-    /// Prepares a warm instance for another session: its log lines carry the new session id,
-    /// and a memory refusal of an earlier call is forgotten.
+    /// Prepares a warm instance for another unit of work: a new lease (the SDK starts a fresh
+    /// plugin value), log lines with the new session id, and a memory refusal of an earlier
+    /// call forgotten.
     pub(crate) fn rebind(&mut self, session_id: u64) {
         let state = self.store.data_mut();
         state.session_id = session_id;
+        state.lease = crate::state::next_lease();
         state.limiter.refused = false;
+        state.limiter.refused_total = false;
     }
 
-    /// Runs `f` (a call into the instance) under `limit`; used by the delivery hooks.
+    /// Runs `f` (a call into the instance) under `budget`; used by the delivery hooks.
     pub(crate) async fn run<R>(
         &mut self,
-        limit: Duration,
+        budget: Budget,
         f: impl for<'a> FnOnce(&'a Bindings, &'a mut Store<HostState>) -> BoxedCall<'a, R>,
     ) -> Result<R, (Outcome, String)> {
-        arm(&mut self.store, limit);
+        self.arm(budget);
         let fut = f(&self.bindings, &mut self.store);
-        match tokio::time::timeout(limit + GRACE, fut).await {
+        match tokio::time::timeout(budget.time + GRACE, fut).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(classify(e, &self.store)),
             Err(_) => Err((
@@ -105,13 +159,13 @@ impl Live {
         }
     }
 
-    /// Calls the hook for `call` under `limit`.
+    /// Calls the hook for `call` under `budget`.
     pub(crate) async fn invoke(
         &mut self,
         call: &Call<'_>,
-        limit: Duration,
+        budget: Budget,
     ) -> Result<wit::Decision, (Outcome, String)> {
-        arm(&mut self.store, limit);
+        self.arm(budget);
         let (store, b) = (&mut self.store, &self.bindings);
         // The password goes only to plugins granted `credentials`.
         let credentials = store.data().env.grants(Capability::Credentials);
@@ -137,7 +191,7 @@ impl Live {
                 }
             }
         };
-        match tokio::time::timeout(limit + GRACE, fut).await {
+        match tokio::time::timeout(budget.time + GRACE, fut).await {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(classify(e, &self.store)),
             Err(_) => Err((

@@ -11,6 +11,10 @@ pub enum KvError {
     /// `increment` found a value that is not a decimal integer.
     #[error("value is not a decimal integer")]
     NotANumber,
+    /// The write would take the plugin's namespace past its quota (keys or bytes); the text
+    /// says which. Plugins see it as `error.too-large`.
+    #[error("quota exceeded: {0}")]
+    Quota(String),
     /// The backing store failed.
     #[error("storage: {0}")]
     Storage(String),

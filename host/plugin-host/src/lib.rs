@@ -27,6 +27,7 @@
 //!   skipped, these stages cannot lose mail).
 
 mod bindings;
+mod breaker;
 mod cache;
 mod convert;
 mod delivery;
@@ -34,26 +35,32 @@ pub mod dns;
 mod engine;
 mod error;
 mod generation;
+mod hook;
 mod host;
 mod imports;
 mod instance;
 pub mod kv;
+mod limiter;
 mod manifest;
 mod message;
 mod metrics;
+mod sandbox;
 mod session;
 mod state;
 mod stats;
 mod validate;
 mod warm;
 
+pub use breaker::BreakerState;
 pub use corvid_types::{BounceAction, Deferral, DeliveryInfo, DeliveryPolicy, Route, RouteRequest};
 pub use dns::{DnsError, DnsResolver, StaticDns};
-pub use engine::{EngineOptions, PluginEngine};
+pub use engine::{EngineConfig, EngineOptions, PluginEngine};
 pub use error::Error;
 pub use generation::{Generation, PluginState, PluginStatus};
 pub use host::{PluginHost, Services};
 pub use kv::{KvError, KvStore, MemoryKv};
-pub use manifest::{Capability, FailurePolicy, InstanceMode, Limits, Manifest};
+pub use manifest::{
+    BreakerConfig, Capability, FailurePolicy, InstanceMode, Limits, Manifest, DEFAULT_HOOK_FUEL,
+};
 pub use metrics::{MetricSample, MetricValue};
 pub use stats::HookStats;

@@ -8,8 +8,9 @@
 //! stages = ["connect"]            # optional: else the plugin's own `describe`
 //! listeners = ["smtp"]            # optional: else every listener
 //! failure_policy = "tempfail"     # or "continue"
+//! breaker = { failures = 5, window_ms = 10000, cooldown_ms = 30000 }
 //! capabilities = ["log", "config", "dns"]
-//! limits = { hook_time_ms = 200, memory_mb = 32 }
+//! limits = { hook_fuel = 100_000_000, hook_time_ms = 5000, memory_mb = 32 }
 //! instance = "transaction"        # or "connection" / "pool" (warm instances)
 //! [plugin.config]
 //! zones = ["zen.example"]
@@ -42,6 +43,9 @@ pub struct Manifest {
     /// What happens when the plugin traps, times out, or returns an invalid decision.
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// When a plugin that keeps failing is bypassed (by its failure policy) for a while.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     /// How instances are created and reused.
     #[serde(default)]
     pub instance: InstanceMode,
@@ -71,6 +75,7 @@ impl Manifest {
             listeners: None,
             limits: Limits::default(),
             failure_policy: FailurePolicy::default(),
+            breaker: BreakerConfig::default(),
             instance: InstanceMode::default(),
             pool_size: default_pool_size(),
             max_reuse: default_max_reuse(),
@@ -89,17 +94,53 @@ impl Manifest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Wall time one hook call may take, host calls (DNS) included.
+    /// The CPU budget of one hook call, in fuel units (about one WebAssembly instruction
+    /// each). Deterministic: the same call uses the same fuel on an idle or a loaded machine.
+    pub hook_fuel: u64,
+    /// Wall time one hook call may take, host calls (DNS) included: a backstop for a host
+    /// call that hangs, generous so that a busy machine never fails a hook.
     pub hook_time_ms: u64,
     /// Linear memory the instance may grow to.
     pub memory_mb: u64,
 }
 
+/// The default CPU budget per hook. Measured: the greylist example's hooks take at most
+/// about 2 million fuel in Python and JavaScript on a fresh instance (Rust: 20 thousand), so
+/// this leaves a wide margin while a runaway loop stops after tens of milliseconds.
+pub const DEFAULT_HOOK_FUEL: u64 = 100_000_000;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            hook_time_ms: 50,
+            hook_fuel: DEFAULT_HOOK_FUEL,
+            hook_time_ms: 5_000,
             memory_mb: 64,
+        }
+    }
+}
+
+/// The circuit breaker of a plugin: after `failures` failures (trap, CPU budget, timeout, out
+/// of memory, invalid decision) within `window_ms`, the plugin is bypassed by its failure
+/// policy for `cooldown_ms`, without being instantiated; then one transaction probes it.
+/// The defaults trip within a fraction of a second of a plugin failing under load (five
+/// failures), so throughput recovers at once, and retry every 30 s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Failures that open the breaker (0: never open it).
+    pub failures: u32,
+    /// The window the failures are counted in.
+    pub window_ms: u64,
+    /// How long the plugin is bypassed before it is probed again.
+    pub cooldown_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            window_ms: 10_000,
+            cooldown_ms: 30_000,
         }
     }
 }
@@ -154,8 +195,12 @@ pub enum Capability {
     Kv,
     /// `dns`: lookups through the server's resolver.
     Dns,
-    /// `clock`: the wall clock.
+    /// `clock`: the wall clock (the `clock` import and WASI's wall and monotonic clocks;
+    /// without it they all read the Unix epoch).
     Clock,
+    /// `random`: the operating system's entropy for WASI random; without it a generator
+    /// seeded from the plugin's name and instance number (deterministic).
+    Random,
     /// `metrics`: counters and histograms.
     Metrics,
     /// The `replace-body` modification at `data`.
@@ -183,7 +228,8 @@ mod tests {
             stages = ["connect", "rcpt"]
             failure_policy = "continue"
             capabilities = ["dns", "replace-body"]
-            limits = { hook_time_ms = 200 }
+            limits = { hook_time_ms = 200, hook_fuel = 1000 }
+            breaker = { failures = 2, cooldown_ms = 500 }
             instance = "pool"
             pool_size = 4
             [config]
@@ -193,7 +239,15 @@ mod tests {
         .expect("parses");
         assert_eq!(m.stages, Some(vec![Stage::Connect, Stage::Rcpt]));
         assert_eq!(m.limits.hook_time_ms, 200);
-        assert_eq!(m.limits.memory_mb, 64);
+        assert_eq!((m.limits.memory_mb, m.limits.hook_fuel), (64, 1000));
+        assert_eq!(
+            m.breaker,
+            BreakerConfig {
+                failures: 2,
+                window_ms: 10_000,
+                cooldown_ms: 500
+            }
+        );
         assert_eq!(m.failure_policy, FailurePolicy::Continue);
         assert!(m.grants(Capability::ReplaceBody) && !m.grants(Capability::Kv));
         assert!(m.config.contains_key("zones"));
@@ -206,6 +260,11 @@ mod tests {
         assert_eq!(m.failure_policy, FailurePolicy::Tempfail);
         assert_eq!(m.capabilities, default_capabilities());
         assert_eq!(m.limits, Limits::default());
+        assert_eq!(
+            (m.limits.hook_fuel, m.limits.hook_time_ms),
+            (DEFAULT_HOOK_FUEL, 5_000)
+        );
+        assert_eq!(m.breaker.failures, 5);
         assert_eq!(m.instance, InstanceMode::Transaction);
     }
 }

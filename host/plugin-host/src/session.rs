@@ -1,5 +1,7 @@
-//! One SMTP connection's view of the chain: an instance per plugin per transaction (taken at
-//! the plugin's first hook, given back at `end_transaction` as its [`InstanceMode`] says),
+//! One SMTP connection's view of the chain: an instance per plugin per hook call at the
+//! session stages (`connect`, `helo`, `auth`), and per transaction from MAIL to the end of
+//! DATA or RSET (taken at the plugin's first hook of the transaction, given back at
+//! `end_transaction` as its [`InstanceMode`] says), so an idle connection holds no instance;
 //! limits on every call, validation of every decision, and the failure policy when anything
 //! goes wrong.
 //!
@@ -7,27 +9,17 @@
 
 use crate::bindings::corvid::plugin::types as wit;
 use crate::convert;
-use crate::generation::{Generation, LoadedPlugin};
-use crate::instance::{Call, Live};
-use crate::manifest::{Capability, FailurePolicy};
+use crate::generation::Generation;
+use crate::hook::{call_plugin, Slot};
+use crate::instance::Call;
+use crate::manifest::FailurePolicy;
 use crate::message::MessageData;
-use crate::stats::Outcome;
-use crate::validate;
-use crate::warm::{self, ConnWarm};
+use crate::warm;
 use async_trait::async_trait;
 use corvid_types::{AuthCredentials, ConnectionInfo, Decision, Envelope, MessageView};
 use corvid_types::{PolicySession, Recipient};
 use corvid_types::{Reply, Stage, Verdict};
 use std::sync::Arc;
-use std::time::Instant;
-
-enum Slot {
-    /// Not instantiated yet in this transaction.
-    Empty,
-    Live(Box<Live>),
-    /// Failed in this transaction: its failure policy applies to its remaining hooks.
-    Failed,
-}
 
 /// The generation a transaction started on, and its instances.
 struct Txn {
@@ -50,8 +42,6 @@ pub(crate) struct PluginSession {
     /// The last connection facts and their WIT form: most hooks of a session see the same
     /// facts, so the conversion (strings, IP formatting) is done once.
     conn_cache: Option<Box<(ConnectionInfo, u32, wit::ConnectionInfo)>>,
-    /// Instances of `connection`-mode plugins between transactions.
-    warm: ConnWarm,
 }
 
 impl PluginSession {
@@ -66,7 +56,6 @@ impl PluginSession {
             transaction: 0,
             txn: None,
             conn_cache: None,
-            warm: ConnWarm::default(),
         }
     }
 
@@ -74,8 +63,8 @@ impl PluginSession {
     fn release_txn(&mut self) {
         let Some(txn) = self.txn.take() else { return };
         for (plugin, slot) in txn.generation.plugins.iter().zip(txn.slots) {
-            if let Slot::Live(live) = slot {
-                warm::release(plugin, live, &mut self.warm);
+            if let Slot::Live { live, .. } = slot {
+                warm::release(plugin, live);
             }
         }
     }
@@ -130,7 +119,7 @@ impl PluginSession {
             if !plugin.applies(stage, &self.listener) {
                 continue;
             }
-            match call_plugin(plugin, slot, &call, self.session_id, &mut self.warm).await {
+            match call_plugin(plugin, slot, &call, self.session_id).await {
                 Ok(d) => {
                     modifications.extend(d.modifications);
                     if d.verdict != Verdict::Continue {
@@ -153,65 +142,6 @@ impl PluginSession {
     }
 }
 
-/// One plugin's hook: instance, call, validation, stats and logs. `Err` means "apply the
-/// failure policy" (the cause is already logged and counted).
-async fn call_plugin(
-    p: &Arc<LoadedPlugin>,
-    slot: &mut Slot,
-    call: &Call<'_>,
-    session: u64,
-    warm: &mut ConnWarm,
-) -> Result<Decision, ()> {
-    let stage = call.stage();
-    let started = Instant::now();
-    let name = p.manifest.name.as_str();
-    let fail = |slot: &mut Slot, outcome: Outcome, detail: &str| {
-        p.stats.record(stage, outcome, started.elapsed());
-        tracing::warn!(
-            plugin = name,
-            stage = stage.as_str(),
-            session,
-            ?outcome,
-            "plugin failed, applying its failure policy: {detail}"
-        );
-        *slot = Slot::Failed;
-        Err(())
-    };
-    if matches!(slot, Slot::Empty) {
-        match warm::acquire(p, warm, session).await {
-            Ok(live) => *slot = Slot::Live(live),
-            Err((outcome, detail)) => return fail(slot, outcome, &detail),
-        }
-    }
-    let live = match slot {
-        Slot::Live(live) => live,
-        // Failed earlier in this transaction (already counted and logged).
-        _ => return Err(()),
-    };
-    let raw = match live.invoke(call, p.limit()).await {
-        Ok(d) => d,
-        Err((outcome, detail)) => return fail(slot, outcome, &detail),
-    };
-    match validate::decision(stage, raw, p.env.grants(Capability::ReplaceBody)) {
-        Ok(d) => {
-            p.stats
-                .record(stage, validate::outcome(&d.verdict), started.elapsed());
-            tracing::debug!(plugin = name, stage = stage.as_str(), session, verdict = ?d.verdict, "plugin decided");
-            Ok(d)
-        }
-        Err(why) => {
-            p.stats.record(stage, Outcome::Invalid, started.elapsed());
-            tracing::warn!(
-                plugin = name,
-                stage = stage.as_str(),
-                session,
-                "invalid decision refused: {why}"
-            );
-            Err(())
-        }
-    }
-}
-
 #[async_trait]
 impl PolicySession for PluginSession {
     async fn connect(&mut self, conn: &ConnectionInfo) -> Decision {
@@ -220,6 +150,9 @@ impl PolicySession for PluginSession {
         }
         let c = self.take_conn(conn);
         let d = self.run(Call::Connect(&c.2)).await;
+        // Outside a transaction, instances are taken per hook call: an idle connection
+        // holds none.
+        self.release_txn();
         self.put_conn(c);
         d
     }
@@ -230,6 +163,9 @@ impl PolicySession for PluginSession {
         }
         let c = self.take_conn(conn);
         let d = self.run(Call::Helo(&c.2)).await;
+        // Outside a transaction, instances are taken per hook call: an idle connection
+        // holds none.
+        self.release_txn();
         self.put_conn(c);
         d
     }
@@ -250,6 +186,9 @@ impl PolicySession for PluginSession {
             ..full.clone()
         };
         let d = self.run(Call::Auth(&c.2, &full, &redacted)).await;
+        // Outside a transaction, instances are taken per hook call: an idle connection
+        // holds none.
+        self.release_txn();
         self.put_conn(c);
         d
     }

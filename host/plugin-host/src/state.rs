@@ -2,13 +2,15 @@
 //! plugin's environment (name, capabilities, config, services) and the hook deadline.
 
 use crate::bindings::corvid::plugin::types::ConfigTable;
+use crate::limiter::{Limiter, TotalMemory};
 use crate::manifest::{Capability, Manifest};
 use crate::metrics::Metrics;
 use crate::Services;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Marks the trap raised when a hook runs past its deadline.
@@ -31,10 +33,19 @@ pub(crate) struct PluginEnv {
     pub(crate) services: Services,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) memory_bytes: usize,
+    /// The engine's account of linear memory across all instances.
+    pub(crate) total: Arc<TotalMemory>,
+    /// Instances created so far (each one's serial seeds its random generator).
+    instances: AtomicU64,
 }
 
 impl PluginEnv {
-    pub(crate) fn new(m: &Manifest, services: Services, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        m: &Manifest,
+        services: Services,
+        metrics: Arc<Metrics>,
+        total: Arc<TotalMemory>,
+    ) -> Self {
         let entries = m
             .config
             .iter()
@@ -54,45 +65,13 @@ impl PluginEnv {
             services,
             metrics,
             memory_bytes: usize::try_from(m.limits.memory_mb << 20).unwrap_or(usize::MAX),
+            total,
+            instances: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn grants(&self, cap: Capability) -> bool {
         self.caps.contains(&cap)
-    }
-}
-
-/// Refuses memory growth past the plugin's limit and remembers that it did, so that the trap
-/// that follows (the guest's allocator aborts) is reported as out-of-memory.
-pub(crate) struct Limiter {
-    memory_bytes: usize,
-    pub(crate) refused: bool,
-    /// The largest linear memory granted (creation counts as growth from 0).
-    pub(crate) peak: usize,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.memory_bytes;
-        self.refused |= !ok;
-        if ok {
-            self.peak = self.peak.max(desired);
-        }
-        Ok(ok)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
     }
 }
 
@@ -103,6 +82,14 @@ pub(crate) struct HostState {
     pub(crate) env: Arc<PluginEnv>,
     pub(crate) session_id: u64,
     pub(crate) deadline: Instant,
+    /// The unit of work the instance serves (`lifecycle.lease`).
+    pub(crate) lease: u64,
+}
+
+/// A new `lifecycle.lease` number, unique in the process.
+pub(crate) fn next_lease() -> u64 {
+    static LEASES: AtomicU64 = AtomicU64::new(1);
+    LEASES.fetch_add(1, Ordering::Relaxed)
 }
 
 impl WasiView for HostState {
@@ -114,20 +101,13 @@ impl WasiView for HostState {
     }
 }
 
-/// A store for one instance of the plugin: empty WASI (no files, env, args, network), the
-/// memory limiter, and an epoch callback that yields to the executor every tick and traps with
+/// A store for one instance of the plugin: WASI without files, env, args or network, with
+/// clocks and random as the capabilities say ([`crate::sandbox`]), the memory limiter, and an epoch callback that yields to the executor every tick and traps with
 /// [`DeadlineExceeded`] once the hook's deadline passed.
 pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -> Store<HostState> {
-    let wasi = WasiCtx::builder()
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
-    let limiter = Limiter {
-        memory_bytes: env.memory_bytes,
-        refused: false,
-        peak: 0,
-    };
+    let serial = env.instances.fetch_add(1, Ordering::Relaxed);
+    let wasi = crate::sandbox::wasi(&env, serial);
+    let limiter = Limiter::new(env.memory_bytes, env.total.clone());
     let state = HostState {
         wasi,
         table: ResourceTable::new(),
@@ -135,6 +115,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         env,
         session_id,
         deadline: Instant::now(),
+        lease: next_lease(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -41,9 +41,16 @@ pub(crate) enum Outcome {
     OutOfMemory,
     /// The decision failed validation.
     Invalid,
+    /// The hook used up its CPU budget (`limits.hook_fuel`).
+    CpuBudget,
+    /// The plugin's circuit breaker was open: its failure policy applied without a call.
+    Bypassed,
+    /// The engine's instance or total memory limit was reached (not the plugin's fault: it
+    /// does not count towards its breaker).
+    Exhausted,
 }
 
-const OUTCOMES: usize = 11;
+const OUTCOMES: usize = 14;
 
 #[derive(Default)]
 struct Counters {
@@ -51,6 +58,7 @@ struct Counters {
     outcomes: [AtomicU64; OUTCOMES],
     latency_ns: AtomicU64,
     max_latency_ns: AtomicU64,
+    fuel_max: AtomicU64,
 }
 
 /// The live counters of one plugin (all generations of it).
@@ -59,6 +67,7 @@ pub(crate) struct PluginStats {
     hooks: [Counters; 10],
     instantiations: AtomicU64,
     memory_peak: AtomicU64,
+    breaker_trips: AtomicU64,
 }
 
 impl PluginStats {
@@ -75,6 +84,18 @@ impl PluginStats {
         c.outcomes[outcome as usize].fetch_add(1, Relaxed);
         c.latency_ns.fetch_add(ns, Relaxed);
         c.max_latency_ns.fetch_max(ns, Relaxed);
+    }
+
+    /// Notes the fuel one call of `stage` used.
+    pub(crate) fn fuel(&self, stage: Stage, used: u64) {
+        self.hooks[stage_index(stage)]
+            .fuel_max
+            .fetch_max(used, Relaxed);
+    }
+
+    /// Notes that the plugin's circuit breaker opened.
+    pub(crate) fn tripped(&self) {
+        self.breaker_trips.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn instantiated(&self) {
@@ -102,6 +123,11 @@ impl PluginStats {
                 timeouts: get(c, Outcome::Timeout),
                 out_of_memory: get(c, Outcome::OutOfMemory),
                 invalid: get(c, Outcome::Invalid),
+                cpu_budget: get(c, Outcome::CpuBudget),
+                bypassed: get(c, Outcome::Bypassed),
+                exhausted: get(c, Outcome::Exhausted),
+                breaker_trips: self.breaker_trips.load(Relaxed),
+                fuel_max: c.fuel_max.load(Relaxed),
                 latency_total: Duration::from_nanos(c.latency_ns.load(Relaxed)),
                 latency_max: Duration::from_nanos(c.max_latency_ns.load(Relaxed)),
                 instantiations: self.instantiations.load(Relaxed),
@@ -133,6 +159,17 @@ pub struct HookStats {
     pub out_of_memory: u64,
     /// Decisions refused by validation.
     pub invalid: u64,
+    /// Calls stopped when they used up their CPU budget (`limits.hook_fuel`).
+    pub cpu_budget: u64,
+    /// Calls skipped because the plugin's circuit breaker was open (counted in `calls`; no
+    /// instance was taken).
+    pub bypassed: u64,
+    /// Calls that failed because the engine's instance or total memory limit was reached.
+    pub exhausted: u64,
+    /// Times the plugin's circuit breaker opened (all stages).
+    pub breaker_trips: u64,
+    /// The most fuel one call of the hook used (its CPU cost, to size `limits.hook_fuel`).
+    pub fuel_max: u64,
     /// Sum of call latencies (divide by `calls` for the mean).
     pub latency_total: Duration,
     pub latency_max: Duration,

@@ -1,7 +1,8 @@
 //! Where a plugin's live instance comes from and where it goes after use, by the manifest's
-//! [`InstanceMode`]: dropped (`transaction`), kept by the connection (`connection`), or
-//! returned to the plugin's pool (`pool`). An instance that failed is never returned: the
-//! caller drops it, so a trap or timeout resets the plugin's state.
+//! [`InstanceMode`]: dropped (`transaction`), or returned to the plugin's pool (`pool`, and
+//! `connection`, which is the same: no connection keeps an instance between transactions,
+//! so idle connections hold none). An instance that failed is never returned: the caller
+//! drops it, so a trap or timeout resets the plugin's state.
 
 use crate::generation::LoadedPlugin;
 use crate::instance::Live;
@@ -33,27 +34,14 @@ impl Pool {
     }
 }
 
-/// The warm instances one connection keeps (connection mode).
-#[derive(Default)]
-pub(crate) struct ConnWarm(Vec<(Arc<LoadedPlugin>, Box<Live>)>);
-
-impl ConnWarm {
-    fn take(&mut self, p: &Arc<LoadedPlugin>) -> Option<Box<Live>> {
-        let i = self.0.iter().position(|(q, _)| Arc::ptr_eq(q, p))?;
-        Some(self.0.swap_remove(i).1)
-    }
-}
-
 /// A live instance of `p` for `session`: a warm one when the mode keeps them, else a new one.
 pub(crate) async fn acquire(
     p: &Arc<LoadedPlugin>,
-    warm: &mut ConnWarm,
     session: u64,
 ) -> Result<Box<Live>, (Outcome, String)> {
     let reused = match p.manifest.instance {
         InstanceMode::Transaction => None,
-        InstanceMode::Connection => warm.take(p),
-        InstanceMode::Pool => p.pool.take(),
+        InstanceMode::Connection | InstanceMode::Pool => p.pool.take(),
     };
     match reused {
         Some(mut live) => {
@@ -64,8 +52,8 @@ pub(crate) async fn acquire(
     }
 }
 
-/// Gives back an instance that served a transaction without failing.
-pub(crate) fn release(p: &Arc<LoadedPlugin>, mut live: Box<Live>, warm: &mut ConnWarm) {
+/// Gives back an instance that served a transaction (or a hook call) without failing.
+pub(crate) fn release(p: &Arc<LoadedPlugin>, mut live: Box<Live>) {
     p.stats.memory(live.memory_peak());
     live.uses = live.uses.saturating_add(1);
     if live.uses >= p.manifest.max_reuse {
@@ -73,7 +61,6 @@ pub(crate) fn release(p: &Arc<LoadedPlugin>, mut live: Box<Live>, warm: &mut Con
     }
     match p.manifest.instance {
         InstanceMode::Transaction => {}
-        InstanceMode::Connection => warm.0.push((Arc::clone(p), live)),
-        InstanceMode::Pool => p.pool.put(live, p.manifest.pool_size),
+        InstanceMode::Connection | InstanceMode::Pool => p.pool.put(live, p.manifest.pool_size),
     }
 }

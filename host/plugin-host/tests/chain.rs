@@ -32,7 +32,11 @@ async fn each_verdict_kind_passes_through() {
             Verdict::Disconnect(Reply::new(421, "4.7.0", "closing")),
         ),
         ("discard", Verdict::Discard),
-        ("quarantine", Verdict::Quarantine("held by fixture".into())),
+        // The reason names the plugin (here "b") for the administrator.
+        (
+            "quarantine",
+            Verdict::Quarantine("b: held by fixture".into()),
+        ),
     ];
     for (action, expected) in cases {
         let host = host();
@@ -241,7 +245,8 @@ async fn instances_are_per_transaction() {
         let d = s
             .data(&c, &envelope(), MessageView { content: MESSAGE })
             .await;
-        assert_eq!(text(d), "hooks=4", "state lives for one transaction");
+        // `connect` had an instance of its own; MAIL, RCPT and DATA share one.
+        assert_eq!(text(d), "hooks=3", "state lives for one transaction");
         s.end_transaction();
     }
 }

@@ -172,6 +172,16 @@ pub fn now_ms() -> u64 {
     crate::testing::with_host(|h| h.now_ms)
 }
 
+/// The host's number for the unit of work this instance serves (a transaction, a session
+/// hook call, a delivery hook call); it changes when a new one starts. The SDK uses it to
+/// give every transaction a fresh plugin value, also on warm (pooled) instances.
+pub fn lease() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return wit::lifecycle::lease();
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::with_host(|h| h.lease)
+}
+
 /// Adds `value` to the counter `name`.
 pub fn counter_add(name: &str, value: u64, labels: &[(String, String)]) {
     #[cfg(target_arch = "wasm32")]

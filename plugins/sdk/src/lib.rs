@@ -67,7 +67,8 @@ pub use wit_bindgen::rt as __wit_bindgen_rt;
 /// host calls no others.
 ///
 /// One value of your type lives for one SMTP transaction: it is created by [`Plugin::new`] at
-/// the first hook of a transaction and dropped with the instance at its end, so fields are
+/// the first hook of a transaction (and for each session-stage or delivery hook call) and
+/// replaced when the host starts the next one, in every instance mode, so fields are
 /// transaction state. Keep longer-lived state in the kv store ([`host::kv_get`] and friends).
 pub trait Plugin: Sized + 'static {
     /// A short name, e.g. `"rbl-check"`.

@@ -30,6 +30,8 @@ pub struct FakeHost {
     pub counters: HashMap<String, u64>,
     /// Histogram observations.
     pub histograms: HashMap<String, Vec<f64>>,
+    /// What `lease` returns; [`new_transaction`] changes it.
+    pub lease: u64,
 }
 
 impl Default for ConfigTable {
@@ -48,6 +50,12 @@ thread_local! {
 /// Runs `f` on this thread's fake host (to set DNS answers or inspect kv and logs).
 pub fn with_host<R>(f: impl FnOnce(&mut FakeHost) -> R) -> R {
     HOST.with(|h| f(&mut h.borrow_mut()))
+}
+
+/// Starts a new unit of work as the host does between transactions: the next hook called
+/// through the exported world (not a direct method call) gets a fresh plugin value.
+pub fn new_transaction() {
+    with_host(|h| h.lease += 1);
 }
 
 /// Resets this thread's fake host and plugin state.

@@ -129,3 +129,32 @@ fn describe_and_configure_come_from_the_trait() {
     };
     assert!(corvid_plugin_sdk::runtime::configure::<Example>(bad).is_err());
 }
+
+/// Counts the hooks its value has seen.
+struct Counter(u32);
+
+impl Plugin for Counter {
+    const NAME: &'static str = "counter";
+    const VERSION: &'static str = "0.1.0";
+    const STAGES: &'static [Stage] = &[Stage::Mail];
+
+    fn new(_config: &Config) -> Result<Self, String> {
+        Ok(Counter(0))
+    }
+}
+
+/// The exported hooks go through `runtime::with`: the value lives for one transaction (one
+/// host lease), whatever the instance mode.
+#[test]
+fn the_plugin_value_is_fresh_for_every_transaction() {
+    reset();
+    let hook = || {
+        corvid_plugin_sdk::runtime::with::<Counter, _>(|c| {
+            c.0 += 1;
+            c.0
+        })
+    };
+    assert_eq!((hook(), hook()), (1, 2), "one transaction");
+    new_transaction();
+    assert_eq!(hook(), 1, "the next transaction starts afresh");
+}

@@ -1,0 +1,128 @@
+//! Memory limits of instances: the plugin's own (`limits.memory_mb` per instance) and the
+//! engine's total across every live instance (`plugin_engine.total_memory_mb`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use wasmtime::ResourceLimiter;
+
+/// Linear memory granted to all live instances of an engine, against its limit.
+pub(crate) struct TotalMemory {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl TotalMemory {
+    pub(crate) fn new(limit: usize) -> Self {
+        TotalMemory {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `bytes` when they fit under the limit.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|n| *n <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes granted to live instances now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Refuses memory growth past the plugin's limit or the engine's total, and remembers which,
+/// so that the trap that follows (the guest's allocator aborts) is reported as the plugin's
+/// out-of-memory or as the engine's exhaustion.
+pub(crate) struct Limiter {
+    memory_bytes: usize,
+    total: Arc<TotalMemory>,
+    /// Bytes this store holds in `total`.
+    granted: usize,
+    /// A growth past the plugin's own limit was refused.
+    pub(crate) refused: bool,
+    /// A growth within the plugin's limit was refused because the engine's total is spent.
+    pub(crate) refused_total: bool,
+    /// The largest linear memory granted (creation counts as growth from 0).
+    pub(crate) peak: usize,
+}
+
+impl Limiter {
+    pub(crate) fn new(memory_bytes: usize, total: Arc<TotalMemory>) -> Self {
+        Limiter {
+            memory_bytes,
+            total,
+            granted: 0,
+            refused: false,
+            refused_total: false,
+            peak: 0,
+        }
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.total.give(self.granted);
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.refused = true;
+            return Ok(false);
+        }
+        let delta = desired.saturating_sub(current);
+        if !self.total.take(delta) {
+            self.refused_total = true;
+            return Ok(false);
+        }
+        self.granted += delta;
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_total_is_shared_and_given_back_on_drop() {
+        let total = Arc::new(TotalMemory::new(100));
+        let mut a = Limiter::new(80, total.clone());
+        let mut b = Limiter::new(80, total.clone());
+        assert!(a.memory_growing(0, 60, None).unwrap());
+        assert!(!b.memory_growing(0, 60, None).unwrap(), "over the total");
+        assert!(b.refused_total && !b.refused);
+        assert!(
+            !a.memory_growing(60, 90, None).unwrap(),
+            "over its own limit"
+        );
+        assert!(a.refused);
+        drop(a);
+        assert_eq!(total.used(), 0);
+        assert!(b.memory_growing(0, 60, None).unwrap());
+    }
+}
