@@ -256,7 +256,10 @@ def test_power_cuts_under_load_lose_and_duplicate_nothing(tmp_path, plugins):
     elapsed = time.monotonic() - started
     total_sent = len(ledger.sent)
     summary = (f"seed {seed}: {CYCLES} power cuts in {elapsed:.0f}s, {total_sent} messages sent, "
-               f"{len(ledger.acked)} acknowledged with 250\n" + "\n".join(history))
+               f"{len(ledger.acked)} acknowledged with 250\n" + "\n".join(history)
+               + "\n(lost: never delivered, the queue lost it; lost after delivery: the server logged the "
+               "delivery, but the file, its name in new/ or a directory above it up to data_dir was not "
+               "made durable)")
     print(summary)
     final = history[-1] if history else ""
     complete = final.startswith(f"cycle {CYCLES}:")
