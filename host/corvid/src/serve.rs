@@ -65,9 +65,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     let credentials: Arc<dyn Credentials> = Arc::new(users);
     let dns = HickoryDns::new(&config.delivery.nameservers)
         .map_err(|e| anyhow::anyhow!("setting up the DNS resolver: {e}"))?;
+    let dns: Arc<dyn corvid_types::DnsResolver> = Arc::new(adapters::Dns(Arc::new(dns)));
     let plugin_services = corvid_plugin_host::Services {
         kv: Arc::new(adapters::Kv(spool.kv())),
-        dns: Arc::new(adapters::Dns(Arc::new(dns))),
+        dns: Arc::clone(&dns),
     };
     let plugins = Arc::new(Plugins::start(&config, config_path, plugin_services).await?);
     let services = Services {
@@ -77,6 +78,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         tls: Some(Arc::clone(&tls)),
         credentials: Some(credentials),
         queue_control: Some(spool.clone()),
+        dns: Some(dns),
     };
     let server = BoundServer::bind(config.server_config(), services).await?;
     for (name, address) in server.local_addrs() {

@@ -98,6 +98,7 @@ fn shared(intake: Arc<MemIntake>, credentials: Option<Arc<dyn Credentials>>) -> 
         tls: None,
         credentials,
         queue_control: None,
+        dns: None,
     };
     Arc::new(Shared::new(&config, services))
 }

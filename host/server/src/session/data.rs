@@ -3,7 +3,7 @@
 use super::{Disposition, Flow, Session, Step};
 use crate::received::received_header;
 use corvid_smtp::{BdatReader, DataOutcome, DataReader};
-use corvid_types::{MessageView, Reply, Verdict};
+use corvid_types::{MessageView, Reply, SubmitOptions, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -130,6 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(self.fail(Reply::new(503, "5.5.1", "No transaction")));
         };
         let mut env = tx.envelope.clone();
+        let mut counted = tx.counted;
         let mut disposition = tx.disposition.clone();
         let started = tx.started;
         if let Some(r) = self.header_from_not_owned(&content) {
@@ -141,8 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .policy
             .data(&self.conn, &env, MessageView { content: &content })
             .await;
-        super::modify::apply_to_envelope(&mut env, &decision.modifications);
-        super::modify::apply_to_content(&mut content, &decision.modifications);
+        // A refusal discards the modifications; they apply only to a message accepted.
         match decision.verdict {
             Verdict::Reject(r) | Verdict::Tempfail(r) => {
                 self.log_transaction(&env, None, content.len(), &r, started);
@@ -158,6 +158,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Verdict::Discard => disposition = Some(Disposition::Discard),
             Verdict::Quarantine(why) => disposition = Some(Disposition::Quarantine(why)),
             Verdict::Continue | Verdict::Accept => {}
+        }
+        let target = super::envelope_mods::Target {
+            envelope: &mut env,
+            counted: &mut counted,
+        };
+        self.apply_envelope_mods(target, &decision.modifications);
+        super::modify::apply_to_content(&mut content, &decision.modifications);
+        if env.recipients.is_empty() && disposition.is_none() {
+            // Policy removed every recipient: nothing to deliver, the client is told 250.
+            info!(
+                session = self.conn.session_id,
+                "every recipient removed by policy"
+            );
+            disposition = Some(Disposition::Discard);
         }
         self.reset_transaction();
         let reply = self.enqueue(&env, &content, disposition, started).await;
@@ -185,9 +199,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.log_transaction(env, Some(&id), content.len(), &r, started);
             return r;
         }
-        if let Some(Disposition::Quarantine(why)) = &disposition {
-            warn!(session = self.conn.session_id, queue_id = %id, reason = %why, "quarantine verdict: message queued for delivery as usual");
-        }
+        // The queue keeps who sent it (for `dsn.notify_success_from`) and holds a quarantined
+        // message for an administrator instead of delivering it.
+        let options = SubmitOptions {
+            trusted_client: self.may_relay(),
+            hold: match &disposition {
+                Some(Disposition::Quarantine(why)) => Some(why.clone()),
+                _ => None,
+            },
+        };
         let mut message = received_header(
             &self.conn,
             env,
@@ -196,9 +216,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             chrono::Utc::now(),
         );
         message.extend_from_slice(content);
-        let reply = match self.shared.services.intake.submit(&id, env, &message).await {
+        let submitted = self
+            .shared
+            .services
+            .intake
+            .submit_with(&id, env, &message, &options)
+            .await;
+        let reply = match submitted {
             Ok(()) => {
                 self.messages += 1;
+                if let Some(why) = &options.hold {
+                    info!(session = self.conn.session_id, queue_id = %id, reason = %why, "message quarantined: held for an administrator");
+                }
                 Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
             }
             Err(e) => {

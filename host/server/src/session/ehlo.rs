@@ -28,7 +28,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.conn.helo = Some(name);
         self.conn.esmtp = esmtp;
         let decision = self.policy.helo(&self.conn).await;
-        match self.judge(decision) {
+        match self.judge(decision.verdict) {
             Judged::Refused(flow) => {
                 self.conn.helo = None;
                 return Ok(flow);

@@ -2,10 +2,7 @@
 
 use super::{Disposition, Flow, Session, Step, Transaction};
 use corvid_smtp::RcptTo;
-use corvid_types::{
-    Address, Decision, Envelope, Lookup, MailParams, RcptParams, Recipient, Reply, Verdict,
-};
-use std::time::Instant;
+use corvid_types::{Address, Envelope, Lookup, MailParams, RcptParams, Recipient, Reply, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
@@ -22,13 +19,11 @@ pub(super) enum Judged {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    /// Applies a decision: envelope modifications go to the open transaction, refusals are
-    /// answered with the policy's reply.
-    pub(super) fn judge(&mut self, decision: Decision) -> Judged {
-        if let Some(tx) = self.tx.as_mut() {
-            super::modify::apply_to_envelope(&mut tx.envelope, &decision.modifications);
-        }
-        match decision.verdict {
+    /// What a verdict means for the command. Modifications are not applied here: they wait
+    /// for the stage's final answer, so that a refusal discards them (a plugin answering
+    /// `continue` + `add-recipient` next to a refused RCPT must not open a relay path).
+    pub(super) fn judge(&mut self, verdict: Verdict) -> Judged {
+        match verdict {
             Verdict::Continue => Judged::Continue,
             Verdict::Accept => Judged::Accept,
             Verdict::Discard => Judged::Dispose(Disposition::Discard),
@@ -94,20 +89,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             recipients: Vec::new(),
         };
         let decision = self.policy.mail(&self.conn, &envelope).await;
-        // The transaction exists before the decision is applied: its modifications go to it.
-        self.tx = Some(Transaction {
-            envelope,
-            started: Instant::now(),
-            disposition: None,
-            bdat: None,
-        });
-        match self.judge(decision) {
+        // The transaction exists before the verdict is read, so that a refusal ends it for
+        // the policy too (`end_transaction`).
+        self.tx = Some(Transaction::new(envelope));
+        match self.judge(decision.verdict) {
             Judged::Refused(flow) => {
                 self.reset_transaction();
                 Ok(flow)
             }
             judged => {
                 self.set_disposition(judged);
+                self.apply_to_transaction(&decision.modifications);
                 let sender = self
                     .tx
                     .as_ref()
@@ -154,36 +146,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let rcpt = Recipient { address, params };
         // RFC 5321 4.5.1: mail to the postmaster of a local domain is always accepted.
-        let judged = if postmaster {
-            Judged::Accept
+        let (judged, mods) = if postmaster {
+            (Judged::Accept, Vec::new())
         } else {
             let decision = self.policy.rcpt(&self.conn, &tx.envelope, &rcpt).await;
-            self.judge(decision)
+            (self.judge(decision.verdict), decision.modifications)
         };
-        let accepted = match judged {
+        let disposition = match judged {
             Judged::Refused(flow) => return Ok(flow),
-            Judged::Accept => true,
+            Judged::Accept => None,
             other => {
-                self.set_disposition(other);
-                false
+                if let Some(refusal) = self.builtin_rcpt_rule(&rcpt.address) {
+                    info!(session = self.conn.session_id, rcpt = %rcpt.address, reply = %refusal, "recipient refused");
+                    return Ok(self.fail(refusal));
+                }
+                Some(other)
             }
         };
-        if !accepted {
-            if let Some(refusal) = self.builtin_rcpt_rule(&rcpt.address) {
-                info!(session = self.conn.session_id, rcpt = %rcpt.address, reply = %refusal, "recipient refused");
-                return Ok(self.fail(refusal));
-            }
+        // Accepted: only now do the verdict's side effects and modifications take hold.
+        if let Some(judged) = disposition {
+            self.set_disposition(judged);
         }
         let text = format!("Recipient <{}> OK", rcpt.address);
         if let Some(tx) = self.tx.as_mut() {
             tx.envelope.recipients.push(rcpt);
+            tx.counted += 1;
         }
+        // May remove the recipient just accepted: it is then answered 250 but not delivered.
+        self.apply_to_transaction(&mods);
         Ok(self.reply(Reply::new(250, "2.1.5", text)))
+    }
+
+    /// Applies envelope modifications to the open transaction, each checked like a command.
+    fn apply_to_transaction(&mut self, mods: &[corvid_types::Modification]) {
+        if mods.is_empty() {
+            return;
+        }
+        let Some(mut tx) = self.tx.take() else {
+            return;
+        };
+        let target = super::envelope_mods::Target {
+            envelope: &mut tx.envelope,
+            counted: &mut tx.counted,
+        };
+        self.apply_envelope_mods(target, mods);
+        self.tx = Some(tx);
     }
 
     /// The rule no policy can forget: local recipients must exist, and mail for other domains
     /// is relayed only for authenticated clients (no open relay, RFC 5321 3.6.2 and 7.1).
-    fn builtin_rcpt_rule(&self, address: &Address) -> Option<Reply> {
+    pub(super) fn builtin_rcpt_rule(&self, address: &Address) -> Option<Reply> {
         match self.shared.services.directory.lookup(address) {
             Lookup::Mailboxes(_) => None,
             Lookup::UnknownUser => Some(Reply::new(
@@ -201,14 +213,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Authenticated clients and the configured relay networks may send to other domains.
-    fn may_relay(&self) -> bool {
+    pub(super) fn may_relay(&self) -> bool {
         let ip = self.conn.peer_addr.ip();
         self.conn.auth_user.is_some() || self.shared.relay_networks.iter().any(|n| n.contains(&ip))
     }
 
     /// With `auth.restrict_sender`, an authenticated user may only send as its own addresses
     /// (RFC 6409 6.1). The null sender is allowed: it is how users send notifications.
-    fn sender_not_owned(&self, sender: Option<&Address>) -> Option<Reply> {
+    pub(super) fn sender_not_owned(&self, sender: Option<&Address>) -> Option<Reply> {
         let (Some(user), Some(sender)) = (self.conn.auth_user.as_deref(), sender) else {
             return None;
         };

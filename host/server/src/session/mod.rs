@@ -5,6 +5,7 @@ mod auth;
 mod data;
 mod ehlo;
 mod envelope;
+mod envelope_mods;
 mod from_check;
 mod modify;
 mod verbs;
@@ -40,6 +41,8 @@ pub struct Services {
     pub credentials: Option<Arc<dyn Credentials>>,
     /// Queue runs on request (ETRN); `None` does not offer ETRN.
     pub queue_control: Option<Arc<dyn corvid_types::QueueControl>>,
+    /// Finds the client's forward-confirmed reverse DNS name; `None` leaves it unknown.
+    pub dns: Option<Arc<dyn corvid_types::DnsResolver>>,
 }
 
 /// What every session of a server shares.
@@ -111,6 +114,20 @@ struct Transaction {
     disposition: Option<Disposition>,
     /// BDAT chunks received so far; `None` until the first BDAT.
     bdat: Option<corvid_smtp::BdatReader>,
+    /// RCPT commands and recipients added by policy, towards `limits.max_recipients`.
+    counted: usize,
+}
+
+impl Transaction {
+    fn new(envelope: Envelope) -> Self {
+        Transaction {
+            envelope,
+            started: Instant::now(),
+            disposition: None,
+            bdat: None,
+            counted: 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -1,23 +1,7 @@
 //! Applies the modifications a policy asked for. Policies never touch the message themselves:
 //! everything is validated here, so a plugin cannot inject header lines or bare line endings.
 
-use corvid_types::{Envelope, Modification, Recipient};
-
-pub(super) fn apply_to_envelope(env: &mut Envelope, mods: &[Modification]) {
-    for m in mods {
-        match m {
-            Modification::ChangeSender(sender) => env.sender = sender.clone(),
-            Modification::AddRecipient(a) if !env.recipients.iter().any(|r| &r.address == a) => {
-                env.recipients.push(Recipient {
-                    address: a.clone(),
-                    params: Default::default(),
-                });
-            }
-            Modification::RemoveRecipient(a) => env.recipients.retain(|r| &r.address != a),
-            _ => {}
-        }
-    }
-}
+use corvid_types::Modification;
 
 /// Header and body modifications, in the order given.
 pub(super) fn apply_to_content(content: &mut Vec<u8>, mods: &[Modification]) {
@@ -221,23 +205,5 @@ mod tests {
             out,
             "A: 1\r\nX: a  Bcc: evil\r\n\r\none\r\ntwo\r\nthree\r\n"
         );
-    }
-
-    #[test]
-    fn envelope_changes() {
-        use corvid_types::Address;
-        let mut env = Envelope::default();
-        apply_to_envelope(
-            &mut env,
-            &[
-                Modification::AddRecipient(Address::new("a", "x")),
-                Modification::AddRecipient(Address::new("a", "x")),
-                Modification::AddRecipient(Address::new("b", "x")),
-                Modification::RemoveRecipient(Address::new("a", "x")),
-                Modification::ChangeSender(None),
-            ],
-        );
-        assert_eq!(env.recipients.len(), 1);
-        assert_eq!(env.sender, None);
     }
 }
