@@ -2,7 +2,7 @@
 the power is cut (its process is killed), in the way LazyFS or SQLite's crash VFS do.
 
 Run as `python3 lossyfs.py BACKING MOUNTPOINT` (foreground, single-threaded); tests use
-`LossyMount`. "Cutting the power" is SIGKILL of this process: what it held in memory is gone,
+`LossyMount` (lossy_mount.py). "Cutting the power" is SIGKILL of this process: what it held in memory is gone,
 and the next mount on the same BACKING sees only what was made durable.
 
 Durability model (conservative POSIX; stricter than ext4's ordered journal, on purpose):
@@ -30,7 +30,6 @@ import errno
 import json
 import os
 import stat
-import subprocess
 import sys
 import time
 
@@ -404,63 +403,6 @@ class LossyFs:
         if n.kind == stat.S_IFDIR:
             self._sync_dir(n)
         return 0
-
-
-class LossyMount:
-    """A lossyfs process serving `backing` at `mountpoint`, for tests: `mount()`, then
-    `cut_power()` (SIGKILL, then a lazy unmount) or `unmount()`; both lose what was not synced."""
-
-    def __init__(self, backing: str, mountpoint: str, log: str):
-        self.backing, self.mountpoint, self.log = backing, mountpoint, log
-        self.proc: subprocess.Popen | None = None
-        os.makedirs(backing, exist_ok=True)
-        os.makedirs(mountpoint, exist_ok=True)
-
-    def mount(self, timeout: float = 15.0) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), self.backing, self.mountpoint],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while not os.path.ismount(self.mountpoint):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.cut_power()
-                with open(self.log, errors="replace") as f:
-                    raise RuntimeError(f"lossyfs did not mount {self.mountpoint}:\n{f.read()[-3000:]}")
-            time.sleep(0.02)
-
-    def cut_power(self) -> None:
-        """Everything not synced is lost: the process that held it is killed."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait()
-        self._detach()
-
-    def unmount(self) -> None:
-        self._detach()
-        if self.proc is not None:
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def mounted(self) -> bool:
-        """In the mount table (os.path.ismount is False for a mount whose server died)."""
-        target = os.path.realpath(self.mountpoint)
-        with open("/proc/self/mounts") as f:
-            return any(line.split()[1] == target for line in f)
-
-    def _detach(self) -> None:
-        # Lazy: a process that still has a file open there does not keep the mount busy.
-        for cmd in (["umount", "-l", self.mountpoint], ["fusermount3", "-u", "-z", self.mountpoint],
-                    ["fusermount", "-u", "-z", self.mountpoint]):
-            if not self.mounted():
-                return
-            try:
-                subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                continue
 
 
 def main() -> None:

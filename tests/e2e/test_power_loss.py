@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Corvid, SmtpClient, bundled_plugins, queue_id_of, split_delivered
-from lossyfs import LossyMount
+from lossy_mount import LossyMount
 
 CYCLES = int(os.environ.get("CORVID_POWER_CYCLES", "20"))
 CLIENTS = 4
