@@ -149,6 +149,10 @@ def test_keygen_writes_private_key_0600_prints_record_and_check_compares(tmp_pat
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     pem = key.read_text()
     assert "PRIVATE KEY" in pem
+    if algorithm == "rsa":
+        info = subprocess.run(["openssl", "pkey", "-in", str(key), "-noout", "-text"],
+                              capture_output=True, text=True, check=True).stdout
+        assert "2048 bit" in info, info[:200]
     body = "".join(pem.splitlines()[1:-1])
     stdout = out.stdout.decode()
     assert body[10:40] not in stdout and "PRIVATE KEY" not in stdout.replace("private key:", "")

@@ -276,7 +276,7 @@ fn spf(env: Envelope) -> anyhow::Result<()> {
 
 fn load_tables(config: &Path) -> anyhow::Result<Tables> {
     let text = std::fs::read_to_string(config).with_context(|| config.display().to_string())?;
-    Ok(toml::from_str(&text).with_context(|| config.display().to_string())?)
+    toml::from_str(&text).with_context(|| config.display().to_string())
 }
 
 fn sign(config: &Path, domain: Option<String>, selector: Option<String>) -> anyhow::Result<()> {
