@@ -27,6 +27,7 @@ import os
 import random
 import re
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import Corvid, SmtpClient, bundled_plugins, queue_id_of, split_delivered
 from lossy_mount import LossyMount
 
@@ -324,3 +326,29 @@ def test_lossyfs_keeps_exactly_what_was_synced(tmp_path):
     finally:
         fs.unmount()
     assert not fs.mounted()
+
+
+def test_user_added_survives_a_power_cut(tmp_path):
+    """`corvid user add` exits 0 only once the users file is durable: its data and its name
+    (the rename into place needs an fsync of the directory)."""
+    fs = LossyMount(str(tmp_path / "backing"), str(tmp_path / "mnt"), str(tmp_path / "lossyfs.log"))
+    data_dir = tmp_path / "mnt" / "data"
+    workdir = tmp_path / "srv"
+    workdir.mkdir()
+    srv = Corvid(workdir, {"server": {"data_dir": str(data_dir)}})
+    fs.mount()
+    try:
+        data_dir.mkdir(mode=0o700)
+        _fsync(tmp_path / "mnt")
+        for user in ("alice", "bob"):
+            r = subprocess.run([str(conftest.BIN), "user", "add", f"{user}@corvid.test", "--password-stdin",
+                                "--config", str(srv.config_path)], cwd=workdir, input="correct horse\n",
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+        fs.cut_power()
+        fs.mount()
+        users = data_dir / "users"
+        text = users.read_text() if users.exists() else "(no users file)"
+        assert "alice@corvid.test:" in text and "bob@corvid.test:" in text, text
+    finally:
+        fs.unmount()
