@@ -209,8 +209,9 @@ def test_verify_delivers_to_the_right_certificate_and_defers_the_wrong_ones(make
                                 tls={"ca_file": str(ca.pem), "domains": {"far.test": "verify"}})
     sender = make_server(overrides, name="snd")
     sender.send(MESSAGE, sender="alice@corvid.test", rcpts=("x@far.test",))
-    sender.wait_log(lambda e: e.get("rcpt") == "x@far.test" and e.get("outcome") == "delivered")
+    done = sender.wait_log(lambda e: e.get("rcpt") == "x@far.test" and e.get("outcome") == "delivered")
     assert len(good.messages) == 1 and good.handshakes >= 1
+    assert done.get("tls", "").endswith(" verified"), done
     for domain, peer in bad.items():
         sender.send(MESSAGE, sender="alice@corvid.test", rcpts=(f"x@{domain}",))
         reason = wait_deferred(sender, f"x@{domain}")
@@ -228,6 +229,9 @@ def test_opportunistic_delivers_whatever_the_certificate(make_server, ca, dns, p
     assert len(peer.messages) == 1 and peer.handshakes == 1
     e = sender.wait_log(lambda e: "certificate not verified" in e.get("message", ""))
     assert e.get("verified") is False, e
+    # The per-recipient record says so too.
+    done = sender.wait_log(lambda e: e.get("message") == "recipient done" and e.get("rcpt") == "x@far.test")
+    assert " unverified (" in done.get("tls", ""), done
 
 
 def test_a_smart_host_with_auth_and_a_wrong_certificate_never_gets_the_password(make_server, ca, dns, peers):

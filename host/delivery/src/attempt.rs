@@ -290,6 +290,9 @@ fn apply(
         r.diagnostic = report.diagnostic.clone();
         let rcpt = &r.recipient.address;
         let route = r.route.as_deref().unwrap_or("");
+        // Whether the hop was reached over TLS, and verified: the record of an opportunistic
+        // delivery to a certificate that did not verify.
+        let tls = report.tls.as_deref().unwrap_or("none");
         match &report.outcome {
             Outcome::Delivered => {
                 r.status = RecipientStatus::Delivered;
@@ -301,7 +304,7 @@ fn apply(
                         .unwrap_or_else(|| "2.0.0 delivered".into()),
                 );
                 tracing::info!(queue_id = %id, rcpt = %rcpt, route, outcome = "delivered",
-                    reply = r.last_reply.as_deref().unwrap_or(""), "recipient done");
+                    reply = r.last_reply.as_deref().unwrap_or(""), tls, "recipient done");
             }
             Outcome::Transient(reason) if expired => {
                 // RFC 3463 X.4.7: delivery time expired.
@@ -314,14 +317,14 @@ fn apply(
                 r.next_attempt = schedule.next_attempt_at(r.attempts, now);
                 r.last_reply = Some(reason.clone());
                 tracing::info!(queue_id = %id, rcpt = %rcpt, route, outcome = "deferred",
-                    reason = %reason, attempts = r.attempts, next_attempt = r.next_attempt,
+                    reason = %reason, tls, attempts = r.attempts, next_attempt = r.next_attempt,
                     "recipient deferred");
             }
             Outcome::Permanent(reason) => {
                 r.status = RecipientStatus::Failed;
                 r.last_reply = Some(reason.clone());
                 tracing::warn!(queue_id = %id, rcpt = %rcpt, route, outcome = "failed",
-                    reason = %reason, "recipient failed");
+                    reason = %reason, tls, "recipient failed");
             }
         }
     }

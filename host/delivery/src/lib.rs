@@ -5,9 +5,12 @@
 //! once the outcome is on record); routing ([`route`]: policy seam, static table,
 //! local domains, MX); DNS through hickory-resolver ([`dns`], the only crate that may use
 //! hickory) and MX ordering ([`mx`]); the SMTP and LMTP client on tokio with STARTTLS
-//! ([`client`]), per-destination session limits and connection reuse; local delivery into
-//! Maildir ([`maildir`]); the per-recipient [`Outcome`] (`Delivered` / `Transient` /
-//! `Permanent`); and sending the DSNs that `corvid_queue::dsn` composes back through
+//! ([`client`]: verified or opportunistic per the destination's TLS policy, AUTH only over
+//! verified TLS), per-destination session limits and connection reuse; delivery slots (local
+//! delivery has permits of its own, a remote destination at most `max_per_destination` of
+//! the remote ones); mail-loop checks (MX hosts leading back here, `max_hops`); local
+//! delivery into Maildir ([`maildir`]); the per-recipient [`Outcome`] (`Delivered` /
+//! `Transient` / `Permanent`); and sending the DSNs that `corvid_queue::dsn` composes back through
 //! [`corvid_types::Intake`].
 //!
 //! Must not: know how a message got queued (it sees only [`corvid_queue::Spool`] and

@@ -48,6 +48,9 @@ pub struct RcptReport {
     pub reply: Option<Reply>,
     /// For a delivery: whether a success notice is Corvid's to send, and which.
     pub success: SuccessReport,
+    /// The session's TLS, for the per-recipient log line: `TLSv1_3 verified`,
+    /// `TLSv1_3 unverified (<reason>)`; `None` in clear text or for local delivery.
+    pub tls: Option<String>,
 }
 
 impl From<Outcome> for RcptReport {
@@ -59,6 +62,7 @@ impl From<Outcome> for RcptReport {
             diagnostic: None,
             reply: None,
             success: SuccessReport::Delivered,
+            tls: None,
         }
     }
 }

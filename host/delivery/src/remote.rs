@@ -198,6 +198,7 @@ impl Remote {
                     RcptReport {
                         remote_mta: Some(host.clone()),
                         success,
+                        tls: session.tls_summary.clone(),
                         ..report
                     },
                 )

@@ -85,6 +85,8 @@ pub struct Session {
     pub verified: bool,
     /// Why an opportunistic session's certificate did not verify.
     pub unverified_reason: Option<String>,
+    /// The TLS version and whether the certificate verified, for the record.
+    pub tls_summary: Option<String>,
     pub endpoint: Endpoint,
     pub(crate) timeouts: Timeouts,
     /// Transactions completed on this session.
@@ -129,6 +131,7 @@ impl Session {
             tls: false,
             verified: false,
             unverified_reason: None,
+            tls_summary: None,
             endpoint,
             timeouts: t.clone(),
             messages: 0,
@@ -233,6 +236,16 @@ impl Session {
                 None => Err("no certificate".into()),
             },
         };
+        let version = tls
+            .get_ref()
+            .1
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_else(|| "TLS".into());
+        self.tls_summary = Some(match &checked {
+            Ok(()) => format!("{version} verified"),
+            Err(why) => format!("{version} unverified ({why})"),
+        });
         self.verified = checked.is_ok();
         self.unverified_reason = checked.err();
         self.conn.replace_stream(Box::new(tls));
