@@ -40,6 +40,9 @@ pub struct Config {
     /// The plugin chain: one `[[plugin]]` table per plugin (see corvid_plugin_host::Manifest).
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<corvid_plugin_host::Manifest>,
+    /// Limits of the plugin engine (instances, memory); defaults sized from `limits`.
+    #[serde(default)]
+    pub plugin_engine: corvid_plugin_host::EngineConfig,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,9 +4,7 @@
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
-use corvid_plugin_host::{
-    EngineOptions, Manifest, PluginEngine, PluginHost, PluginState, Services,
-};
+use corvid_plugin_host::{BreakerState, Manifest, PluginEngine, PluginHost, PluginState, Services};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -32,8 +30,8 @@ impl Plugins {
         config_path: Option<PathBuf>,
         services: Services,
     ) -> Result<Plugins> {
-        let engine = PluginEngine::new(EngineOptions::default())
-            .context("starting the WebAssembly engine")?;
+        let options = config.plugin_engine.options(config.limits.max_connections);
+        let engine = PluginEngine::new(options).context("starting the WebAssembly engine")?;
         let cache = config
             .server
             .plugin_cache
@@ -99,8 +97,16 @@ impl Plugins {
                     PluginState::Failed { error } => ("failed", Some(error)),
                 };
                 let stages: Vec<&str> = p.stages.iter().map(|s| s.as_str()).collect();
+                let breaker = match p.breaker {
+                    BreakerState::Closed => "closed".to_string(),
+                    BreakerState::HalfOpen => "half-open".to_string(),
+                    BreakerState::Open { remaining } => {
+                        format!("open {}s", remaining.as_secs() + 1)
+                    }
+                };
                 json!({ "name": p.name, "version": p.version, "stages": stages, "order": p.order,
-                        "generation": p.loaded_in, "state": state, "error": error })
+                        "generation": p.loaded_in, "state": state, "error": error,
+                        "breaker": breaker, "breaker_trips": p.breaker_trips })
             })
             .collect();
         json!(rows)

@@ -28,8 +28,8 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
                 println!("no plugins configured");
             }
             println!(
-                "{:<20} {:<10} {:<6} {:<8} {:<30} state",
-                "name", "version", "order", "gen", "stages"
+                "{:<20} {:<10} {:<6} {:<8} {:<30} {:<12} state",
+                "name", "version", "order", "gen", "stages", "breaker"
             );
             for p in rows {
                 let stages: Vec<&str> = p["stages"]
@@ -41,12 +41,13 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default();
                 println!(
-                    "{:<20} {:<10} {:<6} {:<8} {:<30} {}{error}",
+                    "{:<20} {:<10} {:<6} {:<8} {:<30} {:<12} {}{error}",
                     p["name"].as_str().unwrap_or("?"),
                     p["version"].as_str().unwrap_or(""),
                     p["order"].to_string(),
                     p["generation"].to_string(),
                     stages.join(","),
+                    p["breaker"].as_str().unwrap_or("?"),
                     p["state"].as_str().unwrap_or("?"),
                 );
             }
