@@ -149,6 +149,55 @@ mod tests {
     }
 
     #[test]
+    fn list_get_delete_on_a_real_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = corvid_queue::SledSpool::open(dir.path()).unwrap();
+        let kv = spool.kv();
+        kv.set("greylist", b"1.2.3.4|\x1b[2J", b"first\r\n", None)
+            .unwrap();
+        kv.set(
+            "greylist",
+            b"k2",
+            b"v2",
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .unwrap();
+        kv.set("other", b"k2", b"not listed", None).unwrap();
+        let req = |r| handle(&kv, r).unwrap();
+        let list = req(Request::KvList {
+            plugin: "greylist".into(),
+            prefix: String::new(),
+            limit: 10,
+        });
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["key"], "1.2.3.4|\\x1b[2J");
+        assert_eq!(list[0]["value"], "first\\r\\n");
+        assert!(list[0]["expires"].is_null() && list[1]["expires"].is_string());
+        let got = req(Request::KvGet {
+            plugin: "greylist".into(),
+            key: "k2".into(),
+        });
+        assert_eq!(got["value"], "v2");
+        req(Request::KvDelete {
+            plugin: "greylist".into(),
+            key: "k2".into(),
+        });
+        assert!(handle(
+            &kv,
+            Request::KvGet {
+                plugin: "greylist".into(),
+                key: "k2".into()
+            }
+        )
+        .is_err());
+        assert_eq!(
+            kv.get("other", b"k2").unwrap().as_deref(),
+            Some(&b"not listed"[..])
+        );
+    }
+
+    #[test]
     fn expiry_dates() {
         assert_eq!(expiry_text(0), "1970-01-01T00:00:00Z");
         assert_eq!(expiry_text(1_700_000_000_123), "2023-11-14T22:13:20Z");
