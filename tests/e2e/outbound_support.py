@@ -133,6 +133,7 @@ proxymap  unix  - - n -    - proxymap
 smtp      unix  - - n -    - smtp
 relay     unix  - - n -    - smtp
 showq     unix  n - n -    - showq
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 error     unix  - - n -    - error
 retry     unix  - - n -    - error
 discard   unix  - - n -    - discard
@@ -148,7 +149,7 @@ class Postfix:
     """A private Postfix instance: receives mail for `domain` on a loopback port and stores
     every message in one Maildir (virtual(8), static map), `self.maildir`."""
 
-    def __init__(self, domain: str = "far.test") -> None:
+    def __init__(self, domain: str = "far.test", main_cf_extra: str = "") -> None:
         if not shutil.which("postfix"):
             pytest.skip("postfix is not installed (tests/setup installs it)")
         self.dir = shared_tmpdir("corvid-postfix-")
@@ -189,7 +190,7 @@ maillog_file = {self.maillog}
 smtputf8_enable = yes
 smtpd_banner = $myhostname ESMTP Postfix (corvid test)
 biff = no
-""")
+{main_cf_extra}""")
         (conf / "master.cf").write_text(POSTFIX_MASTER_CF.format(port=self.port))
         self.conf = conf
         self.maildir = vmail / domain / "box"

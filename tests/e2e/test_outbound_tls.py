@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from outbound_support import DnsServer, relay_overrides
+from outbound_support import DnsServer, Postfix, relay_overrides
 
 PASSWORD = "pa55-w0rd-never-in-clear"
 MESSAGE = b"From: alice@corvid.test\r\nTo: x@far.test\r\nSubject: tls\r\n\r\nhello\r\n"
@@ -276,3 +276,38 @@ def test_check_config_refuses_auth_without_verify(tmp_path):
                    'tls = "verify"\nauth = { user = "u", password = "p" }\n')
     r = run_cli("check-config", str(cfg))
     assert r.returncode == 0, r.stderr
+
+
+def postfix_with(cert_key: tuple[Path, Path]) -> Postfix:
+    cert, key = cert_key
+    return Postfix("far.test", main_cf_extra=(
+        f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+        "smtpd_tls_loglevel = 1\n"))
+
+
+def test_verify_against_real_postfix(make_server, ca, dns):
+    """Postfix as the MX, with a certificate from the test CA: verified TLS delivers when the
+    certificate names the MX host, and defers with 4.7.5 when it names another host."""
+    dns.mx("far.test", 10, "mx.far.test").a("mx.far.test")
+    for label, name, good in [("pf-good", "mx.far.test", True), ("pf-wrong", "mx.elsewhere.test", False)]:
+        postfix = postfix_with(ca.issue(label, name))
+        try:
+            overrides = relay_overrides(dns, postfix.port,
+                                        tls={"ca_file": str(ca.pem), "domains": {"far.test": "verify"}})
+            sender = make_server(overrides, name=f"snd-{label}")
+            sender.send(MESSAGE, sender="alice@corvid.test", rcpts=("someone@far.test",))
+            if good:
+                [stored] = postfix.wait_messages(1)
+                assert b"Subject: tls" in stored
+                log = postfix.log()
+                assert "TLS connection established from localhost[127.0.0.1]" in log, log
+                done = sender.wait_log(lambda e: e.get("message") == "recipient done")
+                assert done.get("tls", "").endswith(" verified"), done
+            else:
+                reason = wait_deferred(sender, "someone@far.test")
+                assert reason.startswith("4.7.5 "), reason
+                assert postfix.messages() == []
+            sender.stop()
+        finally:
+            print(f"--- postfix log ({label}) ---\n{postfix.log()}")
+            postfix.stop()
