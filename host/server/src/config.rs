@@ -90,6 +90,9 @@ pub struct AuthSettings {
     /// The users file (`name:argon2id-hash[:addresses]`); read by the binary, which hands the
     /// server a `Credentials` implementation. Default: `<data_dir>/users`.
     pub users_file: Option<std::path::PathBuf>,
+    /// Password hashes computed at once by the whole server (argon2id is made to be costly);
+    /// beyond it AUTH gets 454 4.7.0 (RFC 4954 6). 0 = twice the number of CPUs.
+    pub max_concurrent_hashes: usize,
 }
 
 impl Default for AuthSettings {
@@ -102,6 +105,7 @@ impl Default for AuthSettings {
             restrict_sender: true,
             restrict_from_header: false,
             users_file: None,
+            max_concurrent_hashes: 0,
         }
     }
 }
@@ -134,6 +138,32 @@ pub struct Limits {
     /// How long running sessions may take to finish after shutdown is requested.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// `Received:` fields a message may carry; more is a mail loop, refused with 554 5.4.6 at
+    /// the end of DATA (RFC 5321 6.3, RFC 3463 X.4.6 routing loop detected).
+    pub max_hops: usize,
+    /// Header fields a message may have; more gets 552 5.3.4 (RFC 3463 X.3.4: too big for the
+    /// system), checked before any per-header structure is built for plugins or rewrites.
+    pub max_header_fields: usize,
+    /// Non-mail commands (NOOP, RSET, VRFY, EXPN, HELP, ETRN, unknown ones) in one session;
+    /// beyond it 421 4.7.0 and close (Postfix's `smtpd_junk_command_limit`).
+    pub max_junk_commands: u32,
+    /// Total time a session may last, whatever it does; then 421 4.7.0 and close.
+    #[serde(with = "humantime_serde")]
+    pub max_session_time: Duration,
+    /// How long the server waits before its 220 greeting; a client that talks in that time
+    /// (or whose bytes are already there when the greeting is due) is refused with 554 5.5.0
+    /// (RFC 5321 4.3.1: the client waits for the greeting). 0 = no wait, only buffered bytes.
+    #[serde(with = "humantime_serde")]
+    pub greet_delay: Duration,
+    /// Message bytes held in memory by all sessions together; beyond it DATA/BDAT get
+    /// 452 4.3.1 (RFC 3463 X.3.1: mail system full).
+    pub max_inflight_bytes: usize,
+    /// `min_data_rate` is measured over sliding windows of this length.
+    #[serde(with = "humantime_serde")]
+    pub data_rate_window: Duration,
+    /// Time allowed for the client's reverse DNS (PTR, then the names' addresses).
+    #[serde(with = "humantime_serde")]
+    pub rdns_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -149,6 +179,14 @@ impl Default for Limits {
             max_errors: 20,
             max_messages_per_connection: 100,
             shutdown_grace: Duration::from_secs(30),
+            max_hops: 100,
+            max_header_fields: 1000,
+            max_junk_commands: 100,
+            max_session_time: Duration::from_secs(30 * 60),
+            greet_delay: Duration::ZERO,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            data_rate_window: Duration::from_secs(30),
+            rdns_timeout: Duration::from_secs(2),
         }
     }
 }

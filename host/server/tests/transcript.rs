@@ -142,6 +142,13 @@ async fn transcript_on(
     let shared = shared(Arc::clone(&intake), credentials);
     let task = tokio::spawn(run_session(shared, listener, server, conn));
     let mut out = Vec::new();
+    // The client waits for the greeting: talking first is a pregreet, refused.
+    let mut buf = [0u8; 512];
+    while !out.ends_with(b"\r\n") {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "no greeting");
+        out.extend_from_slice(&buf[..n]);
+    }
     for (i, seg) in segments.iter().enumerate() {
         client.write_all(seg).await.unwrap();
         if i + 1 < segments.len() {

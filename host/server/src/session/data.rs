@@ -133,7 +133,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut counted = tx.counted;
         let mut disposition = tx.disposition.clone();
         let started = tx.started;
-        if let Some(r) = self.header_from_not_owned(&content) {
+        let limits = &self.shared.limits;
+        let checked =
+            super::header_limits::refusal(&content, limits.max_header_fields, limits.max_hops);
+        if let Some(r) = checked.or_else(|| self.header_from_not_owned(&content)) {
             self.log_transaction(&env, None, content.len(), &r, started);
             self.reset_transaction();
             return Ok(self.fail(r));

@@ -3,7 +3,8 @@
 use super::envelope::Judged;
 use super::{Closed, Flow, Session, Step};
 use corvid_types::Reply;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tracing::info;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Runs the connect hook, then sends the 220 greeting (RFC 5321 4.3.1). A refusal here
@@ -15,8 +16,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.push(&refusal);
             return Ok(Flow::Close);
         }
+        if self.pregreeted().await? {
+            info!(session = self.conn.session_id, client = %self.conn.peer_addr.ip(), "pregreet: client talked before the greeting");
+            // RFC 5321 4.3.1: the client waits for the 220. One that does not is a bot.
+            self.push(&Reply::new(
+                554,
+                "5.5.0",
+                "Protocol error: client sent data before the greeting",
+            ));
+            return Ok(Flow::Close);
+        }
         let greeting = Reply::new(220, "", format!("{} ESMTP Corvid", self.shared.hostname));
         Ok(self.reply(greeting))
+    }
+
+    /// Whether the client sent anything before the greeting: waits `limits.greet_delay`, or
+    /// with no delay only looks at bytes already there (a read polled once, no waiting).
+    async fn pregreeted(&mut self) -> Result<bool, Closed> {
+        let wait = self.shared.limits.greet_delay;
+        let read = tokio::time::timeout(wait, self.io.read(&mut self.rbuf)).await;
+        match read {
+            // Timeout polls the read before its timer: with no delay, a read that is ready
+            // at once is still seen.
+            Err(_) => Ok(false),
+            Ok(Ok(0)) => Err(Closed::Eof),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(Closed::Io(e)),
+        }
     }
 
     pub(super) async fn ehlo(&mut self, name: String, esmtp: bool) -> Step {

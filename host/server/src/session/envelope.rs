@@ -114,10 +114,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(tx) = &self.tx else {
             return Ok(self.fail(Reply::new(503, "5.5.1", "Need MAIL before RCPT")));
         };
-        if tx.envelope.recipients.len() >= self.shared.limits.max_recipients {
-            // RFC 5321 4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
+        if tx.counted >= self.shared.limits.max_recipients {
+            // RFC 5321 4.5.3.1.8 and 4.5.3.1.10: 452 for too many recipients; the client sends
+            // the rest later. Every RCPT command counts, duplicates and refused ones included,
+            // so repeating an address cannot make the server do unbounded work per message.
             return Ok(self.fail(Reply::new(452, "4.5.3", "Too many recipients")));
         }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.counted += 1;
+        }
+        let Some(tx) = &self.tx else {
+            return Ok(self.fail(Reply::new(503, "5.5.1", "Need MAIL before RCPT")));
+        };
         let (address, postmaster) = match to {
             RcptTo::Postmaster => match self.shared.services.directory.postmaster() {
                 Some(pm) => (pm.clone(), true),
@@ -170,7 +178,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let text = format!("Recipient <{}> OK", rcpt.address);
         if let Some(tx) = self.tx.as_mut() {
             tx.envelope.recipients.push(rcpt);
-            tx.counted += 1;
         }
         // May remove the recipient just accepted: it is then answered 250 but not delivered.
         self.apply_to_transaction(&mods);

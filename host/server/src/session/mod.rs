@@ -7,6 +7,7 @@ mod ehlo;
 mod envelope;
 mod envelope_mods;
 mod from_check;
+mod header_limits;
 mod modify;
 mod verbs;
 
@@ -101,6 +102,8 @@ enum Closed {
     Eof,
     Timeout,
     Shutdown,
+    /// `limits.max_session_time` is over.
+    SessionTime,
     Io(std::io::Error),
 }
 
@@ -149,6 +152,10 @@ struct Session<S> {
     errors: u32,
     messages: u32,
     auth_failures: u32,
+    /// Non-mail commands so far (`limits.max_junk_commands`).
+    junk: u32,
+    /// When the session must end, whatever it is doing (`limits.max_session_time`).
+    session_deadline: tokio::time::Instant,
     /// When the command being received must be complete (RFC 5321 4.5.3.2.7); kept across
     /// partial reads so a client trickling bytes cannot hold the session forever.
     command_deadline: Option<tokio::time::Instant>,
@@ -165,8 +172,9 @@ pub async fn run_session<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + shared.limits.max_session_time;
     let policy = shared.services.policy.session(&conn);
-    let mut s = Session::new(io, shared, listener, conn, policy);
+    let mut s = Session::new(io, shared, listener, conn, policy, deadline);
     let end = s.run().await;
     if end != "starttls" {
         return log_close(&s.conn, s.messages, s.errors, started, end);
@@ -179,6 +187,7 @@ pub async fn run_session<S>(
         policy,
         messages,
         errors,
+        junk,
         ..
     } = s;
     let Some(tls_io) = handshake(&shared, io, &mut conn).await else {
@@ -187,7 +196,8 @@ pub async fn run_session<S>(
     conn.helo = None;
     conn.esmtp = false;
     conn.auth_user = None;
-    let mut t = Session::new(tls_io, shared, listener, conn, policy);
+    let mut t = Session::new(tls_io, shared, listener, conn, policy, deadline);
+    t.junk = junk;
     let end = t.run().await;
     log_close(
         &t.conn,
@@ -248,6 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         listener: Arc<ListenerConfig>,
         conn: ConnectionInfo,
         policy: Box<dyn PolicySession>,
+        session_deadline: tokio::time::Instant,
     ) -> Self {
         Session {
             io,
@@ -262,6 +273,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             errors: 0,
             messages: 0,
             auth_failures: 0,
+            junk: 0,
+            session_deadline,
             command_deadline: None,
         }
     }
@@ -275,6 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(Closed::Eof) => "eof",
             Err(Closed::Timeout) => "timeout",
             Err(Closed::Shutdown) => "shutdown",
+            Err(Closed::SessionTime) => "session-time",
             Err(Closed::Io(_)) => "io-error",
         };
         match result {
@@ -291,6 +305,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.shared.hostname
                 );
                 self.push(&Reply::new(421, "4.3.2", text));
+            }
+            Err(Closed::SessionTime) => {
+                let text = format!(
+                    "{} Session time limit exceeded, closing connection",
+                    self.shared.hostname
+                );
+                self.push(&Reply::new(421, "4.7.0", text));
             }
             Err(Closed::Io(e)) => debug!(session = self.conn.session_id, error = %e, "i/o error"),
             _ => {}
@@ -344,6 +365,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(cmd) => cmd,
             Err(e) => return Ok(self.fail(e.reply)),
         };
+        if let Some(flow) = self.junk_or_bdat_sequence(&cmd) {
+            return Ok(flow);
+        }
         if self.needs_tls_first(&cmd) {
             // RFC 3207 4: a server that requires TLS answers 530 until STARTTLS.
             return Ok(self.fail(Reply::new(
@@ -370,6 +394,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Command::Etrn(node) => Ok(self.etrn(&node)),
             Command::NotImplemented(verb) => Ok(self.not_offered(&verb)),
         }
+    }
+
+    /// Counts junk commands, and ends a BDAT transaction interrupted by another command.
+    fn junk_or_bdat_sequence(&mut self, cmd: &Command) -> Option<Flow> {
+        let junk = matches!(
+            cmd,
+            Command::Noop
+                | Command::Rset
+                | Command::Help(_)
+                | Command::Vrfy(_)
+                | Command::Expn(_)
+                | Command::Etrn(_)
+                | Command::NotImplemented(_)
+        );
+        if junk {
+            self.junk += 1;
+            if self.junk > self.shared.limits.max_junk_commands {
+                // Postfix's smtpd_junk_command_limit: a client that only talks is let go.
+                let text = format!(
+                    "{} Too many commands, closing connection",
+                    self.shared.hostname
+                );
+                self.push(&Reply::new(421, "4.7.0", text));
+                return Some(Flow::Close);
+            }
+        }
+        let in_bdat = self.tx.as_ref().is_some_and(|t| t.bdat.is_some());
+        if in_bdat && !matches!(cmd, Command::Bdat { .. } | Command::Rset | Command::Quit) {
+            // RFC 3030 2: after a BDAT chunk the client sends the next chunk (or RSET/QUIT).
+            // Anything else, NOOP included, aborts the transaction and frees its chunks, so a
+            // partial message cannot be parked in memory while the client idles.
+            self.reset_transaction();
+            let r = Reply::new(
+                503,
+                "5.5.1",
+                "Only BDAT, RSET or QUIT may follow a BDAT chunk; transaction aborted",
+            );
+            return Some(self.fail(r));
+        }
+        None
     }
 
     fn needs_tls_first(&self, cmd: &Command) -> bool {
@@ -444,6 +508,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             tokio::time::Instant::now() + self.shared.limits.command_timeout
         });
         let shutdown = self.shared.shutdown.clone();
+        let deadline = deadline.min(self.session_deadline);
         tokio::select! {
             _ = shutdown.cancelled() => Err(Closed::Shutdown),
             r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => self.take_read(r),
@@ -455,6 +520,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn fill_data(&mut self, deadline: tokio::time::Instant) -> Result<usize, Closed> {
         let abort = self.shared.abort.clone();
         let before = self.input.len();
+        let deadline = deadline.min(self.session_deadline);
         tokio::select! {
             _ = abort.cancelled() => Err(Closed::Shutdown),
             r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => self.take_read(r),
@@ -467,6 +533,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         r: Result<std::io::Result<usize>, tokio::time::error::Elapsed>,
     ) -> Result<(), Closed> {
         match r {
+            Err(_) if tokio::time::Instant::now() >= self.session_deadline => {
+                Err(Closed::SessionTime)
+            }
             Err(_) => Err(Closed::Timeout),
             Ok(Err(e)) => Err(Closed::Io(e)),
             Ok(Ok(0)) => Err(Closed::Eof),

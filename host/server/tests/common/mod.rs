@@ -93,6 +93,8 @@ pub struct Harness {
     pub listener: ListenerConfig,
     pub peer: std::net::SocketAddr,
     pub intake: Arc<MemIntake>,
+    /// Wait for the 220 before sending (false: talk first, a pregreet).
+    pub wait_for_greeting: bool,
 }
 
 impl Default for Harness {
@@ -120,6 +122,7 @@ impl Default for Harness {
             },
             peer: "127.0.0.2:5000".parse().unwrap(),
             intake: Arc::new(MemIntake::default()),
+            wait_for_greeting: true,
         }
     }
 }
@@ -181,6 +184,10 @@ impl Harness {
             self.conn(),
         ));
         let mut out = Vec::new();
+        // A client waits for the greeting (RFC 5321 4.3.1); one that does not is refused.
+        if self.wait_for_greeting {
+            wait_for(&mut client, &mut out, "220 ", 1).await;
+        }
         for (i, seg) in segments.iter().enumerate() {
             client.write_all(seg).await.unwrap();
             if i + 1 < segments.len() {
