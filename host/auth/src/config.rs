@@ -10,7 +10,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthChecksConfig {
-    /// Run the checks at all.
+    /// Whether the server runs the checks at all (read by the caller; this crate checks
+    /// whatever it is asked).
     pub enabled: bool,
     /// The authserv-id of `Authentication-Results:` (RFC 8601 section 2.5); usually the
     /// server's hostname. Empty: the caller substitutes `server.hostname`.
