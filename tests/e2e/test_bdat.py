@@ -78,16 +78,25 @@ def test_bdat_without_recipient_is_refused_and_its_bytes_are_not_commands(server
 
 
 def test_data_after_bdat_is_refused(server):
+    """After a BDAT chunk only BDAT, RSET or QUIT continue (RFC 3030 2): anything else is
+    refused and ends the transaction, so a partial message cannot be parked in memory."""
     with server.connect() as c:
         c.begin()
         c.send(bdat(len(CHUNK1)) + CHUNK1)
         c.expect(None, 250)
         c.expect("DATA", 503, "5.5.1")
-        # the refused DATA did not switch to content mode: this is still a command
+        # the refused DATA did not switch to content mode: this is still a command, refused
+        # because the transaction is gone; its chunk is read and dropped
         c.send(bdat(len(CHUNK2), True) + CHUNK2)
-        c.expect(None, 250, "2.0.0")
-    [path] = server.wait_mail("alice")
-    assert split_delivered(path).content == CHUNK1 + CHUNK2
+        c.expect(None, 503, "5.5.1")
+        c.expect("MAIL FROM:<a@example.org>", 250)
+        c.expect("RCPT TO:<alice@corvid.test>", 250)
+        c.send(bdat(len(CHUNK1)) + CHUNK1)
+        c.expect(None, 250)
+        c.expect("NOOP", 503, "5.5.1")
+        c.expect("QUIT", 221)
+    server.wait_queue_empty()
+    assert server.all_mail() == []
 
 
 def test_bdat_after_rset_starts_over(server):

@@ -5,7 +5,7 @@ mod throttle;
 mod users;
 
 pub use sasl::{decode_login_field, decode_plain, SaslError};
-pub use throttle::AuthThrottle;
+pub use throttle::{Attempt, AuthThrottle};
 pub use users::{hash_password, UsersError, UsersFile};
 
 /// Checks passwords and knows which sender addresses a user may use. The server calls

@@ -240,7 +240,16 @@ fn write_table(path: &Path, table: &Table) -> Result<(), UsersError> {
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(io)?;
+    // The rename is only durable once the directory is synced too (fsync(2): syncing a file
+    // does not sync the directory entry that names it).
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use super::{Flow, Session, Step, MAX_AUTH_LINE};
 use crate::auth::{decode_login_field, decode_plain, SaslError};
 use corvid_smtp::LineError;
 use corvid_types::{AuthCredentials, Reply, Verdict};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
@@ -53,6 +54,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(creds) => creds,
             Err(reply) => return Ok(self.fail(reply)),
         };
+        // The client's network is charged before the password is hashed: parallel connections
+        // share one count, so they cannot run more guesses than `max_failures_per_ip`.
+        let shared = std::sync::Arc::clone(&self.shared);
+        let ip = self.conn.peer_addr.ip();
+        let Some(attempt) = shared.throttle.begin(ip, shared.auth.max_failures_per_ip) else {
+            return Ok(self.fail(too_many_failures()));
+        };
         let outcome = self.check_credentials(&creds).await;
         Ok(match outcome {
             Outcome::Success(user) => {
@@ -65,7 +73,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Flow::Close
             }
             Outcome::Reply(reply, _) => self.fail(reply),
-            Outcome::Failure => self.auth_failed(&creds.username).await,
+            Outcome::Failure => self.auth_failed(attempt, &creds.username).await,
         })
     }
 
@@ -96,11 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let recent = self.shared.throttle.recent(self.conn.peer_addr.ip());
         if recent >= self.shared.auth.max_failures_per_ip {
-            return Some(Reply::new(
-                454,
-                "4.7.0",
-                "Too many failed authentications, try again later",
-            ));
+            return Some(too_many_failures());
         }
         None
     }
@@ -196,8 +200,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(store) = self.shared.services.credentials.clone() else {
             return Outcome::Failure;
         };
+        // A server-wide cap on hashes in progress: argon2id is costly by design, and a flood
+        // of AUTH attempts must not take every CPU. RFC 4954 6: 454 is a temporary failure.
+        let Ok(permit) = Arc::clone(&self.shared.hash_permits).try_acquire_owned() else {
+            let r = Reply::new(
+                454,
+                "4.7.0",
+                "Too many authentications in progress, try again later",
+            );
+            return Outcome::Reply(r, Flow::Continue);
+        };
         let (user, pass) = (creds.username.clone(), creds.password.clone());
-        let verified = tokio::task::spawn_blocking(move || store.verify(&user, &pass)).await;
+        let verified = tokio::task::spawn_blocking(move || {
+            let ok = store.verify(&user, &pass);
+            drop(permit);
+            ok
+        })
+        .await;
         match verified {
             Ok(true) => Outcome::Success(creds.username.clone()),
             Ok(false) => Outcome::Failure,
@@ -211,9 +230,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// 535 after a delay that grows with the recent failures from this client address; the
     /// connection is closed after too many failures in it.
-    async fn auth_failed(&mut self, user: &str) -> Flow {
+    async fn auth_failed(&mut self, attempt: crate::auth::Attempt<'_>, user: &str) -> Flow {
         let ip = self.conn.peer_addr.ip();
-        let recent = self.shared.throttle.record_failure(ip);
+        let recent = attempt.failed();
         self.auth_failures += 1;
         info!(session = self.conn.session_id, client = %ip, user = %user, failures = recent, "authentication failed");
         let delay = self.shared.auth.failure_delay.saturating_mul(recent.min(8));
@@ -235,6 +254,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         flow
     }
+}
+
+/// RFC 4954 6: 454 4.7.0, temporary authentication failure.
+fn too_many_failures() -> Reply {
+    Reply::new(
+        454,
+        "4.7.0",
+        "Too many failed authentications, try again later",
+    )
 }
 
 /// Sleeps `d`, unless the server is being stopped. A free function: a `&Session` held across

@@ -55,6 +55,8 @@ pub struct Shared {
     pub etrn_networks: Vec<ipnet::IpNet>,
     pub services: Services,
     pub throttle: AuthThrottle,
+    /// Password hashes that may run at once (`auth.max_concurrent_hashes`).
+    pub hash_permits: Arc<tokio::sync::Semaphore>,
     /// Cancelled when shutdown starts: idle sessions say 421 and close.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: every session closes at once.
@@ -72,6 +74,7 @@ impl Shared {
             etrn_networks: config.etrn_networks.clone(),
             services,
             throttle: AuthThrottle::new(config.auth.failure_window),
+            hash_permits: Arc::new(tokio::sync::Semaphore::new(hash_permits(&config.auth))),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             next_session: AtomicU64::new(1),
@@ -80,6 +83,14 @@ impl Shared {
 
     pub fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// `auth.max_concurrent_hashes`, 0 meaning twice the CPUs.
+fn hash_permits(auth: &AuthSettings) -> usize {
+    match auth.max_concurrent_hashes {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        n => n,
     }
 }
 
