@@ -5,14 +5,15 @@
 //! delivery runs on the runtime. The destinations of one message are served concurrently.
 
 use crate::content::LazyContent;
-use crate::lifecycle;
+use crate::lifecycle::{self, Adjustments};
 use crate::notify::{self, Notifier};
+use crate::record::{record, record_now};
 use crate::remote::Remote;
 use crate::route::{self, Destination, NextHop, Router};
 use crate::{local, Outcome, RcptReport};
 use corvid_queue::dsn;
 use corvid_queue::SuccessReport;
-use corvid_queue::{unix_secs, QueueError, QueuedMessage, RecipientStatus, RetrySchedule, Spool};
+use corvid_queue::{unix_secs, QueuedMessage, RecipientStatus, RetrySchedule, Spool};
 use corvid_types::{DeliveryPolicy, Directory, QueueId, RouteRequest, Stage};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -100,12 +101,12 @@ pub(crate) async fn process(ctx: Arc<Context>, id: QueueId) {
     finish(&ctx, observed, msg, reports, &body, now).await;
 }
 
-/// Local only: write, apply and record on one blocking thread, so that the time between a
-/// Maildir rename and the spool update (where a crash makes a duplicate) stays as short as
-/// possible.
+/// Local only, and no policy observes outcomes: the Maildir writes and [`settle`] run on one
+/// blocking thread, so that the time between a Maildir rename and the spool update (where a
+/// crash makes a duplicate) stays as short as possible. Then the same tail as [`finish`].
 async fn local_only_fast(
     ctx: &Arc<Context>,
-    mut msg: QueuedMessage,
+    msg: QueuedMessage,
     due: Vec<usize>,
     content: Arc<Vec<u8>>,
     now: u64,
@@ -114,30 +115,24 @@ async fn local_only_fast(
     let body = Arc::clone(&content);
     let left = blocking(move || {
         let reports = local::deliver(&c.directory, &c.maildir_root, &msg, &due, &body);
-        apply(&mut msg, &reports, &c.schedule, now);
-        if !dsn::due_reports(&msg, now, c.notifier.delay_warning).is_empty() {
-            return Some(msg);
-        }
-        dsn::mark_reported(&mut msg, &[]);
-        record_now(c.spool.as_ref(), &msg);
-        None
+        settle(&c, msg, &reports, &mut Adjustments::default(), now)
     })
     .await;
-    let Some(Some(mut msg)) = left else { return };
-    notify::send_reports(&ctx.notifier, &mut msg, &content, now).await;
-    record(ctx, msg).await
+    if let Some(Some(msg)) = left {
+        tell_and_record(ctx, msg, &content, now).await;
+    }
 }
 
-/// Consults the policy about the outcomes, writes them, sends the DSNs due and records.
+/// Consults the policy about the outcomes, then the one tail: [`settle`], and the DSNs due.
 async fn finish(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     observed: lifecycle::Observed,
-    mut msg: QueuedMessage,
+    msg: QueuedMessage,
     mut reports: Vec<(usize, RcptReport)>,
     content: &[u8],
     now: u64,
 ) {
-    let mut adjust = lifecycle::consult(
+    let adjust = lifecycle::consult(
         ctx.policy.as_ref(),
         &ctx.schedule,
         observed,
@@ -146,11 +141,47 @@ async fn finish(
         now,
     )
     .await;
-    apply(&mut msg, &reports, &ctx.schedule, now);
-    adjust.apply_to(&mut msg, &ctx.schedule);
-    notify::send_reports(&ctx.notifier, &mut msg, content, now).await;
-    record(ctx, msg).await;
+    let c = Arc::clone(ctx);
+    let settled = blocking(move || {
+        let mut adjust = adjust;
+        let left = settle(&c, msg, &reports, &mut adjust, now);
+        (left, adjust)
+    })
+    .await;
+    let Some((left, adjust)) = settled else {
+        return;
+    };
+    if let Some(msg) = left {
+        tell_and_record(ctx, msg, content, now).await;
+    }
     adjust.notify_delivered(ctx.policy.as_ref());
+}
+
+/// Writes the outcomes and the policy's answers into the recipients; when no DSN is due,
+/// records the message at once (blocking) and returns `None`, else hands it back for
+/// [`tell_and_record`].
+fn settle(
+    ctx: &Context,
+    mut msg: QueuedMessage,
+    reports: &[(usize, RcptReport)],
+    adjust: &mut Adjustments,
+    now: u64,
+) -> Option<QueuedMessage> {
+    apply(&mut msg, reports, &ctx.schedule, now);
+    adjust.apply_to(&mut msg, &ctx.schedule);
+    let policy = ctx.spool.dsn_policy();
+    if !dsn::due_reports_with(&msg, now, ctx.notifier.delay_warning, &policy).is_empty() {
+        return Some(msg);
+    }
+    dsn::mark_reported(&mut msg, &[]);
+    record_now(ctx.spool.as_ref(), &msg);
+    None
+}
+
+/// Queues the DSNs due, then records the message.
+async fn tell_and_record(ctx: &Context, mut msg: QueuedMessage, content: &[u8], now: u64) {
+    notify::send_reports(&ctx.notifier, &mut msg, content, now).await;
+    record(ctx, msg).await
 }
 
 /// Routes each due recipient and groups them by destination, in first-seen order.
@@ -326,47 +357,6 @@ fn apply(
                 tracing::warn!(queue_id = %id, rcpt = %rcpt, route, outcome = "failed",
                     reason = %reason, tls, "recipient failed");
             }
-        }
-    }
-}
-
-/// Stores the new state, and removes the message once nothing is pending. Local writes and
-/// remote 250s happened before this: a crash before the update means the recipients are
-/// attempted again after restart (a duplicate, never a loss).
-async fn record(ctx: &Context, msg: QueuedMessage) {
-    let spool = Arc::clone(&ctx.spool);
-    blocking(move || record_now(spool.as_ref(), &msg)).await;
-}
-
-fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
-    let id = &msg.id;
-    let all_delivered = msg
-        .recipients
-        .iter()
-        .all(|r| r.status == RecipientStatus::Delivered);
-    if !msg.has_pending() && all_delivered {
-        // The common case: one durable removal, no update before it (a second flush on the
-        // hot path). A failed message is updated first so its final state is on record; a
-        // crash between that update and the removal is cleaned up when the queue is opened.
-        return match spool.remove(id) {
-            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
-            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
-        };
-    }
-    match spool.update(msg) {
-        Ok(()) => {}
-        Err(QueueError::NotFound(_)) => {
-            tracing::warn!(queue_id = %id, "message was removed during delivery")
-        }
-        Err(e) => {
-            return tracing::error!(queue_id = %id, error = %e,
-                "cannot record delivery outcome; recipients will be attempted again")
-        }
-    }
-    if !msg.has_pending() {
-        match spool.remove(id) {
-            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
-            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
         }
     }
 }

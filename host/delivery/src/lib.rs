@@ -43,6 +43,7 @@ pub mod mx;
 mod notify;
 mod outcome;
 mod pool;
+mod record;
 mod remote;
 pub mod route;
 

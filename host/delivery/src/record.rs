@@ -1,0 +1,47 @@
+//! Recording an attempt's result in the spool: the message's new state, or its removal once
+//! nothing is pending.
+
+use crate::attempt::{blocking, Context};
+use corvid_queue::{QueueError, QueuedMessage, RecipientStatus, Spool};
+use std::sync::Arc;
+
+/// Stores the new state, and removes the message once nothing is pending. Local writes and
+/// remote 250s happened before this: a crash before the update means the recipients are
+/// attempted again after restart (a duplicate, never a loss).
+pub(crate) async fn record(ctx: &Context, msg: QueuedMessage) {
+    let spool = Arc::clone(&ctx.spool);
+    blocking(move || record_now(spool.as_ref(), &msg)).await;
+}
+
+pub(crate) fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
+    let id = &msg.id;
+    let all_delivered = msg
+        .recipients
+        .iter()
+        .all(|r| r.status == RecipientStatus::Delivered);
+    if !msg.has_pending() && all_delivered {
+        // The common case: one durable removal, no update before it (a second flush on the
+        // hot path). A failed message is updated first so its final state is on record; a
+        // crash between that update and the removal is cleaned up when the queue is opened.
+        return match spool.remove(id) {
+            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
+            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
+        };
+    }
+    match spool.update(msg) {
+        Ok(()) => {}
+        Err(QueueError::NotFound(_)) => {
+            tracing::warn!(queue_id = %id, "message was removed during delivery")
+        }
+        Err(e) => {
+            return tracing::error!(queue_id = %id, error = %e,
+                "cannot record delivery outcome; recipients will be attempted again")
+        }
+    }
+    if !msg.has_pending() {
+        match spool.remove(id) {
+            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
+            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
+        }
+    }
+}
