@@ -10,16 +10,25 @@
 //! (kv and DNS come in through the [`KvStore`] and [`DnsResolver`] traits).
 //!
 //! Behaviour in brief:
-//! - An instance per plugin per SMTP transaction, taken at the plugin's first hook of the
-//!   transaction: fresh by default (`instance = "transaction"`), or warm and reused per
-//!   connection or from a per-plugin pool (`"connection"`, `"pool"`, for Python and JavaScript
-//!   runtimes whose first calls are slow). A failed instance is always discarded.
+//! - Instances are taken per hook call at the session stages (`connect`, `helo`, `auth`) and
+//!   at the delivery stages, and per SMTP transaction from MAIL to the end of DATA or RSET:
+//!   fresh by default (`instance = "transaction"`), or warm from a per-plugin pool (`"pool"`,
+//!   and `"connection"`, its older name) for Python and JavaScript runtimes whose first calls
+//!   are slow. No connection holds an instance between transactions. A failed instance is
+//!   always discarded. The engine's limits (instances, total memory) apply the failure
+//!   policy at once when reached.
+//! - Sandbox: WASI without files, environment, arguments or network; clocks frozen at the
+//!   epoch without `clock`, randomness seeded per instance without `random`.
+//! - Budgets: fuel per hook (`limits.hook_fuel`, deterministic) and a wall-time backstop
+//!   (`limits.hook_time_ms`, 5 s); a busy guest yields to the executor every epoch tick.
 //! - Chain: plugins in `order`; the first non-`continue` verdict ends the stage; modifications
 //!   of the plugins that ran are collected in order.
 //! - Every decision is validated (reply code ranges, enhanced code class, sanitised text,
-//!   modifications allowed at the stage). A trap, timeout, memory exhaustion or invalid
-//!   decision applies the plugin's failure policy: `451 4.3.0 Temporary policy failure` or
-//!   `continue`; the instance is discarded and the details are logged.
+//!   modifications allowed at the stage); a quarantine reason is prefixed with the plugin's
+//!   name. A trap, spent budget, timeout, memory exhaustion or invalid decision applies the
+//!   plugin's failure policy: `451 4.3.0 Temporary policy failure` or `continue`; the
+//!   instance is discarded and the details are logged. After repeated failures the plugin's
+//!   circuit breaker bypasses it (failure policy, no instance) for a cool-down.
 //! - Reload builds a new [`Generation`] off the async threads and swaps it atomically; a
 //!   transaction finishes on the generation it started on.
 //! - Delivery-side hooks (`route`, `deferred`, `bounced`, `delivered`): [`PluginHost`]

@@ -11,7 +11,7 @@
 //! breaker = { failures = 5, window_ms = 10000, cooldown_ms = 30000 }
 //! capabilities = ["log", "config", "dns"]
 //! limits = { hook_fuel = 100_000_000, hook_time_ms = 5000, memory_mb = 32 }
-//! instance = "transaction"        # or "connection" / "pool" (warm instances)
+//! instance = "transaction"        # or "pool" (warm instances; "connection" is an alias)
 //! [plugin.config]
 //! zones = ["zen.example"]
 //! ```
@@ -166,10 +166,11 @@ pub enum FailurePolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceMode {
-    /// A fresh instance per SMTP transaction (and per delivery hook call).
+    /// A fresh instance per SMTP transaction (and per session-stage or delivery hook call).
     #[default]
     Transaction,
-    /// One instance per connection, reused by its transactions.
+    /// The older name of `Pool`, which it now is: a connection keeping an instance between
+    /// transactions let idle clients exhaust the engine's instances.
     Connection,
     /// A pool of warm instances shared by all connections and the delivery hooks; a
     /// transaction borrows one and gives it back at its end.
