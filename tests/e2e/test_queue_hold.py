@@ -119,3 +119,27 @@ def test_commands_create_data_dir_owner_only(tmp_path):
         assert r.returncode == 0, r.stderr
         for d in (data, data.parent):
             assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, (args, d, oct(os.stat(d).st_mode))
+
+
+def test_held_mail_expires_as_a_bounce(make_server):
+    # The server's maintenance pass runs every 10 s; held mail older than the limit is bounced.
+    server, _ = blocked(make_server, {"queue": {"quarantine_max_age": "1s"}})
+    qid = server.send(b"Subject: forgotten\r\n\r\nbody\r\n", sender="bob@corvid.test")
+    deferred(server, qid)
+    assert queue_cli(server, "hold", qid, "--reason", "left alone").returncode == 0
+    [dsn] = server.wait_mail("bob", timeout=30)
+    text = dsn.read_bytes().decode("utf-8", "replace")
+    assert "Status: 5.4.7" in text and "Subject: forgotten" in text, text
+    server.wait_log(lambda e: e.get("message") == "held message expired" and e.get("queue_id") == qid)
+    assert all(m["id"] != qid for m in server.queue())
+
+
+def test_held_mail_expires_silently_with_discard(make_server):
+    server, _ = blocked(make_server, {"queue": {"quarantine_max_age": "1s",
+                                                "quarantine_expiry": "discard"}})
+    qid = server.send(b"Subject: forgotten\r\n\r\nbody\r\n", sender="bob@corvid.test")
+    deferred(server, qid)
+    assert queue_cli(server, "hold", qid).returncode == 0
+    server.wait_log(lambda e: e.get("message") == "held message expired" and e.get("queue_id") == qid,
+                    timeout=30)
+    assert server.queue() == [] and server.mail_files("bob") == []
