@@ -105,6 +105,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         .with_hostname(config.server.hostname.clone())
         // An MX resolving to one of these is a mail loop (5.4.6).
         .with_listening_addrs(server.local_addrs().into_iter().map(|(_, a)| a))
+        // The same limit as at the end of DATA: a loop is refused there, or bounced here.
+        .with_max_hops(config.limits.max_hops)
         .with_intake(dsn_intake)
         .with_policy(Arc::new(plugins.host.clone()));
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));

@@ -29,15 +29,17 @@ impl LazyContent {
         }
     }
 
-    /// The content, if it may be delivered: a message with more `Received:` fields than
-    /// `max_hops` is looping (RFC 5321 6.3) and fails with RFC 3463's X.4.6.
+    /// The content, if it may be delivered: a message with too many `Received:` fields is
+    /// looping (RFC 5321 6.3) and fails with RFC 3463's X.4.6. The end of DATA refuses more
+    /// than `max_hops` fields as they arrive; here the field this server added at intake is
+    /// there too, so one more is allowed: what intake took is not bounced for its own header.
     pub(crate) async fn for_delivery(&self) -> Result<Arc<Vec<u8>>, Outcome> {
         let content = self.get().await?;
         let hops = received_count(&content);
-        if hops > self.max_hops {
+        if hops > self.max_hops.saturating_add(1) {
             tracing::warn!(queue_id = %self.id, hops, max_hops = self.max_hops, "mail loop");
             return Err(Outcome::Permanent(format!(
-                "5.4.6 routing loop detected: {hops} Received: fields, more than {}",
+                "5.4.6 routing loop detected: {hops} Received: fields (limit {} and ours)",
                 self.max_hops
             )));
         }

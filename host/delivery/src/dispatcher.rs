@@ -116,8 +116,9 @@ impl Dispatcher {
         self
     }
 
-    /// A message with more `Received:` fields than this bounces (5.4.6) instead of being
-    /// delivered (default [`DEFAULT_MAX_HOPS`]).
+    /// A message with more `Received:` fields than this (not counting the one this server
+    /// added at intake) bounces (5.4.6) instead of being delivered (default
+    /// [`DEFAULT_MAX_HOPS`]; `limits.max_hops` in the binary, as at the end of DATA).
     pub fn with_max_hops(mut self, n: usize) -> Self {
         self.max_hops = n;
         self

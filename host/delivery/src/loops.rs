@@ -5,9 +5,10 @@
 //!   address (`0.0.0.0`, `::`, which connects to this machine), or to loopback (unless
 //!   `delivery.allow_loopback_mx`) is never connected to: such mail would come straight back.
 //!   A route that names its host explicitly is not checked (the operator chose it);
-//! - a message that carries more `Received:` fields than `max_hops` is not delivered
-//!   (RFC 5321 6.3: a loop is detected by counting trace headers; Postfix's
-//!   `hopcount_limit` is 50, ours defaults to 100 as the RFC suggests at least).
+//! - a message that carries more `Received:` fields than `max_hops`, besides the one this
+//!   server added at intake, is not delivered (RFC 5321 6.3: a loop is detected by counting
+//!   trace headers; Postfix's `hopcount_limit` is 50, ours defaults to 100, the RFC's
+//!   minimum). The end of DATA applies the same limit to the fields as they arrive.
 
 use std::net::{IpAddr, SocketAddr};
 
