@@ -125,11 +125,12 @@ pub struct Limits {
     /// Time allowed for each command line to arrive (RFC 5321 4.5.3.2.7: at least 5 minutes).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
-    /// Base time allowed for the DATA content (RFC 5321 4.5.3.2.8: 10 minutes), extended by
-    /// one second per `min_data_rate` octets received.
+    /// Time a DATA/BDAT transfer may go without receiving a byte (RFC 5321 4.5.3.2.6 asks
+    /// clients for 3 minutes per block; the server is more patient).
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
-    /// Octets per second a client must keep up during DATA/BDAT past `data_timeout`.
+    /// Octets per second a client must sustain during DATA/BDAT, over every sliding
+    /// `data_rate_window` after the first (0 = no minimum); then 421 4.4.2 and close.
     pub min_data_rate: u64,
     /// Negative replies in one session before it is closed with 421.
     pub max_errors: u32,

@@ -13,6 +13,7 @@ pub mod auth;
 mod config;
 mod limiter;
 mod listener;
+mod memory;
 mod received;
 mod session;
 pub mod tls;

@@ -21,6 +21,12 @@ pub struct BdatReader {
 
 impl BdatReader {
     /// A reader that keeps at most `max_size` octets of the message.
+    /// Drops what was kept and keeps nothing more; the transfer is still read to its end so
+    /// the session stays in step, and finishes as [`DataOutcome::TooBig`].
+    pub fn abandon(&mut self) {
+        self.store.abandon();
+    }
+
     pub fn new(max_size: usize) -> Self {
         BdatReader {
             store: Store::new(max_size),

@@ -46,6 +46,13 @@ impl Store {
         self.bytes.extend_from_slice(data);
     }
 
+    /// Stops keeping bytes, as if the limit had been passed (the server is out of memory for
+    /// messages): the transfer is still read to its end and ends as `TooBig`.
+    pub(crate) fn abandon(&mut self) {
+        self.too_big = true;
+        self.bytes = Vec::new();
+    }
+
     /// TooBig wins over BareLineEnding: the size is the first thing a client can act on.
     pub(crate) fn finish(self, bare: bool) -> DataOutcome {
         match (self.too_big, bare) {

@@ -40,6 +40,12 @@ pub struct DataReader {
 
 impl DataReader {
     /// A reader that keeps at most `max_size` octets of (unstuffed) content.
+    /// Drops what was kept and keeps nothing more; the transfer is still read to its end so
+    /// the session stays in step, and finishes as [`DataOutcome::TooBig`].
+    pub fn abandon(&mut self) {
+        self.store.abandon();
+    }
+
     pub fn new(max_size: usize) -> Self {
         DataReader {
             state: State::LineStart,

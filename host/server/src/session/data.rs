@@ -5,7 +5,6 @@ use crate::received::received_header;
 use corvid_smtp::{BdatReader, DataOutcome, DataReader};
 use corvid_types::{MessageView, Reply, SubmitOptions, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -41,17 +40,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.push(&r);
             return Ok(Flow::Close);
         }
+        if self.shared.memory.exhausted() {
+            return Ok(self.fail(memory_full()));
+        }
         self.push(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
         let mut reader = DataReader::new(self.shared.limits.max_message_size);
-        let started = Instant::now();
-        let mut received = 0u64;
-        while !reader.consume(&mut self.input) {
+        let mut charge = self.shared.memory.charge();
+        let mut over_budget = false;
+        let mut meter = self.rate_meter();
+        // Bytes pipelined with the DATA line are already here (and counted as they are used).
+        let mut pending = self.input.len();
+        loop {
+            if !over_budget && !charge.grow(pending) {
+                over_budget = true;
+                reader.abandon();
+            }
+            if reader.consume(&mut self.input) {
+                break;
+            }
             self.flush().await?;
-            received += self
-                .fill_data(self.data_deadline(started, received))
-                .await? as u64;
+            pending = self.fill_data(meter.deadline()).await?;
+            meter.record(pending);
+        }
+        if over_budget {
+            self.reset_transaction();
+            return Ok(self.fail(memory_full()));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.charge = Some(charge);
         }
         self.finish_message(reader.finish()).await
+    }
+
+    fn rate_meter(&self) -> super::rate::RateMeter {
+        let l = &self.shared.limits;
+        super::rate::RateMeter::new(l.data_timeout, l.min_data_rate, l.data_rate_window)
     }
 
     pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Step {
@@ -60,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(tx) if tx.envelope.recipients.is_empty() => {
                 Some(Reply::new(503, "5.5.1", "No valid recipients"))
             }
+            Some(_) if self.shared.memory.exhausted() => Some(memory_full()),
             Some(_) => None,
         };
         let max = self.shared.limits.max_message_size;
@@ -70,15 +94,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             _ => BdatReader::new(0),
         };
         reader.begin_chunk(size);
-        let started = Instant::now();
-        let mut received = 0u64;
-        while !reader.consume(&mut self.input) {
-            received += self
-                .fill_data(self.data_deadline(started, received))
-                .await? as u64;
+        let mut charge = match self.tx.as_mut().and_then(|tx| tx.charge.take()) {
+            Some(c) if refusal.is_none() => c,
+            _ => self.shared.memory.charge(),
+        };
+        let mut over_budget = false;
+        let mut meter = self.rate_meter();
+        loop {
+            let before = reader.remaining();
+            let done = reader.consume(&mut self.input);
+            let took = usize::try_from(before - reader.remaining()).unwrap_or(usize::MAX);
+            if refusal.is_none() && !over_budget && !charge.grow(took) {
+                over_budget = true;
+                reader.abandon();
+            }
+            if done {
+                break;
+            }
+            let n = self.fill_data(meter.deadline()).await?;
+            meter.record(n);
         }
         if let Some(r) = refusal {
+            if r.code == 452 {
+                self.reset_transaction();
+            }
             return Ok(self.fail(r));
+        }
+        if over_budget {
+            self.reset_transaction();
+            return Ok(self.fail(memory_full()));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.charge = Some(charge);
         }
         if last {
             return self.finish_message(reader.finish()).await;
@@ -91,17 +138,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             tx.bdat = Some(reader);
         }
         Ok(self.reply(Reply::new(250, "2.0.0", format!("{size} octets received"))))
-    }
-
-    /// The content must arrive within `data_timeout` plus one second per `min_data_rate`
-    /// octets already received: slow clients are cut off, large messages at a fair rate are not.
-    fn data_deadline(&self, started: Instant, received: u64) -> Instant {
-        let limits = &self.shared.limits;
-        let earned = match limits.min_data_rate {
-            0 => std::time::Duration::from_secs(365 * 24 * 3600),
-            rate => std::time::Duration::from_secs(received / rate),
-        };
-        started + limits.data_timeout + earned
     }
 
     async fn finish_message(&mut self, outcome: DataOutcome) -> Step {
@@ -126,6 +162,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn accept_message(&mut self, mut content: Vec<u8>) -> Step {
+        // The content stays charged to the memory budget until it is queued or dropped.
+        let _charge = self.tx.as_mut().and_then(|t| t.charge.take());
         let Some(tx) = self.tx.as_ref() else {
             return Ok(self.fail(Reply::new(503, "5.5.1", "No transaction")));
         };
@@ -267,6 +305,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "transaction"
         );
     }
+}
+
+/// RFC 3463 X.3.1 (mail system full): too many messages are being received at once.
+fn memory_full() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
 }
 
 /// RFC 5321 4.5.3.1.10 and RFC 1870 6.2: too much mail data is a permanent 552.

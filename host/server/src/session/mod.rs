@@ -9,6 +9,7 @@ mod envelope_mods;
 mod from_check;
 mod header_limits;
 mod modify;
+mod rate;
 mod verbs;
 
 use crate::auth::{AuthThrottle, Credentials};
@@ -57,6 +58,8 @@ pub struct Shared {
     pub throttle: AuthThrottle,
     /// Password hashes that may run at once (`auth.max_concurrent_hashes`).
     pub hash_permits: Arc<tokio::sync::Semaphore>,
+    /// Message bytes held in memory by all sessions (`limits.max_inflight_bytes`).
+    pub memory: Arc<crate::memory::MemoryBudget>,
     /// Cancelled when shutdown starts: idle sessions say 421 and close.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: every session closes at once.
@@ -74,6 +77,7 @@ impl Shared {
             etrn_networks: config.etrn_networks.clone(),
             services,
             throttle: AuthThrottle::new(config.auth.failure_window),
+            memory: crate::memory::MemoryBudget::new(config.limits.max_inflight_bytes),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(hash_permits(&config.auth))),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -130,6 +134,8 @@ struct Transaction {
     bdat: Option<corvid_smtp::BdatReader>,
     /// RCPT commands and recipients added by policy, towards `limits.max_recipients`.
     counted: usize,
+    /// The content received so far, charged to `limits.max_inflight_bytes`.
+    charge: Option<crate::memory::Charge>,
 }
 
 impl Transaction {
@@ -140,6 +146,7 @@ impl Transaction {
             disposition: None,
             bdat: None,
             counted: 0,
+            charge: None,
         }
     }
 }
