@@ -5,8 +5,10 @@
 //! which is also the server's [`corvid_types::Intake`]) with group commit, queue ids, the
 //! per-recipient delivery state ([`QueuedMessage`]), the [`RetrySchedule`], and delivery status
 //! notifications ([`dsn`]: which recipients need one, and the RFC 3464 `multipart/report`
-//! itself; delivery queues the composed DSN through [`corvid_types::Intake`]), and the plugins'
-//! key-value store ([`SledKv`]) in the same database.
+//! itself, with the limits of [`dsn::DsnPolicy`]; delivery queues the composed DSN through
+//! [`corvid_types::Intake`]), held mail (quarantine: [`SledSpool::hold`], `release`, `bounce`,
+//! expiry), the plugins' key-value store ([`SledKv`], with per-plugin quotas) in the same
+//! database, and the periodic chores the server runs ([`SledSpool::maintain`]).
 //!
 //! Durability: sled's own `flush` does not reach stable storage (on Linux it ends with
 //! `sync_file_range`, and large values in `<dir>/blobs/` are never synced). Every change the
