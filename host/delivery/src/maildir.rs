@@ -115,10 +115,7 @@ impl Dirs {
         let root_fd: OwnedFd = File::open(root)
             .or_else(|e| match e.kind() {
                 io::ErrorKind::NotFound => {
-                    DirBuilder::new()
-                        .recursive(true)
-                        .mode(DIR_MODE)
-                        .create(root)?;
+                    create_root(root)?;
                     File::open(root)
                 }
                 _ => Err(e),
@@ -157,6 +154,34 @@ impl Dirs {
         };
         rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
     }
+}
+
+/// Creates the mail root and its missing parents (0700), fsyncing each parent that gained an
+/// entry: without that, a power cut can take the whole new tree, and every message delivered
+/// into it, along with the directory's name.
+fn create_root(root: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = root;
+    while !cur.as_os_str().is_empty() && !cur.exists() {
+        missing.push(cur);
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        match DirBuilder::new().mode(DIR_MODE).create(dir) {
+            // Made by a concurrent delivery, which may not have synced it yet: sync anyway.
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Opens (creating it 0700 when missing, and fsyncing the parent that gained the entry) the
