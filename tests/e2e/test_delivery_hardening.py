@@ -110,3 +110,14 @@ def test_peer_reply_text_is_cleaned_before_queue_show_and_logs(make_server):
         assert "\r" not in state["last_reply"] and "busyInjected: yes" in state["last_reply"], state
     finally:
         peer.stop()
+
+
+def test_what_intake_accepts_is_not_bounced_for_its_own_received_field(make_server):
+    """limits.max_hops at the end of DATA and at delivery agree: a message that arrives with
+    exactly max_hops Received: fields is accepted, and delivered although this server's own
+    Received: field makes one more."""
+    srv = make_server({"limits": {"max_hops": 5}})
+    trace = b"Received: from a by b; Mon, 7 Dec 2026 00:00:00 +0000\r\n" * 5
+    srv.send(trace + b"Subject: five hops\r\n\r\nhi\r\n", rcpts=("alice@corvid.test",))
+    [stored] = srv.wait_mail("alice")
+    assert stored.read_bytes().count(b"Received: ") == 6
