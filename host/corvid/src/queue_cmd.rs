@@ -91,10 +91,8 @@ fn print(action: &QueueAction, data: &Value, running: bool) {
                 "{}",
                 serde_json::to_string_pretty(&data["message"]).unwrap_or_default()
             );
-            println!(
-                "--- headers ---\n{}",
-                data["headers"].as_str().unwrap_or("").replace("\r\n", "\n")
-            );
+            let headers = data["headers"].as_str().unwrap_or("").replace("\r\n", "\n");
+            println!("--- headers ---\n{}", terminal_safe(&headers));
         }
         QueueAction::Delete { id } => println!("deleted {id}"),
         QueueAction::Flush => {
@@ -123,6 +121,23 @@ fn print(action: &QueueAction, data: &Value, running: bool) {
             None => println!("bounced {id}: removed (no report: null sender or not asked for)"),
         },
     }
+}
+
+/// Peer text for a terminal: line breaks and tabs kept, every other control character (an
+/// escape sequence could rewrite the screen) shown escaped.
+fn terminal_safe(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            line.chars()
+                .map(|c| match c {
+                    '\t' => c.to_string(),
+                    c if c.is_control() => c.escape_default().to_string(),
+                    c => c.to_string(),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn print_list(data: &Value) {
@@ -221,6 +236,14 @@ mod tests {
         let bad = text.replace("\"nobody\"", "\"friends\"");
         let err = format!("{:#}", Config::parse(&bad).unwrap_err());
         assert!(err.contains("dsn.notify_success_from"), "{err}");
+    }
+
+    #[test]
+    fn headers_are_shown_without_control_characters() {
+        assert_eq!(
+            terminal_safe("Subject: a\x1b[2J\n\tfolded\rx"),
+            "Subject: a\\u{1b}[2J\n\tfolded\\rx"
+        );
     }
 
     #[test]
