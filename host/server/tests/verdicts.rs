@@ -89,3 +89,33 @@ async fn authenticated_clients_are_trusted() {
     );
     assert!(h.intake.messages()[0].2.trusted_client);
 }
+
+#[tokio::test]
+async fn headers_added_by_policy_are_folded_and_unfoldable_ones_dropped() {
+    let mut h = Harness::default();
+    h.policy = Arc::new(Script {
+        data: Some(Arc::new(|_, _| {
+            let long = (0..200).map(|i| format!("t{i}")).collect::<Vec<_>>();
+            decision(
+                Verdict::Continue,
+                vec![
+                    Modification::AddHeader {
+                        name: "X-Long".into(),
+                        value: long.join(" "),
+                    },
+                    Modification::AddHeader {
+                        name: "X-Bomb".into(),
+                        value: "z".repeat(1000),
+                    },
+                ],
+            )
+        })),
+        ..Script::default()
+    });
+    let out = h.run(&[TX, b"Subject: s\r\n\r\nx\r\n.\r\n"]).await;
+    assert!(out.ends_with("250 2.0.0 Ok: queued as Q1\r\n"), "{out}");
+    let content = String::from_utf8(h.intake.messages()[0].1.clone()).unwrap();
+    assert!(content.contains("X-Long: t0 t1"), "{content}");
+    assert!(!content.contains("X-Bomb"), "{content}");
+    assert!(content.split("\r\n").all(|l| l.len() <= 78), "{content}");
+}

@@ -107,18 +107,62 @@ fn field_name(field: &[u8]) -> &[u8] {
     &field[..end]
 }
 
-/// `Name: value\r\n`, or `None` when the name is not an RFC 5322 3.6.8 field name. Line breaks
-/// in the value become spaces: a plugin cannot smuggle in extra header lines.
+/// RFC 5322 2.1.1: lines SHOULD be at most 78 octets and MUST be at most 998, without CRLF.
+const FOLD_AT: usize = 78;
+const MAX_LINE: usize = 998;
+
+/// `Name: value\r\n`, folded, or `None` when the name is not an RFC 5322 3.6.8 field name or
+/// the value cannot be folded within 998 octets a line. Line breaks in the value become spaces:
+/// a plugin cannot smuggle in extra header lines. A modification refused here is dropped with
+/// a warning; the message itself is still accepted (the plugin's mistake is not the sender's).
 fn field(name: &str, value: &str) -> Option<Vec<u8>> {
     let valid = !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
     if !valid {
+        tracing::warn!(field = %name.escape_debug(), "policy header modification dropped: invalid field name");
         return None;
     }
     let value: String = value
         .chars()
         .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
         .collect();
-    Some(format!("{name}: {value}\r\n").into_bytes())
+    let folded = fold(&format!("{name}: {value}"));
+    if folded.is_none() {
+        tracing::warn!(field = %name, "policy header modification dropped: a line would pass 998 octets (RFC 5322 2.1.1)");
+    }
+    folded
+}
+
+/// Folds an unfolded field (RFC 5322 2.2.3) before white space so that lines stay within 78
+/// octets where the text allows it; `None` when a line would still pass 998. Each continuation
+/// line starts with the white space run it was folded at, so no line is only white space and
+/// unfolding gives back the field exactly.
+fn fold(unfolded: &str) -> Option<Vec<u8>> {
+    let bytes = unfolded.as_bytes();
+    let is_wsp = |b: u8| b == b' ' || b == b'\t';
+    // Pieces start where a white space run begins (after a non-space).
+    let mut starts = vec![0];
+    for i in 1..bytes.len() {
+        if is_wsp(bytes[i]) && !is_wsp(bytes[i - 1]) {
+            starts.push(i);
+        }
+    }
+    starts.push(bytes.len());
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let mut line_len = 0;
+    for w in starts.windows(2) {
+        let piece = &bytes[w[0]..w[1]];
+        if line_len > 0 && line_len + piece.len() > FOLD_AT {
+            out.extend_from_slice(b"\r\n");
+            line_len = 0;
+        }
+        out.extend_from_slice(piece);
+        line_len += piece.len();
+        if line_len > MAX_LINE {
+            return None;
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Some(out)
 }
 
 /// Every line ending becomes CRLF, and the body ends with one, so that no bare CR or LF enters
@@ -183,6 +227,44 @@ mod tests {
             out,
             "X-First: f\r\nA: 1\r\nb: three\r\nX-End: e\r\n\r\nbody\r\n"
         );
+    }
+
+    #[test]
+    fn long_values_are_folded_at_white_space_within_78_octets() {
+        let words: Vec<String> = (0..60).map(|i| format!("word{i}")).collect();
+        let value = words.join(" ");
+        let out = run("A: 1\r\n\r\nx\r\n", vec![add("X-Long", &value)]);
+        let header = out.split("\r\n\r\n").next().unwrap();
+        for line in header.split("\r\n") {
+            assert!(line.len() <= 78, "{line:?}");
+        }
+        // Unfolding (RFC 5322 2.2.3: remove each CRLF before white space) gives the value back.
+        let field = header.strip_prefix("A: 1\r\n").unwrap();
+        assert_eq!(field.replace("\r\n", ""), format!("X-Long: {value}"));
+        assert!(field.lines().count() > 3, "{field}");
+    }
+
+    #[test]
+    fn a_word_that_cannot_fit_in_998_octets_is_refused_and_one_that_can_is_kept() {
+        let word = "x".repeat(1000);
+        let out = run("A: 1\r\n\r\nx\r\n", vec![add("X-Big", &word)]);
+        assert_eq!(out, "A: 1\r\n\r\nx\r\n");
+        let word = "y".repeat(900);
+        let out = run(
+            "A: 1\r\n\r\nx\r\n",
+            vec![add("X-Ok", &format!("a {word} b"))],
+        );
+        assert_eq!(
+            out,
+            format!("A: 1\r\nX-Ok: a\r\n {word}\r\n b\r\n\r\nx\r\n")
+        );
+    }
+
+    fn add(name: &str, value: &str) -> Modification {
+        Modification::AddHeader {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 
     #[test]
