@@ -14,6 +14,7 @@ mod config;
 mod limiter;
 mod listener;
 mod memory;
+mod rdns;
 mod received;
 mod session;
 pub mod tls;

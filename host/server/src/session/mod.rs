@@ -191,6 +191,12 @@ pub async fn run_session<S>(
 {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + shared.limits.max_session_time;
+    let mut conn = conn;
+    if let (None, Some(dns)) = (&conn.peer_rdns, &shared.services.dns) {
+        let ip = conn.peer_addr.ip();
+        conn.peer_rdns =
+            crate::rdns::confirmed_name(dns.as_ref(), ip, shared.limits.rdns_timeout).await;
+    }
     let policy = shared.services.policy.session(&conn);
     let mut s = Session::new(io, shared, listener, conn, policy, deadline);
     let end = s.run().await;
