@@ -190,3 +190,27 @@ fn auth_without_verify_is_refused_at_config_load() {
         toml::from_str("[tls]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap();
     assert!(bad_ca.check().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_without_starttls_defers_with_4_7_10_and_none_sends_in_clear() {
+    let ca = Ca::new();
+    let dns = serve(zone()).await;
+    // The peer offers no STARTTLS at all.
+    let peer = Peer::start(Script::default()).await;
+    let verify = "[tls.domains]\n\"far.test\" = \"verify\"";
+    let h = Harness::start(mx_config(dns, peer.addr.port(), &ca, verify));
+    let (status, reply) = attempt(&h).await;
+    assert_eq!(status, RecipientStatus::Pending);
+    assert!(reply.starts_with("4.7.10 "), "{reply}");
+    assert!(peer.completed().is_empty());
+    h.stop().await;
+    // `none` never starts TLS, even when offered.
+    let peer = Peer::start(tls_peer(ca.server(Kind::Valid, "mx.far.test"), false)).await;
+    let none = "[tls.domains]\n\"far.test\" = \"none\"";
+    let h = Harness::start(mx_config(dns, peer.addr.port(), &ca, none));
+    let (status, reply) = attempt(&h).await;
+    assert_eq!(status, RecipientStatus::Delivered, "{reply}");
+    assert!(!peer.completed()[0].tls);
+    assert!(!peer.commands().iter().any(|c| c == "STARTTLS"));
+    h.stop().await;
+}
