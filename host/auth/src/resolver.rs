@@ -20,11 +20,15 @@ pub(crate) fn build(cfg: &AuthChecksConfig) -> Result<MessageAuthenticator, Auth
     let mut opts = ResolverOpts::default();
     opts.timeout = cfg.dns_timeout;
     opts.attempts = 2;
+    // hickory's answer cache (default 32 entries) holds what our parsed-record cache does not,
+    // e.g. negative answers.
+    opts.cache_size = cfg.cache_entries;
     if cfg.nameservers.is_empty() {
         let (config, mut sys) = mail_auth::hickory_resolver::system_conf::read_system_conf()
             .map_err(|e| AuthError::Resolver(e.to_string()))?;
         sys.timeout = opts.timeout;
         sys.attempts = opts.attempts;
+        sys.cache_size = opts.cache_size;
         return MessageAuthenticator::new(config, sys)
             .map_err(|e| AuthError::Resolver(e.to_string()));
     }
