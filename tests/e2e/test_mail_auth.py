@@ -171,8 +171,8 @@ def test_keygen_writes_private_key_0600_prints_record_and_check_compares(tmp_pat
     assert b"ok" in p.stdout
 
     # Another key under the same name: a mismatch, non-zero exit.
-    other = keygen(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path, "sender.test",
-                   "s1", algorithm, None)
+    (tmp_path / "other").mkdir()
+    other = keygen(tmp_path / "other", "sender.test", "s1", algorithm, None)
     p = corvid("dkim", "check", "sender.test", "s1", "--key", str(other), "--nameserver",
                dns.address, check=False)
     assert p.returncode != 0 and b"MISMATCH" in p.stderr
