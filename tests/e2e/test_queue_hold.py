@@ -143,3 +143,21 @@ def test_held_mail_expires_silently_with_discard(make_server):
     server.wait_log(lambda e: e.get("message") == "held message expired" and e.get("queue_id") == qid,
                     timeout=30)
     assert server.queue() == [] and server.mail_files("bob") == []
+
+
+from test_plugins import behave, behave_wasm  # noqa: E402,F401  (the fixture plugin, built once)
+
+
+def test_a_quarantine_verdict_holds_until_released(make_server, behave_wasm):
+    server = make_server({"plugin": [behave(behave_wasm, data="quarantine")]})
+    qid = server.send(b"Subject: quarantined\r\n\r\nbody\r\n", sender="bob@corvid.test")
+    time.sleep(1.0)
+    assert server.mail_files("alice") == [], "a quarantined message was delivered"
+    r = queue_cli(server, "list", "--held")
+    assert qid in r.stdout and "[held:" in r.stdout and "behave" in r.stdout, r.stdout
+    [msg] = [m for m in server.queue() if m["id"] == qid]
+    assert "held by fixture" in msg["quarantined"] and msg["held_at"], msg
+    r = queue_cli(server, "release", qid)
+    assert r.returncode == 0, r.stderr
+    [mail] = server.wait_mail("alice")
+    assert b"Subject: quarantined" in mail.read_bytes()
