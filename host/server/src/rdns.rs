@@ -2,6 +2,7 @@
 //! whose own A/AAAA records contain that address. Looked up once per connection, bounded by
 //! `limits.rdns_timeout`; a name that is not confirmed is not used (anyone controlling their
 //! PTR could claim any name). RFC 5321 4.4 puts it in the `Received:` field's TCP-info.
+//! Loopback clients are this host and are not looked up.
 
 use corvid_types::DnsResolver;
 use std::net::IpAddr;
@@ -17,6 +18,10 @@ pub(crate) async fn confirmed_name(
     timeout: Duration,
 ) -> Option<String> {
     let ip = ip.to_canonical();
+    if ip.is_loopback() || ip.is_unspecified() {
+        // This host itself: nothing to learn, and no reason to wait on a resolver for it.
+        return None;
+    }
     let lookup = async {
         let names = dns.ptr(ip).await.ok()?;
         for name in names.iter().take(MAX_NAMES) {

@@ -42,6 +42,7 @@ async fn received_with(dns: FakeDns, timeout: Duration) -> String {
     let mut h = Harness::default();
     h.dns = Some(Arc::new(dns));
     h.limits.rdns_timeout = timeout;
+    h.peer = format!("{PEER}:5000").parse().unwrap();
     let out = h
         .run(&[
             b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n",
@@ -53,7 +54,7 @@ async fn received_with(dns: FakeDns, timeout: Duration) -> String {
     content.lines().next().unwrap().to_string()
 }
 
-const PEER: &str = "127.0.0.2";
+const PEER: &str = "192.0.2.10";
 
 #[tokio::test]
 async fn a_confirmed_ptr_name_is_in_received() {
@@ -63,7 +64,7 @@ async fn a_confirmed_ptr_name_is_in_received() {
         delay: Duration::ZERO,
     };
     let first = received_with(dns, Duration::from_secs(2)).await;
-    assert_eq!(first, "Received: from c.test (mail.c.test [127.0.0.2])");
+    assert_eq!(first, "Received: from c.test (mail.c.test [192.0.2.10])");
 }
 
 #[tokio::test]
@@ -74,7 +75,7 @@ async fn an_unconfirmed_ptr_name_is_not_used() {
         delay: Duration::ZERO,
     };
     let first = received_with(dns, Duration::from_secs(2)).await;
-    assert_eq!(first, "Received: from c.test (unknown [127.0.0.2])");
+    assert_eq!(first, "Received: from c.test (unknown [192.0.2.10])");
 }
 
 #[tokio::test]
@@ -86,6 +87,25 @@ async fn a_slow_resolver_costs_at_most_the_timeout() {
     };
     let started = std::time::Instant::now();
     let first = received_with(dns, Duration::from_millis(200)).await;
-    assert_eq!(first, "Received: from c.test (unknown [127.0.0.2])");
+    assert_eq!(first, "Received: from c.test (unknown [192.0.2.10])");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn loopback_clients_are_not_looked_up() {
+    let mut h = Harness::default();
+    h.dns = Some(Arc::new(FakeDns {
+        ptr: vec!["mail.c.test.".into()],
+        a: vec!["127.0.0.2".parse().unwrap()],
+        delay: Duration::ZERO,
+    }));
+    let out = h
+        .run(&[
+            b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n",
+            b"\r\nx\r\n.\r\n",
+        ])
+        .await;
+    assert!(out.ends_with("250 2.0.0 Ok: queued as Q1\r\n"), "{out}");
+    let content = String::from_utf8(h.intake.messages()[0].1.clone()).unwrap();
+    assert!(content.starts_with("Received: from c.test (unknown [127.0.0.2])"));
 }
