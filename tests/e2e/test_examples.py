@@ -43,7 +43,7 @@ def example_wasm():
 
 def manifest(path: str, lang: str, name: str = "greylist", **config) -> dict:
     return {"name": name, "path": path, "capabilities": ["log", "config", "kv", "clock"],
-            "instance": INSTANCE[lang], "limits": {"hook_time_ms": 500, "memory_mb": 128},
+            "instance": INSTANCE[lang], "limits": {"memory_mb": 128},
             "config": {"delay_seconds": 1, **config}}
 
 
