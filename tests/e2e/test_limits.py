@@ -228,7 +228,9 @@ def test_101st_recipient(make_server):
 
 # --- slow clients -----------------------------------------------------------------------------------
 
-SLOW = {"limits": {"command_timeout": "1s", "data_timeout": "2s", "min_data_rate": 100000}}
+# The rate is measured over sliding windows of data_rate_window (not earned up front).
+SLOW = {"limits": {"command_timeout": "1s", "data_timeout": "2s", "min_data_rate": 100000,
+                   "data_rate_window": "2s"}}
 
 
 def test_idle_client_after_ehlo_is_cut_off(make_server):
