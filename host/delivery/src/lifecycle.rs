@@ -42,6 +42,8 @@ fn info(msg: &QueuedMessage, i: usize, report: &RcptReport) -> Option<DeliveryIn
         remote_host: report.remote_mta.clone(),
         reply: report.reply.clone(),
         reason,
+        // A released message no longer carries its quarantine reason (the queue clears it).
+        quarantined: msg.quarantined.clone(),
     })
 }
 

@@ -86,6 +86,7 @@ pub(crate) fn request(r: &RouteRequest) -> wit::RouteRequest {
 pub(crate) async fn call<R>(
     p: &Arc<LoadedPlugin>,
     stage: Stage,
+    quarantined: Option<&str>,
     f: impl for<'a> FnOnce(
         &'a crate::bindings::Plugin,
         &'a mut wasmtime::Store<crate::state::HostState>,
@@ -106,6 +107,7 @@ pub(crate) async fn call<R>(
     // succeeded; `transaction` ones a fresh instance per call.
     let result = match warm::acquire(p, 0).await {
         Ok(mut live) => {
+            live.set_quarantined(quarantined);
             let r = live.run(p.budget(), f).await;
             p.stats.fuel(stage, live.fuel_used());
             if r.is_ok() {

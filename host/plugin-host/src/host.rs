@@ -245,6 +245,7 @@ impl DeliveryPolicy for PluginHost {
             let answer = delivery::call(
                 &p,
                 Stage::Route,
+                None,
                 move |b, s| Box::pin(async move { b.call_on_route(s, &r).await }),
                 |_| Outcome::Accept,
             )
@@ -273,6 +274,7 @@ impl DeliveryPolicy for PluginHost {
             let answer = delivery::call(
                 &p,
                 Stage::Deferred,
+                info.quarantined.as_deref(),
                 move |b, s| Box::pin(async move { b.call_on_deferred(s, &i).await }),
                 |_| Outcome::Accept,
             )
@@ -293,6 +295,7 @@ impl DeliveryPolicy for PluginHost {
             let answer = delivery::call(
                 &p,
                 Stage::Bounced,
+                info.quarantined.as_deref(),
                 move |b, s| Box::pin(async move { b.call_on_bounced(s, &i).await }),
                 |_| Outcome::Accept,
             )
@@ -313,6 +316,7 @@ impl DeliveryPolicy for PluginHost {
             delivery::call(
                 &p,
                 Stage::Delivered,
+                info.quarantined.as_deref(),
                 move |b, s| Box::pin(async move { b.call_on_delivered(s, &i).await }),
                 |_| Outcome::Continue,
             )

@@ -246,6 +246,10 @@ impl lifecycle::Host for HostState {
     fn lease(&mut self) -> R<u64> {
         Ok(self.lease)
     }
+
+    fn quarantined(&mut self) -> R<Option<String>> {
+        Ok(self.quarantined.clone())
+    }
 }
 
 impl metrics::Host for HostState {

@@ -114,6 +114,11 @@ impl Live {
         }
     }
 
+    /// Sets what `lifecycle.quarantined` answers during the next calls (delivery hooks).
+    pub(crate) fn set_quarantined(&mut self, reason: Option<&str>) {
+        self.store.data_mut().quarantined = reason.map(str::to_string);
+    }
+
     /// The fuel the last call used.
     pub(crate) fn fuel_used(&self) -> u64 {
         self.armed
@@ -137,6 +142,7 @@ impl Live {
         let state = self.store.data_mut();
         state.session_id = session_id;
         state.lease = crate::state::next_lease();
+        state.quarantined = None;
         state.limiter.refused = false;
         state.limiter.refused_total = false;
     }

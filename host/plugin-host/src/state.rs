@@ -84,6 +84,9 @@ pub(crate) struct HostState {
     pub(crate) deadline: Instant,
     /// The unit of work the instance serves (`lifecycle.lease`).
     pub(crate) lease: u64,
+    /// The quarantine reason of the message of the current delivery hook
+    /// (`lifecycle.quarantined`).
+    pub(crate) quarantined: Option<String>,
 }
 
 /// A new `lifecycle.lease` number, unique in the process.
@@ -116,6 +119,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         session_id,
         deadline: Instant::now(),
         lease: next_lease(),
+        quarantined: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

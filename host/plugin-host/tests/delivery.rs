@@ -27,6 +27,7 @@ fn info(attempt: u32) -> DeliveryInfo {
         remote_host: Some("mx.example.org".into()),
         reply: Some(corvid_types::Reply::new(451, "4.2.0", "busy")),
         reason: "remote tempfail".into(),
+        quarantined: None,
     }
 }
 
@@ -98,4 +99,28 @@ async fn deferred_bounced_and_delivered() {
     .expect("loads");
     assert_eq!(host.deferred(&info(1)).await, Deferral::Bounce);
     assert_eq!(host.bounced(&info(1)).await, BounceAction::Suppress);
+}
+
+/// The quarantine reason of a held message reaches the delivery hooks; other messages and
+/// warm instances reused afterwards see none.
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_hooks_see_whether_the_message_was_quarantined() {
+    let host = host();
+    let mut m = behave("b", &[]);
+    m.config
+        .insert("bounced".into(), toml::Value::String("quarantined".into()));
+    m.instance = corvid_plugin_host::InstanceMode::Pool;
+    host.reload(vec![m]).await.expect("loads");
+    let held = DeliveryInfo {
+        quarantined: Some("spam-check: too spammy".into()),
+        ..info(1)
+    };
+    assert_eq!(
+        host.bounced(&held).await,
+        BounceAction::Annotate(r#"quarantined=Some("spam-check: too spammy")"#.into())
+    );
+    assert_eq!(
+        host.bounced(&info(1)).await,
+        BounceAction::Annotate("quarantined=None".into())
+    );
 }

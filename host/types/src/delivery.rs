@@ -45,6 +45,9 @@ pub struct DeliveryInfo {
     pub reply: Option<Reply>,
     /// The outcome in words, starting with an enhanced status code (RFC 3463).
     pub reason: String,
+    /// Why the message was quarantined ("<plugin>: <reason>"), when it was held for an
+    /// administrator before this attempt; plugins read it with `lifecycle.quarantined`.
+    pub quarantined: Option<String>,
 }
 
 /// The answer of the `deferred` stage.

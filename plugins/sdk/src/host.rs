@@ -182,6 +182,15 @@ pub fn lease() -> u64 {
     crate::testing::with_host(|h| h.lease)
 }
 
+/// At the `deferred`, `bounced` and `delivered` hooks: why the message was quarantined
+/// ("<plugin>: <reason>"), when the host reports it was held; `None` otherwise.
+pub fn quarantined() -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    return wit::lifecycle::quarantined();
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::with_host(|h| h.quarantined.clone())
+}
+
 /// Adds `value` to the counter `name`.
 pub fn counter_add(name: &str, value: u64, labels: &[(String, String)]) {
     #[cfg(target_arch = "wasm32")]

@@ -32,6 +32,8 @@ pub struct FakeHost {
     pub histograms: HashMap<String, Vec<f64>>,
     /// What `lease` returns; [`new_transaction`] changes it.
     pub lease: u64,
+    /// What `quarantined` returns.
+    pub quarantined: Option<String>,
 }
 
 impl Default for ConfigTable {
