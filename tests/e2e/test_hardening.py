@@ -119,3 +119,33 @@ def test_logs_have_no_colours_when_stderr_is_not_a_terminal(make_server):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_plugin_cannot_make_an_unauthenticated_client_relay(make_server):
+    """Issue 11's open-relay path: a plugin adding a remote recipient (here address-rewrite
+    mapping a local address to another domain) is held to the client's relay rights, so the
+    message is not relayed; a local target is added as usual."""
+    from conftest import REPO
+    rewrite = {
+        "name": "address-rewrite",
+        "path": str(REPO / "target/plugins/wasm32-wasip2/release/address_rewrite.wasm"),
+        "order": 20,
+        "config": {"recipient": {"webmaster@corvid.test": "x@remote.test",
+                                 "info@corvid.test": "alice@corvid.test"}},
+    }
+    server = make_server({"plugin": [rewrite]})
+    with server.connect() as c:
+        c.begin(rcpts=("webmaster@corvid.test",))
+        # The plugin replaced webmaster by x@remote.test; the target was dropped (relay
+        # denied), so the transaction has no recipient left.
+        c.expect("DATA", 503, "5.5.1")
+        c.expect("RSET", 250)
+        c.expect("MAIL FROM:<a@example.org>", 250)
+        c.expect("RCPT TO:<info@corvid.test>", 250)
+        r = _data(c, b"Subject: local alias\r\n\r\nbody\r\n")
+        assert r.code == 250, r
+    server.wait_log(lambda e: e.get("message") == "policy add-recipient dropped" and e.get("rcpt") == "x@remote.test")
+    server.wait_mail("alice")
+    server.wait_queue_empty()
+    text = server.log_text()
+    assert "remote.test" not in "".join(l for l in text.splitlines() if '"delivery' in l or "attempt" in l), text
