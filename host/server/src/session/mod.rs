@@ -7,7 +7,9 @@ mod ehlo;
 mod envelope;
 mod envelope_mods;
 mod from_check;
+mod gate;
 mod header_limits;
+mod io;
 mod modify;
 mod rate;
 mod verbs;
@@ -21,7 +23,7 @@ use corvid_types::{ConnectionInfo, Directory, Envelope, Intake, Policy, PolicySe
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -420,59 +422,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Counts junk commands, and ends a BDAT transaction interrupted by another command.
-    fn junk_or_bdat_sequence(&mut self, cmd: &Command) -> Option<Flow> {
-        let junk = matches!(
-            cmd,
-            Command::Noop
-                | Command::Rset
-                | Command::Help(_)
-                | Command::Vrfy(_)
-                | Command::Expn(_)
-                | Command::Etrn(_)
-                | Command::NotImplemented(_)
-        );
-        if junk {
-            self.junk += 1;
-            if self.junk > self.shared.limits.max_junk_commands {
-                // Postfix's smtpd_junk_command_limit: a client that only talks is let go.
-                let text = format!(
-                    "{} Too many commands, closing connection",
-                    self.shared.hostname
-                );
-                self.push(&Reply::new(421, "4.7.0", text));
-                return Some(Flow::Close);
-            }
-        }
-        let in_bdat = self.tx.as_ref().is_some_and(|t| t.bdat.is_some());
-        if in_bdat && !matches!(cmd, Command::Bdat { .. } | Command::Rset | Command::Quit) {
-            // RFC 3030 2: after a BDAT chunk the client sends the next chunk (or RSET/QUIT).
-            // Anything else, NOOP included, aborts the transaction and frees its chunks, so a
-            // partial message cannot be parked in memory while the client idles.
-            self.reset_transaction();
-            let r = Reply::new(
-                503,
-                "5.5.1",
-                "Only BDAT, RSET or QUIT may follow a BDAT chunk; transaction aborted",
-            );
-            return Some(self.fail(r));
-        }
-        None
-    }
-
-    fn needs_tls_first(&self, cmd: &Command) -> bool {
-        let exempt = matches!(
-            cmd,
-            Command::Ehlo(_)
-                | Command::Helo(_)
-                | Command::StartTls
-                | Command::Noop
-                | Command::Rset
-                | Command::Quit
-        );
-        !exempt && self.conn.tls.is_none() && self.listener.requires_tls()
-    }
-
     /// Queues a reply for the next flush. Replies to pipelined commands go out together when
     /// the input runs dry (RFC 2920 3.2).
     fn push(&mut self, reply: &Reply) {
@@ -504,70 +453,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Flow::Close;
         }
         Flow::Continue
-    }
-
-    async fn flush(&mut self) -> Result<(), Closed> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let timeout = self.shared.limits.command_timeout;
-        let write = async {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await
-        };
-        match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => {
-                self.out.clear();
-                Ok(())
-            }
-            Ok(Err(e)) => Err(Closed::Io(e)),
-            Err(_) => Err(Closed::Timeout),
-        }
-    }
-
-    /// Reads more input while waiting for a command: bounded by the per-command deadline and
-    /// interrupted by shutdown.
-    async fn fill_command(&mut self) -> Result<(), Closed> {
-        let deadline = *self.command_deadline.get_or_insert_with(|| {
-            tokio::time::Instant::now() + self.shared.limits.command_timeout
-        });
-        let shutdown = self.shared.shutdown.clone();
-        let deadline = deadline.min(self.session_deadline);
-        tokio::select! {
-            _ = shutdown.cancelled() => Err(Closed::Shutdown),
-            r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => self.take_read(r),
-        }
-    }
-
-    /// Reads more message content: bounded by `deadline` and only by a hard abort, so a message
-    /// being sent when shutdown starts may still finish within the grace period.
-    async fn fill_data(&mut self, deadline: tokio::time::Instant) -> Result<usize, Closed> {
-        let abort = self.shared.abort.clone();
-        let before = self.input.len();
-        let deadline = deadline.min(self.session_deadline);
-        tokio::select! {
-            _ = abort.cancelled() => Err(Closed::Shutdown),
-            r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => self.take_read(r),
-        }?;
-        Ok(self.input.len().saturating_sub(before))
-    }
-
-    fn take_read(
-        &mut self,
-        r: Result<std::io::Result<usize>, tokio::time::error::Elapsed>,
-    ) -> Result<(), Closed> {
-        match r {
-            Err(_) if tokio::time::Instant::now() >= self.session_deadline => {
-                Err(Closed::SessionTime)
-            }
-            Err(_) => Err(Closed::Timeout),
-            Ok(Err(e)) => Err(Closed::Io(e)),
-            Ok(Ok(0)) => Err(Closed::Eof),
-            Ok(Ok(n)) => {
-                self.input.extend(&self.rbuf[..n]);
-                Ok(())
-            }
-        }
     }
 
     /// Ends the transaction, if any, and tells the policy so.
