@@ -228,3 +228,34 @@ async fn data_stage_modifications_apply_only_on_acceptance_and_are_checked() {
     );
     assert_eq!(stored[0].0.sender_text(), "new@b.test");
 }
+
+#[tokio::test]
+async fn a_message_left_only_with_refused_added_recipients_is_refused_not_lost() {
+    // An alias at DATA to another domain, for a client without relay rights: the original is
+    // removed, the target refused. Answering 250 would deliver the message nowhere.
+    let mut h = Harness::default();
+    h.policy = Arc::new(Script {
+        data: Some(Arc::new(|_, _| {
+            decision(
+                Verdict::Continue,
+                vec![
+                    Modification::RemoveRecipient(addr("alice@local.test")),
+                    Modification::AddRecipient(addr("x@remote.test")),
+                ],
+            )
+        })),
+        ..Script::default()
+    });
+    let mut script = HEAD.to_vec();
+    script.extend_from_slice(b"RCPT TO:<alice@local.test>\r\nDATA\r\n");
+    let out = h
+        .run(&[&script, b"Subject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n"])
+        .await;
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "250", "250", "354", "550", "221"],
+        "{out}"
+    );
+    assert!(out.contains("550 5.7.1"), "{out}");
+    assert!(h.intake.messages().is_empty(), "{out}");
+}

@@ -204,8 +204,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             envelope: &mut env,
             counted: &mut counted,
         };
-        self.apply_envelope_mods(target, &decision.modifications);
+        let refused_adds = self.apply_envelope_mods(target, &decision.modifications);
         super::modify::apply_to_content(&mut content, &decision.modifications);
+        if env.recipients.is_empty() && refused_adds > 0 {
+            // Every recipient left is one a policy added and the relay rules refused (e.g. an
+            // alias to another domain for a client without relay rights): refuse the message
+            // rather than answer 250 and deliver it nowhere (RFC 5321 7.1, RFC 3463 5.7.1).
+            let r = Reply::new(
+                550,
+                "5.7.1",
+                "Relaying denied for the recipients a policy added",
+            );
+            self.log_transaction(&env, None, content.len(), &r, started);
+            self.reset_transaction();
+            return Ok(self.fail(r));
+        }
         if env.recipients.is_empty() && disposition.is_none() {
             // Policy removed every recipient: nothing to deliver, the client is told 250.
             info!(

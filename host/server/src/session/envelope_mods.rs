@@ -23,9 +23,12 @@ pub(super) struct Target<'a> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Applies the envelope modifications in `mods` to `target`, checking each; content
-    /// modifications are ignored here (they are applied at DATA).
-    pub(super) fn apply_envelope_mods(&self, target: Target<'_>, mods: &[Modification]) {
+    /// modifications are ignored here (they are applied at DATA). Returns how many added
+    /// recipients were refused, so that DATA never answers 250 for a message whose only
+    /// recipients were ones nobody may send to (that would be silent loss).
+    pub(super) fn apply_envelope_mods(&self, target: Target<'_>, mods: &[Modification]) -> usize {
         let Target { envelope, counted } = target;
+        let mut refused = 0;
         for m in mods {
             match m {
                 Modification::ChangeSender(sender) => {
@@ -50,6 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             });
                         }
                         Some(why) => {
+                            refused += 1;
                             warn!(session = self.conn.session_id, rcpt = %a, why = %why, "policy add-recipient dropped")
                         }
                     }
@@ -64,6 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => {}
             }
         }
+        refused
     }
 
     /// Why a plugin may not make `sender` the envelope sender, if it may not.
