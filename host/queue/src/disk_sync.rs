@@ -63,6 +63,14 @@ impl DiskSync {
             blob_syncs: AtomicU64::new(0),
             log_syncs: AtomicU64::new(0),
         };
+        // sled writes its `conf` once, at creation, and never syncs it: a power cut soon
+        // after could leave it empty (sled then warns and rewrites it, but do not rely on it).
+        let conf = dir.join("conf");
+        match File::open(&conf) {
+            Ok(f) => f.sync_all().map_err(|e| context(e, "fsync", &conf))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(context(e, "open", &conf)),
+        }
         let listed = disk.list_blobs()?;
         disk.sync(&listed)?;
         match dir.parent() {
