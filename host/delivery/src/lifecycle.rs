@@ -42,8 +42,11 @@ fn info(msg: &QueuedMessage, i: usize, report: &RcptReport) -> Option<DeliveryIn
         remote_host: report.remote_mta.clone(),
         reply: report.reply.clone(),
         reason,
-        // A released message no longer carries its quarantine reason (the queue clears it).
-        quarantined: msg.quarantined.clone(),
+        // Held now, or held once and released by an administrator.
+        quarantined: msg
+            .quarantined
+            .clone()
+            .or_else(|| msg.released_hold.clone()),
     })
 }
 

@@ -78,7 +78,7 @@ impl SledSpool {
             if msg.quarantined.is_none() {
                 return Err(QueueError::NotHeld(id.clone()));
             }
-            msg.quarantined = None;
+            msg.released_hold = msg.quarantined.take();
             msg.held_at = None;
             for r in msg.recipients.iter_mut().filter(|r| r.is_pending()) {
                 r.next_attempt = now;

@@ -91,6 +91,10 @@ pub struct QueuedMessage {
     /// here.
     #[serde(default)]
     pub held_at: Option<u64>,
+    /// The reason of a hold an administrator released (`corvid queue release`): delivery hooks
+    /// still learn that the message was quarantined once.
+    #[serde(default)]
+    pub released_hold: Option<String>,
     /// The client authenticated or connected from a relay network (`dsn.notify_success_from`).
     #[serde(default)]
     pub trusted_client: bool,
@@ -128,6 +132,7 @@ impl QueuedMessage {
             recipients,
             quarantined: None,
             held_at: None,
+            released_hold: None,
             trusted_client: false,
             is_report: false,
         }

@@ -79,6 +79,11 @@ async fn a_held_message_is_never_due_until_released() {
     rx.borrow_and_update();
     let released = spool.release(&id).unwrap();
     assert!(released.quarantined.is_none() && released.held_at.is_none());
+    // Delivery hooks still learn why it was held.
+    assert_eq!(
+        released.released_hold.as_deref(),
+        Some("spamcheck: score 12")
+    );
     assert!(rx.has_changed().unwrap(), "runners woken");
     assert_eq!(spool.due(soon()).unwrap().len(), 2);
     drop(spool);
