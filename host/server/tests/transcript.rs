@@ -6,33 +6,12 @@ use corvid_server::{
     run_session, AuthSettings, Limits, ListenerConfig, ListenerMode, ServerConfig, Services, Shared,
 };
 use corvid_types::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[derive(Default)]
-struct MemIntake {
-    stored: Mutex<Vec<(Envelope, Vec<u8>)>>,
-}
+mod common;
 
-#[async_trait]
-impl Intake for MemIntake {
-    fn next_id(&self) -> QueueId {
-        QueueId("Q1".into())
-    }
-    async fn submit_with(
-        &self,
-        _id: &QueueId,
-        env: &Envelope,
-        content: &[u8],
-        _options: &SubmitOptions,
-    ) -> Result<(), IntakeError> {
-        self.stored
-            .lock()
-            .unwrap()
-            .push((env.clone(), content.to_vec()));
-        Ok(())
-    }
-}
+use common::MemIntake;
 
 /// Rejects sender `spam@...`, accepts recipients at `relay.test` (an explicit relay grant),
 /// and stamps a header at DATA.
