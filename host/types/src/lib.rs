@@ -16,6 +16,7 @@ pub mod directory;
 pub mod dns;
 pub mod envelope;
 pub mod intake;
+pub mod metrics;
 pub mod policy;
 pub mod reply;
 
