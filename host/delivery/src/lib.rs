@@ -45,6 +45,7 @@ mod outcome;
 mod pool;
 mod record;
 mod remote;
+mod resolver;
 pub mod route;
 
 pub use config::{DeliveryConfig, Timeouts};

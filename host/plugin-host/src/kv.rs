@@ -1,58 +1,12 @@
-//! The key-value store behind the `kv` import. The binary provides a sled-backed store (from
-//! corvid-queue); [`MemoryKv`] serves tests and single-process setups without persistence.
+//! The key-value store behind the `kv` import: the [`KvStore`] trait of corvid-types. The binary
+//! provides the sled store (corvid-queue) or the Redis one (corvid-kv-redis); [`MemoryKv`] serves
+//! tests and single-process setups without persistence.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KvError {
-    /// `increment` found a value that is not a decimal integer.
-    #[error("value is not a decimal integer")]
-    NotANumber,
-    /// The write would take the plugin's namespace past its quota (keys or bytes); the text
-    /// says which. Plugins see it as `error.too-large`.
-    #[error("quota exceeded: {0}")]
-    Quota(String),
-    /// The backing store failed.
-    #[error("storage: {0}")]
-    Storage(String),
-}
-
-/// A namespaced store with expiry. Every method is atomic with respect to the others on the
-/// same namespace and key. `namespace` is the plugin's name: plugins never share keys.
-pub trait KvStore: Send + Sync {
-    /// The live value of `key`.
-    fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
-    /// Sets `key`, expiring after `ttl` when given.
-    fn set(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        value: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<(), KvError>;
-    /// Removes `key`; true when a live value existed.
-    fn delete(&self, namespace: &str, key: &[u8]) -> Result<bool, KvError>;
-    /// Adds `delta` to the decimal integer at `key` (absent = 0); `ttl` applies on creation.
-    fn increment(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        delta: i64,
-        ttl: Option<Duration>,
-    ) -> Result<i64, KvError>;
-    /// Sets `key` to `new` (`None` deletes) when its live value equals `expected`.
-    fn compare_and_swap(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-        ttl: Option<Duration>,
-    ) -> Result<bool, KvError>;
-}
+pub use corvid_types::{KvError, KvStore};
 
 type Entry = (Vec<u8>, Option<Instant>);
 

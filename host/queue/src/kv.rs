@@ -11,6 +11,7 @@
 //! steps (and [`SledKv::sweep`] at open).
 
 mod limits;
+mod store;
 #[cfg(test)]
 mod tests;
 
