@@ -11,14 +11,18 @@
 
 pub mod auth;
 mod config;
+mod connection;
 mod limiter;
 mod listener;
 mod memory;
 mod rdns;
 mod received;
 mod session;
+mod shared;
 pub mod tls;
 
 pub use config::{AuthSettings, Limits, ListenerConfig, ListenerMode, ServerConfig};
 pub use listener::{BoundServer, ServerError};
-pub use session::{run_session, Services, Shared};
+pub use memory::MemoryBudget;
+pub use session::run_session;
+pub use shared::{Services, Shared};

@@ -2,7 +2,8 @@
 
 use crate::config::{ListenerConfig, ListenerMode, ServerConfig};
 use crate::limiter::ConnLimiter;
-use crate::session::{handshake, run_session, Services, Shared};
+use crate::session::run_session;
+use crate::shared::{Services, Shared};
 use corvid_types::ConnectionInfo;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -155,15 +156,8 @@ impl AcceptLoop {
         let shared = Arc::clone(&self.shared);
         let listener = Arc::clone(&self.config);
         self.tracker.spawn(async move {
-            if listener.mode == ListenerMode::Submissions {
-                // RFC 8314 3.3: TLS from the first byte, then the usual greeting.
-                let mut conn = conn;
-                if let Some(tls) = handshake(&shared, stream, &mut conn).await {
-                    run_session(shared, listener, tls, conn).await;
-                }
-            } else {
-                run_session(shared, listener, stream, conn).await;
-            }
+            // The session does the TLS handshake first on an implicit-TLS listener.
+            run_session(shared, listener, stream, conn).await;
             drop(permit);
         });
     }

@@ -1,4 +1,4 @@
-//! STARTTLS (RFC 3207) and AUTH (RFC 4954).
+//! AUTH (RFC 4954).
 
 use super::{Flow, Session, Step, MAX_AUTH_LINE};
 use crate::auth::{decode_login_field, decode_plain, SaslError};
@@ -6,7 +6,6 @@ use corvid_smtp::LineError;
 use corvid_types::{AuthCredentials, Reply, Verdict};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
 /// The mechanisms offered. SCRAM would need keys derived with PBKDF2 stored next to the
@@ -20,30 +19,11 @@ enum Outcome {
     Reply(Reply, Flow),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    pub(super) fn offers_starttls(&self) -> bool {
-        self.shared.services.tls.is_some() && self.conn.tls.is_none()
-    }
-
+impl Session {
     /// AUTH is offered under TLS, or on a listener explicitly trusted for plaintext.
     pub(super) fn offers_auth(&self) -> bool {
         self.listener.offers_auth()
             && (self.conn.tls.is_some() || self.listener.allow_plaintext_auth)
-    }
-
-    pub(super) fn starttls(&mut self) -> Flow {
-        if self.conn.tls.is_some() {
-            return self.fail(Reply::new(503, "5.5.1", "TLS already active"));
-        }
-        if !self.offers_starttls() {
-            return self.fail(Reply::new(502, "5.5.1", "STARTTLS not available"));
-        }
-        // RFC 3207 4.2 and CVE-2011-0411: nothing the client pipelined after STARTTLS may be
-        // executed inside the TLS session.
-        self.input.clear();
-        self.reset_transaction();
-        self.push(&Reply::new(220, "2.0.0", "Ready to start TLS"));
-        Flow::StartTls
     }
 
     pub(super) async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Step {
@@ -164,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn challenge(&mut self, challenge: &str) -> Result<String, super::Closed> {
         self.push(&Reply::new(334, "", challenge));
         loop {
-            match self.input.next_line(MAX_AUTH_LINE) {
+            match self.io.input.next_line(MAX_AUTH_LINE) {
                 Some(Ok(line)) => {
                     self.command_deadline = None;
                     return Ok(String::from_utf8(line).unwrap_or_else(|_| "!".into()));

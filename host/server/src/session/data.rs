@@ -1,146 +1,14 @@
-//! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030), and queueing the accepted message.
+//! A complete message from DATA or BDAT (received in `transfer.rs`): checks, the data
+//! policy, and queueing it.
 
 use super::{Disposition, Flow, Session, Step};
 use crate::received::received_header;
-use corvid_smtp::{BdatReader, DataOutcome, DataReader};
+use corvid_smtp::DataOutcome;
 use corvid_types::{MessageView, Reply, SubmitOptions, Verdict};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    /// RFC 5321 4.1.4: DATA needs a transaction with at least one accepted recipient.
-    fn data_refusal(&self) -> Option<Reply> {
-        match &self.tx {
-            None => Some(Reply::new(503, "5.5.1", "Need MAIL and RCPT before DATA")),
-            Some(tx) if tx.envelope.recipients.is_empty() => {
-                Some(Reply::new(503, "5.5.1", "No valid recipients"))
-            }
-            Some(tx) if tx.bdat.is_some() => {
-                // RFC 3030 3: DATA and BDAT are not mixed in one transaction.
-                Some(Reply::new(503, "5.5.1", "DATA not allowed after BDAT"))
-            }
-            Some(_) => None,
-        }
-    }
-
-    pub(super) async fn data(&mut self) -> Step {
-        if let Some(r) = self.data_refusal() {
-            return Ok(self.fail(r));
-        }
-        if !self.input.is_empty() {
-            // RFC 2920 3.1: DATA ends a pipelined group; the client must wait for 354. Bytes
-            // already here were sent blind: refusing DATA would leave them to be read as
-            // commands, so the session ends (Postfix's reject_unauth_pipelining does the same).
-            self.reset_transaction();
-            let r = Reply::new(
-                554,
-                "5.5.0",
-                "Protocol synchronization error: data sent before 354",
-            );
-            self.push(&r);
-            return Ok(Flow::Close);
-        }
-        if self.shared.memory.exhausted() {
-            return Ok(self.fail(memory_full()));
-        }
-        self.push(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
-        let mut reader = DataReader::new(self.shared.limits.max_message_size);
-        let mut charge = self.shared.memory.charge();
-        let mut over_budget = false;
-        let mut meter = self.rate_meter();
-        // Bytes pipelined with the DATA line are already here (and counted as they are used).
-        let mut pending = self.input.len();
-        loop {
-            if !over_budget && !charge.grow(pending) {
-                over_budget = true;
-                reader.abandon();
-            }
-            if reader.consume(&mut self.input) {
-                break;
-            }
-            self.flush().await?;
-            pending = self.fill_data(meter.deadline()).await?;
-            meter.record(pending);
-        }
-        if over_budget {
-            self.reset_transaction();
-            return Ok(self.fail(memory_full()));
-        }
-        if let Some(tx) = self.tx.as_mut() {
-            tx.charge = Some(charge);
-        }
-        self.finish_message(reader.finish()).await
-    }
-
-    fn rate_meter(&self) -> super::rate::RateMeter {
-        let l = &self.shared.limits;
-        super::rate::RateMeter::new(l.data_timeout, l.min_data_rate, l.data_rate_window)
-    }
-
-    pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Step {
-        let refusal = match &self.tx {
-            None => Some(Reply::new(503, "5.5.1", "Need MAIL and RCPT before BDAT")),
-            Some(tx) if tx.envelope.recipients.is_empty() => {
-                Some(Reply::new(503, "5.5.1", "No valid recipients"))
-            }
-            Some(_) if self.shared.memory.exhausted() => Some(memory_full()),
-            Some(_) => None,
-        };
-        let max = self.shared.limits.max_message_size;
-        let mut reader = match (&refusal, self.tx.as_mut()) {
-            (None, Some(tx)) => tx.bdat.take().unwrap_or_else(|| BdatReader::new(max)),
-            // RFC 3030 2: the chunk is read and thrown away even when the command is refused,
-            // or its bytes would be taken for commands.
-            _ => BdatReader::new(0),
-        };
-        reader.begin_chunk(size);
-        let mut charge = match self.tx.as_mut().and_then(|tx| tx.charge.take()) {
-            Some(c) if refusal.is_none() => c,
-            _ => self.shared.memory.charge(),
-        };
-        let mut over_budget = false;
-        let mut meter = self.rate_meter();
-        loop {
-            let before = reader.remaining();
-            let done = reader.consume(&mut self.input);
-            let took = usize::try_from(before - reader.remaining()).unwrap_or(usize::MAX);
-            if refusal.is_none() && !over_budget && !charge.grow(took) {
-                over_budget = true;
-                reader.abandon();
-            }
-            if done {
-                break;
-            }
-            let n = self.fill_data(meter.deadline()).await?;
-            meter.record(n);
-        }
-        if let Some(r) = refusal {
-            if r.code == 452 {
-                self.reset_transaction();
-            }
-            return Ok(self.fail(r));
-        }
-        if over_budget {
-            self.reset_transaction();
-            return Ok(self.fail(memory_full()));
-        }
-        if let Some(tx) = self.tx.as_mut() {
-            tx.charge = Some(charge);
-        }
-        if last {
-            return self.finish_message(reader.finish()).await;
-        }
-        if reader.received() > max as u64 {
-            self.reset_transaction();
-            return Ok(self.fail(too_big()));
-        }
-        if let Some(tx) = self.tx.as_mut() {
-            tx.bdat = Some(reader);
-        }
-        Ok(self.reply(Reply::new(250, "2.0.0", format!("{size} octets received"))))
-    }
-
-    async fn finish_message(&mut self, outcome: DataOutcome) -> Step {
+impl Session {
+    pub(super) async fn finish_message(&mut self, outcome: DataOutcome) -> Step {
         match outcome {
             DataOutcome::TooBig => {
                 self.reset_transaction();
@@ -321,12 +189,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 }
 
 /// RFC 3463 X.3.1 (mail system full): too many messages are being received at once.
-fn memory_full() -> Reply {
+pub(super) fn memory_full() -> Reply {
     Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
 }
 
 /// RFC 5321 4.5.3.1.10 and RFC 1870 6.2: too much mail data is a permanent 552.
-fn too_big() -> Reply {
+pub(super) fn too_big() -> Reply {
     Reply::new(
         552,
         "5.3.4",

@@ -2,11 +2,11 @@
 
 use super::envelope::Judged;
 use super::{Closed, Flow, Session, Step};
+use crate::connection::READ_CHUNK;
 use corvid_types::Reply;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::info;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl Session {
     /// Runs the connect hook, then sends the 220 greeting (RFC 5321 4.3.1). A refusal here
     /// closes the connection with 554 (or 421 when temporary), the two codes 4.3.1 allows.
     pub(super) async fn greet(&mut self) -> Result<Flow, Closed> {
@@ -34,7 +34,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// with no delay only looks at bytes already there (a read polled once, no waiting).
     async fn pregreeted(&mut self) -> Result<bool, Closed> {
         let wait = self.shared.limits.greet_delay;
-        let read = tokio::time::timeout(wait, self.io.read(&mut self.rbuf)).await;
+        let read = tokio::time::timeout(wait, self.io.read_more(READ_CHUNK)).await;
         match read {
             // Timeout polls the read before its timer: with no delay, a read that is ready
             // at once is still seen.

@@ -3,7 +3,6 @@
 use super::{Disposition, Flow, Session, Step, Transaction};
 use corvid_smtp::RcptTo;
 use corvid_types::{Address, Envelope, Lookup, MailParams, RcptParams, Recipient, Reply, Verdict};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 /// What a policy decision means for the command being handled.
@@ -18,7 +17,7 @@ pub(super) enum Judged {
     Refused(Flow),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl Session {
     /// What a verdict means for the command. Modifications are not applied here: they wait
     /// for the stage's final answer, so that a refusal discards them (a plugin answering
     /// `continue` + `add-recipient` next to a refused RCPT must not open a relay path).
@@ -77,6 +76,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "5.3.4",
                 "Message size exceeds fixed maximum message size",
             );
+            return Ok(self.fail(r));
+        }
+        if params.size.is_some_and(|s| !self.shared.memory.fits(s)) {
+            // RFC 1870 6.1: a size the server cannot take now is a temporary 452 at MAIL, not
+            // a refusal at the end of a transfer. The size is checked, not reserved: a
+            // reservation would let a few idle clients declaring large sizes hold the whole
+            // `limits.max_inflight_bytes` without sending a byte.
+            let r = Reply::new(452, "4.3.1", "Insufficient system storage, try again later");
             return Ok(self.fail(r));
         }
         if !self.conn.esmtp && params != MailParams::default() {

@@ -11,7 +11,6 @@
 
 use super::Session;
 use corvid_types::{Address, Envelope, Modification, Recipient};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
 /// An envelope being changed, with its count towards `limits.max_recipients`.
@@ -21,7 +20,7 @@ pub(super) struct Target<'a> {
     pub(super) counted: &'a mut usize,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl Session {
     /// Applies the envelope modifications in `mods` to `target`, checking each; content
     /// modifications are ignored here (they are applied at DATA). Returns how many added
     /// recipients were refused, so that DATA never answers 250 for a message whose only

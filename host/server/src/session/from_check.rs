@@ -7,9 +7,8 @@
 use super::Session;
 use corvid_types::{Address, Reply};
 use mail_parser::MessageParser;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl Session {
     /// The refusal for a message whose From: names an address the user does not own.
     pub(super) fn header_from_not_owned(&self, content: &[u8]) -> Option<Reply> {
         let user = self.conn.auth_user.as_deref()?;

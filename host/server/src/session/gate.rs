@@ -4,9 +4,8 @@
 use super::{Flow, Session};
 use corvid_smtp::Command;
 use corvid_types::Reply;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl Session {
     /// Counts junk commands, and ends a BDAT transaction interrupted by another command.
     pub(super) fn junk_or_bdat_sequence(&mut self, cmd: &Command) -> Option<Flow> {
         let junk = matches!(

@@ -1,24 +1,14 @@
 //! Reading and writing with deadlines: the command timeout, the DATA deadline, the session
-//! time limit, and shutdown.
+//! time limit, and shutdown. The bytes go through the session's `Connection`.
 
 use super::{Closed, Session};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use crate::connection::READ_CHUNK;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl Session {
     pub(super) async fn flush(&mut self) -> Result<(), Closed> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
         let timeout = self.shared.limits.command_timeout;
-        let write = async {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await
-        };
-        match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => {
-                self.out.clear();
-                Ok(())
-            }
+        match tokio::time::timeout(timeout, self.io.flush()).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Closed::Io(e)),
             Err(_) => Err(Closed::Timeout),
         }
@@ -34,30 +24,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let deadline = deadline.min(self.session_deadline);
         tokio::select! {
             _ = shutdown.cancelled() => Err(Closed::Shutdown),
-            r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => self.take_read(r),
+            r = tokio::time::timeout_at(deadline, self.io.read_more(READ_CHUNK)) => self.take_read(r),
         }
+        .map(|_| ())
     }
 
-    /// Reads more message content: bounded by `deadline` and only by a hard abort, so a message
-    /// being sent when shutdown starts may still finish within the grace period.
+    /// Reads at most `max` octets of message content: bounded by `deadline` and only by a hard
+    /// abort, so a message being sent when shutdown starts may still finish within the grace
+    /// period. Returns how many octets arrived.
     pub(super) async fn fill_data(
         &mut self,
         deadline: tokio::time::Instant,
+        max: usize,
     ) -> Result<usize, Closed> {
         let abort = self.shared.abort.clone();
-        let before = self.input.len();
         let deadline = deadline.min(self.session_deadline);
         tokio::select! {
             _ = abort.cancelled() => Err(Closed::Shutdown),
-            r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => self.take_read(r),
-        }?;
-        Ok(self.input.len().saturating_sub(before))
+            r = tokio::time::timeout_at(deadline, self.io.read_more(max)) => self.take_read(r),
+        }
     }
 
-    pub(super) fn take_read(
+    fn take_read(
         &mut self,
         r: Result<std::io::Result<usize>, tokio::time::error::Elapsed>,
-    ) -> Result<(), Closed> {
+    ) -> Result<usize, Closed> {
         match r {
             Err(_) if tokio::time::Instant::now() >= self.session_deadline => {
                 Err(Closed::SessionTime)
@@ -65,10 +56,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(_) => Err(Closed::Timeout),
             Ok(Err(e)) => Err(Closed::Io(e)),
             Ok(Ok(0)) => Err(Closed::Eof),
-            Ok(Ok(n)) => {
-                self.input.extend(&self.rbuf[..n]);
-                Ok(())
-            }
+            Ok(Ok(n)) => Ok(n),
         }
     }
 }

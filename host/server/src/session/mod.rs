@@ -1,5 +1,7 @@
-//! One SMTP session: the state machine and its I/O. Each verb has its handler in a sibling
-//! module; this file owns reading, writing, deadlines and the command loop.
+//! One SMTP session: the state machine. Each verb has its handler in a sibling module; this
+//! file owns the command loop and the session's state. The bytes themselves go through a
+//! [`Connection`] (`crate::connection`), which the session owns for its whole life, STARTTLS
+//! included.
 
 mod auth;
 mod data;
@@ -12,19 +14,18 @@ mod header_limits;
 mod io;
 mod modify;
 mod rate;
+mod starttls;
+mod transfer;
 mod verbs;
 
-use crate::auth::{AuthThrottle, Credentials};
-use crate::config::{AuthSettings, ListenerConfig, ServerConfig};
-use crate::tls::TlsHandle;
-use crate::Limits;
-use corvid_smtp::{parse_command, Command, Input, LineError};
-use corvid_types::{ConnectionInfo, Directory, Envelope, Intake, Policy, PolicySession, Reply};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::config::ListenerConfig;
+use crate::connection::Connection;
+use crate::shared::Shared;
+use corvid_smtp::{parse_command, Command, LineError};
+use corvid_types::{ConnectionInfo, Envelope, PolicySession, Reply};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF.
@@ -32,80 +33,14 @@ const MAX_COMMAND_LINE: usize = 512;
 /// RFC 4954 4: AUTH lines (the command with its initial response, and SASL responses) may be
 /// up to 12288 octets.
 const MAX_AUTH_LINE: usize = 12288;
-const READ_CHUNK: usize = 16 * 1024;
-
-/// The services a server is built from.
-pub struct Services {
-    pub policy: Arc<dyn Policy>,
-    pub intake: Arc<dyn Intake>,
-    pub directory: Arc<Directory>,
-    /// Certificates for STARTTLS and implicit TLS; `None` offers no TLS.
-    pub tls: Option<Arc<TlsHandle>>,
-    /// The users file (or another password check); `None` leaves AUTH to policy plugins.
-    pub credentials: Option<Arc<dyn Credentials>>,
-    /// Queue runs on request (ETRN); `None` does not offer ETRN.
-    pub queue_control: Option<Arc<dyn corvid_types::QueueControl>>,
-    /// Finds the client's forward-confirmed reverse DNS name; `None` leaves it unknown.
-    pub dns: Option<Arc<dyn corvid_types::DnsResolver>>,
-}
-
-/// What every session of a server shares.
-pub struct Shared {
-    pub hostname: String,
-    pub limits: Limits,
-    pub auth: AuthSettings,
-    pub relay_networks: Vec<ipnet::IpNet>,
-    pub etrn_networks: Vec<ipnet::IpNet>,
-    pub services: Services,
-    pub throttle: AuthThrottle,
-    /// Password hashes that may run at once (`auth.max_concurrent_hashes`).
-    pub hash_permits: Arc<tokio::sync::Semaphore>,
-    /// Message bytes held in memory by all sessions (`limits.max_inflight_bytes`).
-    pub memory: Arc<crate::memory::MemoryBudget>,
-    /// Cancelled when shutdown starts: idle sessions say 421 and close.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the shutdown grace is over: every session closes at once.
-    pub abort: CancellationToken,
-    next_session: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(config: &ServerConfig, services: Services) -> Self {
-        Shared {
-            hostname: config.hostname.clone(),
-            limits: config.limits.clone(),
-            auth: config.auth.clone(),
-            relay_networks: config.relay_networks.clone(),
-            etrn_networks: config.etrn_networks.clone(),
-            services,
-            throttle: AuthThrottle::new(config.auth.failure_window),
-            memory: crate::memory::MemoryBudget::new(config.limits.max_inflight_bytes),
-            hash_permits: Arc::new(tokio::sync::Semaphore::new(hash_permits(&config.auth))),
-            shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            next_session: AtomicU64::new(1),
-        }
-    }
-
-    pub fn next_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// `auth.max_concurrent_hashes`, 0 meaning twice the CPUs.
-fn hash_permits(auth: &AuthSettings) -> usize {
-    match auth.max_concurrent_hashes {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
-        n => n,
-    }
-}
 
 /// Whether the command loop goes on after a handler.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
     Continue,
     Close,
-    /// 220 to STARTTLS was sent: hand the connection to the TLS handshake.
+    /// 220 to STARTTLS is queued: upgrade the connection, then go on with the SMTP state
+    /// reset (RFC 3207 4.2).
     StartTls,
 }
 
@@ -121,6 +56,8 @@ enum Closed {
     Shutdown,
     /// `limits.max_session_time` is over.
     SessionTime,
+    /// The TLS handshake (STARTTLS or implicit TLS) failed or timed out.
+    Handshake,
     Io(std::io::Error),
 }
 
@@ -159,15 +96,13 @@ enum Disposition {
     Quarantine(String),
 }
 
-struct Session<S> {
-    io: S,
+pub(crate) struct Session {
+    /// The stream, its buffered input and the replies not yet written.
+    io: Connection,
     shared: Arc<Shared>,
     listener: Arc<ListenerConfig>,
     conn: ConnectionInfo,
     policy: Box<dyn PolicySession>,
-    input: Input,
-    out: Vec<u8>,
-    rbuf: Box<[u8]>,
     tx: Option<Transaction>,
     errors: u32,
     messages: u32,
@@ -182,14 +117,16 @@ struct Session<S> {
 }
 
 /// Runs one session to its end over any byte stream (a TCP socket, or a duplex pipe in tests).
-/// After STARTTLS the session goes on over TLS with all SMTP state forgotten (RFC 3207 4.2).
+/// On an implicit-TLS listener (`submissions`) the TLS handshake comes first (RFC 8314 3.3).
+/// The counters (errors, messages, junk commands, AUTH failures) are per connection: STARTTLS
+/// does not reset them.
 pub async fn run_session<S>(
     shared: Arc<Shared>,
     listener: Arc<ListenerConfig>,
     io: S,
     conn: ConnectionInfo,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + shared.limits.max_session_time;
@@ -200,121 +137,46 @@ pub async fn run_session<S>(
             crate::rdns::confirmed_name(dns.as_ref(), ip, shared.limits.rdns_timeout).await;
     }
     let policy = shared.services.policy.session(&conn);
-    let mut s = Session::new(io, shared, listener, conn, policy, deadline);
-    let end = s.run().await;
-    if end != "starttls" {
-        return log_close(&s.conn, s.messages, s.errors, started, end);
-    }
-    let Session {
-        io,
+    let mut s = Session {
+        io: Connection::new(io),
         shared,
         listener,
-        mut conn,
+        conn,
         policy,
-        messages,
-        errors,
-        junk,
-        ..
-    } = s;
-    let Some(tls_io) = handshake(&shared, io, &mut conn).await else {
-        return log_close(&conn, messages, errors, started, "tls-handshake-failed");
+        tx: None,
+        errors: 0,
+        messages: 0,
+        auth_failures: 0,
+        junk: 0,
+        session_deadline: deadline,
+        command_deadline: None,
     };
-    conn.helo = None;
-    conn.esmtp = false;
-    conn.auth_user = None;
-    let mut t = Session::new(tls_io, shared, listener, conn, policy, deadline);
-    t.junk = junk;
-    let end = t.run().await;
-    log_close(
-        &t.conn,
-        messages + t.messages,
-        errors + t.errors,
-        started,
-        end,
-    );
-}
-
-/// The TLS handshake after STARTTLS (or first thing on an implicit-TLS listener), bounded by
-/// the command timeout; records the negotiated parameters in `conn`.
-pub(crate) async fn handshake<S>(
-    shared: &Shared,
-    io: S,
-    conn: &mut ConnectionInfo,
-) -> Option<tokio_rustls::server::TlsStream<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let tls = shared.services.tls.as_ref()?;
-    let accept = tls.acceptor().accept(io);
-    match tokio::time::timeout(shared.limits.command_timeout, accept).await {
-        Ok(Ok(stream)) => {
-            conn.tls = Some(crate::tls::tls_info(stream.get_ref().1));
-            Some(stream)
-        }
-        Ok(Err(e)) => {
-            info!(session = conn.session_id, client = %conn.peer_addr.ip(), error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            info!(session = conn.session_id, client = %conn.peer_addr.ip(), "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-fn log_close(conn: &ConnectionInfo, messages: u32, errors: u32, started: Instant, end: &str) {
+    let end = s.run().await;
     info!(
-        session = conn.session_id,
-        client = %conn.peer_addr.ip(),
-        helo = conn.helo.as_deref().unwrap_or(""),
-        tls = conn.tls.as_ref().map(|t| t.version.as_str()).unwrap_or("no"),
-        user = conn.auth_user.as_deref().unwrap_or(""),
-        messages,
-        errors,
+        session = s.conn.session_id,
+        client = %s.conn.peer_addr.ip(),
+        helo = s.conn.helo.as_deref().unwrap_or(""),
+        tls = s.conn.tls.as_ref().map(|t| t.version.as_str()).unwrap_or("no"),
+        user = s.conn.auth_user.as_deref().unwrap_or(""),
+        messages = s.messages,
+        errors = s.errors,
         duration_ms = started.elapsed().as_millis() as u64,
         end,
         "connection closed"
     );
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    fn new(
-        io: S,
-        shared: Arc<Shared>,
-        listener: Arc<ListenerConfig>,
-        conn: ConnectionInfo,
-        policy: Box<dyn PolicySession>,
-        session_deadline: tokio::time::Instant,
-    ) -> Self {
-        Session {
-            io,
-            shared,
-            listener,
-            conn,
-            policy,
-            input: Input::new(),
-            out: Vec::with_capacity(1024),
-            rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
-            tx: None,
-            errors: 0,
-            messages: 0,
-            auth_failures: 0,
-            junk: 0,
-            session_deadline,
-            command_deadline: None,
-        }
-    }
-
-    /// Runs the session; returns why it ended (`"starttls"` hands it to the TLS handshake).
+impl Session {
+    /// Runs the session; returns why it ended.
     async fn run(&mut self) -> &'static str {
         let result = self.command_loop().await;
         let reason = match &result {
-            Ok(Flow::StartTls) => "starttls",
             Ok(_) => "quit",
             Err(Closed::Eof) => "eof",
             Err(Closed::Timeout) => "timeout",
             Err(Closed::Shutdown) => "shutdown",
             Err(Closed::SessionTime) => "session-time",
+            Err(Closed::Handshake) => "tls-handshake-failed",
             Err(Closed::Io(_)) => "io-error",
         };
         match result {
@@ -343,22 +205,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             _ => {}
         }
         let _ = self.flush().await;
-        if reason != "starttls" {
-            let _ = self.io.shutdown().await;
-        }
+        self.io.shutdown().await;
         reason
     }
 
     async fn command_loop(&mut self) -> Result<Flow, Closed> {
-        // After STARTTLS the client speaks first (EHLO again, RFC 3207 4.2); on a new
-        // connection, plain or implicit TLS, the server greets.
-        let after_starttls =
-            self.conn.tls.is_some() && self.listener.mode != crate::ListenerMode::Submissions;
-        if !after_starttls && self.greet().await? == Flow::Close {
+        if self.listener.mode == crate::ListenerMode::Submissions {
+            // RFC 8314 3.3: TLS from the first byte, then the usual greeting.
+            self.start_tls().await?;
+        }
+        if self.greet().await? == Flow::Close {
             return Ok(Flow::Close);
         }
         loop {
-            let line = match self.input.next_line(MAX_AUTH_LINE) {
+            let line = match self.io.input.next_line(MAX_AUTH_LINE) {
                 Some(line) => line,
                 None => {
                     self.flush().await?;
@@ -372,8 +232,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(line) => self.dispatch(&line).await?,
                 Err(LineError::TooLong) => self.too_long(),
             };
-            if flow != Flow::Continue {
-                return Ok(flow);
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => return Ok(flow),
+                Flow::StartTls => {
+                    // The 220 goes out in plaintext; then the same session goes on over TLS.
+                    self.flush().await?;
+                    self.start_tls().await?;
+                    self.forget_after_starttls();
+                }
             }
         }
     }
@@ -425,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Queues a reply for the next flush. Replies to pipelined commands go out together when
     /// the input runs dry (RFC 2920 3.2).
     fn push(&mut self, reply: &Reply) {
-        reply.write_to(&mut self.out);
+        self.io.push(reply);
     }
 
     fn reply(&mut self, reply: Reply) -> Flow {

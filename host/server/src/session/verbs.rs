@@ -2,9 +2,8 @@
 
 use super::{Flow, Session};
 use corvid_types::Reply;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl Session {
     /// RFC 5321 4.1.1.5: abort the transaction, keep the EHLO state.
     pub(super) fn rset(&mut self) -> Flow {
         self.reset_transaction();

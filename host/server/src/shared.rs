@@ -1,0 +1,77 @@
+//! What every session of a server shares: the services it calls, the settings, the
+//! server-wide budgets (password hashes, message bytes in memory) and the shutdown signals.
+
+use crate::auth::{AuthThrottle, Credentials};
+use crate::config::{AuthSettings, ServerConfig};
+use crate::tls::TlsHandle;
+use crate::Limits;
+use corvid_types::{Directory, Intake, Policy};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The services a server is built from.
+pub struct Services {
+    pub policy: Arc<dyn Policy>,
+    pub intake: Arc<dyn Intake>,
+    pub directory: Arc<Directory>,
+    /// Certificates for STARTTLS and implicit TLS; `None` offers no TLS.
+    pub tls: Option<Arc<TlsHandle>>,
+    /// The users file (or another password check); `None` leaves AUTH to policy plugins.
+    pub credentials: Option<Arc<dyn Credentials>>,
+    /// Queue runs on request (ETRN); `None` does not offer ETRN.
+    pub queue_control: Option<Arc<dyn corvid_types::QueueControl>>,
+    /// Finds the client's forward-confirmed reverse DNS name; `None` leaves it unknown.
+    pub dns: Option<Arc<dyn corvid_types::DnsResolver>>,
+}
+
+/// What every session of a server shares.
+pub struct Shared {
+    pub hostname: String,
+    pub limits: Limits,
+    pub auth: AuthSettings,
+    pub relay_networks: Vec<ipnet::IpNet>,
+    pub etrn_networks: Vec<ipnet::IpNet>,
+    pub services: Services,
+    pub throttle: AuthThrottle,
+    /// Password hashes that may run at once (`auth.max_concurrent_hashes`).
+    pub hash_permits: Arc<tokio::sync::Semaphore>,
+    /// Message bytes held in memory by all sessions (`limits.max_inflight_bytes`).
+    pub memory: Arc<crate::memory::MemoryBudget>,
+    /// Cancelled when shutdown starts: idle sessions say 421 and close.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace is over: every session closes at once.
+    pub abort: CancellationToken,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: &ServerConfig, services: Services) -> Self {
+        Shared {
+            hostname: config.hostname.clone(),
+            limits: config.limits.clone(),
+            auth: config.auth.clone(),
+            relay_networks: config.relay_networks.clone(),
+            etrn_networks: config.etrn_networks.clone(),
+            services,
+            throttle: AuthThrottle::new(config.auth.failure_window),
+            memory: crate::memory::MemoryBudget::new(config.limits.max_inflight_bytes),
+            hash_permits: Arc::new(tokio::sync::Semaphore::new(hash_permits(&config.auth))),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// `auth.max_concurrent_hashes`, 0 meaning twice the CPUs.
+fn hash_permits(auth: &AuthSettings) -> usize {
+    match auth.max_concurrent_hashes {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        n => n,
+    }
+}
