@@ -27,6 +27,7 @@ fn setup(alg: KeyAlgorithm) -> (Signer, Authenticator) {
             selector: "b".into(),
             algorithm: alg,
             key_file: PathBuf::from("unused"),
+            generate: false,
             start: None,
             stop: None,
         }],

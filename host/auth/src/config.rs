@@ -84,8 +84,14 @@ pub struct DkimKeyConfig {
     /// `ed25519` or `rsa` (rsa-sha256; 2048 bits or more).
     #[serde(default)]
     pub algorithm: KeyAlgorithm,
-    /// PEM private key (PKCS#8, or PKCS#1 for RSA), read by the binary.
+    /// PEM private key (PKCS#8, or PKCS#1 for RSA), read by the binary. Empty: the binary's
+    /// default (`<data_dir>/dkim/DOMAIN.SELECTOR.pem` for `corvid serve`).
+    #[serde(default)]
     pub key_file: PathBuf,
+    /// Generate the key (mode 0600) when the file does not exist yet, at start, and log the
+    /// DNS TXT record to publish; for development setups. Otherwise a missing file is an error.
+    #[serde(default)]
+    pub generate: bool,
     /// First day (UTC, `YYYY-MM-DD` or RFC 3339) this key signs; absent: already.
     #[serde(default)]
     pub start: Option<String>,

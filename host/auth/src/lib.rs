@@ -22,6 +22,7 @@ mod map;
 pub mod policy;
 mod resolver;
 pub mod results;
+pub mod service;
 pub mod sign;
 mod verify;
 
@@ -32,6 +33,7 @@ pub use results::{
     ArcCheck, ArcVerdict, AuthResults, DkimCheck, DkimVerdict, DmarcCheck, DmarcPolicy,
     DmarcVerdict, SpfCheck, SpfIdentity, SpfVerdict,
 };
+pub use service::AuthService;
 pub use sign::{SignOutcome, Signer, SigningChoice};
 pub use verify::Authenticator;
 

@@ -56,17 +56,7 @@ pub struct Signer {
     pub(crate) arc_seal_domains: Vec<String>,
 }
 
-/// What a plugin may choose for one message; the default signs for the From: domain with
-/// every active key of that domain.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct SigningChoice {
-    /// Sign for this domain instead of the From: domain.
-    #[serde(default)]
-    pub domain: Option<String>,
-    /// Only the key with this selector.
-    #[serde(default)]
-    pub selector: Option<String>,
-}
+pub use corvid_types::SigningChoice;
 
 /// The result of [`Signer::sign`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -18,6 +18,7 @@ fn setup(alg: KeyAlgorithm) -> (Signer, Authenticator) {
             selector: "k".into(),
             algorithm: alg,
             key_file: PathBuf::from("k.pem"),
+            generate: false,
             start: None,
             stop: None,
         }],
@@ -140,6 +141,7 @@ fn rotation_dates_and_wrong_algorithm_are_checked_at_load() {
         selector: sel.into(),
         algorithm: KeyAlgorithm::Ed25519,
         key_file: PathBuf::from("k.pem"),
+        generate: false,
         start: start.map(str::to_string),
         stop: stop.map(str::to_string),
     };

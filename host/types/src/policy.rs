@@ -141,6 +141,23 @@ pub trait PolicySession: Send {
 
     /// The transaction ended (message queued, RSET, or a new MAIL after an error).
     fn end_transaction(&mut self) {}
+
+    /// Host-computed authentication results for the hooks that follow (they are facts, not
+    /// capabilities): the SPF result before `mail` (kept for `rcpt`), and before `data` the
+    /// DKIM, DMARC and ARC results with SPF in `message`. Not called for clients that are not
+    /// checked (see `MailAuth::checks`). Default: ignored.
+    fn auth_results(
+        &mut self,
+        _spf: Option<&crate::SpfCheck>,
+        _message: Option<&crate::AuthResults>,
+    ) {
+    }
+
+    /// After `data` accepted a message from a client whose mail is signed: whether and how to
+    /// DKIM-sign it (a plugin's choice). Default: the configured keys of the From: domain.
+    fn signing(&mut self) -> crate::SigningRequest {
+        crate::SigningRequest::Default
+    }
 }
 
 /// The built-in default: no opinion anywhere, so only the server's own rules (local

@@ -1,0 +1,236 @@
+//! [`AuthService`]: the [`corvid_types::MailAuth`] seam implemented on this crate, so that the
+//! SMTP server checks and signs mail without depending on `corvid-auth` or resolving DNS.
+
+use crate::config::{AuthChecksConfig, DmarcEnforcement};
+use crate::policy::{decide, AuthAction};
+use crate::results::{AuthResults, DmarcVerdict, SpfCheck};
+use crate::sign::Signer;
+use crate::verify::Authenticator;
+use crate::AuthError;
+use async_trait::async_trait;
+use corvid_types::{Address, ConnectionInfo, MailAuth, Reply, SigningChoice, Verdict};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// The checker and the signer of one server, with the settings the server needs.
+pub struct AuthService {
+    /// `None`: `auth_checks.enabled = false` (nothing is checked).
+    checker: Option<Arc<Authenticator>>,
+    signer: Option<Arc<Signer>>,
+    authserv_id: String,
+    hostname: String,
+    enforcement: DmarcEnforcement,
+}
+
+impl AuthService {
+    /// `hostname` is `server.hostname`: the authserv-id when `auth_checks.authserv_id` is
+    /// empty, and the `%{r}` of SPF macros. `signer` is `None` without `[[dkim.key]]`.
+    pub fn new(
+        cfg: &AuthChecksConfig,
+        hostname: &str,
+        signer: Option<Arc<Signer>>,
+    ) -> Result<Self, AuthError> {
+        let checker = if cfg.enabled {
+            Some(Arc::new(Authenticator::new(cfg.clone())?))
+        } else {
+            None
+        };
+        let authserv_id = if cfg.authserv_id.is_empty() {
+            hostname.to_string()
+        } else {
+            cfg.authserv_id.clone()
+        };
+        Ok(AuthService {
+            checker,
+            signer: signer.filter(|s| !s.is_empty()),
+            authserv_id,
+            hostname: hostname.to_string(),
+            enforcement: cfg.dmarc_policy,
+        })
+    }
+
+    /// The checker, for tests and benchmarks that seed its DNS cache.
+    pub fn authenticator(&self) -> Option<&Arc<Authenticator>> {
+        self.checker.as_ref()
+    }
+
+    pub fn authserv_id(&self) -> &str {
+        &self.authserv_id
+    }
+}
+
+/// The sample for `pct=` (RFC 7489 section 6.6.4): a uniform number in 0..100.
+fn sample() -> u8 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(0..100)
+}
+
+/// Where the header section ends: after the empty line (RFC 5322 section 2.1), or the whole
+/// content when there is no body.
+fn header_end(content: &[u8]) -> usize {
+    if content.starts_with(b"\r\n") {
+        return 0;
+    }
+    content
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(content.len(), |i| i + 2)
+}
+
+#[async_trait]
+impl MailAuth for AuthService {
+    fn checks(&self, trusted: bool) -> bool {
+        self.checker.is_some() && !trusted
+    }
+
+    fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    async fn check_spf(&self, conn: &ConnectionInfo, sender: Option<&Address>) -> SpfCheck {
+        let helo = conn.helo.as_deref().unwrap_or("");
+        let from = sender.map(|a| a.to_string()).unwrap_or_default();
+        let ip = conn.peer_addr.ip();
+        match &self.checker {
+            Some(c) => c.check_spf(ip, helo, &from, &self.hostname).await,
+            None => SpfCheck {
+                result: crate::SpfVerdict::None,
+                identity: crate::SpfIdentity::Mailfrom,
+                domain: String::new(),
+                mail_from: from,
+                helo: helo.to_string(),
+                client_ip: ip,
+                explanation: None,
+            },
+        }
+    }
+
+    async fn check_message(&self, content: &[u8], spf: Option<&SpfCheck>) -> AuthResults {
+        let Some(c) = &self.checker else {
+            return crate::map::unparseable(spf);
+        };
+        let r = c.check_message(content, spf).await;
+        if r.dmarc.result != DmarcVerdict::Pass && r.dmarc.result != DmarcVerdict::None {
+            info!(
+                target: "auth",
+                from_domain = %r.dmarc.from_domain.escape_debug(),
+                dmarc = r.dmarc.result.as_str(),
+                policy = r.dmarc.policy.as_str(),
+                "DMARC did not pass"
+            );
+        }
+        r
+    }
+
+    fn default_verdict(&self, results: &AuthResults) -> Verdict {
+        match decide(results, self.enforcement, sample()) {
+            AuthAction::Accept => Verdict::Continue,
+            AuthAction::Quarantine { reason } => Verdict::Quarantine(reason),
+            AuthAction::Reject {
+                code,
+                enhanced,
+                text,
+            } => Verdict::Reject(Reply::new(code, &enhanced, text)),
+        }
+    }
+
+    fn stamp(&self, content: &[u8], results: &AuthResults) -> Vec<u8> {
+        let end = header_end(content);
+        let header = crate::authentication_results(&self.authserv_id, results);
+        let stripped = crate::strip_authentication_results(&content[..end], &self.authserv_id);
+        let mut out = Vec::with_capacity(header.len() + content.len());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(&stripped);
+        out.extend_from_slice(&content[end..]);
+        out
+    }
+
+    fn sign(&self, content: &[u8], choice: &SigningChoice) -> String {
+        let Some(signer) = &self.signer else {
+            return String::new();
+        };
+        match signer.sign(content, choice, chrono::Utc::now()) {
+            Ok(out) => out.headers,
+            Err(e) => {
+                warn!(target: "auth", error = %e, "DKIM signing failed: message sent unsigned");
+                String::new()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::*;
+
+    fn results(dmarc: DmarcVerdict, policy: DmarcPolicy) -> AuthResults {
+        AuthResults {
+            spf: None,
+            dkim: vec![],
+            dmarc: DmarcCheck {
+                result: dmarc,
+                from_domain: "bank.test".into(),
+                policy,
+                pct: 100,
+                spf_aligned: false,
+                dkim_aligned: false,
+                reason: None,
+            },
+            arc: ArcCheck {
+                result: ArcVerdict::None,
+                sets: 0,
+                reason: None,
+            },
+        }
+    }
+
+    #[test]
+    fn stamp_replaces_forged_fields_of_our_id_and_verdicts_map_to_replies() {
+        let svc = AuthService::new(&AuthChecksConfig::default(), "mx.corvid.test", None)
+            .expect("service");
+        assert!(svc.checks(false) && !svc.checks(true) && !svc.signs());
+        let msg = b"Authentication-Results: mx.corvid.test; dmarc=pass\r\nAuthentication-Results: other.test; spf=pass\r\nSubject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body stays\r\n";
+        let r = results(DmarcVerdict::Fail, DmarcPolicy::Reject);
+        let out = String::from_utf8(svc.stamp(msg, &r)).expect("utf8");
+        assert!(
+            out.starts_with(
+                "Authentication-Results: mx.corvid.test;\r\n\tdkim=none;\r\n\tdmarc=fail"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("mx.corvid.test; dmarc=pass").count(),
+            0,
+            "{out}"
+        );
+        assert!(out.contains("Authentication-Results: other.test; spf=pass\r\nSubject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body stays\r\n"), "{out}");
+
+        match svc.default_verdict(&r) {
+            Verdict::Reject(reply) => {
+                assert_eq!(reply.code, 550);
+                assert_eq!(
+                    reply.enhanced.map(|e| e.to_string()).as_deref(),
+                    Some("5.7.1")
+                );
+            }
+            v => panic!("{v:?}"),
+        }
+        let q = svc.default_verdict(&results(DmarcVerdict::Fail, DmarcPolicy::Quarantine));
+        assert!(matches!(q, Verdict::Quarantine(ref why) if why.contains("bank.test")));
+        let pass = svc.default_verdict(&results(DmarcVerdict::Pass, DmarcPolicy::Reject));
+        assert_eq!(pass, Verdict::Continue);
+        let off = AuthChecksConfig {
+            dmarc_policy: DmarcEnforcement::Off,
+            ..Default::default()
+        };
+        let svc = AuthService::new(&off, "mx.corvid.test", None).expect("service");
+        assert_eq!(svc.default_verdict(&r), Verdict::Continue);
+        let disabled = AuthChecksConfig {
+            enabled: false,
+            ..Default::default()
+        };
+        let svc = AuthService::new(&disabled, "mx.corvid.test", None).expect("service");
+        assert!(!svc.checks(false));
+    }
+}
