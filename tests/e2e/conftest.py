@@ -110,6 +110,9 @@ def base_config(data_dir: Path) -> dict:
         shutdown_grace="3s",
     )
     cfg["log"] = {"format": "json", "level": "info"}
+    # The dev config's fixed metrics port would collide between servers run in parallel;
+    # test_metrics.py turns the endpoint on with port 0.
+    cfg.pop("metrics", None)
     # The core is tested without the bundled plugins (they change messages on purpose);
     # test_plugins.py puts them back with bundled_plugins().
     cfg.pop("plugin", None)

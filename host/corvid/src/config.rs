@@ -43,6 +43,18 @@ pub struct Config {
     /// Limits of the plugin engine (instances, memory); defaults sized from `limits`.
     #[serde(default)]
     pub plugin_engine: corvid_plugin_host::EngineConfig,
+    /// The Prometheus endpoint (`/metrics`, `/healthz`); off unless `listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the HTTP endpoint serving `GET /metrics` (OpenMetrics text) and
+    /// `GET /healthz`; none (the default) serves neither. It is unauthenticated: keep it on
+    /// loopback or a management network.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod dkim_cmd;
 mod kv_cmd;
+mod metrics;
 mod plugin_test;
 mod plugins;
 mod plugins_cmd;

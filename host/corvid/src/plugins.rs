@@ -17,6 +17,8 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Plugins {
     pub host: PluginHost,
+    /// The engine (its memory in use is a metric).
+    pub engine: PluginEngine,
     /// Where the `[[plugin]]` tables are read again on reload; `None` for the built-in config.
     config_path: Option<PathBuf>,
     manifests: Mutex<Vec<Manifest>>,
@@ -40,6 +42,7 @@ impl Plugins {
         let host = PluginHost::new(&engine, services, Some(cache));
         let plugins = Plugins {
             host,
+            engine,
             config_path,
             manifests: Mutex::new(config.plugins.clone()),
         };

@@ -51,6 +51,12 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -> Result<()> {
+    // The metrics endpoint comes up first, so that /healthz answers 503 while the rest starts.
+    let stop_metrics = CancellationToken::new();
+    let metrics = match config.metrics.listen {
+        Some(address) => Some(start_metrics(address, stop_metrics.clone()).await?),
+        None => None,
+    };
     let data_dir = &config.server.data_dir;
     let spool = crate::queue_cmd::open_spool(&config)
         .with_context(|| format!("opening the queue in {}", config.queue_dir().display()))?;
@@ -58,7 +64,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     let admin_path = config.admin_socket();
     let admin_listener = admin::bind(&admin_path).await?;
 
-    let intake: Arc<dyn Intake> = spool.clone();
+    let mut intake: Arc<dyn Intake> = spool.clone();
+    if let Some(m) = &metrics {
+        intake = m.intake(intake);
+    }
     let tls = crate::tls_setup::load(&config)?;
     let users = UsersFile::load(
         &config.users_file(),
@@ -72,6 +81,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         kv: Arc::new(adapters::Kv(spool.kv())),
         dns: Arc::clone(&dns),
     };
+    if let Some(m) = &metrics {
+        m.set_plugins(plugins.host.clone(), plugins.engine.clone());
+    }
     let plugins = Arc::new(Plugins::start(&config, config_path, plugin_services).await?);
     let services = Services {
         policy: Arc::new(plugins.host.clone()),
@@ -82,7 +94,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         queue_control: Some(spool.clone()),
         dns: Some(dns),
     };
-    let server = BoundServer::bind(config.server_config(), services).await?;
+    let server = BoundServer::bind(config.server_config(), services)
+        .await?
+        .with_mail_auth(crate::mail_auth::build(&config)?);
     for (name, address) in server.local_addrs() {
         info!(listener = %name, %address, "listening");
     }
@@ -101,7 +115,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     if let Some(n) = config.queue.delivery_concurrency {
         dispatcher = dispatcher.with_concurrency(n);
     }
-    let dsn_intake: Arc<dyn Intake> = spool.clone();
+    let mut dsn_intake: Arc<dyn Intake> = spool.clone();
+    if let Some(m) = &metrics {
+        dsn_intake = m.dsn_intake(dsn_intake);
+        tokio::spawn(Arc::clone(m).sample_queue(Arc::clone(&spool), stop_delivery.clone()));
+    }
     dispatcher = dispatcher
         .with_config(config.delivery.clone())
         .with_hostname(config.server.hostname.clone())
@@ -127,6 +145,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         shutdown.clone(),
     ));
     tokio::spawn(Arc::clone(&plugins).watch(shutdown.clone()));
+    if let Some(m) = metrics.clone() {
+        // Ready: the queue is open and the listeners are bound. Not ready again as soon as a
+        // shutdown starts, so that a load balancer stops sending new clients.
+        m.set_ready(true);
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            m.set_ready(false);
+        });
+    }
     tokio::spawn(signals.watch(shutdown.clone(), tls, plugins));
 
     server.run(shutdown.clone()).await;
@@ -140,6 +168,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     admin_task.abort();
     spool.close();
     spool.sync().await.context("flushing the queue")?;
+    stop_metrics.cancel();
     let _ = std::fs::remove_file(&admin_path);
     info!("corvid stopped");
     Ok(())

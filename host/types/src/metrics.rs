@@ -26,8 +26,9 @@ pub trait Observer: Send + Sync {
     fn auth_failure(&self, _listener: &str) {}
 
     /// A delivery attempt for one recipient ended: `outcome` is `delivered`, `deferred`,
-    /// `failed` or `expired`; `destination` is the kind of route (`local`, `mx`, `relay`,
-    /// `lmtp`, ...).
+    /// `failed` or `expired`; `destination` is the route as the queue records it (`local`,
+    /// `mx:example.org`, `smtp://host:port`, `lmtp://host:port`, `lmtp:unix:/path`); an
+    /// observer that exports it keeps only the kind (the part before the first `:`).
     fn delivery(&self, _outcome: &str, _destination: &str) {}
 }
 
