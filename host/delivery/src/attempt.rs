@@ -209,6 +209,7 @@ async fn route_all(
             // A plugin's route carries no TLS policy: the recipient domain's applies.
             Some(d) => Destination {
                 tls: ctx.router.domain_tls(&addr.domain_lower()),
+                policy_domain: matches!(d.hop, NextHop::Mx(_)).then(|| addr.domain_lower()),
                 ..d
             },
             None => ctx.router.route(addr),
@@ -319,6 +320,9 @@ fn apply(
         r.attempts = r.attempts.saturating_add(1);
         r.remote_mta = report.remote_mta.clone();
         r.diagnostic = report.diagnostic.clone();
+        if report.tls_record.is_some() {
+            r.tls = report.tls_record.clone();
+        }
         let rcpt = &r.recipient.address;
         let route = r.route.as_deref().unwrap_or("");
         // Whether the hop was reached over TLS, and verified: the record of an opportunistic

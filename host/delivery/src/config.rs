@@ -54,6 +54,8 @@ pub struct DeliveryConfig {
     pub delay_warning: Duration,
     pub timeouts: Timeouts,
     pub tls: TlsSettings,
+    /// `[delivery.mta_sts]`: recipient domains' MTA-STS policies (RFC 8461).
+    pub mta_sts: MtaStsSettings,
     /// Static routes, looked up by recipient domain (exact match first, then `*`).
     #[serde(rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -76,6 +78,7 @@ impl Default for DeliveryConfig {
             delay_warning: Duration::from_secs(4 * 3600),
             timeouts: Timeouts::default(),
             tls: TlsSettings::default(),
+            mta_sts: MtaStsSettings::default(),
             routes: Vec::new(),
         }
     }
@@ -105,6 +108,35 @@ pub struct TlsSettings {
     /// TLS policy (`none`, `opportunistic`, `verify`) by recipient domain, for mail to that
     /// domain on any route that does not set `tls` itself.
     pub domains: BTreeMap<String, TlsMode>,
+}
+
+/// `[delivery.mta_sts]`. A policy applies to MX delivery of a recipient domain without a TLS
+/// policy of its own in the config (a route's `tls` or `tls.domains` wins, RFC 8461 does not
+/// override the administrator).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MtaStsSettings {
+    /// Look up recipient domains' policies (`_mta-sts` TXT record, then the HTTPS policy
+    /// file) and apply them.
+    pub enabled: bool,
+    /// The longest a policy fetch may take: resolving `mta-sts.<domain>`, connecting, TLS
+    /// and the HTTP exchange together. On timeout the domain has no policy (or its cached
+    /// one) for this attempt.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// The port policy hosts are fetched from: 443 (HTTPS, RFC 8461 3.3). Only tests change
+    /// it, to reach a policy server on an unprivileged loopback port.
+    pub port: u16,
+}
+
+impl Default for MtaStsSettings {
+    fn default() -> Self {
+        MtaStsSettings {
+            enabled: true,
+            fetch_timeout: Duration::from_secs(10),
+            port: 443,
+        }
+    }
 }
 
 /// Client timeouts. The defaults are RFC 5321 4.5.3.2's minimums.

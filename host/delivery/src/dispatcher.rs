@@ -154,6 +154,7 @@ impl Dispatcher {
                 self.dns,
                 self.concurrency,
                 self.listening,
+                Some(Arc::clone(&self.spool)),
             ),
             spool: Arc::clone(&self.spool),
             directory: self.directory,

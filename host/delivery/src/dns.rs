@@ -33,6 +33,12 @@ pub trait Dns: Send + Sync {
 
     /// The IPv4 and IPv6 addresses of `host`.
     async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError>;
+
+    /// TXT records of `name`, the strings of each record joined (MTA-STS's `_mta-sts` record).
+    /// By default there are none.
+    async fn txt(&self, _name: &str) -> Result<Vec<String>, DnsError> {
+        Err(DnsError::NoData)
+    }
 }
 
 /// The hickory resolver, on the system configuration or on given name servers.
@@ -114,6 +120,10 @@ impl Dns for HickoryDns {
             .await
             .map_err(classify)?;
         Ok(lookup.iter().collect())
+    }
+
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        HickoryDns::txt(self, name).await
     }
 }
 

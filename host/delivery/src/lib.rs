@@ -39,6 +39,7 @@ mod lifecycle;
 mod local;
 mod loops;
 pub mod maildir;
+pub mod mta_sts;
 pub mod mx;
 mod notify;
 mod outcome;
@@ -47,8 +48,9 @@ mod record;
 mod remote;
 mod resolver;
 pub mod route;
+mod tls_policy;
 
-pub use config::{DeliveryConfig, Timeouts};
+pub use config::{DeliveryConfig, MtaStsSettings, Timeouts};
 pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};
 pub use error::DeliveryError;
 pub use local::return_path;

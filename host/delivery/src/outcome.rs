@@ -51,6 +51,9 @@ pub struct RcptReport {
     /// The session's TLS, for the per-recipient log line: `TLSv1_3 verified`,
     /// `TLSv1_3 unverified (<reason>)`; `None` in clear text or for local delivery.
     pub tls: Option<String>,
+    /// The attempt's TLS as recorded in the queue (version, cipher, verified, policy,
+    /// failure); `None` for local delivery.
+    pub tls_record: Option<corvid_queue::TlsRecord>,
 }
 
 impl From<Outcome> for RcptReport {
@@ -63,6 +66,7 @@ impl From<Outcome> for RcptReport {
             reply: None,
             success: SuccessReport::Delivered,
             tls: None,
+            tls_record: None,
         }
     }
 }

@@ -14,10 +14,12 @@ use crate::config::DeliveryConfig;
 use crate::content::LazyContent;
 use crate::dns::{Dns, HickoryDns};
 use crate::loops::LoopGuard;
+use crate::mta_sts::{FetchOptions, Lookup, MtaSts};
 use crate::pool::Pool;
-use crate::route::{Destination, NextHop, TlsMode};
+use crate::route::{Destination, NextHop};
+use crate::tls_policy::filter_mx;
 use crate::{Outcome, RcptReport};
-use corvid_queue::SuccessReport;
+use corvid_queue::{Spool, SuccessReport, TlsRecord};
 use corvid_smtp::reply_parse::status_of;
 use corvid_smtp::Reply;
 use corvid_types::{Envelope, Recipient};
@@ -37,6 +39,8 @@ pub(crate) struct Remote {
     /// Made on first use, so that a host without a resolver configuration can still deliver
     /// locally.
     dns: Mutex<Option<Arc<dyn Dns>>>,
+    /// MTA-STS discovery and its cache (`delivery.mta_sts.enabled`).
+    pub(crate) sts: Option<MtaSts>,
 }
 
 impl Remote {
@@ -47,6 +51,7 @@ impl Remote {
         dns: Option<Arc<dyn Dns>>,
         permits: usize,
         listening: Vec<SocketAddr>,
+        store: Option<Arc<dyn Spool>>,
     ) -> Self {
         let loops = LoopGuard::new(listening, config.allow_loopback_mx);
         let permits = permits.max(1);
@@ -58,7 +63,17 @@ impl Remote {
             config.connection_reuse_time,
             config.max_messages_per_connection,
         );
+        let sts = config.mta_sts.enabled.then(|| {
+            let fetch = FetchOptions {
+                port: config.mta_sts.port,
+                timeout: config.mta_sts.fetch_timeout,
+                ipv6: config.ipv6,
+                tls: Arc::clone(&tls.verified),
+            };
+            MtaSts::new(Arc::new(fetch), store)
+        });
         Remote {
+            sts,
             config,
             helo,
             tls,
@@ -93,6 +108,8 @@ impl Remote {
         content: &LazyContent,
     ) -> Vec<(usize, RcptReport)> {
         let index: Vec<usize> = rcpts.iter().map(|(i, _)| *i).collect();
+        // Before the slot and permit: a policy fetch can take seconds.
+        let sts = self.sts_for(dest).await;
         let mut lease = self.pool.acquire(dest).await;
         // The semaphore is never closed.
         let Ok(_permit) = self.permits.acquire().await else {
@@ -116,7 +133,7 @@ impl Remote {
                 Ok(()) => {
                     let res = session.transaction(&msg).await;
                     if !stale(&res) {
-                        return self.finish(dest, session, res, &index);
+                        return self.finish(dest, &sts, session, res, &index);
                     }
                     tracing::debug!(
                         peer = session.peer(),
@@ -125,13 +142,21 @@ impl Remote {
                 }
             }
         }
-        let endpoints = match self.endpoints(&dest.hop).await {
+        let endpoints = match self
+            .endpoints(&dest.hop)
+            .await
+            .and_then(|e| filter_mx(&sts, e))
+        {
             Ok(e) => e,
-            Err(outcome) => return uniform(&index, outcome),
+            Err(outcome) => {
+                let failure = Some(outcome_text(&outcome));
+                let record = self.tls_record(dest, &sts, None, failure);
+                return with_tls(uniform(&index, outcome), record);
+            }
         };
         let mut last: Option<ClientError> = None;
         for endpoint in endpoints {
-            let mut session = match self.open(dest, endpoint).await {
+            let mut session = match self.open(dest, endpoint, &sts).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::info!(destination = %dest.hop, error = %e, "next hop unusable, trying the next");
@@ -144,13 +169,15 @@ impl Remote {
                 return uniform(&index, outcome);
             }
             let res = session.transaction(&msg).await;
-            return self.finish(dest, session, res, &index);
+            return self.finish(dest, &sts, session, res, &index);
         }
-        let outcome = match last {
+        let outcome = match &last {
             Some(e) => e.outcome(),
             None => Outcome::Transient(format!("4.4.4 no address to deliver to for {}", dest.hop)),
         };
-        uniform(&index, outcome)
+        let failure = last.as_ref().map(|e| e.to_string());
+        let record = self.tls_record(dest, &sts, None, failure);
+        with_tls(uniform(&index, outcome), record)
     }
 
     /// The checks before a transaction (they need the session's capabilities).
@@ -161,11 +188,13 @@ impl Remote {
     fn finish(
         &self,
         dest: &Destination,
+        sts: &Lookup,
         session: Session,
         res: TransactionResult,
         index: &[usize],
     ) -> Vec<(usize, RcptReport)> {
         let host = session.endpoint.host();
+        let record = self.tls_record(dest, sts, Some(&session), None);
         let peer = session.peer().to_string();
         let fallback = res.error.as_ref().map(|e| {
             tracing::info!(peer = %peer, error = %e, "transaction failed");
@@ -199,6 +228,7 @@ impl Remote {
                         remote_mta: Some(host.clone()),
                         success,
                         tls: session.tls_summary.clone(),
+                        tls_record: Some(record.clone()),
                         ..report
                     },
                 )
@@ -212,34 +242,19 @@ impl Remote {
         reports
     }
 
-    /// The STARTTLS policy for a destination, and whether the certificate must verify.
-    /// Credentials always need a verified certificate (the config insists on `verify` for
-    /// them; this holds even for a route that came some other way).
-    fn tls_policy(&self, dest: &Destination, endpoint: &Endpoint) -> (TlsPolicy, bool) {
-        if matches!(endpoint, Endpoint::Unix(_)) {
-            return (TlsPolicy::Off, false);
-        }
-        match dest.tls {
-            Some(TlsMode::Verify) => (TlsPolicy::Required, true),
-            _ if dest.auth.is_some() => (TlsPolicy::Required, true),
-            // `require_tls` without `verify`: TLS or nothing, any certificate (Postfix's
-            // `encrypt` level).
-            _ if dest.require_tls => (TlsPolicy::Required, false),
-            Some(TlsMode::None) => (TlsPolicy::Off, false),
-            Some(TlsMode::Opportunistic) => (TlsPolicy::Opportunistic, false),
-            None if self.config.opportunistic_tls => (TlsPolicy::Opportunistic, false),
-            None => (TlsPolicy::Off, false),
-        }
-    }
-
     /// Opens a session with the route's TLS policy. A failed opportunistic handshake is
     /// retried once without TLS (as Postfix does): clear text beats no delivery there.
-    async fn open(&self, dest: &Destination, endpoint: Endpoint) -> Result<Session, ClientError> {
+    async fn open(
+        &self,
+        dest: &Destination,
+        endpoint: Endpoint,
+        sts: &Lookup,
+    ) -> Result<Session, ClientError> {
         let protocol = match dest.hop {
             NextHop::Lmtp(_) | NextHop::LmtpUnix(_) => Protocol::Lmtp,
             _ => Protocol::Smtp,
         };
-        let (tls, verify) = self.tls_policy(dest, &endpoint);
+        let (tls, verify) = self.tls_policy(dest, &endpoint, sts);
         let mut opts = SessionOptions {
             protocol,
             helo: self.helo.clone(),
@@ -308,6 +323,21 @@ fn reply_report(stage: &str, reply: &Reply, peer: &str) -> RcptReport {
         diagnostic: Some(format!("smtp; {reply}")),
         reply: Some(reply.clone()),
         ..RcptReport::from(outcome)
+    }
+}
+
+/// The attempt's TLS record on every report.
+fn with_tls(mut reports: Vec<(usize, RcptReport)>, record: TlsRecord) -> Vec<(usize, RcptReport)> {
+    for (_, r) in reports.iter_mut() {
+        r.tls_record = Some(record.clone());
+    }
+    reports
+}
+
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Delivered => String::new(),
+        Outcome::Transient(t) | Outcome::Permanent(t) => t.clone(),
     }
 }
 

@@ -41,7 +41,10 @@ mod tests {
 
     #[test]
     fn errors_map_by_variant() {
-        assert_eq!(LookupError::from(DnsError::NoSuchDomain), LookupError::NotFound);
+        assert_eq!(
+            LookupError::from(DnsError::NoSuchDomain),
+            LookupError::NotFound
+        );
         assert_eq!(LookupError::from(DnsError::NoData), LookupError::NotFound);
         assert_eq!(
             LookupError::from(DnsError::Temporary("servfail".into())),

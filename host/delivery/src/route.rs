@@ -218,6 +218,10 @@ pub struct Destination {
     pub auth: Option<AuthConfig>,
     /// The route's or the recipient domain's TLS policy; `None` for the default.
     pub tls: Option<TlsMode>,
+    /// For MX delivery: the recipient domain, whose MTA-STS policy applies (RFC 8461: the
+    /// policy is the recipient domain's, never the MX host's). It is part of the destination,
+    /// so two domains routed to the same MX hosts never share a session or a policy.
+    pub policy_domain: Option<String>,
 }
 
 impl Destination {
@@ -227,6 +231,7 @@ impl Destination {
             require_tls: false,
             auth: None,
             tls: None,
+            policy_domain: None,
         }
     }
 }
@@ -288,17 +293,19 @@ impl Router {
             Some(entry) => Destination {
                 hop: match &entry.to {
                     Target::Local => NextHop::Local,
-                    Target::Mx => NextHop::Mx(domain),
+                    Target::Mx => NextHop::Mx(domain.clone()),
                     Target::Smtp(hp) => NextHop::Smtp(hp.clone()),
                     Target::Lmtp(hp) => NextHop::Lmtp(hp.clone()),
                     Target::LmtpUnix(p) => NextHop::LmtpUnix(p.clone()),
                 },
+                policy_domain: matches!(entry.to, Target::Mx).then(|| domain.clone()),
                 require_tls: entry.require_tls,
                 auth: entry.auth.clone(),
                 tls: entry.tls.or(domain_tls),
             },
             None => Destination {
                 tls: domain_tls,
+                policy_domain: Some(domain.clone()),
                 ..Destination::new(NextHop::Mx(domain))
             },
         }

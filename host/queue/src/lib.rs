@@ -43,6 +43,7 @@ pub use kv::{KvEntry, KvError, KvLimits, SledKv};
 pub use maintain::{Maintenance, KV_SWEEP_BUDGET, MAINTENANCE_INTERVAL};
 pub use message::{
     from_unix_secs, unix_secs, QueuedMessage, RecipientState, RecipientStatus, SuccessReport,
+    TlsRecord,
 };
 pub use retry::RetrySchedule;
 pub use settings::{QuarantineExpiry, SpoolSettings, DEFAULT_QUARANTINE_MAX_AGE};

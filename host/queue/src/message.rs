@@ -65,6 +65,33 @@ pub struct RecipientState {
     /// Text a policy (`bounced` stage) asked to add to this recipient's DSN.
     #[serde(default)]
     pub note: Option<String>,
+    /// The transport security of the last remote attempt (`corvid queue show`, TLS-RPT).
+    #[serde(default)]
+    pub tls: Option<TlsRecord>,
+}
+
+/// The TLS of one delivery attempt to a next hop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRecord {
+    /// `TLSv1_3`, `TLSv1_2`; `None` when the session ran in clear text or never opened.
+    pub version: Option<String>,
+    /// The negotiated cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: Option<String>,
+    /// The certificate verified for the host name connected to.
+    pub verified: bool,
+    /// Which policy decided: `none`, `opportunistic`, `verify` (the config's), `mta-sts`.
+    pub policy: String,
+    /// Where that policy came from: `config`, `default`; for MTA-STS `enforce`/`testing`
+    /// and `fetched`/`cached`, e.g. `enforce, cached`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The domain whose policy it is (the recipient domain for MTA-STS).
+    #[serde(default)]
+    pub policy_domain: Option<String>,
+    /// What failed, when something did (also what an MTA-STS `testing` policy would have
+    /// refused).
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 impl RecipientState {
@@ -122,6 +149,7 @@ impl QueuedMessage {
                 delay_notified: false,
                 success_report: SuccessReport::default(),
                 note: None,
+                tls: None,
             })
             .collect();
         QueuedMessage {

@@ -22,6 +22,8 @@ pub struct SledSpool {
     pub(crate) kv: crate::SledKv,
     pub(crate) meta: sled::Tree,
     pub(crate) content: sled::Tree,
+    /// Delivery's MTA-STS policy cache, by recipient domain (opaque to the spool).
+    sts: sled::Tree,
     committer: Arc<Committer>,
     /// Also serialises metadata writes, so a read-modify-write (`flush_all`, `hold`) cannot
     /// interleave with an `update` or `remove` of the same message.
@@ -43,6 +45,7 @@ impl SledSpool {
         let db = open_db(dir)?;
         let meta = db.open_tree("meta")?;
         let content = db.open_tree("content")?;
+        let sts = db.open_tree("mta_sts")?;
         remove_orphan_content(&meta, &content)?;
         remove_finished(&meta, &content)?;
         db.flush()?;
@@ -56,6 +59,7 @@ impl SledSpool {
             committer: Committer::new(db, disk),
             meta,
             content,
+            sts,
             index: Mutex::new(index),
             ids: IdGenerator::default(),
             wake: watch::Sender::new(0),
@@ -324,6 +328,15 @@ impl Spool for SledSpool {
 
     fn dsn_policy(&self) -> crate::dsn::DsnPolicy {
         self.settings.dsn
+    }
+
+    fn sts_policy(&self, domain: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(self.sts.get(domain.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    fn set_sts_policy(&self, domain: &str, policy: &[u8]) -> Result<(), QueueError> {
+        self.sts.insert(domain.as_bytes(), policy)?;
+        Ok(())
     }
 }
 

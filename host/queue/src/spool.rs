@@ -60,4 +60,16 @@ pub trait Spool: Send + Sync {
     fn dsn_policy(&self) -> crate::dsn::DsnPolicy {
         crate::dsn::DsnPolicy::default()
     }
+
+    /// Delivery's cached MTA-STS policy for `domain` (RFC 8461 5.1), as delivery stored it;
+    /// `None` when there is none (also for spools that keep no cache).
+    fn sts_policy(&self, _domain: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(None)
+    }
+
+    /// Stores delivery's MTA-STS policy for `domain`. Not synced on its own: it becomes
+    /// durable with the next commit (a lost entry is only fetched again).
+    fn set_sts_policy(&self, _domain: &str, _policy: &[u8]) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

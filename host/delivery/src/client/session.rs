@@ -87,6 +87,9 @@ pub struct Session {
     pub unverified_reason: Option<String>,
     /// The TLS version and whether the certificate verified, for the record.
     pub tls_summary: Option<String>,
+    /// The TLS version and cipher suite negotiated, for the per-attempt record.
+    pub tls_version: Option<String>,
+    pub tls_cipher: Option<String>,
     pub endpoint: Endpoint,
     pub(crate) timeouts: Timeouts,
     /// Transactions completed on this session.
@@ -132,6 +135,8 @@ impl Session {
             verified: false,
             unverified_reason: None,
             tls_summary: None,
+            tls_version: None,
+            tls_cipher: None,
             endpoint,
             timeouts: t.clone(),
             messages: 0,
@@ -242,6 +247,12 @@ impl Session {
             .protocol_version()
             .map(|v| format!("{v:?}"))
             .unwrap_or_else(|| "TLS".into());
+        self.tls_cipher = tls
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()));
+        self.tls_version = Some(version.clone());
         self.tls_summary = Some(match &checked {
             Ok(()) => format!("{version} verified"),
             Err(why) => format!("{version} unverified ({why})"),

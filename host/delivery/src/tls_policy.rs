@@ -1,0 +1,155 @@
+//! Which TLS policy a delivery runs under, and the record of what it got.
+//!
+//! Precedence, first that applies: the config's (a route's `tls`, `delivery.tls.domains`, a
+//! route with `auth` or `require_tls`); the recipient domain's MTA-STS policy (RFC 8461; DANE
+//! is to come before it); opportunistic TLS (`delivery.opportunistic_tls`), else none.
+
+use crate::client::{Endpoint, Session, TlsPolicy};
+use crate::mta_sts::{Applied, Lookup, Mode};
+use crate::remote::Remote;
+use crate::route::{Destination, NextHop, TlsMode};
+use crate::Outcome;
+use corvid_queue::{unix_secs, TlsRecord};
+use std::time::SystemTime;
+
+impl Remote {
+    /// The MTA-STS policy for a destination: only MX delivery of a recipient domain whose TLS
+    /// the config does not decide.
+    pub(crate) async fn sts_for(&self, dest: &Destination) -> Lookup {
+        let (Some(sts), Some(domain), NextHop::Mx(_)) = (&self.sts, &dest.policy_domain, &dest.hop)
+        else {
+            return Lookup::None;
+        };
+        if dest.tls.is_some() || dest.auth.is_some() {
+            return Lookup::None;
+        }
+        let Ok(dns) = self.dns() else {
+            return Lookup::None;
+        };
+        sts.lookup(dns.as_ref(), domain, unix_secs(SystemTime::now()))
+            .await
+    }
+
+    /// The STARTTLS policy for a destination, and whether the certificate must verify.
+    /// Credentials always need a verified certificate (the config insists on `verify` for
+    /// them; this holds even for a route that came some other way).
+    pub(crate) fn tls_policy(
+        &self,
+        dest: &Destination,
+        endpoint: &Endpoint,
+        sts: &Lookup,
+    ) -> (TlsPolicy, bool) {
+        if matches!(endpoint, Endpoint::Unix(_)) {
+            return (TlsPolicy::Off, false);
+        }
+        let enforce = matches!(sts, Lookup::Policy(a) if a.policy.mode == Mode::Enforce);
+        match dest.tls {
+            Some(TlsMode::Verify) => (TlsPolicy::Required, true),
+            _ if dest.auth.is_some() => (TlsPolicy::Required, true),
+            // RFC 8461 4.2: an `enforce` policy's MX must offer STARTTLS and present a
+            // certificate valid for its MX host name.
+            None if enforce => (TlsPolicy::Required, true),
+            // `require_tls` without `verify`: TLS or nothing, any certificate (Postfix's
+            // `encrypt` level).
+            _ if dest.require_tls => (TlsPolicy::Required, false),
+            Some(TlsMode::None) => (TlsPolicy::Off, false),
+            Some(TlsMode::Opportunistic) => (TlsPolicy::Opportunistic, false),
+            // `testing` (RFC 8461 5): deliver as usual; whether it verified is recorded.
+            None if self.config.opportunistic_tls => (TlsPolicy::Opportunistic, false),
+            None => (TlsPolicy::Off, false),
+        }
+    }
+
+    /// The record of an attempt's TLS: the policy that decided, and what the session got
+    /// (`session` is `None` when no session opened; `failure` says why).
+    pub(crate) fn tls_record(
+        &self,
+        dest: &Destination,
+        sts: &Lookup,
+        session: Option<&Session>,
+        failure: Option<String>,
+    ) -> TlsRecord {
+        let (policy, source, domain) = match (dest.tls, sts) {
+            (Some(mode), _) => (
+                mode_name(mode),
+                "config".to_string(),
+                dest.policy_domain.clone(),
+            ),
+            (None, _) if dest.auth.is_some() => ("verify", "config".into(), None),
+            (None, Lookup::Policy(a)) => (
+                "mta-sts",
+                format!("{}, {}", a.policy.mode.as_str(), a.source),
+                Some(a.domain.clone()),
+            ),
+            (None, _) if dest.require_tls => ("encrypt", "config".into(), None),
+            (None, _) if self.config.opportunistic_tls => ("opportunistic", "default".into(), None),
+            (None, _) => ("none", "default".into(), None),
+        };
+        let failure = failure.or_else(|| match (sts, session) {
+            (Lookup::FetchFailed(e), _) => Some(format!("MTA-STS policy fetch failed: {e}")),
+            (Lookup::Policy(a), Some(s)) if !a.policy.matches(&s.endpoint.host()) => Some(format!(
+                "MX {} not in the MTA-STS policy of {} (mx: {})",
+                s.endpoint.host(),
+                a.domain,
+                a.policy.mx.join(", ")
+            )),
+            _ => None,
+        });
+        TlsRecord {
+            version: session.and_then(|s| s.tls_version.clone()),
+            cipher: session.and_then(|s| s.tls_cipher.clone()),
+            verified: session.is_some_and(|s| s.tls && s.verified),
+            policy: policy.into(),
+            source: Some(source),
+            policy_domain: domain,
+            failure: failure.or_else(|| {
+                session.and_then(|s| match (s.tls, &s.unverified_reason) {
+                    (true, Some(why)) => Some(format!("certificate not verified: {why}")),
+                    (false, _) if matches!(sts, Lookup::Policy(_)) => {
+                        Some("STARTTLS not offered".into())
+                    }
+                    _ => None,
+                })
+            }),
+        }
+    }
+}
+
+fn mode_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::None => "none",
+        TlsMode::Opportunistic => "opportunistic",
+        TlsMode::Verify => "verify",
+    }
+}
+
+/// The MX hosts an MTA-STS policy allows (RFC 8461 4.1). `enforce` keeps only those, and
+/// defers with 4.7.5 when none is left; `testing` keeps all (a mismatch is recorded for the
+/// host actually used, see [`Remote::tls_record`]).
+pub(crate) fn filter_mx(sts: &Lookup, endpoints: Vec<Endpoint>) -> Result<Vec<Endpoint>, Outcome> {
+    let Lookup::Policy(Applied { domain, policy, .. }) = sts else {
+        return Ok(endpoints);
+    };
+    if policy.mode != Mode::Enforce {
+        return Ok(endpoints);
+    }
+    let mut unfit: Vec<String> = Vec::new();
+    let fit: Vec<Endpoint> = endpoints
+        .into_iter()
+        .filter(|e| {
+            let ok = policy.matches(&e.host());
+            if !ok && !unfit.contains(&e.host()) {
+                unfit.push(e.host());
+            }
+            ok
+        })
+        .collect();
+    if fit.is_empty() {
+        return Err(Outcome::Transient(format!(
+            "4.7.5 MX {} not in the MTA-STS policy of {domain} (mx: {})",
+            unfit.join(", "),
+            policy.mx.join(", ")
+        )));
+    }
+    Ok(fit)
+}
