@@ -29,9 +29,9 @@ pub struct Config {
     /// Delivery status notifications: who gets success reports, how much goes back.
     #[serde(default)]
     pub dsn: corvid_queue::dsn::DsnPolicy,
-    /// The plugins' key-value store: per-plugin quotas.
+    /// The plugins' key-value store: backend (sled or Redis) and per-plugin quotas.
     #[serde(default)]
-    pub kv: corvid_queue::KvLimits,
+    pub kv: crate::kv_backend::KvSection,
     /// Outbound delivery: routes, DNS, SMTP/LMTP client settings (all optional).
     #[serde(default)]
     pub delivery: corvid_delivery::DeliveryConfig,

@@ -4,11 +4,11 @@
 //! signals, and the admin socket that lets `corvid queue ...` talk to a running server.
 //! Must not: hold mail logic; everything it runs lives in the library crates.
 
-mod adapters;
 mod admin;
 mod cli;
 mod config;
 mod dkim_cmd;
+mod kv_backend;
 mod kv_cmd;
 mod metrics;
 mod plugin_test;

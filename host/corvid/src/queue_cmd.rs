@@ -70,7 +70,7 @@ pub fn spool_settings(config: &Config) -> SpoolSettings {
             .quarantine_max_age
             .unwrap_or(corvid_queue::DEFAULT_QUARANTINE_MAX_AGE),
         quarantine_expiry: config.queue.quarantine_expiry,
-        kv: config.kv,
+        kv: config.kv.limits(),
     }
 }
 

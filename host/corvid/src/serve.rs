@@ -1,6 +1,5 @@
 //! `corvid serve`: wires the queue, delivery, listeners and admin socket, and handles signals.
 
-use crate::adapters;
 use crate::admin;
 use crate::cli::ServeArgs;
 use crate::config::{Config, LogFormat};
@@ -76,9 +75,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     let credentials: Arc<dyn Credentials> = Arc::new(users);
     let dns = HickoryDns::new(&config.delivery.nameservers)
         .map_err(|e| anyhow::anyhow!("setting up the DNS resolver: {e}"))?;
-    let dns: Arc<dyn corvid_types::DnsResolver> = Arc::new(adapters::Dns(Arc::new(dns)));
+    let dns: Arc<dyn corvid_types::DnsResolver> = Arc::new(dns);
     let plugin_services = corvid_plugin_host::Services {
-        kv: Arc::new(adapters::Kv(spool.kv())),
+        kv: config.kv.open(&spool)?,
         dns: Arc::clone(&dns),
     };
     if let Some(m) = &metrics {
