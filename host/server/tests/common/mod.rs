@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use corvid_server::auth::Credentials;
+use corvid_server::tls::{CertPair, TlsHandle};
 use corvid_server::{
     run_session, AuthSettings, Limits, ListenerConfig, ListenerMode, ServerConfig, Services, Shared,
 };
@@ -95,6 +96,8 @@ pub struct Harness {
     pub intake: Arc<MemIntake>,
     /// Wait for the 220 before sending (false: talk first, a pregreet).
     pub wait_for_greeting: bool,
+    /// Certificates for STARTTLS and implicit TLS (see [`test_tls`]); none by default.
+    pub tls: Option<Arc<TlsHandle>>,
 }
 
 impl Default for Harness {
@@ -123,6 +126,7 @@ impl Default for Harness {
             peer: "127.0.0.2:5000".parse().unwrap(),
             intake: Arc::new(MemIntake::default()),
             wait_for_greeting: true,
+            tls: None,
         }
     }
 }
@@ -151,7 +155,7 @@ impl Harness {
             policy: Arc::clone(&self.policy),
             intake: self.intake.clone(),
             directory: Arc::new(directory()),
-            tls: None,
+            tls: self.tls.clone(),
             credentials: self.credentials.clone(),
             queue_control: None,
             dns: self.dns.clone(),
@@ -247,4 +251,66 @@ pub fn decision(verdict: Verdict, modifications: Vec<Modification>) -> Decision 
 pub fn addr(s: &str) -> Address {
     let (l, d) = s.split_once('@').unwrap();
     Address::new(l, d)
+}
+
+/// A self-signed certificate for `mx.test`, made at test time (no key is ever committed): the
+/// server's TLS settings, and a client config that trusts exactly that certificate.
+pub fn test_tls() -> (Arc<TlsHandle>, Arc<rustls::ClientConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pair = CertPair {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    std::fs::write(&pair.cert, ck.cert.pem()).unwrap();
+    std::fs::write(&pair.key, ck.key_pair.serialize_pem()).unwrap();
+    let handle = TlsHandle::load(vec![pair]).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (handle, Arc::new(client))
+}
+
+/// The client's side of a TLS handshake for `mx.test` over `io`.
+pub async fn tls_connect<S>(
+    config: Arc<rustls::ClientConfig>,
+    io: S,
+) -> tokio_rustls::client::TlsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let name = rustls_pki_types::ServerName::try_from("mx.test").unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, io)
+        .await
+        .unwrap()
+}
+
+/// Reads from any stream until `count` lines starting with `prefix` have arrived.
+pub async fn read_until<S: tokio::io::AsyncRead + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    prefix: &str,
+    count: usize,
+) {
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .count()
+        < count
+    {
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "session closed before {prefix:?}: {}",
+            String::from_utf8_lossy(out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
 }
