@@ -20,6 +20,7 @@ plugins: wasm-target
 	@echo "plugins built in $(PLUGIN_TARGET)/wasm32-wasip2/release/"
 
 serve: plugins
+	@cargo run --quiet --release -p corvid -- dkim record
 	cargo run --release -p corvid -- serve
 
 test:

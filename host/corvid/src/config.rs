@@ -43,6 +43,12 @@ pub struct Config {
     /// Limits of the plugin engine (instances, memory); defaults sized from `limits`.
     #[serde(default)]
     pub plugin_engine: corvid_plugin_host::EngineConfig,
+    /// Inbound SPF, DKIM, DMARC and ARC checks (corvid-auth); see config/corvid.toml.
+    #[serde(default)]
+    pub auth_checks: corvid_auth::AuthChecksConfig,
+    /// Outbound DKIM signing keys (`[[dkim.key]]`) and ARC sealing.
+    #[serde(default)]
+    pub dkim: corvid_auth::DkimConfig,
     /// The Prometheus endpoint (`/metrics`, `/healthz`); off unless `listen` is set.
     #[serde(default)]
     pub metrics: MetricsSection,

@@ -43,6 +43,13 @@ pub enum DkimAction {
         #[arg(long = "nameserver")]
         nameservers: Vec<SocketAddr>,
     },
+    /// Print the DNS TXT record of every [[dkim.key]] of the config (default: the built-in
+    /// development config), generating missing keys marked `generate = true` first.
+    Record {
+        /// The config file; without it, the built-in config/dev.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Verify a message read on standard input; print the results as JSON.
     #[command(hide = true)]
     Verify {
@@ -120,6 +127,7 @@ pub fn run(action: DkimAction) -> anyhow::Result<()> {
             authserv_id,
             max_signatures,
         } => verify(env, authserv_id, max_signatures),
+        DkimAction::Record { config } => crate::mail_auth::print_records(config.as_deref()),
         DkimAction::Spf { env } => spf(env),
         DkimAction::Sign {
             config,

@@ -10,6 +10,7 @@ mod config;
 mod dkim_cmd;
 mod kv_backend;
 mod kv_cmd;
+mod mail_auth;
 mod metrics;
 mod plugin_test;
 mod plugins;

@@ -61,6 +61,16 @@ impl BoundServer {
         })
     }
 
+    /// Checks inbound mail and signs outbound mail through `mail_auth` (see
+    /// `session/auth_checks.rs`). Call before `run`.
+    pub fn with_mail_auth(mut self, mail_auth: Arc<dyn corvid_types::MailAuth>) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.mail_auth = Some(mail_auth),
+            None => warn!("mail authentication not set: the server is already running"),
+        }
+        self
+    }
+
     /// The actual addresses (with the port chosen when the config said 0).
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners

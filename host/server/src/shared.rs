@@ -33,6 +33,9 @@ pub struct Shared {
     pub relay_networks: Vec<ipnet::IpNet>,
     pub etrn_networks: Vec<ipnet::IpNet>,
     pub services: Services,
+    /// SPF, DKIM, DMARC and ARC checks and DKIM signing (`session/auth_checks.rs`); `None`
+    /// checks and signs nothing. Set with `BoundServer::with_mail_auth`.
+    pub mail_auth: Option<Arc<dyn corvid_types::MailAuth>>,
     pub throttle: AuthThrottle,
     /// Password hashes that may run at once (`auth.max_concurrent_hashes`).
     pub hash_permits: Arc<tokio::sync::Semaphore>,
@@ -54,6 +57,7 @@ impl Shared {
             relay_networks: config.relay_networks.clone(),
             etrn_networks: config.etrn_networks.clone(),
             services,
+            mail_auth: None,
             throttle: AuthThrottle::new(config.auth.failure_window),
             memory: crate::memory::MemoryBudget::new(config.limits.max_inflight_bytes),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(hash_permits(&config.auth))),

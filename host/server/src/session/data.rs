@@ -47,12 +47,13 @@ impl Session {
             self.reset_transaction();
             return Ok(self.fail(r));
         }
+        let auth_default = self.auth_at_data(&mut content).await;
         let decision = self
             .policy
             .data(&self.conn, &env, MessageView { content: &content })
             .await;
         // A refusal discards the modifications; they apply only to a message accepted.
-        match decision.verdict {
+        match super::auth_checks::with_default(decision.verdict, auth_default) {
             Verdict::Reject(r) | Verdict::Tempfail(r) => {
                 self.log_transaction(&env, None, content.len(), &r, started);
                 self.reset_transaction();
@@ -95,6 +96,7 @@ impl Session {
             );
             disposition = Some(Disposition::Discard);
         }
+        self.sign_for_trusted(&mut content);
         self.reset_transaction();
         let reply = self.enqueue(&env, &content, disposition, started).await;
         Ok(if reply.is_positive() {

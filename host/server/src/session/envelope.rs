@@ -95,10 +95,12 @@ impl Session {
             params,
             recipients: Vec::new(),
         };
+        let spf = self.spf_at_mail(envelope.sender.as_ref()).await;
         let decision = self.policy.mail(&self.conn, &envelope).await;
         // The transaction exists before the verdict is read, so that a refusal ends it for
         // the policy too (`end_transaction`).
         self.tx = Some(Transaction::new(envelope));
+        self.keep_spf(spf);
         match self.judge(decision.verdict) {
             Judged::Refused(flow) => {
                 self.reset_transaction();

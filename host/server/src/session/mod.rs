@@ -4,6 +4,7 @@
 //! included.
 
 mod auth;
+mod auth_checks;
 mod data;
 mod ehlo;
 mod envelope;
@@ -75,6 +76,8 @@ struct Transaction {
     counted: usize,
     /// The content received so far, charged to `limits.max_inflight_bytes`.
     charge: Option<crate::memory::Charge>,
+    /// SPF from MAIL, for DMARC at the end of DATA (`auth_checks.rs`).
+    spf: Option<corvid_types::SpfCheck>,
 }
 
 impl Transaction {
@@ -86,6 +89,7 @@ impl Transaction {
             bdat: None,
             counted: 0,
             charge: None,
+            spf: None,
         }
     }
 }

@@ -1,0 +1,91 @@
+//! Mail authentication in the session, through `corvid_types::MailAuth` (the server resolves
+//! nothing itself; the binary wires `corvid-auth` in):
+//! - SPF (RFC 7208) at MAIL, for the MAIL FROM domain or the HELO name for `<>`;
+//! - DKIM (RFC 6376), ARC (RFC 8617) and DMARC (RFC 7489) at the end of DATA/BDAT, before
+//!   the data hook, with the default DMARC policy as a verdict the plugins may override;
+//! - `Authentication-Results:` (RFC 8601): ours in front, forged ones with our authserv-id
+//!   removed;
+//! - DKIM signing at queue time, after every plugin modification.
+//!
+//! Who is checked and who is signed: a client that may relay (authenticated, or in
+//! `server.relay_networks`) is trusted: its mail is signed, not checked. Every other client
+//! (mail arriving from the Internet) is checked and never signed.
+
+use super::Session;
+use corvid_types::{
+    Address, AuthResults, MailAuth, SigningChoice, SigningRequest, SpfCheck, Verdict,
+};
+use std::sync::Arc;
+
+impl Session {
+    fn mail_auth(&self) -> Option<Arc<dyn MailAuth>> {
+        self.shared.mail_auth.clone()
+    }
+
+    /// The checker, when this client's mail is checked.
+    fn checker(&self) -> Option<Arc<dyn MailAuth>> {
+        self.mail_auth().filter(|a| a.checks(self.may_relay()))
+    }
+
+    /// At MAIL, before the mail hook: SPF, handed to the policy (the mail and rcpt hooks see
+    /// it). `None` when the client is not checked.
+    pub(super) async fn spf_at_mail(&mut self, sender: Option<&Address>) -> Option<SpfCheck> {
+        let auth = self.checker()?;
+        let spf = auth.check_spf(&self.conn, sender).await;
+        self.policy.auth_results(Some(&spf), None);
+        Some(spf)
+    }
+
+    /// Keeps the SPF result for the end of DATA.
+    pub(super) fn keep_spf(&mut self, spf: Option<SpfCheck>) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.spf = spf;
+        }
+    }
+
+    /// At the end of DATA/BDAT, before the data hook: DKIM, ARC and DMARC on the content as
+    /// received; the results go to the policy, the content gets our `Authentication-Results:`
+    /// (forged ones of our authserv-id removed). Returns the default verdict
+    /// (`auth_checks.dmarc_policy`), `None` when the client is not checked.
+    pub(super) async fn auth_at_data(&mut self, content: &mut Vec<u8>) -> Option<Verdict> {
+        let auth = self.checker()?;
+        let spf = self.tx.as_ref().and_then(|t| t.spf.clone());
+        let results: AuthResults = auth.check_message(content, spf.as_ref()).await;
+        self.policy.auth_results(spf.as_ref(), Some(&results));
+        *content = auth.stamp(content, &results);
+        Some(auth.default_verdict(&results))
+    }
+
+    /// DKIM-signs the final content (after every plugin modification, so that none breaks
+    /// the signature) for a trusted client, as the policy chose: the configured keys of the
+    /// From: domain by default, a domain/selector a plugin picked, or not at all.
+    pub(super) fn sign_for_trusted(&mut self, content: &mut Vec<u8>) {
+        let Some(auth) = self.mail_auth().filter(|a| a.signs()) else {
+            return;
+        };
+        if !self.may_relay() {
+            return;
+        }
+        let choice = match self.policy.signing() {
+            SigningRequest::Suppress => return,
+            SigningRequest::Default => SigningChoice::default(),
+            SigningRequest::Choose(c) => c,
+        };
+        let fields = auth.sign(content, &choice);
+        if !fields.is_empty() {
+            let mut signed = Vec::with_capacity(fields.len() + content.len());
+            signed.extend_from_slice(fields.as_bytes());
+            signed.extend_from_slice(content);
+            *content = signed;
+        }
+    }
+}
+
+/// The data hook's verdict with the default DMARC policy: a plugin's own verdict wins (an
+/// explicit `accept` overrides a DMARC reject or quarantine); `continue` leaves the default.
+pub(super) fn with_default(plugin: Verdict, default: Option<Verdict>) -> Verdict {
+    match (plugin, default) {
+        (Verdict::Continue, Some(d)) => d,
+        (v, _) => v,
+    }
+}
