@@ -78,6 +78,15 @@ pub struct ServerSection {
     pub etrn_networks: Vec<ipnet::IpNet>,
     /// Compiled plugin code, cached by content hash; default `<data_dir>/plugin-cache`.
     pub plugin_cache: Option<PathBuf>,
+    /// Started as root, run as this user once the listeners are bound (see privdrop.rs).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// ... and this group; default the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Keep running as root when started as root without `user` (refused otherwise).
+    #[serde(default)]
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,7 @@ mod metrics;
 mod plugin_test;
 mod plugins;
 mod plugins_cmd;
+mod privdrop;
 mod queue_cmd;
 mod serve;
 mod tls_setup;

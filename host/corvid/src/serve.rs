@@ -24,6 +24,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.log_format.unwrap_or(config.log.format),
         &config.log.level,
     );
+    // Before any thread exists or any file is opened: files are created as server.user.
+    let drop = crate::privdrop::begin(&crate::privdrop::Settings {
+        user: config.server.user.as_deref(),
+        group: config.server.group.as_deref(),
+        allow_root: config.server.allow_root,
+        data_dir: &config.server.data_dir,
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -31,7 +38,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // Installed before anything else, so that a stop request during start-up is a clean
         // stop rather than the signal's default action.
         let signals = Signals::install()?;
-        serve(config, args.config.clone(), signals).await
+        serve(config, args.config.clone(), signals, drop).await
     })
 }
 
@@ -49,14 +56,19 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -> Result<()> {
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    signals: Signals,
+    drop: Option<crate::privdrop::PendingDrop>,
+) -> Result<()> {
+    let data_dir = &config.server.data_dir;
     // The metrics endpoint comes up first, so that /healthz answers 503 while the rest starts.
     let stop_metrics = CancellationToken::new();
     let metrics = match config.metrics.listen {
         Some(address) => Some(start_metrics(address, stop_metrics.clone()).await?),
         None => None,
     };
-    let data_dir = &config.server.data_dir;
     let spool = crate::queue_cmd::open_spool(&config)
         .with_context(|| format!("opening the queue in {}", config.queue_dir().display()))?;
     let directory = Arc::new(config.directory()?);
@@ -80,10 +92,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         kv: config.kv.open(&spool)?,
         dns: Arc::clone(&dns),
     };
+    let plugins = Arc::new(Plugins::start(&config, config_path, plugin_services).await?);
     if let Some(m) = &metrics {
         m.set_plugins(plugins.host.clone(), plugins.engine.clone());
     }
-    let plugins = Arc::new(Plugins::start(&config, config_path, plugin_services).await?);
     let services = Services {
         policy: Arc::new(plugins.host.clone()),
         intake,
@@ -93,9 +105,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         queue_control: Some(spool.clone()),
         dns: Some(dns),
     };
-    let server = BoundServer::bind(config.server_config(), services)
-        .await?
-        .with_mail_auth(crate::mail_auth::build(&config)?);
+    // Root again, as the effective id only, for ports below 1024; then dropped for good.
+    if let Some(d) = &drop {
+        d.regain()?;
+    }
+    let bound = BoundServer::bind(config.server_config(), services).await;
+    if let Some(d) = drop {
+        d.finish()?;
+    }
+    let server = bound?.with_mail_auth(crate::mail_auth::build(&config)?);
     for (name, address) in server.local_addrs() {
         info!(listener = %name, %address, "listening");
     }
@@ -144,6 +162,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
         shutdown.clone(),
     ));
     tokio::spawn(Arc::clone(&plugins).watch(shutdown.clone()));
+    tokio::spawn(signals.watch(shutdown.clone(), tls, plugins));
     if let Some(m) = metrics.clone() {
         // Ready: the queue is open and the listeners are bound. Not ready again as soon as a
         // shutdown starts, so that a load balancer stops sending new clients.
@@ -154,7 +173,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
             m.set_ready(false);
         });
     }
-    tokio::spawn(signals.watch(shutdown.clone(), tls, plugins));
 
     server.run(shutdown.clone()).await;
     stop_delivery.cancel();
@@ -167,10 +185,28 @@ async fn serve(config: Config, config_path: Option<PathBuf>, signals: Signals) -
     admin_task.abort();
     spool.close();
     spool.sync().await.context("flushing the queue")?;
-    stop_metrics.cancel();
     let _ = std::fs::remove_file(&admin_path);
+    stop_metrics.cancel();
     info!("corvid stopped");
     Ok(())
+}
+
+/// Binds the metrics endpoint and serves it until `stop`.
+async fn start_metrics(
+    address: std::net::SocketAddr,
+    stop: CancellationToken,
+) -> Result<Arc<crate::metrics::Metrics>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("key `metrics.listen`: cannot listen on {address}"))?;
+    let metrics = crate::metrics::Metrics::new();
+    info!(address = %listener.local_addr()?, "metrics endpoint listening");
+    tokio::spawn(crate::metrics::serve_http(
+        listener,
+        Arc::clone(&metrics),
+        stop,
+    ));
+    Ok(metrics)
 }
 
 /// The signals the server acts on. Registered at start: a signal that arrives before `watch`
