@@ -12,6 +12,7 @@
 //! behind it is consumed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The v2 signature (spec 2.2).
@@ -180,6 +181,36 @@ fn parse_v2_addresses(family: u8, body: &[u8]) -> Result<ProxyHeader, ProxyError
     }
 }
 
+/// How long a proxy may take to send its header once connected.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// For a `proxy_protocol` listener: the client address the session should use, after
+/// checking that `peer` (the proxy) is in `from` and reading its header within
+/// [`HEADER_TIMEOUT`]; the connection's own `peer` for a LOCAL header. `None`: close the
+/// connection without a reply (logged).
+pub async fn client_of<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    peer: SocketAddr,
+    from: &[ipnet::IpNet],
+) -> Option<SocketAddr> {
+    if !allowed(peer.ip(), from) {
+        tracing::warn!(peer = %peer.ip(), "PROXY listener: connection from outside proxy_from closed");
+        return None;
+    }
+    match tokio::time::timeout(HEADER_TIMEOUT, read_header(stream)).await {
+        Ok(Ok(ProxyHeader::Proxied { client, .. })) => Some(client),
+        Ok(Ok(ProxyHeader::Local)) => Some(peer),
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %peer.ip(), error = %e, "PROXY listener: bad header, connection closed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer.ip(), "PROXY listener: no header within 5s, connection closed");
+            None
+        }
+    }
+}
+
 /// Whether `peer` may send PROXY headers (`listener.proxy_from`).
 pub fn allowed(peer: IpAddr, from: &[ipnet::IpNet]) -> bool {
     let peer = peer.to_canonical();
@@ -316,6 +347,24 @@ mod tests {
         // Truncated: the stream ends inside the header.
         let cut = v2(1, 0x11, &[0; 12]);
         assert!(matches!(parse(&cut[..20]).await.0, Err(ProxyError::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn client_of_checks_the_peer_then_reads_the_header() {
+        let proxy: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let from: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut r = &b"PROXY TCP4 192.0.2.7 10.0.0.1 40000 25\r\n"[..];
+        assert_eq!(
+            client_of(&mut r, proxy, &from).await,
+            "192.0.2.7:40000".parse().ok()
+        );
+        let mut r = &v2(0, 0, &[])[..];
+        assert_eq!(client_of(&mut r, proxy, &from).await, Some(proxy));
+        let mut r = &b"PROXY TCP4 192.0.2.7 10.0.0.1 40000 25\r\n"[..];
+        let outsider: SocketAddr = "192.0.2.9:5000".parse().unwrap();
+        assert_eq!(client_of(&mut r, outsider, &from).await, None);
+        let mut r = &b"EHLO x\r\n"[..];
+        assert_eq!(client_of(&mut r, proxy, &from).await, None);
     }
 
     #[test]
