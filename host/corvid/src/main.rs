@@ -17,6 +17,7 @@ mod plugins;
 mod plugins_cmd;
 mod privdrop;
 mod queue_cmd;
+mod reload;
 mod serve;
 mod tls_setup;
 mod user_cmd;

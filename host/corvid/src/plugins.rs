@@ -69,6 +69,17 @@ impl Plugins {
             let config = Config::load(Some(path))?;
             *self.manifests.lock().unwrap_or_else(|p| p.into_inner()) = config.plugins;
         }
+        self.swap_in().await
+    }
+
+    /// Swaps in a generation built from `manifests` (the `[[plugin]]` tables of a config the
+    /// caller has read and checked already: SIGHUP).
+    pub async fn reload_manifests(&self, manifests: Vec<Manifest>) -> Result<Value> {
+        *self.manifests.lock().unwrap_or_else(|p| p.into_inner()) = manifests;
+        self.swap_in().await
+    }
+
+    async fn swap_in(&self) -> Result<Value> {
         let manifests = self
             .manifests
             .lock()

@@ -9,7 +9,6 @@ use corvid_delivery::dns::HickoryDns;
 use corvid_delivery::Dispatcher;
 use corvid_queue::Spool;
 use corvid_server::auth::{Credentials, UsersFile};
-use corvid_server::tls::TlsHandle;
 use corvid_server::{BoundServer, Services};
 use corvid_types::Intake;
 use std::path::PathBuf;
@@ -92,7 +91,9 @@ async fn serve(
         kv: config.kv.open(&spool)?,
         dns: Arc::clone(&dns),
     };
-    let plugins = Arc::new(Plugins::start(&config, config_path, plugin_services).await?);
+    // SIGHUP compares a new file with this one (a second parse: `Config` is not `Clone`).
+    let started = Config::load(config_path.as_deref())?;
+    let plugins = Arc::new(Plugins::start(&config, config_path.clone(), plugin_services).await?);
     if let Some(m) = &metrics {
         m.set_plugins(plugins.host.clone(), plugins.engine.clone());
     }
@@ -162,7 +163,8 @@ async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(Arc::clone(&plugins).watch(shutdown.clone()));
-    tokio::spawn(signals.watch(shutdown.clone(), tls, plugins));
+    let reloader = crate::reload::Reloader::new(config_path, started, tls, Arc::clone(&plugins));
+    tokio::spawn(signals.watch(shutdown.clone(), reloader));
     if let Some(m) = metrics.clone() {
         // Ready: the queue is open and the listeners are bound. Not ready again as soon as a
         // shutdown starts, so that a load balancer stops sending new clients.
@@ -227,23 +229,16 @@ impl Signals {
     }
 
     /// SIGTERM and SIGINT start a graceful shutdown (the grace period bounds it). SIGHUP
-    /// reloads what can change without a restart: the TLS certificates and the plugins.
-    async fn watch(
-        mut self,
-        shutdown: CancellationToken,
-        tls: Arc<TlsHandle>,
-        plugins: Arc<Plugins>,
-    ) {
+    /// reads the config file again (see reload.rs).
+    async fn watch(mut self, shutdown: CancellationToken, reloader: crate::reload::Reloader) {
         loop {
             let name = tokio::select! {
                 _ = self.term.recv() => "SIGTERM",
                 _ = self.int.recv() => "SIGINT",
                 _ = self.hup.recv() => {
                     info!(signal = "SIGHUP", "reloading");
-                    crate::tls_setup::reload(&tls);
-                    if let Err(e) = plugins.reload().await {
-                        warn!(error = %format!("{e:#}"), "plugin reload failed");
-                    }
+                    // Logged there: refused, applied, or what needs a restart.
+                    let _ = reloader.reload().await;
                     continue;
                 }
             };

@@ -1,0 +1,161 @@
+//! SIGHUP: the config file is read again as a whole. A file that does not load (syntax, a bad
+//! value, a failed check) changes nothing: the running config stays and the log says why.
+//! Otherwise the TLS certificate files are read again and the `[[plugin]]` tables are applied
+//! (a new plugin generation; transactions in progress finish on theirs), and every other
+//! setting that changed is named in the log as needing a restart.
+//!
+//! Listener addresses and `server.data_dir` can never change in a running server (sockets are
+//! bound, the queue is open). The other sections are read by the server and delivery crates
+//! once, at start: they need a restart until those crates take new settings for new sessions.
+
+use crate::config::Config;
+use crate::plugins::Plugins;
+use corvid_server::tls::TlsHandle;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+pub struct Reloader {
+    /// `None`: the built-in dev config, which cannot change.
+    path: Option<PathBuf>,
+    /// What the server started with, for the sections a reload does not apply.
+    started: Config,
+    tls: Arc<TlsHandle>,
+    plugins: Arc<Plugins>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        started: Config,
+        tls: Arc<TlsHandle>,
+        plugins: Arc<Plugins>,
+    ) -> Self {
+        Reloader {
+            path,
+            started,
+            tls,
+            plugins,
+        }
+    }
+
+    /// Returns the keys whose change needs a restart (empty when all was applied), or the
+    /// reason the file was refused.
+    pub async fn reload(&self) -> Result<Vec<&'static str>, String> {
+        let config = match Config::load(self.path.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("{e:#}");
+                warn!(error = %why, "config reload refused: the running config stays");
+                return Err(why);
+            }
+        };
+        crate::tls_setup::reload(&self.tls);
+        if let Err(e) = self.plugins.reload_manifests(config.plugins.clone()).await {
+            warn!(error = %format!("{e:#}"), "plugin reload failed");
+        }
+        let pending = restart_needed(&self.started, &config);
+        if pending.is_empty() {
+            info!("config reloaded");
+        } else {
+            warn!(
+                keys = %pending.join(", "),
+                "config reloaded: TLS certificate files and plugins applied; these changes need a restart"
+            );
+        }
+        Ok(pending)
+    }
+}
+
+/// The keys that differ between `a` and `b` and that a running server does not apply. The
+/// sections are compared through their `Debug` text (the config types do not implement
+/// `PartialEq`); values are never logged, only key names.
+pub fn restart_needed(a: &Config, b: &Config) -> Vec<&'static str> {
+    fn differs<T: std::fmt::Debug>(x: &T, y: &T) -> bool {
+        format!("{x:?}") != format!("{y:?}")
+    }
+    let mut out = Vec::new();
+    let mut check = |key: &'static str, changed: bool| {
+        if changed {
+            out.push(key);
+        }
+    };
+    let addrs = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.address))
+            .collect::<Vec<_>>()
+    };
+    // Never without a restart: the sockets are bound and the queue is open.
+    check("listener (addresses)", addrs(a) != addrs(b));
+    check("server.data_dir", a.server.data_dir != b.server.data_dir);
+    // Read once at start by the server and delivery crates.
+    check(
+        "listener",
+        differs(&a.listeners, &b.listeners) && addrs(a) == addrs(b),
+    );
+    check("server.hostname", a.server.hostname != b.server.hostname);
+    check(
+        "server.relay_networks",
+        a.server.relay_networks != b.server.relay_networks,
+    );
+    check(
+        "server.etrn_networks",
+        a.server.etrn_networks != b.server.etrn_networks,
+    );
+    check(
+        "server.plugin_cache",
+        a.server.plugin_cache != b.server.plugin_cache,
+    );
+    check(
+        "server.user",
+        (&a.server.user, &a.server.group, a.server.allow_root)
+            != (&b.server.user, &b.server.group, b.server.allow_root),
+    );
+    check("limits", differs(&a.limits, &b.limits));
+    check("tls.certificates", differs(&a.tls, &b.tls));
+    check("auth", differs(&a.auth, &b.auth));
+    check("local", differs(&a.local, &b.local));
+    check("queue", differs(&a.queue, &b.queue));
+    check("dsn", differs(&a.dsn, &b.dsn));
+    check("kv", differs(&a.kv, &b.kv));
+    check("delivery", differs(&a.delivery, &b.delivery));
+    check("log", differs(&a.log, &b.log));
+    check("plugin_engine", differs(&a.plugin_engine, &b.plugin_engine));
+    check("auth_checks", differs(&a.auth_checks, &b.auth_checks));
+    check("dkim", differs(&a.dkim, &b.dkim));
+    check("metrics", differs(&a.metrics, &b.metrics));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEV_CONFIG;
+
+    #[test]
+    fn names_what_changed_and_nothing_else() {
+        let a = Config::parse(DEV_CONFIG).unwrap();
+        let same = Config::parse(DEV_CONFIG).unwrap();
+        assert!(restart_needed(&a, &same).is_empty());
+
+        let text = DEV_CONFIG
+            .replace("127.0.0.1:2525", "127.0.0.1:2526")
+            .replace("data_dir = \"data\"", "data_dir = \"other\"")
+            .replace("max_recipients = 100", "max_recipients = 200")
+            .replace(
+                "mailboxes = [\"alice\"",
+                "mailboxes = [\"carol\", \"alice\"",
+            );
+        let b = Config::parse(&text).unwrap();
+        assert_eq!(
+            restart_needed(&a, &b),
+            vec!["listener (addresses)", "server.data_dir", "limits", "local"]
+        );
+
+        // Plugins are applied by the reload: not a restart.
+        let text = DEV_CONFIG.replace("messages_per_window = 1000", "messages_per_window = 5");
+        let c = Config::parse(&text).unwrap();
+        assert!(restart_needed(&a, &c).is_empty());
+    }
+}
