@@ -49,6 +49,7 @@ mod remote;
 mod resolver;
 pub mod route;
 mod tls_policy;
+pub mod tlsrpt;
 
 pub use config::{DeliveryConfig, MtaStsSettings, Timeouts};
 pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};

@@ -41,6 +41,8 @@ pub(crate) struct Remote {
     dns: Mutex<Option<Arc<dyn Dns>>>,
     /// MTA-STS discovery and its cache (`delivery.mta_sts.enabled`).
     pub(crate) sts: Option<MtaSts>,
+    /// TLS-RPT (RFC 8460) counts by policy domain.
+    pub(crate) tls_counters: Arc<crate::tlsrpt::TlsCounters>,
 }
 
 impl Remote {
@@ -74,6 +76,7 @@ impl Remote {
         });
         Remote {
             sts,
+            tls_counters: Arc::default(),
             config,
             helo,
             tls,
@@ -142,11 +145,7 @@ impl Remote {
                 }
             }
         }
-        let endpoints = match self
-            .endpoints(&dest.hop)
-            .await
-            .and_then(|e| filter_mx(&sts, e))
-        {
+        let endpoints = match self.endpoints(&dest.hop).await {
             Ok(e) => e,
             Err(outcome) => {
                 let failure = Some(outcome_text(&outcome));
@@ -154,8 +153,18 @@ impl Remote {
                 return with_tls(uniform(&index, outcome), record);
             }
         };
+        let endpoints = match filter_mx(&sts, endpoints) {
+            Ok(e) => e,
+            Err(outcome) => {
+                let record = self.tls_record(dest, &sts, None, Some(outcome_text(&outcome)));
+                self.count_tls(dest, &sts, "", &record, true);
+                return with_tls(uniform(&index, outcome), record);
+            }
+        };
         let mut last: Option<ClientError> = None;
+        let mut last_host: Option<String> = None;
         for endpoint in endpoints {
+            last_host = Some(endpoint.host());
             let mut session = match self.open(dest, endpoint, &sts).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -177,6 +186,17 @@ impl Remote {
         };
         let failure = last.as_ref().map(|e| e.to_string());
         let record = self.tls_record(dest, &sts, None, failure);
+        let tls_failed = matches!(
+            last,
+            Some(ClientError::Certificate(_) | ClientError::Tls(_) | ClientError::TlsRequired(_))
+        );
+        self.count_tls(
+            dest,
+            &sts,
+            last_host.as_deref().unwrap_or(""),
+            &record,
+            tls_failed,
+        );
         with_tls(uniform(&index, outcome), record)
     }
 
@@ -195,6 +215,7 @@ impl Remote {
     ) -> Vec<(usize, RcptReport)> {
         let host = session.endpoint.host();
         let record = self.tls_record(dest, sts, Some(&session), None);
+        self.count_tls(dest, sts, &host, &record, false);
         let peer = session.peer().to_string();
         let fallback = res.error.as_ref().map(|e| {
             tracing::info!(peer = %peer, error = %e, "transaction failed");

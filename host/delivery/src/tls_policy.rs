@@ -8,6 +8,7 @@ use crate::client::{Endpoint, Session, TlsPolicy};
 use crate::mta_sts::{Applied, Lookup, Mode};
 use crate::remote::Remote;
 use crate::route::{Destination, NextHop, TlsMode};
+use crate::tlsrpt::result_type;
 use crate::Outcome;
 use corvid_queue::{unix_secs, TlsRecord};
 use std::time::SystemTime;
@@ -112,6 +113,42 @@ impl Remote {
                 })
             }),
         }
+    }
+}
+
+impl Remote {
+    /// Counts an attempt for TLS-RPT (RFC 8460) under its policy domain: MX delivery only.
+    /// Without a policy, a clear-text session is not a TLS result at all; one that failed
+    /// for other reasons than TLS (`tls_failed` false, no session) neither.
+    pub(crate) fn count_tls(
+        &self,
+        dest: &Destination,
+        sts: &Lookup,
+        mx: &str,
+        record: &TlsRecord,
+        tls_failed: bool,
+    ) {
+        let Some(domain) = dest.policy_domain.as_deref() else {
+            return;
+        };
+        let opened = record.version.is_some();
+        let failure = match sts {
+            Lookup::FetchFailed(_) => Some("sts-policy-fetch-error"),
+            Lookup::Policy(_) if opened || tls_failed => record.failure.as_deref().map(result_type),
+            _ if tls_failed => Some(result_type(record.failure.as_deref().unwrap_or(""))),
+            _ if opened => None,
+            _ => return,
+        };
+        let policy = match sts {
+            Lookup::Policy(a) => Some(&a.policy),
+            _ => None,
+        };
+        self.tls_counters.count(crate::tlsrpt::Session {
+            domain,
+            policy,
+            mx,
+            failure,
+        });
     }
 }
 
