@@ -2,6 +2,8 @@
 //! who is checked and who is signed, the default DMARC verdict and how a policy overrides it,
 //! what the policy is told, and that signing comes after the policy's modifications.
 
+#![allow(clippy::field_reassign_with_default)] // a harness, then what the test changes
+
 mod common;
 
 use async_trait::async_trait;
