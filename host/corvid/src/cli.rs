@@ -122,6 +122,13 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::dkim_cmd::DkimAction,
     },
+
+    /// Write the manual pages (corvid.1, corvid-serve.1, ...) into DIR; for packaging.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them to (created when missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Clone)]

@@ -11,6 +11,7 @@ mod dkim_cmd;
 mod kv_backend;
 mod kv_cmd;
 mod mail_auth;
+mod man_cmd;
 mod metrics;
 mod plugin_test;
 mod plugins;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
             action: cli::PluginAction::Test { component, script },
         } => plugin_test::run(&component, &script),
         Command::Dkim { action } => dkim_cmd::run(action),
+        Command::Man { dir } => man_cmd::run(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
