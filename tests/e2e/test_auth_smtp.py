@@ -221,3 +221,18 @@ def test_authenticated_submission_is_signed_and_verifies_with_dkimpy(make_server
     assert ar_fields(content) == [], "an authenticated client's mail is signed, not checked"
     assert dkimpy_dns_verify(content), "dkimpy verifies Corvid's signature against the DNS record"
     assert not dkimpy_dns_verify(tamper_body(content))
+
+
+def test_dkim_record_on_the_built_in_config_generates_the_dev_key_once(tmp_path):
+    """What `make serve` prints before starting: the dev config's corvid.test key, made in
+    ./data/dkim on first use (mode 0600), the same record every time after."""
+    from conftest import run_cli
+    first = run_cli("dkim", "record", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    key = tmp_path / "data" / "dkim" / "corvid.test.dev.pem"
+    assert key.exists() and (key.stat().st_mode & 0o777) == 0o600
+    assert "PRIVATE KEY" not in first.stdout
+    line = next(l for l in first.stdout.splitlines() if " IN TXT " in l)
+    assert line.startswith('dev._domainkey.corvid.test. IN TXT ( "v=DKIM1; k=ed25519; p=')
+    again = run_cli("dkim", "record", cwd=tmp_path)
+    assert again.stdout == first.stdout
