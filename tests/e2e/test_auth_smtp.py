@@ -236,3 +236,14 @@ def test_dkim_record_on_the_built_in_config_generates_the_dev_key_once(tmp_path)
     assert line.startswith('dev._domainkey.corvid.test. IN TXT ( "v=DKIM1; k=ed25519; p=')
     again = run_cli("dkim", "record", cwd=tmp_path)
     assert again.stdout == first.stdout
+
+
+def test_null_sender_is_checked_by_its_helo_name(make_server, dns):
+    """RFC 7208 section 2.4: for MAIL FROM:<> SPF checks the HELO identity."""
+    publish(dns, None)
+    dns.txt("client.test", "v=spf1 ip4:127.0.0.1 -all")
+    srv = checking_server(make_server, dns)
+    code, text = send(srv, MESSAGE, sender="")
+    assert code == 250, text
+    ours = ar_fields(delivered(srv))[0]
+    assert b"spf=pass smtp.helo=client.test" in ours and b"dmarc=none" in ours, ours
