@@ -302,3 +302,48 @@ def test_two_domains_sharing_an_mx_each_follow_their_own_policy(make_server, wor
         time.sleep(0.1)
     rcpts = [c for c in w.peer.commands if c.upper().startswith("RCPT")]
     assert not any("x@shared.test" in c for c in rcpts), rcpts
+
+
+def test_tls_rpt_report_is_mailed_to_the_rua_and_parses(make_server, world):
+    """RFC 8460: the counts per policy domain go, gzip-compressed JSON in a
+    multipart/report, to the `rua` of `_smtp._tls` (here a local mailbox of the sender)."""
+    import email
+    import gzip
+    w = world
+    mx_domain(w, "good.test", "mx.good.test")
+    mx_domain(w, "bad.test", "mx.bad.test", cert="wrong")
+    for d in ("good.test", "bad.test"):
+        w.dns.txt(f"_mta-sts.{d}", "v=STSv1; id=1")
+        w.policy.publish(d, "enforce", [f"mx.{d}"])
+        w.dns.txt(f"_smtp._tls.{d}", "v=TLSRPTv1; rua=mailto:postmaster@corvid.test")
+    overrides = relay_overrides(w.dns, w.peer.port, tls={"ca_file": str(w.ca.pem)},
+                                mta_sts={"port": w.policy.port}, tls_rpt={"interval": "4s"})
+    s = make_server(overrides, name="snd")
+    s.send(message("x@good.test"), sender="alice@corvid.test", rcpts=("x@good.test",))
+    s.send(message("x@bad.test"), sender="alice@corvid.test", rcpts=("x@bad.test",))
+    done(s, "x@good.test")
+    deferred_reason(s, "x@bad.test")
+    files = s.wait_mail("postmaster", count=2, timeout=20)
+    reports = {}
+    for f in files:
+        msg = email.message_from_bytes(f.read_bytes())
+        assert msg.get_content_type() == "multipart/report", msg
+        assert msg.get_param("report-type") == "tlsrpt"
+        domain = msg["TLS-Report-Domain"]
+        assert msg["Subject"].startswith(f"Report Domain: {domain} Submitter: ")
+        [part] = [p for p in msg.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
+        assert part.get_filename().endswith(".json.gz") and f"!{domain}!" in part.get_filename()
+        reports[domain] = json.loads(gzip.decompress(part.get_payload(decode=True)))
+    good, bad = reports["good.test"], reports["bad.test"]
+    for r in (good, bad):
+        assert {"organization-name", "date-range", "contact-info", "report-id", "policies"} <= set(r)
+        assert r["date-range"]["start-datetime"].endswith("Z")
+    [g] = good["policies"]
+    assert g["policy"]["policy-type"] == "sts" and g["policy"]["policy-domain"] == "good.test"
+    assert "mode: enforce" in g["policy"]["policy-string"]
+    assert g["summary"] == {"total-successful-session-count": 1, "total-failure-session-count": 0}
+    [b] = bad["policies"]
+    assert b["summary"]["total-successful-session-count"] == 0
+    assert b["summary"]["total-failure-session-count"] >= 1
+    assert b["failure-details"][0]["result-type"] == "certificate-host-mismatch", b
+    assert b["failure-details"][0]["receiving-mx-hostname"] == "mx.bad.test"

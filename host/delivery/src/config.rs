@@ -56,6 +56,8 @@ pub struct DeliveryConfig {
     pub tls: TlsSettings,
     /// `[delivery.mta_sts]`: recipient domains' MTA-STS policies (RFC 8461).
     pub mta_sts: MtaStsSettings,
+    /// `[delivery.tls_rpt]`: TLS-RPT aggregate reports (RFC 8460).
+    pub tls_rpt: TlsRptSettings,
     /// Static routes, looked up by recipient domain (exact match first, then `*`).
     #[serde(rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -79,6 +81,7 @@ impl Default for DeliveryConfig {
             timeouts: Timeouts::default(),
             tls: TlsSettings::default(),
             mta_sts: MtaStsSettings::default(),
+            tls_rpt: TlsRptSettings::default(),
             routes: Vec::new(),
         }
     }
@@ -135,6 +138,28 @@ impl Default for MtaStsSettings {
             enabled: true,
             fetch_timeout: Duration::from_secs(10),
             port: 443,
+        }
+    }
+}
+
+/// `[delivery.tls_rpt]`: TLS-RPT (RFC 8460) reports, to the policy domains that ask for them
+/// with a `_smtp._tls` TXT record (`mailto:` addresses only).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsRptSettings {
+    /// Send the aggregate reports.
+    pub enabled: bool,
+    /// The report period: every `interval` the counts since the last report are mailed
+    /// (RFC 8460 4.1: a day). Tests shorten it.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for TlsRptSettings {
+    fn default() -> Self {
+        TlsRptSettings {
+            enabled: true,
+            interval: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -182,6 +182,16 @@ impl Dispatcher {
         let Some((ctx, concurrency, poll_interval)) = self.context() else {
             return;
         };
+        let rpt = &ctx.remote.config.tls_rpt;
+        if let (true, Some(intake)) = (rpt.enabled, ctx.notifier.intake.clone()) {
+            let period = rpt.interval.max(Duration::from_secs(1));
+            tokio::spawn(crate::tlsrpt_mail::run(
+                Arc::clone(&ctx),
+                intake,
+                period,
+                shutdown.clone(),
+            ));
+        }
         let runner = Runner { ctx, poll_interval };
         let mut wake = runner.ctx.spool.subscribe();
         let mut wake_open = true;

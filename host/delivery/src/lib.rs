@@ -50,8 +50,9 @@ mod resolver;
 pub mod route;
 mod tls_policy;
 pub mod tlsrpt;
+mod tlsrpt_mail;
 
-pub use config::{DeliveryConfig, MtaStsSettings, Timeouts};
+pub use config::{DeliveryConfig, MtaStsSettings, Timeouts, TlsRptSettings};
 pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};
 pub use error::DeliveryError;
 pub use local::return_path;
