@@ -7,7 +7,7 @@
 PLUGINS := recipient-list address-rewrite header-stamp rate-limit dnsbl route-table
 PLUGIN_TARGET := target/plugins
 
-.PHONY: serve test plugins wasm-target
+.PHONY: serve test plugins wasm-target deb
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
@@ -25,3 +25,10 @@ serve: plugins
 
 test:
 	tests/run
+
+# The Debian package (needs cargo-deb: `cargo install cargo-deb`): binary, manual pages,
+# /etc/corvid/corvid.toml, the bundled plugins in /usr/lib/corvid/plugins, the systemd unit.
+deb: plugins
+	cargo build --release -p corvid
+	rm -rf target/man && target/release/corvid man target/man
+	cargo deb -p corvid --no-build

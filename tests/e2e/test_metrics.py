@@ -211,7 +211,7 @@ def test_metrics_families_match_the_doc_and_move_under_load(make_server):
     grew("corvid_smtp_transactions", 1, listener="smtp", **{"class": "5xx", "enhanced": "5.5.2"})
     grew("corvid_messages_accepted", LOAD + 1)
     grew("corvid_message_bytes_accepted", (LOAD + 1) * len(BODY) // 2)
-    grew("corvid_tls_handshakes", 1, listener="submission", version="TLSv1_3")
+    grew("corvid_tls_handshakes", 1, listener="submission", version="TLSv1.3")
     grew("corvid_auth_failures", 1, listener="submission")
     grew("corvid_deliveries", LOAD + 1, outcome="delivered", destination="local")
     grew("corvid_deliveries", 1, outcome="deferred", destination="smtp")

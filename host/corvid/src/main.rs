@@ -19,6 +19,7 @@ mod plugins_cmd;
 mod privdrop;
 mod queue_cmd;
 mod reload;
+mod sd_notify;
 mod serve;
 mod tls_setup;
 mod user_cmd;

@@ -175,6 +175,13 @@ async fn serve(
             m.set_ready(false);
         });
     }
+    // The same moment for systemd (Type=notify).
+    crate::sd_notify::notify("READY=1");
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        crate::sd_notify::notify("STOPPING=1");
+    });
 
     server.run(shutdown.clone()).await;
     stop_delivery.cancel();

@@ -18,7 +18,7 @@ pub trait Observer: Send + Sync {
     /// accepted, discarded, refused or failed).
     fn transaction(&self, _listener: &str, _reply: &Reply) {}
 
-    /// A TLS handshake (STARTTLS or implicit TLS) completed with `version` ("TLSv1_3"), or
+    /// A TLS handshake (STARTTLS or implicit TLS) completed with `version` ("TLSv1.3"), or
     /// failed (`version` = "failed").
     fn tls_handshake(&self, _listener: &str, _version: &str) {}
 
