@@ -347,3 +347,28 @@ def test_tls_rpt_report_is_mailed_to_the_rua_and_parses(make_server, world):
     assert b["summary"]["total-failure-session-count"] >= 1
     assert b["failure-details"][0]["result-type"] == "certificate-host-mismatch", b
     assert b["failure-details"][0]["receiving-mx-hostname"] == "mx.bad.test"
+
+
+def test_a_policy_host_that_never_answers_is_given_up_after_fetch_timeout(make_server, world):
+    """`delivery.mta_sts.fetch_timeout` bounds the fetch (here a TCP peer that accepts and
+    says nothing, not even the TLS handshake); the domain then has no policy this time."""
+    import socket
+    w = world
+    mx_domain(w, "nofetch.test", "mx.nofetch.test")
+    w.dns.txt("_mta-sts.nofetch.test", "v=STSv1; id=1")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        overrides = relay_overrides(w.dns, w.peer.port, tls={"ca_file": str(w.ca.pem)},
+                                    mta_sts={"port": silent.getsockname()[1], "fetch_timeout": "1s"})
+        s = make_server(overrides, name="snd")
+        t0 = time.monotonic()
+        s.send(message("x@nofetch.test"), sender="alice@corvid.test", rcpts=("x@nofetch.test",))
+        e = s.wait_log(lambda e: e.get("message") == "MTA-STS policy fetch failed")
+        assert "timed out" in e.get("error", ""), e
+        done(s, "x@nofetch.test")
+        assert time.monotonic() - t0 < 8
+        assert delivered(w, "x@nofetch.test")
+    finally:
+        silent.close()
