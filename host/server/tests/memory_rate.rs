@@ -142,7 +142,7 @@ async fn a_declared_size_that_cannot_fit_now_gets_452_at_mail() {
     let out = h
         .run_on(
             Arc::clone(&shared),
-            &[b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=40000\r\n\
+            &[b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=60000\r\n\
                 MAIL FROM:<a@b.test> SIZE=20000\r\nQUIT\r\n"],
         )
         .await;
@@ -158,7 +158,7 @@ async fn a_declared_size_that_cannot_fit_now_gets_452_at_mail() {
     let out = h
         .run_on(
             shared,
-            &[b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=40000\r\nQUIT\r\n"],
+            &[b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=60000\r\nQUIT\r\n"],
         )
         .await;
     assert_eq!(codes(&out), ["220", "250", "250", "221"], "{out}");
