@@ -134,6 +134,13 @@ impl MailAuth for AuthService {
         }
     }
 
+    fn strip_forged(&self, content: &[u8]) -> Vec<u8> {
+        let end = header_end(content);
+        let mut out = crate::strip_authentication_results(&content[..end], &self.authserv_id);
+        out.extend_from_slice(&content[end..]);
+        out
+    }
+
     fn stamp(&self, content: &[u8], results: &AuthResults) -> Vec<u8> {
         let end = header_end(content);
         let header = crate::authentication_results(&self.authserv_id, results);
@@ -205,6 +212,8 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("Authentication-Results: other.test; spf=pass\r\nSubject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body stays\r\n"), "{out}");
+        let bare = String::from_utf8(svc.strip_forged(msg)).expect("utf8");
+        assert_eq!(bare, "Authentication-Results: other.test; spf=pass\r\nSubject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body stays\r\n");
 
         match svc.default_verdict(&r) {
             Verdict::Reject(reply) => {

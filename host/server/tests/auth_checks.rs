@@ -85,6 +85,13 @@ impl MailAuth for FakeAuth {
         ]
         .concat()
     }
+    fn strip_forged(&self, content: &[u8]) -> Vec<u8> {
+        let forged = b"Authentication-Results: mx.test; forged\r\n";
+        content
+            .strip_prefix(forged.as_slice())
+            .unwrap_or(content)
+            .to_vec()
+    }
     fn sign(&self, content: &[u8], choice: &SigningChoice) -> String {
         let subject = String::from_utf8_lossy(content).contains("Subject: changed");
         self.calls.lock().unwrap().push(format!(

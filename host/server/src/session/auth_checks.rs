@@ -56,14 +56,20 @@ impl Session {
         Some(auth.default_verdict(&results))
     }
 
-    /// DKIM-signs the final content (after every plugin modification, so that none breaks
-    /// the signature) for a trusted client, as the policy chose: the configured keys of the
-    /// From: domain by default, a domain/selector a plugin picked, or not at all.
+    /// For a trusted client (not checked): removes `Authentication-Results:` fields claiming
+    /// our authserv-id (RFC 8601 section 5), then DKIM-signs the final content (after every
+    /// plugin modification, so that none breaks the signature) as the policy chose: the
+    /// configured keys of the From: domain by default, a domain/selector a plugin picked, or
+    /// not at all.
     pub(super) fn sign_for_trusted(&mut self, content: &mut Vec<u8>) {
-        let Some(auth) = self.mail_auth().filter(|a| a.signs()) else {
+        let Some(auth) = self.mail_auth() else {
             return;
         };
         if !self.may_relay() {
+            return;
+        }
+        *content = auth.strip_forged(content);
+        if !auth.signs() {
             return;
         }
         let choice = match self.policy.signing() {
