@@ -1,5 +1,9 @@
 //! Hook-call costs with the fixture plugin (all five SMTP hooks answer `continue`):
-//! - `warm_hook`: one `rcpt` hook on an instance that already exists (same transaction);
+//! - `warm_hook`: one `rcpt` hook on an instance that already exists (same transaction). The
+//!   fixture is built with the SDK, so it gets facts on demand (`wit/context.wit`): the facts
+//!   did not change, so nothing is copied into the guest;
+//! - `warm_hook_new_recipient`: the same with another recipient each call (the SDK fetches
+//!   the new recipient record);
 //! - `instantiate_plus_hook`: a fresh instance and one hook (subtract `warm_hook` for the
 //!   instantiation alone);
 //! - `fresh_transaction_5_hooks`: connect, helo, mail, rcpt, data on a fresh instance.
@@ -36,6 +40,23 @@ fn hooks(c: &mut Criterion) {
                 let t = CpuClock::now();
                 for _ in 0..iters {
                     black_box(session.rcpt(&conn, &env, &rcpt).await);
+                }
+                t.elapsed()
+            })
+        })
+    });
+    let others = [rcpt(), {
+        let mut r = rcpt();
+        r.address.local = "carol".into();
+        r
+    }];
+    c.bench_function("warm_hook_new_recipient", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = CpuClock::now();
+                for i in 0..iters {
+                    let r = &others[(i & 1) as usize];
+                    black_box(session.rcpt(&conn, &env, r).await);
                 }
                 t.elapsed()
             })

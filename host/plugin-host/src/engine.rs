@@ -99,6 +99,8 @@ impl PluginEngine {
             .map_err(|e| Error::Engine(format!("wasi: {e:#}")))?;
         WitPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(format!("imports: {e:#}")))?;
+        crate::context::add_to_linker(&mut linker)
+            .map_err(|e| Error::Engine(format!("context import: {e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, flag, tick) = (engine.weak(), stop.clone(), options.tick);

@@ -3,7 +3,7 @@
 //! link or configure keeps its previous version (if any) in the new generation.
 
 use crate::bindings::corvid::plugin::types::PluginInfo;
-use crate::bindings::PluginPre;
+use crate::bindings::{PluginIndices, PluginPre};
 use crate::breaker::BreakerState;
 use crate::cache::{self, CacheUse};
 use crate::convert;
@@ -22,6 +22,10 @@ use std::time::Duration;
 pub(crate) struct LoadedPlugin {
     pub(crate) manifest: Manifest,
     pub(crate) pre: PluginPre<crate::state::HostState>,
+    /// Where the `plugin` world's exports are (looked up once, not per instance).
+    pub(crate) indices: PluginIndices,
+    /// Where the `hooks` export is, when the component has it (facts on demand).
+    pub(crate) hooks: Option<crate::context::HookIndices>,
     pub(crate) env: Arc<PluginEnv>,
     pub(crate) stages: Vec<Stage>,
     pub(crate) version: String,
@@ -172,6 +176,8 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         .linker
         .instantiate_pre(&component)
         .map_err(link)?;
+    let indices = PluginIndices::new(&pre).map_err(link)?;
+    let hooks = crate::context::HookIndices::find(&component);
     let pre = PluginPre::new(pre).map_err(link)?;
 
     let env = Arc::new(cx.env);
@@ -188,10 +194,19 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         .block_on(async {
             let mut store = new_store(engine, env.clone(), 0);
             arm(&mut store, limit);
-            let inst = pre
+            let instance = pre
+                .instance_pre()
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| classify(e, &store).1)?;
+            let inst = indices
+                .load(&mut store, &instance)
+                .map_err(|e| format!("{e:#}"))?;
+            // A `hooks` export of the wrong shape refuses the plugin here, not at every call.
+            if let Some(h) = &hooks {
+                h.load(&mut store, &instance)
+                    .map_err(|e| format!("export `hooks`: {e:#}"))?;
+            }
             arm(&mut store, limit);
             let info = inst
                 .call_describe(&mut store)
@@ -221,6 +236,8 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
     Ok(LoadedPlugin {
         manifest: m.clone(),
         pre,
+        indices,
+        hooks,
         env,
         stages,
         version: info.version,

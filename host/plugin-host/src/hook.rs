@@ -50,6 +50,8 @@ pub(crate) async fn call_plugin(
         *slot = Slot::Failed;
         Err(())
     };
+    // The wall-time limit counts from here; a new instance restarts it after instantiation.
+    let mut now = started;
     if matches!(slot, Slot::Empty) {
         let probe = match p.breaker.admit() {
             Admit::Bypass => {
@@ -61,7 +63,10 @@ pub(crate) async fn call_plugin(
         };
         if !matches!(slot, Slot::Bypassed) {
             match warm::acquire(p, session).await {
-                Ok(live) => *slot = Slot::Live { live, probe },
+                Ok(live) => {
+                    *slot = Slot::Live { live, probe };
+                    now = Instant::now();
+                }
                 Err((outcome, detail)) => return fail(slot, probe, outcome, &detail),
             }
         }
@@ -75,7 +80,7 @@ pub(crate) async fn call_plugin(
         // Failed earlier in this transaction (already counted and logged).
         _ => return Err(()),
     };
-    let raw = live.invoke(call, p.budget()).await;
+    let raw = live.invoke(call, p.budget(), now).await;
     p.stats.fuel(stage, live.fuel_used());
     let raw = match raw {
         Ok(d) => d,

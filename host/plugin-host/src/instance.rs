@@ -3,6 +3,7 @@
 
 use crate::bindings::corvid::plugin::types as wit;
 use crate::bindings::Plugin as Bindings;
+use crate::context::{Facts, Hooks};
 use crate::generation::LoadedPlugin;
 use crate::manifest::Capability;
 use crate::message::{HostMessage, MessageData};
@@ -33,7 +34,12 @@ pub(crate) struct Budget {
 
 /// Sets the fuel and the deadline of the next call into the store.
 pub(crate) fn arm(store: &mut Store<HostState>, budget: Budget) {
-    store.data_mut().deadline = Instant::now() + budget.time;
+    arm_at(store, budget, Instant::now());
+}
+
+/// [`arm`] for a call that started at `now` (saves a clock read on the hot path).
+pub(crate) fn arm_at(store: &mut Store<HostState>, budget: Budget, now: Instant) {
+    store.data_mut().deadline = now + budget.time;
     store.set_epoch_deadline(1);
     // Only fails on an engine without fuel, which `engine::build_engine` never makes.
     let _ = store.set_fuel(budget.fuel);
@@ -79,6 +85,8 @@ pub(crate) type BoxedCall<'a, R> =
 pub(crate) struct Live {
     store: Store<HostState>,
     bindings: Bindings,
+    /// The `hooks` export (facts on demand), when the component has it.
+    hooks: Option<Hooks>,
     /// Transactions (or delivery calls) served, for [`crate::manifest::Manifest::max_reuse`].
     pub(crate) uses: u32,
     /// The fuel the last call was given.
@@ -99,13 +107,23 @@ impl Live {
                 time: b.time.max(INSTANTIATE_LIMIT),
             },
         );
-        match p.pre.instantiate_async(&mut store).await {
-            Ok(bindings) => {
+        let made = async {
+            let instance = p.pre.instance_pre().instantiate_async(&mut store).await?;
+            let bindings = p.indices.load(&mut store, &instance)?;
+            let hooks = match &p.hooks {
+                Some(h) => Some(h.load(&mut store, &instance)?),
+                None => None,
+            };
+            Ok::<_, wasmtime::Error>((bindings, hooks))
+        };
+        match made.await {
+            Ok((bindings, hooks)) => {
                 p.stats.instantiated();
                 p.stats.memory(store.data().limiter.peak);
                 Ok(Live {
                     store,
                     bindings,
+                    hooks,
                     uses: 0,
                     armed: 0,
                 })
@@ -125,9 +143,9 @@ impl Live {
             .saturating_sub(self.store.get_fuel().unwrap_or(self.armed))
     }
 
-    fn arm(&mut self, budget: Budget) {
+    fn arm(&mut self, budget: Budget, now: Instant) {
         self.armed = budget.fuel;
-        arm(&mut self.store, budget);
+        arm_at(&mut self.store, budget, now);
     }
 
     /// The largest linear memory this instance has had.
@@ -153,9 +171,10 @@ impl Live {
         budget: Budget,
         f: impl for<'a> FnOnce(&'a Bindings, &'a mut Store<HostState>) -> BoxedCall<'a, R>,
     ) -> Result<R, (Outcome, String)> {
-        self.arm(budget);
+        let now = Instant::now();
+        self.arm(budget, now);
         let fut = f(&self.bindings, &mut self.store);
-        match tokio::time::timeout(budget.time + GRACE, fut).await {
+        match backstop(now + budget.time + GRACE, fut).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(classify(e, &self.store)),
             Err(_) => Err((
@@ -165,39 +184,72 @@ impl Live {
         }
     }
 
-    /// Calls the hook for `call` under `budget`.
+    /// Calls the hook for `call` under `budget`; the call started at `now`.
     pub(crate) async fn invoke(
         &mut self,
         call: &Call<'_>,
         budget: Budget,
+        now: Instant,
     ) -> Result<wit::Decision, (Outcome, String)> {
-        self.arm(budget);
+        self.arm(budget, now);
         let (store, b) = (&mut self.store, &self.bindings);
         // The password goes only to plugins granted `credentials`.
         let credentials = store.data().env.grants(Capability::Credentials);
+        let lease = store.data().lease;
+        let hooks = self.hooks.as_ref();
         let fut = async {
+            // Facts on demand: the plugin fetches through `context` what it does not hold.
+            if let (Some(h), Some(f)) = (hooks, call.facts()) {
+                store.data_mut().facts = Some(f.clone());
+                let stamp = f.stamp(lease);
+                let d = match *call {
+                    Call::Connect(_) => Hooks::call(&h.connect, store, stamp).await,
+                    Call::Helo(_) => Hooks::call(&h.helo, store, stamp).await,
+                    Call::Mail(_) => Hooks::call(&h.mail, store, stamp).await,
+                    Call::Rcpt(_) => Hooks::call(&h.rcpt, store, stamp).await,
+                    Call::Data(_, m) => {
+                        let res = store
+                            .data_mut()
+                            .table
+                            .push(HostMessage { data: m.clone() })?;
+                        let borrowed = Resource::new_borrow(res.rep());
+                        let d = h.call_data(store, stamp, borrowed).await;
+                        store.data_mut().table.delete(res)?;
+                        d
+                    }
+                    Call::Auth(..) => Err(wasmtime::Error::msg("auth has no facts")),
+                };
+                store.data_mut().facts = None;
+                return d;
+            }
             match *call {
-                Call::Connect(c) => b.call_on_connect(&mut *store, c).await,
-                Call::Helo(c) => b.call_on_helo(&mut *store, c).await,
+                Call::Connect(f) => b.call_on_connect(&mut *store, &f.conn.0).await,
+                Call::Helo(f) => b.call_on_helo(&mut *store, &f.conn.0).await,
                 Call::Auth(c, full, redacted) => {
                     let a = if credentials { full } else { redacted };
                     b.call_on_auth(&mut *store, c, a).await
                 }
-                Call::Mail(c, e) => b.call_on_mail(&mut *store, c, e).await,
-                Call::Rcpt(c, e, r) => b.call_on_rcpt(&mut *store, c, e, r).await,
-                Call::Data(c, e, m) => {
+                Call::Mail(f) => b.call_on_mail(&mut *store, &f.conn.0, f.envelope()?).await,
+                Call::Rcpt(f) => {
+                    let r = f.recipient()?;
+                    b.call_on_rcpt(&mut *store, &f.conn.0, f.envelope()?, r)
+                        .await
+                }
+                Call::Data(f, m) => {
                     let res = store
                         .data_mut()
                         .table
                         .push(HostMessage { data: m.clone() })?;
                     let borrowed = Resource::new_borrow(res.rep());
-                    let d = b.call_on_data(&mut *store, c, e, borrowed).await;
+                    let d = b
+                        .call_on_data(&mut *store, &f.conn.0, f.envelope()?, borrowed)
+                        .await;
                     store.data_mut().table.delete(res)?;
                     d
                 }
             }
         };
-        match tokio::time::timeout(budget.time + GRACE, fut).await {
+        match backstop(now + budget.time + GRACE, fut).await {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(classify(e, &self.store)),
             Err(_) => Err((
@@ -208,27 +260,40 @@ impl Live {
     }
 }
 
+/// Runs `fut` with a wall-time limit at `deadline`. Most hook calls finish in their first
+/// poll (nothing to wait for), so the timer is only set up when the call has to wait: for a
+/// host call such as DNS, or at an epoch yield of a long-running guest.
+async fn backstop<F: std::future::Future>(
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await;
+    match first {
+        Some(v) => Ok(v),
+        None => tokio::time::timeout_at(deadline.into(), fut).await,
+    }
+}
+
 /// The arguments of one SMTP-stage hook, already converted to WIT types.
 pub(crate) enum Call<'a> {
-    Connect(&'a wit::ConnectionInfo),
-    Helo(&'a wit::ConnectionInfo),
+    Connect(&'a Facts),
+    Helo(&'a Facts),
     /// The credentials with the password, and without it (for plugins not granted it).
     Auth(
         &'a wit::ConnectionInfo,
         &'a wit::AuthInfo,
         &'a wit::AuthInfo,
     ),
-    Mail(&'a wit::ConnectionInfo, &'a wit::Envelope),
-    Rcpt(
-        &'a wit::ConnectionInfo,
-        &'a wit::Envelope,
-        &'a wit::Recipient,
-    ),
-    Data(
-        &'a wit::ConnectionInfo,
-        &'a wit::Envelope,
-        &'a Arc<MessageData>,
-    ),
+    Mail(&'a Facts),
+    Rcpt(&'a Facts),
+    Data(&'a Facts, &'a Arc<MessageData>),
 }
 
 impl Call<'_> {
@@ -240,6 +305,15 @@ impl Call<'_> {
             Call::Mail(..) => Stage::Mail,
             Call::Rcpt(..) => Stage::Rcpt,
             Call::Data(..) => Stage::Data,
+        }
+    }
+
+    /// The facts of the call (all but `auth`, whose hook keeps its arguments).
+    fn facts(&self) -> Option<&Facts> {
+        match *self {
+            Call::Connect(f) | Call::Helo(f) | Call::Mail(f) | Call::Rcpt(f) => Some(f),
+            Call::Data(f, _) => Some(f),
+            Call::Auth(..) => None,
         }
     }
 }

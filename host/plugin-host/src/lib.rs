@@ -38,6 +38,7 @@
 mod bindings;
 mod breaker;
 mod cache;
+mod context;
 mod convert;
 mod delivery;
 pub mod dns;

@@ -8,6 +8,7 @@
 //! [`InstanceMode`]: crate::manifest::InstanceMode
 
 use crate::bindings::corvid::plugin::types as wit;
+use crate::context::{next_id, Facts, Named};
 use crate::convert;
 use crate::generation::Generation;
 use crate::hook::{call_plugin, Slot};
@@ -40,8 +41,12 @@ pub(crate) struct PluginSession {
     transaction: u32,
     txn: Option<Txn>,
     /// The last connection facts and their WIT form: most hooks of a session see the same
-    /// facts, so the conversion (strings, IP formatting) is done once.
-    conn_cache: Option<Box<(ConnectionInfo, u32, wit::ConnectionInfo)>>,
+    /// facts, so the conversion (strings, IP formatting) is done once, and a plugin holding
+    /// them (by their number) is not sent them again.
+    conn_cache: Option<(ConnectionInfo, u32, Named<wit::ConnectionInfo>)>,
+    /// The same for the envelope and the recipient.
+    env_cache: Option<(Envelope, Named<wit::Envelope>)>,
+    rcpt_cache: Option<(Recipient, Named<wit::Recipient>)>,
 }
 
 impl PluginSession {
@@ -56,6 +61,8 @@ impl PluginSession {
             transaction: 0,
             txn: None,
             conn_cache: None,
+            env_cache: None,
+            rcpt_cache: None,
         }
     }
 
@@ -69,24 +76,54 @@ impl PluginSession {
         }
     }
 
-    /// The WIT form of `conn`, from the cache when the facts did not change. Give it back
-    /// with [`PluginSession::put_conn`].
-    fn take_conn(
-        &mut self,
-        conn: &ConnectionInfo,
-    ) -> Box<(ConnectionInfo, u32, wit::ConnectionInfo)> {
-        match self.conn_cache.take() {
-            Some(c) if c.0 == *conn && c.1 == self.transaction => c,
-            _ => Box::new((
-                conn.clone(),
-                self.transaction,
-                convert::conn(conn, self.transaction),
-            )),
+    /// The WIT form of `conn`, from the cache when the facts did not change.
+    fn conn(&mut self, conn: &ConnectionInfo) -> Named<wit::ConnectionInfo> {
+        match &self.conn_cache {
+            Some(c) if c.0 == *conn && c.1 == self.transaction => c.2.clone(),
+            _ => {
+                let named = (Arc::new(convert::conn(conn, self.transaction)), next_id());
+                self.conn_cache = Some((conn.clone(), self.transaction, named.clone()));
+                named
+            }
         }
     }
 
-    fn put_conn(&mut self, c: Box<(ConnectionInfo, u32, wit::ConnectionInfo)>) {
-        self.conn_cache = Some(c);
+    /// The WIT form of `env`, from the cache when it did not change.
+    fn env(&mut self, env: &Envelope) -> Named<wit::Envelope> {
+        match &self.env_cache {
+            Some(c) if c.0 == *env => c.1.clone(),
+            _ => {
+                let named = (Arc::new(convert::envelope(env)), next_id());
+                self.env_cache = Some((env.clone(), named.clone()));
+                named
+            }
+        }
+    }
+
+    /// The WIT form of `rcpt`, from the cache when it did not change.
+    fn rcpt(&mut self, rcpt: &Recipient) -> Named<wit::Recipient> {
+        match &self.rcpt_cache {
+            Some(c) if c.0 == *rcpt => c.1.clone(),
+            _ => {
+                let named = (Arc::new(convert::recipient(rcpt)), next_id());
+                self.rcpt_cache = Some((rcpt.clone(), named.clone()));
+                named
+            }
+        }
+    }
+
+    /// The facts of a hook call.
+    fn facts(
+        &mut self,
+        conn: &ConnectionInfo,
+        env: Option<&Envelope>,
+        rcpt: Option<&Recipient>,
+    ) -> Facts {
+        Facts {
+            conn: self.conn(conn),
+            env: env.map(|e| self.env(e)),
+            rcpt: rcpt.map(|r| self.rcpt(r)),
+        }
     }
 
     /// The transaction's generation and instances, starting the transaction if needed.
@@ -148,12 +185,11 @@ impl PolicySession for PluginSession {
         if !self.wants(Stage::Connect) {
             return Decision::proceed();
         }
-        let c = self.take_conn(conn);
-        let d = self.run(Call::Connect(&c.2)).await;
+        let f = self.facts(conn, None, None);
+        let d = self.run(Call::Connect(&f)).await;
         // Outside a transaction, instances are taken per hook call: an idle connection
         // holds none.
         self.release_txn();
-        self.put_conn(c);
         d
     }
 
@@ -161,12 +197,11 @@ impl PolicySession for PluginSession {
         if !self.wants(Stage::Helo) {
             return Decision::proceed();
         }
-        let c = self.take_conn(conn);
-        let d = self.run(Call::Helo(&c.2)).await;
+        let f = self.facts(conn, None, None);
+        let d = self.run(Call::Helo(&f)).await;
         // Outside a transaction, instances are taken per hook call: an idle connection
         // holds none.
         self.release_txn();
-        self.put_conn(c);
         d
     }
 
@@ -174,7 +209,7 @@ impl PolicySession for PluginSession {
         if !self.wants(Stage::Auth) {
             return Decision::proceed();
         }
-        let c = self.take_conn(conn);
+        let c = self.conn(conn);
         let full = wit::AuthInfo {
             mechanism: creds.mechanism.clone(),
             user: creds.username.clone(),
@@ -185,11 +220,10 @@ impl PolicySession for PluginSession {
             password: None,
             ..full.clone()
         };
-        let d = self.run(Call::Auth(&c.2, &full, &redacted)).await;
+        let d = self.run(Call::Auth(&c.0, &full, &redacted)).await;
         // Outside a transaction, instances are taken per hook call: an idle connection
         // holds none.
         self.release_txn();
-        self.put_conn(c);
         d
     }
 
@@ -198,21 +232,16 @@ impl PolicySession for PluginSession {
         if !self.wants(Stage::Mail) {
             return Decision::proceed();
         }
-        let (c, e) = (self.take_conn(conn), convert::envelope(env));
-        let d = self.run(Call::Mail(&c.2, &e)).await;
-        self.put_conn(c);
-        d
+        let f = self.facts(conn, Some(env), None);
+        self.run(Call::Mail(&f)).await
     }
 
     async fn rcpt(&mut self, conn: &ConnectionInfo, env: &Envelope, rcpt: &Recipient) -> Decision {
         if !self.wants(Stage::Rcpt) {
             return Decision::proceed();
         }
-        let (c, e) = (self.take_conn(conn), convert::envelope(env));
-        let r = convert::recipient(rcpt);
-        let d = self.run(Call::Rcpt(&c.2, &e, &r)).await;
-        self.put_conn(c);
-        d
+        let f = self.facts(conn, Some(env), Some(rcpt));
+        self.run(Call::Rcpt(&f)).await
     }
 
     async fn data(
@@ -224,11 +253,9 @@ impl PolicySession for PluginSession {
         if !self.wants(Stage::Data) {
             return Decision::proceed();
         }
-        let (c, e) = (self.take_conn(conn), convert::envelope(env));
+        let f = self.facts(conn, Some(env), None);
         let m = MessageData::new(message.content);
-        let d = self.run(Call::Data(&c.2, &e, &m)).await;
-        self.put_conn(c);
-        d
+        self.run(Call::Data(&f, &m)).await
     }
 
     fn end_transaction(&mut self) {

@@ -87,6 +87,8 @@ pub(crate) struct HostState {
     /// The quarantine reason of the message of the current delivery hook
     /// (`lifecycle.quarantined`).
     pub(crate) quarantined: Option<String>,
+    /// The facts of the SMTP hook being called (`context` import); `None` between calls.
+    pub(crate) facts: Option<crate::context::Facts>,
 }
 
 /// A new `lifecycle.lease` number, unique in the process.
@@ -120,6 +122,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         deadline: Instant::now(),
         lease: next_lease(),
         quarantined: None,
+        facts: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

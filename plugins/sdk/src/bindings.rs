@@ -1,4 +1,5 @@
-//! The generated bindings of the `corvid:plugin` world (from `wit/` at the repository root).
+//! The generated bindings of the `corvid:plugin` package's `plugin-with-context` world (the
+//! `plugin` world plus facts on demand; from `wit/` at the repository root).
 //!
 //! Plugin authors rarely need this module: the types are re-exported at the crate root and
 //! the host imports are wrapped in [`crate::host`].
@@ -6,7 +7,7 @@
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "plugin",
+    world: "plugin-with-context",
     pub_export_macro: true,
     export_macro_name: "__export_plugin_world",
     default_bindings_module: "::corvid_plugin_sdk::bindings",

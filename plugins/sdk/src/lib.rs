@@ -191,6 +191,31 @@ macro_rules! export_plugin {
             }
         }
 
+        // Facts on demand (wit/context.wit): hosts that know `hooks` call these instead.
+        impl $crate::bindings::exports::corvid::plugin::hooks::Guest for __CorvidPluginExport {
+            fn on_connect(s: $crate::runtime::Stamp) -> $crate::Decision {
+                $crate::runtime::with_facts::<$plugin, _>(s, |p, c, _, _| p.on_connect(c))
+            }
+            fn on_helo(s: $crate::runtime::Stamp) -> $crate::Decision {
+                $crate::runtime::with_facts::<$plugin, _>(s, |p, c, _, _| p.on_helo(c))
+            }
+            fn on_mail(s: $crate::runtime::Stamp) -> $crate::Decision {
+                $crate::runtime::with_facts::<$plugin, _>(s, |p, c, e, _| p.on_mail(c, e))
+            }
+            fn on_rcpt(s: $crate::runtime::Stamp) -> $crate::Decision {
+                $crate::runtime::with_facts::<$plugin, _>(s, |p, c, e, r| match r {
+                    Some(r) => p.on_rcpt(c, e, r),
+                    None => panic!("on-rcpt without a recipient"),
+                })
+            }
+            fn on_data(
+                s: $crate::runtime::Stamp,
+                msg: $crate::runtime::MessageBorrow<'_>,
+            ) -> $crate::Decision {
+                $crate::runtime::with_facts::<$plugin, _>(s, |p, c, e, _| p.on_data(c, e, msg))
+            }
+        }
+
         $crate::bindings::__export_plugin_world!(
             __CorvidPluginExport with_types_in $crate::bindings
         );

@@ -1,6 +1,7 @@
 //! Glue between the generated bindings and a [`Plugin`]; used by [`crate::export_plugin!`].
 
-use crate::{Config, ConfigTable, Plugin, PluginInfo};
+pub use crate::bindings::corvid::plugin::context::Stamp;
+use crate::{Config, ConfigTable, ConnectionInfo, Envelope, Plugin, PluginInfo, Recipient};
 use std::any::Any;
 use std::cell::RefCell;
 
@@ -33,7 +34,11 @@ pub fn configure<P: Plugin>(table: ConfigTable) -> Result<(), String> {
 /// A configuration the plugin refuses here (it was accepted by `configure` at load time, so
 /// this means the plugin is not deterministic) panics, which the host treats as a trap.
 pub fn with<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
-    let lease = crate::host::lease();
+    with_lease::<P, R>(crate::host::lease(), f)
+}
+
+/// [`with`] for a lease the host already gave (in the `hooks` stamp).
+pub fn with_lease<P: Plugin, R>(lease: u64, f: impl FnOnce(&mut P) -> R) -> R {
     PLUGIN.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != lease) {
@@ -55,4 +60,109 @@ pub fn with<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
 /// Drops this thread's plugin value (native tests use it between cases).
 pub fn reset() {
     PLUGIN.with(|cell| *cell.borrow_mut() = None);
+}
+
+/// The records this instance holds, by the host's number for each (`context.stamp`). The
+/// numbers are unique in the host process for their content, so a record with the same number
+/// is still right on a warm instance serving another connection.
+#[derive(Default)]
+struct Held {
+    conn: Option<(u64, ConnectionInfo)>,
+    env: Option<(u64, Envelope)>,
+    rcpt: Option<(u64, Recipient)>,
+}
+
+thread_local! {
+    static HELD: RefCell<Held> = RefCell::new(Held::default());
+}
+
+/// Replaces `slot` by `fetch()` unless it already holds record number `id`.
+fn refresh<T>(slot: &mut Option<(u64, T)>, id: u64, fetch: impl FnOnce() -> T) {
+    if slot.as_ref().is_none_or(|(held, _)| *held != id) {
+        *slot = Some((id, fetch()));
+    }
+}
+
+fn empty_envelope() -> Envelope {
+    Envelope {
+        sender: None,
+        params: crate::MailParams {
+            size: None,
+            body: crate::BodyType::SevenBit,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            auth: None,
+        },
+        recipients: Vec::new(),
+    }
+}
+
+/// Runs a `hooks` export: brings the held records up to `s` (fetching only those whose number
+/// changed), then calls `f` on the transaction's plugin value with them.
+pub fn with_facts<P: Plugin, R>(
+    s: Stamp,
+    f: impl FnOnce(&mut P, &ConnectionInfo, &Envelope, Option<&Recipient>) -> R,
+) -> R {
+    HELD.with(|cell| {
+        {
+            let mut held = cell.borrow_mut();
+            refresh(&mut held.conn, s.connection, fetch::connection);
+            if s.envelope != 0 {
+                refresh(&mut held.env, s.envelope, fetch::envelope);
+            }
+            if s.recipient != 0 {
+                refresh(&mut held.rcpt, s.recipient, fetch::recipient);
+            }
+        }
+        let held = cell.borrow();
+        let empty;
+        let conn = match &held.conn {
+            Some((_, c)) => c,
+            None => panic!("{}: no connection facts", P::NAME),
+        };
+        let env = match (&held.env, s.envelope) {
+            (Some((_, e)), id) if id != 0 => e,
+            _ => {
+                empty = empty_envelope();
+                &empty
+            }
+        };
+        let rcpt = match (&held.rcpt, s.recipient) {
+            (Some((_, r)), id) if id != 0 => Some(r),
+            _ => None,
+        };
+        with_lease::<P, R>(s.lease, |p| f(p, conn, env, rcpt))
+    })
+}
+
+#[cfg(target_arch = "wasm32")]
+mod fetch {
+    use crate::bindings::corvid::plugin::context;
+    pub(super) fn connection() -> crate::ConnectionInfo {
+        context::get_connection()
+    }
+    pub(super) fn envelope() -> crate::Envelope {
+        context::get_envelope()
+    }
+    pub(super) fn recipient() -> crate::Recipient {
+        match context::get_recipient() {
+            Some(r) => r,
+            None => panic!("the host named a recipient it does not have"),
+        }
+    }
+}
+
+/// Native builds (tests) call the hooks directly, never through `hooks`.
+#[cfg(not(target_arch = "wasm32"))]
+mod fetch {
+    pub(super) fn connection() -> crate::ConnectionInfo {
+        unreachable!("context is only read in a WebAssembly build")
+    }
+    pub(super) fn envelope() -> crate::Envelope {
+        unreachable!("context is only read in a WebAssembly build")
+    }
+    pub(super) fn recipient() -> crate::Recipient {
+        unreachable!("context is only read in a WebAssembly build")
+    }
 }
