@@ -51,16 +51,27 @@ pub(crate) fn component(
         return Ok((Component::new(engine, bytes)?, CacheUse::Disabled));
     };
     let path: PathBuf = dir.join(format!("{}.cwasm", key(engine, bytes)));
-    if path.is_file() {
-        // SAFETY: `path` is in our own cache directory and was written by `store` below from
-        // `Component::serialize` of an engine with the same compatibility hash (part of the
-        // file name). See the module docs for the trust assumption on the directory.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok((c, CacheUse::Hit)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "dropping unusable cache entry: {e:#}");
-                let _ = std::fs::remove_file(&path);
+    match read_entry(&path) {
+        Ok(Some(code)) => {
+            // SAFETY: `code` was read, without following a symlink, from our own cache
+            // directory, where `store` below wrote it from `Component::serialize` of an engine
+            // with the same compatibility hash (part of the file name). See the module docs
+            // for the trust assumption on the directory.
+            match unsafe { Component::deserialize(engine, &code) } {
+                Ok(c) => return Ok((c, CacheUse::Hit)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "dropping unusable cache entry: {e:#}");
+                    let _ = std::fs::remove_file(&path);
+                }
             }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            // A symlink (or anything but a regular file) where a cache entry belongs is never
+            // loaded: it could point at native code someone else controls. Removing it
+            // removes the link, not its target.
+            tracing::warn!(path = %path.display(), "refusing cache entry: {e}");
+            let _ = std::fs::remove_file(&path);
         }
     }
     let component = Component::new(engine, bytes)?;
@@ -70,12 +81,46 @@ pub(crate) fn component(
     Ok((component, CacheUse::Miss))
 }
 
+/// The cached code at `path`: `None` when there is none; an error when it is not a regular
+/// file opened without following a symlink (`O_NOFOLLOW`).
+fn read_entry(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut code = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut code)?;
+    Ok(Some(code))
+}
+
 fn store(component: &Component, dir: &Path, path: &Path) -> wasmtime::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir)?;
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp.{}.{seq}", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
+    // A new file only (never through a symlink planted at the temporary name), owner-only.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    f.write_all(&component.serialize()?)?;
+    drop(f);
+    // rename(2) replaces the name itself, never what a symlink there points to.
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

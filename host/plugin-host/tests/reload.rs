@@ -149,3 +149,47 @@ async fn reload_under_load_loses_no_transaction() {
         w.await.expect("worker");
     }
 }
+
+/// A symlink where a compiled-code cache entry belongs is never followed: the plugin is
+/// compiled again (not a cache hit), and the link's target is left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlinked_cache_entry_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let host = PluginHost::new(&engine(), Services::in_memory(), Some(cache.clone()));
+    let g = host.reload(vec![behave("b", &[])]).await.expect("loads");
+    assert!(!g.plugins()[0].from_cache, "first load compiles");
+    let entry = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a cache entry was written");
+    // Move the real entry away and point a symlink at it: same bytes, but not our file.
+    let elsewhere = dir.path().join("elsewhere.cwasm");
+    std::fs::rename(&entry, &elsewhere).expect("move");
+    std::os::unix::fs::symlink(&elsewhere, &entry).expect("symlink");
+    let before = std::fs::read(&elsewhere).expect("read");
+
+    let host = PluginHost::new(&engine(), Services::in_memory(), Some(cache.clone()));
+    let g = host.reload(vec![behave("b", &[])]).await.expect("loads");
+    assert!(
+        !g.plugins()[0].from_cache,
+        "a symlinked entry must not be loaded"
+    );
+    assert_eq!(
+        std::fs::read(&elsewhere).expect("read"),
+        before,
+        "target untouched"
+    );
+    let meta = std::fs::symlink_metadata(&entry).expect("entry rewritten");
+    assert!(
+        meta.file_type().is_file(),
+        "a regular file replaced the link"
+    );
+
+    // The rewritten entry is ours again and is used.
+    let host = PluginHost::new(&engine(), Services::in_memory(), Some(cache));
+    let g = host.reload(vec![behave("b", &[])]).await.expect("loads");
+    assert!(g.plugins()[0].from_cache, "a regular entry is a cache hit");
+}
