@@ -156,8 +156,9 @@ pub struct Limits {
     /// (RFC 5321 4.3.1: the client waits for the greeting). 0 = no wait, only buffered bytes.
     #[serde(with = "humantime_serde")]
     pub greet_delay: Duration,
-    /// Message bytes held in memory by all sessions together; beyond it DATA/BDAT get
-    /// 452 4.3.1 (RFC 3463 X.3.1: mail system full).
+    /// Message bytes held in memory by all sessions together, charged before each read;
+    /// beyond it DATA/BDAT get 452 4.3.1 (RFC 3463 X.3.1: mail system full), and so does a
+    /// MAIL whose `SIZE=` cannot fit now (RFC 1870 6.1).
     pub max_inflight_bytes: usize,
     /// `min_data_rate` is measured over sliding windows of this length.
     #[serde(with = "humantime_serde")]

@@ -186,7 +186,11 @@ impl tokio::io::AsyncRead for Spy {
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
-        if this.in_data && n > 0 {
+        if buf.filled()[before..].windows(5).any(|w| w == b"BDAT ") {
+            // The chunk follows its command (sent separately by the test).
+            this.in_data = true;
+            this.read_in_data = 0;
+        } else if this.in_data && n > 0 {
             this.read_in_data += n;
             // Past the ceiling the content is dropped, and reads need no charge.
             if this.read_in_data > charged && charged < this.max {
@@ -272,5 +276,50 @@ async fn message_bytes_are_charged_before_they_are_read() {
         let uncharged = uncharged.lock().unwrap();
         assert!(uncharged.is_empty(), "{body}: {uncharged:#?}");
         assert_eq!(shared.memory.used(), 0, "{body}: released");
+    }
+}
+
+#[tokio::test]
+async fn bdat_chunks_are_charged_before_they_are_read() {
+    let mut h = Harness::default();
+    h.limits.max_inflight_bytes = 4000;
+    let shared = h.shared();
+    for (size, reply) in [(5000usize, "452 4.3.1"), (3000, "250 2.0.0")] {
+        let uncharged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let spy = Spy {
+            inner: server,
+            budget: Arc::clone(&shared.memory),
+            max: 4000,
+            in_data: false,
+            read_in_data: 0,
+            uncharged: Arc::clone(&uncharged),
+        };
+        let task = tokio::spawn(corvid_server::run_session(
+            Arc::clone(&shared),
+            Arc::new(h.listener.clone()),
+            spy,
+            h.conn(),
+        ));
+        let mut out = Vec::new();
+        wait_for(&mut client, &mut out, "220 ", 1).await;
+        client.write_all(TX).await.unwrap();
+        wait_for(&mut client, &mut out, "250 2.1.5", 1).await;
+        client
+            .write_all(format!("BDAT {size} LAST\r\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut chunk = b"Subject: c\r\n\r\n".to_vec();
+        chunk.resize(size, b'z');
+        client.write_all(&chunk).await.unwrap();
+        client.shutdown().await.unwrap();
+        client.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains(reply), "{size}: {out}");
+        let uncharged = uncharged.lock().unwrap();
+        assert!(uncharged.is_empty(), "{size}: {uncharged:#?}");
+        assert_eq!(shared.memory.used(), 0, "{size}: released");
     }
 }
