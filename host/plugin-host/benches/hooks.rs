@@ -45,8 +45,8 @@ fn hooks(c: &mut Criterion) {
             })
         })
     });
-    let others = [rcpt(), {
-        let mut r = rcpt();
+    let others = [rcpt.clone(), {
+        let mut r = rcpt.clone();
         r.address.local = "carol".into();
         r
     }];
