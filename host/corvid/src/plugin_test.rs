@@ -34,7 +34,8 @@ struct Script {
 struct PluginSection {
     #[serde(default)]
     config: toml::Table,
-    /// Default: every capability, so the script can exercise all of the plugin.
+    /// Default: log, config, kv, dns, clock, metrics and random (so the script can exercise
+    /// the plugin as it runs in a server granting them); `random` gives it the OS's entropy.
     capabilities: Option<Vec<Capability>>,
     stages: Option<Vec<Stage>>,
 }
@@ -162,7 +163,7 @@ async fn run_script(component: &Path, script: Script) -> Result<()> {
 
 fn all_capabilities() -> Vec<Capability> {
     use Capability::*;
-    vec![Log, Config, Kv, Dns, Clock, Metrics]
+    vec![Log, Config, Kv, Dns, Clock, Metrics, Random]
 }
 
 fn address(text: &str) -> Result<Option<Address>> {
