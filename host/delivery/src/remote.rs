@@ -17,7 +17,7 @@ use crate::loops::LoopGuard;
 use crate::mta_sts::{FetchOptions, Lookup, MtaSts};
 use crate::pool::Pool;
 use crate::route::{Destination, NextHop};
-use crate::tls_policy::filter_mx;
+use crate::tls_policy::{filter_mx, requiretls_path};
 use crate::{Outcome, RcptReport};
 use corvid_queue::{Spool, SuccessReport, TlsRecord};
 use corvid_smtp::reply_parse::status_of;
@@ -113,6 +113,13 @@ impl Remote {
         let index: Vec<usize> = rcpts.iter().map(|(i, _)| *i).collect();
         // Before the slot and permit: a policy fetch can take seconds.
         let sts = self.sts_for(dest).await;
+        let requiretls = envelope.params.requiretls;
+        if requiretls {
+            if let Err(outcome) = requiretls_path(dest, &sts) {
+                let record = self.tls_record(dest, &sts, None, Some(outcome_text(&outcome)));
+                return with_tls(uniform(&index, outcome), record);
+            }
+        }
         let mut lease = self.pool.acquire(dest).await;
         // The semaphore is never closed.
         let Ok(_permit) = self.permits.acquire().await else {
@@ -127,7 +134,15 @@ impl Remote {
             recipients: rcpts.iter().map(|(_, r)| *r).collect(),
             content: &content,
         };
-        if let Some(mut session) = lease.idle.take() {
+        // A REQUIRETLS message never rides on an idle session that is not verified TLS.
+        let idle = match lease.idle.take() {
+            Some(s) if requiretls && !(s.tls && s.verified) => {
+                tokio::spawn(s.quit());
+                None
+            }
+            other => other,
+        };
+        if let Some(mut session) = idle {
             match self.precheck(&session, &msg) {
                 Err(outcome) => {
                     self.pool.release(dest, session);
@@ -153,7 +168,7 @@ impl Remote {
                 return with_tls(uniform(&index, outcome), record);
             }
         };
-        let endpoints = match filter_mx(&sts, endpoints) {
+        let endpoints = match filter_mx(&sts, endpoints, requiretls) {
             Ok(e) => e,
             Err(outcome) => {
                 let record = self.tls_record(dest, &sts, None, Some(outcome_text(&outcome)));
@@ -165,7 +180,7 @@ impl Remote {
         let mut last_host: Option<String> = None;
         for endpoint in endpoints {
             last_host = Some(endpoint.host());
-            let mut session = match self.open(dest, endpoint, &sts).await {
+            let mut session = match self.open(dest, endpoint, &sts, requiretls).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::info!(destination = %dest.hop, error = %e, "next hop unusable, trying the next");
@@ -270,12 +285,13 @@ impl Remote {
         dest: &Destination,
         endpoint: Endpoint,
         sts: &Lookup,
+        requiretls: bool,
     ) -> Result<Session, ClientError> {
         let protocol = match dest.hop {
             NextHop::Lmtp(_) | NextHop::LmtpUnix(_) => Protocol::Lmtp,
             _ => Protocol::Smtp,
         };
-        let (tls, verify) = self.tls_policy(dest, &endpoint, sts);
+        let (tls, verify) = self.tls_policy(dest, &endpoint, sts, requiretls);
         let mut opts = SessionOptions {
             protocol,
             helo: self.helo.clone(),

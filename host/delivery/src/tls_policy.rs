@@ -39,9 +39,14 @@ impl Remote {
         dest: &Destination,
         endpoint: &Endpoint,
         sts: &Lookup,
+        requiretls: bool,
     ) -> (TlsPolicy, bool) {
         if matches!(endpoint, Endpoint::Unix(_)) {
             return (TlsPolicy::Off, false);
+        }
+        // RFC 8689 4.2.1: a REQUIRETLS message goes only over verified TLS.
+        if requiretls && !matches!(dest.hop, NextHop::Lmtp(_)) {
+            return (TlsPolicy::Required, true);
         }
         let enforce = matches!(sts, Lookup::Policy(a) if a.policy.mode == Mode::Enforce);
         match dest.tls {
@@ -160,14 +165,38 @@ fn mode_name(mode: TlsMode) -> &'static str {
     }
 }
 
+/// RFC 8689 4.2.1: where a REQUIRETLS message may go. MX delivery needs an authenticated
+/// policy for the MX names (MTA-STS here; DANE is not implemented), a smart host a
+/// configured `tls = "verify"` (its name is configured, not taken from DNS); LMTP to the
+/// final store is not relaying. Otherwise the message bounces with 5.7.30.
+pub(crate) fn requiretls_path(dest: &Destination, sts: &Lookup) -> Result<(), Outcome> {
+    let ok = match &dest.hop {
+        NextHop::Mx(_) => matches!(sts, Lookup::Policy(_)),
+        NextHop::Smtp(_) => dest.tls == Some(TlsMode::Verify),
+        _ => true,
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(Outcome::Permanent(format!(
+            "5.7.30 REQUIRETLS: no authenticated TLS path to {} (no MTA-STS policy, or a route without tls = \"verify\")",
+            dest.hop
+        ))),
+    }
+}
+
 /// The MX hosts an MTA-STS policy allows (RFC 8461 4.1). `enforce` keeps only those, and
 /// defers with 4.7.5 when none is left; `testing` keeps all (a mismatch is recorded for the
 /// host actually used, see [`Remote::tls_record`]).
-pub(crate) fn filter_mx(sts: &Lookup, endpoints: Vec<Endpoint>) -> Result<Vec<Endpoint>, Outcome> {
+pub(crate) fn filter_mx(
+    sts: &Lookup,
+    endpoints: Vec<Endpoint>,
+    requiretls: bool,
+) -> Result<Vec<Endpoint>, Outcome> {
     let Lookup::Policy(Applied { domain, policy, .. }) = sts else {
         return Ok(endpoints);
     };
-    if policy.mode != Mode::Enforce {
+    // RFC 8689 4.2.1: a REQUIRETLS message holds even a `testing` policy as enforced.
+    if policy.mode != Mode::Enforce && !requiretls {
         return Ok(endpoints);
     }
     let mut unfit: Vec<String> = Vec::new();

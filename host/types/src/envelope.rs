@@ -40,6 +40,11 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// RFC 4954 5 `AUTH=`, kept in its xtext form.
     pub auth: Option<String>,
+    /// RFC 8689 `REQUIRETLS`: the message may only travel over TLS verified through an
+    /// authenticated policy (MTA-STS or DANE, or a configured smart host), to next hops that
+    /// offer REQUIRETLS; otherwise it bounces (5.7.30). Set by whoever accepts the parameter.
+    #[serde(default)]
+    pub requiretls: bool,
 }
 
 /// Parameters of `RCPT TO`.

@@ -94,6 +94,8 @@ pub struct Session {
     pub(crate) timeouts: Timeouts,
     /// Transactions completed on this session.
     pub messages: usize,
+    /// The server offers REQUIRETLS (RFC 8689 3) in its latest EHLO reply.
+    pub requiretls: bool,
 }
 
 impl Session {
@@ -140,6 +142,7 @@ impl Session {
             endpoint,
             timeouts: t.clone(),
             messages: 0,
+            requiretls: false,
         };
         session.hello(&opts.helo).await?;
         session.starttls(opts).await?;
@@ -163,6 +166,11 @@ impl Session {
             .await?;
         if reply.is_positive() {
             self.caps = Capabilities::from_ehlo(&reply);
+            self.requiretls = reply.lines.iter().skip(1).any(|l| {
+                l.split(' ')
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("REQUIRETLS"))
+            });
             return Ok(());
         }
         if self.protocol == Protocol::Lmtp || !reply.is_permanent() {
@@ -177,6 +185,7 @@ impl Session {
         }
         // A HELO session has no extensions at all.
         self.caps = Capabilities::default();
+        self.requiretls = false;
         Ok(())
     }
 

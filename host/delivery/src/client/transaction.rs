@@ -49,6 +49,12 @@ impl Session {
     /// and which Corvid does not convert.
     pub fn precheck(&self, msg: &Outbound<'_>) -> Result<(), Outcome> {
         let peer = self.peer();
+        if msg.envelope.params.requiretls && !(self.tls && self.verified && self.requiretls) {
+            // RFC 8689 4.2.1 and 5.7.30: the next hop must offer REQUIRETLS over verified TLS.
+            return Err(Outcome::Permanent(format!(
+                "5.7.30 REQUIRETLS: {peer} does not offer REQUIRETLS over verified TLS"
+            )));
+        }
         let size = msg.content.len() as u64;
         if self.caps.too_big(size) {
             // RFC 1870 6.1: over the server's fixed maximum is a permanent failure.
@@ -200,6 +206,11 @@ impl Session {
         }
         if self.caps.smtputf8 && (env.params.smtputf8 || msg.needs_smtputf8()) {
             line.push_str(" SMTPUTF8");
+        }
+        // RFC 8689 4.2.1: passed on; delivery never sends such a message to a server that
+        // does not offer it (see `Remote::precheck`).
+        if env.params.requiretls && self.requiretls {
+            line.push_str(" REQUIRETLS");
         }
         if self.caps.dsn {
             match env.params.ret {
