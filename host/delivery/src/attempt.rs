@@ -328,6 +328,11 @@ fn apply(
         // Whether the hop was reached over TLS, and verified: the record of an opportunistic
         // delivery to a certificate that did not verify.
         let tls = report.tls.as_deref().unwrap_or("none");
+        let outcome = match &report.outcome {
+            Outcome::Transient(_) if expired => "expired",
+            o => o.label(),
+        };
+        corvid_types::metrics::observer().delivery(outcome, route);
         match &report.outcome {
             Outcome::Delivered => {
                 r.status = RecipientStatus::Delivered;
