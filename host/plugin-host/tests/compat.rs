@@ -1,24 +1,42 @@
 //! WIT changes keep compiled plugins working: the behave fixture as it was built against the
-//! first `corvid:plugin@0.1.0` contract (before `lifecycle` existed and before the host
-//! enforced fuel and WASI capabilities) loads and runs on this host.
-//! `tests/fixtures/behave-wit-0.1.0-first.wasm` was built from commit 4ad3706~1.
+//! first `corvid:plugin@0.1.0` contract (before `lifecycle` and `context` existed and before the
+//! host enforced fuel and WASI capabilities) loads and runs on this host.
+//! `tests/fixtures/behave-0.1.0` is built from source here: its `wit/` is the contract as it
+//! was at commit 4ad3706~1, used through wit-bindgen directly (no SDK).
 
 mod common;
 
 use common::*;
 use corvid_plugin_host::Manifest;
 use corvid_types::{MessageView, Modification, Policy, Verdict};
-use std::path::Path;
 
 fn old_behave(pairs: &[(&str, &str)]) -> Manifest {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/behave-wit-0.1.0-first.wasm");
-    let mut m = Manifest::new("old", path);
+    let mut m = Manifest::new("old", fixture("behave-0.1.0"));
     for (k, v) in pairs {
         m.config
             .insert(k.to_string(), toml::Value::String(v.to_string()));
     }
     m
+}
+
+fn mentions(bytes: &[u8], name: &str) -> bool {
+    bytes.windows(name.len()).any(|w| w == name.as_bytes())
+}
+
+#[test]
+fn the_fixture_is_built_against_the_first_contract() {
+    let bytes = std::fs::read(fixture("behave-0.1.0")).expect("built");
+    assert!(mentions(&bytes, "corvid:plugin/config@0.1.0"));
+    for later in [
+        "corvid:plugin/lifecycle",
+        "corvid:plugin/context",
+        "corvid:plugin/hooks",
+    ] {
+        assert!(
+            !mentions(&bytes, later),
+            "the old fixture must not know {later}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

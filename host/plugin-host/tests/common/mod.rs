@@ -8,34 +8,39 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Builds `tests/fixtures/<name>` with `cargo build --target wasm32-wasip2 --release` into
-/// `target/plugins` and returns the component path.
+/// Builds `tests/fixtures/<name>` (`behave`, or `behave-0.1.0`: the same idea against the
+/// vendored first contract) with `cargo build --target wasm32-wasip2 --release` into
+/// `target/plugins` and returns the component path. Each is built once per test binary.
 pub fn fixture(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    assert_eq!(name, "behave", "only the behave fixture exists");
-    BUILT
-        .get_or_init(|| {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures")
-                .join(name);
-            // The plugins' shared target dir (as `make plugins` and the e2e tests use): the
-            // SDK and wit-bindgen are built for wasm32 once per checkout, not once more here.
-            let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
-                .current_dir(&dir)
-                .env("CARGO_TARGET_DIR", &target)
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .status()
-                .expect("cargo runs");
-            assert!(
-                status.success(),
-                "building fixture {name} failed (is the wasm32-wasip2 target installed?)"
-            );
-            target.join("wasm32-wasip2/release/fixture_behave.wasm")
-        })
-        .clone()
+    static BEHAVE: OnceLock<PathBuf> = OnceLock::new();
+    static OLD: OnceLock<PathBuf> = OnceLock::new();
+    let (cell, artifact) = match name {
+        "behave" => (&BEHAVE, "fixture_behave.wasm"),
+        "behave-0.1.0" => (&OLD, "fixture_behave_0_1_0.wasm"),
+        other => panic!("no fixture {other}"),
+    };
+    cell.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        // The plugins' shared target dir (as `make plugins` and the e2e tests use): the
+        // SDK and wit-bindgen are built for wasm32 once per checkout, not once more here.
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building fixture {name} failed (is the wasm32-wasip2 target installed?)"
+        );
+        target.join("wasm32-wasip2/release").join(artifact)
+    })
+    .clone()
 }
 
 /// Sends the host's logs to the test output (`RUST_LOG=corvid_plugin_host=debug`).
