@@ -244,6 +244,9 @@ def only_smtp_listener(text, plugins=False):
     return "".join(out)
 
 
+SERVER_KINDS = ("postfix", "corvid", "corvid+plugins")
+
+
 class Corvid:
     name = "corvid"
     rcpt = CORVID_RCPT
@@ -763,16 +766,28 @@ def size_label(n):
     return f"{n // 1024}KB" if n % 1024 == 0 else f"{n}B"
 
 
-HEADER = (f"{'size':>6} {'conc':>4}  {'server':<8} {'msg/s':>8} {'dlv msg/s':>9} {'cpu_us/msg':>10} "
+HEADER = (f"{'size':>6} {'conc':>4}  {'server':<14} {'msg/s':>8} {'dlv msg/s':>9} {'cpu_us/msg':>10} "
           f"{'peak_mem_MB':>11} {'pss_MB':>7}  {'sent':>5} {'dlv':>5} {'errors':>6} {'other%':>6}")
 
 
 def row_line(r):
     errs = r["smtp_source_error_count"] + (0 if r["delivery_complete"] else 1)
-    return (f"{size_label(r['size']):>6} {r['concurrency']:>4}  {r['server']:<8} {r['intake_msg_s']:>8.0f} "
+    return (f"{size_label(r['size']):>6} {r['concurrency']:>4}  {r['server']:<14} {r['intake_msg_s']:>8.0f} "
             f"{r['delivered_msg_s']:>9.0f} {r['cpu_us_per_msg']:>10.0f} {r['peak_mem_mb']:>11.1f} "
             f"{r['sampled_peak_pss_mb']:>7.1f}  "
             f"{r['accepted']:>5} {r['delivered']:>5} {errs:>6} {r['other_load_pct']:>6.0f}")
+
+
+def tax_line(plain, chain, label="plugin tax", target=0.90):
+    """The chain's intake rate against plain Corvid's in the same run (issue 11: at most a
+    10 % tax for the bundled chain)."""
+    if not plain["intake_msg_s"]:
+        return f"{'':>13}{label}: n/a"
+    rate = chain["intake_msg_s"] / plain["intake_msg_s"]
+    cpu = (chain["cpu_us_per_msg"] / plain["cpu_us_per_msg"]) if plain["cpu_us_per_msg"] else 0
+    return (f"{'':>13}{label}: msg/s {rate:.2f}x ({(1 - rate) * 100:.0f}% slower), "
+            f"cpu/msg {cpu:.2f}x (+{chain['cpu_us_per_msg'] - plain['cpu_us_per_msg']:.0f} us)  "
+            f"[target >={target:.2f}x msg/s: {'met' if rate >= target else 'MISSED'}]")
 
 
 def ratio_line(c, p):
@@ -825,6 +840,8 @@ def print_medians(results, sizes, concs, order):
                 print(row_line(m))
             if "postfix" in row and "corvid" in row:
                 print(ratio_line(row["corvid"], row["postfix"]))
+            if "corvid" in row and "corvid+plugins" in row:
+                print(tax_line(row["corvid"], row["corvid+plugins"]))
 
 
 def environment():
@@ -874,7 +891,9 @@ def main():
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "corvid"),
                     help="the corvid binary (default: target/release/corvid)")
     ap.add_argument("--build", action="store_true", help="run `cargo build --release -p corvid` first")
-    ap.add_argument("--servers", default="postfix,corvid", help="comma list of postfix,corvid")
+    ap.add_argument("--servers", default="postfix,corvid",
+                    help="comma list of postfix, corvid, corvid+plugins (a second Corvid with the "
+                         "bundled chain, for the plugin tax in the same run)")
     ap.add_argument("--sizes", default="1024,102400", help="message payload sizes in bytes (smtp-source -l)")
     ap.add_argument("--concurrency", default="1,10,50", help="smtp-source -s values")
     ap.add_argument("--messages", type=int, help="messages per run for every size")
@@ -909,9 +928,9 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "corvid"], cwd=REPO, check=True)
     servers_wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers_wanted:
-        if s not in ("postfix", "corvid"):
+        if s not in SERVER_KINDS:
             raise SystemExit(f"unknown server {s!r}")
-    if "corvid" in servers_wanted and not os.access(args.binary, os.X_OK):
+    if any(s.startswith("corvid") for s in servers_wanted) and not os.access(args.binary, os.X_OK):
         raise SystemExit(f"{args.binary} not found: run `cargo build --release -p corvid` first (or --build)")
     sizes = [int(x) for x in args.sizes.split(",")]
     concs = [int(x) for x in args.concurrency.split(",")]
@@ -932,7 +951,7 @@ def main():
     if shutil.which("chattr"):
         subprocess.run(["chattr", "+T", workdir], capture_output=True, timeout=10)
     env = environment()
-    if "corvid" in servers_wanted:
+    if any(s.startswith("corvid") for s in servers_wanted):
         h = hashlib.sha256()
         with open(args.binary, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -963,7 +982,16 @@ def main():
             servers["corvid"].plugins = args.plugins
             servers["corvid"].extra_plugins = args.extra_plugin
             servers["corvid"].start()
-        order = [s for s in ("postfix", "corvid") if s in servers]
+        if "corvid+plugins" in servers_wanted:
+            # A second Corvid in the same run: the bundled chain (plus --extra-plugin), so the
+            # plugin tax is measured against plain Corvid under the same machine load.
+            c = Corvid(args.binary, workdir, args.max_conn_per_ip)
+            c.name = "corvid+plugins"
+            c.plugins = True
+            c.extra_plugins = args.extra_plugin
+            c.start()
+            servers["corvid+plugins"] = c
+        order = [s for s in SERVER_KINDS if s in servers]
         if args.warmup > 0:
             for name in order:
                 r = run_one(servers[name], 1024, 10, args.warmup, args.run_timeout, args.delivery_timeout, 0)
@@ -986,13 +1014,15 @@ def main():
                     row[name] = r
                 if "postfix" in row and "corvid" in row:
                     print(ratio_line(row["corvid"], row["postfix"]), flush=True)
+                if "corvid" in row and "corvid+plugins" in row:
+                    print(tax_line(row["corvid"], row["corvid+plugins"]), flush=True)
         if args.repeat > 1:
             print_medians(results, sizes, concs, order)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted")
     finally:
-        for name in ("corvid", "postfix"):
+        for name in reversed(SERVER_KINDS):
             if name in servers:
                 try:
                     servers[name].stop()
