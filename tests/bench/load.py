@@ -233,6 +233,10 @@ def only_smtp_listener(text, plugins=False):
                 body = re.sub(r"^(messages|connections)_per_window\s*=.*$", r"\1_per_window = 100000000", body, flags=re.M)
                 out.append(body)
             continue
+        if re.match(r"\s*\[metrics\]", t[0]):
+            # A free port: two Corvids may run side by side (corvid, corvid+plugins).
+            out.append(re.sub(r'^listen\s*=\s*"([^"]+):\d+"', r'listen = "\1:0"', "".join(t), flags=re.M))
+            continue
         if re.match(r"\s*\[\[listener\]\]", t[0]):
             body = "".join(t)
             if kept or not re.search(r'^mode\s*=\s*"smtp"', body, flags=re.M):
@@ -244,7 +248,22 @@ def only_smtp_listener(text, plugins=False):
     return "".join(out)
 
 
-SERVER_KINDS = ("postfix", "corvid", "corvid+plugins")
+SERVER_KINDS = ("postfix", "corvid", "corvid+plugins", "corvid+bad")
+BAD_KIND = ["loop"]
+BAD_KINDS = ("loop", "oom", "trap", "spin")
+
+
+def bad_plugin_table(kind):
+    """The plugin-host's behave fixture doing `kind` at DATA on every message (loop: until its
+    fuel is spent; oom: until its memory limit; trap: a panic; spin: past the wall-time
+    backstop), with failure policy `continue`: the message must go through, and the circuit
+    breaker must stop the cost. Built from source by the plugin-host tests, or here."""
+    fixture = os.path.join(REPO, "host", "plugin-host", "tests", "fixtures", "behave")
+    wasm = os.path.join(REPO, "target", "plugins", "wasm32-wasip2", "release", "fixture_behave.wasm")
+    subprocess.run(["cargo", "build", "--quiet", "--target", "wasm32-wasip2", "--release",
+                    "--target-dir", os.path.join(REPO, "target", "plugins")], cwd=fixture, check=True)
+    return (f'\n[[plugin]]\nname = "misbehave"\npath = "{wasm}"\ninstance = "pool"\norder = 40\n'
+            f'stages = ["data"]\nfailure_policy = "continue"\n[plugin.config]\ndata = "{kind}"\n')
 
 
 class Corvid:
@@ -262,6 +281,7 @@ class Corvid:
         self.max_conn_per_ip = max_conn_per_ip
         self.plugins = False
         self.extra_plugins = []
+        self.extra_tables = []
         self.proc = None
         self.port = None
         self.log_offset = 0
@@ -285,6 +305,8 @@ class Corvid:
         if not m or int(m.group(1)) < 1024 * 1024:
             sub(r'^max_message_size\s*=.*$', "max_message_size = 26214400")
         sub(r'^format\s*=\s*"human"', 'format = "json"')
+        for table in self.extra_tables:
+            text += table
         for extra in self.extra_plugins:
             with open(extra) as f:
                 table = f.read()
@@ -676,6 +698,11 @@ def run_one(server, size, conc, count, run_timeout, delivery_timeout, settle):
     cpu0 = server.cpu_ticks()
     t0 = time.monotonic()
     timed_out = False
+    # Messages delivered in the first 5 s: with a misbehaving plugin (corvid+bad), the rate
+    # from the moment it starts failing (its first message), against the chain without it.
+    early = {}
+    early_timer = threading.Timer(5.0, lambda: early.setdefault("n", count_files(server.maildir_new)))
+    early_timer.start()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -685,6 +712,8 @@ def run_one(server, size, conc, count, run_timeout, delivery_timeout, settle):
         proc.kill()
         out, err = proc.communicate(timeout=30)
     t_intake = time.monotonic() - t0
+    if t_intake < 5.0:
+        early_timer.cancel()
     cpu_intake = server.cpu_ticks()
     client_after = os.times()
     counters = re.findall(rb"(\d+)", out.replace(b"\r", b"\n"))
@@ -726,6 +755,7 @@ def run_one(server, size, conc, count, run_timeout, delivery_timeout, settle):
     accepted = data_done if data_done else (count if proc.returncode == 0 else 0)
     res = {
         "server": server.name, "size": size, "concurrency": conc, "messages": count,
+        "delivered_first_5s": early.get("n"),
         "accepted": accepted, "delivered": delivered_final,
         "delivery_complete": delivery_complete,
         "intake_s": round(t_intake, 3), "delivered_s": round(t_delivered, 3),
@@ -790,6 +820,24 @@ def tax_line(plain, chain, label="plugin tax", target=0.90):
             f"[target >={target:.2f}x msg/s: {'met' if rate >= target else 'MISSED'}]")
 
 
+def bad_line(chain, bad):
+    """A misbehaving plugin next to the chain (issue 11): every message accepted and delivered,
+    no tempfail, and within 5 s of it starting to fail at least 80 % of the chain's rate."""
+    ok_all = bad["accepted"] == bad["messages"] and bad["delivered"] == bad["messages"]
+    tempfails = sum(1 for l in bad["smtp_source_errors"] if re.search(r"\b4\d\d\b", l))
+    a, b = chain.get("delivered_first_5s"), bad.get("delivered_first_5s")
+    if a and b is not None:
+        r5 = f"{b / a:.2f}x ({b} vs {a} delivered in the first 5 s)"
+        ok5 = b >= 0.8 * a
+    else:
+        # The run took under 5 s: compare the whole run's intake instead.
+        r = bad["intake_msg_s"] / chain["intake_msg_s"] if chain["intake_msg_s"] else 0
+        r5, ok5 = f"{r:.2f}x (whole run, shorter than 5 s)", r >= 0.8
+    return (f"{'':>13}bad plugin ({BAD_KIND[0]}): all accepted and delivered: {'yes' if ok_all else 'NO'}; "
+            f"tempfail replies: {tempfails}; rate vs chain: {r5}  "
+            f"[target >=0.80x: {'met' if ok5 else 'MISSED'}]")
+
+
 def ratio_line(c, p):
     def ratio(a, b):
         return f"{a / b:.2f}x" if b else "n/a"
@@ -842,6 +890,8 @@ def print_medians(results, sizes, concs, order):
                 print(ratio_line(row["corvid"], row["postfix"]))
             if "corvid" in row and "corvid+plugins" in row:
                 print(tax_line(row["corvid"], row["corvid+plugins"]))
+            if "corvid+plugins" in row and "corvid+bad" in row:
+                print(bad_line(row["corvid+plugins"], row["corvid+bad"]))
 
 
 def environment():
@@ -893,7 +943,8 @@ def main():
     ap.add_argument("--build", action="store_true", help="run `cargo build --release -p corvid` first")
     ap.add_argument("--servers", default="postfix,corvid",
                     help="comma list of postfix, corvid, corvid+plugins (a second Corvid with the "
-                         "bundled chain, for the plugin tax in the same run)")
+                         "bundled chain, for the plugin tax in the same run), corvid+bad (the chain "
+                         "plus a misbehaving plugin, see --bad-plugin)")
     ap.add_argument("--sizes", default="1024,102400", help="message payload sizes in bytes (smtp-source -l)")
     ap.add_argument("--concurrency", default="1,10,50", help="smtp-source -s values")
     ap.add_argument("--messages", type=int, help="messages per run for every size")
@@ -912,10 +963,14 @@ def main():
     ap.add_argument("--extra-plugin", action="append", default=[], metavar="TOML",
                     help="append this [[plugin]] table file to Corvid's config (repeatable; a relative "
                          "`path` is resolved against the repository), e.g. examples/greylist/bench/python.toml")
+    ap.add_argument("--bad-plugin", choices=BAD_KINDS, default="loop",
+                    help="for --servers ...,corvid+bad: what the misbehaving plugin does at DATA "
+                         "(default loop); compare with corvid+plugins in the same run")
     ap.add_argument("--workdir", help="parent of the temporary directory (default: system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", metavar="FILE", help="write all results as JSON")
     args = ap.parse_args()
+    BAD_KIND[0] = args.bad_plugin
     # SIGTERM (e.g. from `timeout`) takes the same path as Ctrl-C, so the servers get stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
@@ -991,6 +1046,14 @@ def main():
             c.extra_plugins = args.extra_plugin
             c.start()
             servers["corvid+plugins"] = c
+        if "corvid+bad" in servers_wanted:
+            c = Corvid(args.binary, workdir, args.max_conn_per_ip)
+            c.name = "corvid+bad"
+            c.plugins = True
+            c.extra_plugins = args.extra_plugin
+            c.extra_tables = [bad_plugin_table(args.bad_plugin)]
+            c.start()
+            servers["corvid+bad"] = c
         order = [s for s in SERVER_KINDS if s in servers]
         if args.warmup > 0:
             for name in order:
@@ -1016,6 +1079,8 @@ def main():
                     print(ratio_line(row["corvid"], row["postfix"]), flush=True)
                 if "corvid" in row and "corvid+plugins" in row:
                     print(tax_line(row["corvid"], row["corvid+plugins"]), flush=True)
+                if "corvid+plugins" in row and "corvid+bad" in row:
+                    print(bad_line(row["corvid+plugins"], row["corvid+bad"]), flush=True)
         if args.repeat > 1:
             print_medians(results, sizes, concs, order)
     except KeyboardInterrupt:
