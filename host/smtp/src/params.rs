@@ -82,10 +82,13 @@ pub(crate) fn parse_mail(s: &str) -> Result<MailParams, Reply> {
             ("BODY", Some(v)) => params.body = parse_body(v).ok_or_else(|| bad_value("BODY"))?,
             // RFC 6531 3.4: SMTPUTF8 takes no value.
             ("SMTPUTF8", None) => params.smtputf8 = true,
+            // RFC 8689 2: REQUIRETLS takes no value. Whether the session may use it (only
+            // over TLS, RFC 8689 4) is the server's call, not the parser's.
+            ("REQUIRETLS", None) => params.requiretls = true,
             ("RET", Some(v)) => params.ret = Some(parse_ret(v).ok_or_else(|| bad_value("RET"))?),
             ("ENVID", Some(v)) if is_envid(v) => params.envid = Some(v.to_string()),
             ("AUTH", Some(v)) if is_auth(v) => params.auth = Some(v.to_string()),
-            ("SIZE" | "BODY" | "SMTPUTF8" | "RET" | "ENVID" | "AUTH", _) => {
+            ("SIZE" | "BODY" | "SMTPUTF8" | "REQUIRETLS" | "RET" | "ENVID" | "AUTH", _) => {
                 return Err(bad_value(&keyword))
             }
             _ => return Err(unsupported(&keyword)),

@@ -89,6 +89,10 @@ impl Session {
         if self.offers_starttls() {
             lines.push("STARTTLS".into());
         }
+        if self.conn.tls.is_some() {
+            // RFC 8689 2: REQUIRETLS is offered only once the session is protected by TLS.
+            lines.push("REQUIRETLS".into());
+        }
         if self.offers_etrn() {
             lines.push("ETRN".into());
         }

@@ -90,6 +90,16 @@ impl Session {
             // Service extensions are only negotiated by EHLO (RFC 5321 2.2.1).
             return Ok(self.fail(Reply::new(555, "5.5.4", "MAIL parameters require EHLO")));
         }
+        if params.requiretls && self.conn.tls.is_none() {
+            // RFC 8689 2 and 4.1: REQUIRETLS is only offered, and only valid, in a TLS session.
+            // 530 with 5.7.10 "Encryption needed" (RFC 3207 4, RFC 5248): the client must
+            // STARTTLS first.
+            return Ok(self.fail(Reply::new(
+                530,
+                "5.7.10",
+                "REQUIRETLS needs a TLS session, issue STARTTLS first",
+            )));
+        }
         let envelope = Envelope {
             sender,
             params,

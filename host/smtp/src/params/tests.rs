@@ -30,6 +30,8 @@ fn mail_params_accepted() {
         ("body=8bitmime", mail(|p| p.body = BodyType::EightBitMime)),
         ("SMTPUTF8", mail(|p| p.smtputf8 = true)),
         ("smtputf8", mail(|p| p.smtputf8 = true)),
+        ("REQUIRETLS", mail(|p| p.requiretls = true)),
+        ("requiretls", mail(|p| p.requiretls = true)),
         ("RET=FULL", mail(|p| p.ret = Some(Ret::Full))),
         ("ret=hdrs", mail(|p| p.ret = Some(Ret::Headers))),
         (
@@ -78,6 +80,8 @@ fn mail_params_refused_with_555() {
         "BODY",
         "SMTPUTF8=yes",
         "SMTPUTF8 SMTPUTF8",
+        "REQUIRETLS=yes",
+        "REQUIRETLS REQUIRETLS",
         "RET=NONE",
         "RET",
         "ENVID=a b",
