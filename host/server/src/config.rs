@@ -51,6 +51,13 @@ pub struct ListenerConfig {
     /// proxy): passwords would otherwise cross the network in the clear.
     #[serde(default)]
     pub allow_plaintext_auth: bool,
+    /// Every connection starts with a PROXY protocol header naming the real client
+    /// (src/proxy.rs); only from `proxy_from`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The networks (load balancers) that may send PROXY headers.
+    #[serde(default)]
+    pub proxy_from: Vec<ipnet::IpNet>,
 }
 
 impl ListenerConfig {

@@ -15,6 +15,7 @@ mod connection;
 mod limiter;
 mod listener;
 mod memory;
+pub mod proxy;
 mod rdns;
 mod received;
 mod session;

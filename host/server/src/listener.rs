@@ -112,6 +112,7 @@ impl BoundServer {
     }
 }
 
+#[derive(Clone)]
 struct AcceptLoop {
     shared: Arc<Shared>,
     limiter: Arc<ConnLimiter>,
@@ -127,6 +128,17 @@ impl AcceptLoop {
                 r = listener.accept() => r,
             };
             match accepted {
+                Ok((mut stream, peer)) if self.config.proxy_protocol => {
+                    // The header names the client that limits and the session then see.
+                    let this = self.clone();
+                    self.tracker.spawn(async move {
+                        let from = &this.config.proxy_from;
+                        let client = crate::proxy::client_of(&mut stream, peer, from).await;
+                        if let Some(client) = client {
+                            this.admit(stream, client);
+                        }
+                    });
+                }
                 Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -138,6 +150,7 @@ impl AcceptLoop {
     }
 
     fn admit(&self, mut stream: TcpStream, peer: SocketAddr) {
+        corvid_types::metrics::observer().connection(&self.config.name);
         let _ = stream.set_nodelay(true);
         let Some(permit) = self.limiter.try_admit(peer.ip()) else {
             info!(client = %peer.ip(), "connection refused: too many connections");

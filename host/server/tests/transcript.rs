@@ -90,6 +90,8 @@ fn listener(mode: ListenerMode, allow_plaintext_auth: bool) -> Arc<ListenerConfi
         require_tls: Some(false),
         auth: None,
         allow_plaintext_auth,
+        proxy_protocol: false,
+        proxy_from: Vec::new(),
     })
 }
 

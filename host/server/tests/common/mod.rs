@@ -122,6 +122,8 @@ impl Default for Harness {
                 require_tls: Some(false),
                 auth: None,
                 allow_plaintext_auth: true,
+                proxy_protocol: false,
+                proxy_from: Vec::new(),
             },
             peer: "127.0.0.2:5000".parse().unwrap(),
             intake: Arc::new(MemIntake::default()),
