@@ -91,3 +91,57 @@ def test_bad_or_missing_headers_and_outsiders_are_closed_before_the_greeting(mak
     with connect_with(other, b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n") as c:
         assert c.at_eof()
     other.wait_log(lambda e: "outside proxy_from" in str(e.get("message")))
+
+
+def test_through_haproxy_send_proxy_v2_to_two_nodes(make_server, tmp_path):
+    """A real HAProxy (Debian `haproxy`) in front of two nodes, `send-proxy-v2`: each node sees
+    the client's own address (127.0.0.2 here), not HAProxy's (127.0.0.1)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    assert shutil.which("haproxy"), "haproxy missing: run tests/setup"
+    nodes = [proxied(make_server) for _ in range(2)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "haproxy.cfg"
+    servers = "\n".join(f"  server n{i} 127.0.0.1:{n.ports['behind-lb']} send-proxy-v2"
+                        for i, n in enumerate(nodes))
+    cfg.write_text(f"""global
+  log stderr format raw local0
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend smtp
+  bind 127.0.0.1:{port}
+  default_backend nodes
+backend nodes
+  balance roundrobin
+{servers}
+""")
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "haproxy did not start"
+                time.sleep(0.05)
+        for i in range(4):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+            c = SmtpClient.__new__(SmtpClient)
+            c.sock, c.buf, c.timeout = sock, b"", 10
+            with c:
+                send_through(c, f"via haproxy {i}")
+        for n in nodes:
+            n.wait_log(lambda e: e.get("message") == "transaction" and e.get("client") == "127.0.0.2")
+            paths = n.wait_mail("alice", count=2)
+            assert all(b"[127.0.0.2]" in split_delivered(p).received for p in paths)
+    finally:
+        proc.kill()
+        proc.wait()
