@@ -214,6 +214,7 @@ impl Session {
         let ip = self.conn.peer_addr.ip();
         let recent = attempt.failed();
         self.auth_failures += 1;
+        corvid_types::metrics::observer().auth_failure(&self.conn.listener);
         info!(session = self.conn.session_id, client = %ip, user = %user, failures = recent, "authentication failed");
         let delay = self.shared.auth.failure_delay.saturating_mul(recent.min(8));
         pause(self.shared.abort.clone(), delay).await;

@@ -12,6 +12,7 @@ impl Session {
         match outcome {
             DataOutcome::TooBig => {
                 self.reset_transaction();
+                corvid_types::metrics::observer().transaction(&self.conn.listener, &too_big());
                 Ok(self.fail(too_big()))
             }
             DataOutcome::BareLineEnding => {
@@ -23,6 +24,7 @@ impl Session {
                     "5.5.2",
                     "Message refused: bare CR or LF in content (RFC 5321 2.3.8)",
                 );
+                corvid_types::metrics::observer().transaction(&self.conn.listener, &r);
                 Ok(self.fail(r))
             }
             DataOutcome::Complete(content) => self.accept_message(content).await,
@@ -171,6 +173,7 @@ impl Session {
         reply: &Reply,
         started: std::time::Instant,
     ) {
+        corvid_types::metrics::observer().transaction(&self.conn.listener, reply);
         let rcpts: Vec<String> = env
             .recipients
             .iter()

@@ -32,14 +32,17 @@ impl Session {
         let client = self.conn.peer_addr.ip();
         match tokio::time::timeout(self.shared.limits.command_timeout, upgrade).await {
             Ok(Ok(info)) => {
+                corvid_types::metrics::observer().tls_handshake(&self.conn.listener, &info.version);
                 self.conn.tls = Some(info);
                 Ok(())
             }
             Ok(Err(e)) => {
+                corvid_types::metrics::observer().tls_handshake(&self.conn.listener, "failed");
                 info!(session = self.conn.session_id, client = %client, error = %e, "TLS handshake failed");
                 Err(Closed::Handshake)
             }
             Err(_) => {
+                corvid_types::metrics::observer().tls_handshake(&self.conn.listener, "failed");
                 info!(session = self.conn.session_id, client = %client, "TLS handshake timed out");
                 Err(Closed::Handshake)
             }
