@@ -49,6 +49,7 @@ mod remote;
 mod resolver;
 pub mod route;
 mod tls_policy;
+mod tls_required;
 pub mod tlsrpt;
 mod tlsrpt_mail;
 

@@ -17,7 +17,8 @@ use crate::loops::LoopGuard;
 use crate::mta_sts::{FetchOptions, Lookup, MtaSts};
 use crate::pool::Pool;
 use crate::route::{Destination, NextHop};
-use crate::tls_policy::{filter_mx, requiretls_path};
+use crate::tls_policy::{filter_mx, idle_fits, requiretls_path};
+use crate::tls_required::tls_optional;
 use crate::{Outcome, RcptReport};
 use corvid_queue::{Spool, SuccessReport, TlsRecord};
 use corvid_smtp::reply_parse::status_of;
@@ -129,14 +130,25 @@ impl Remote {
             Ok(c) => c,
             Err(outcome) => return uniform(&index, outcome),
         };
+        // RFC 8689 4.2.2: `TLS-Required: No` sets the recipient domain's policy aside (a
+        // REQUIRETLS message ignores the field, 4.1).
+        let sts = match sts {
+            Lookup::None => Lookup::None,
+            _ if !requiretls && tls_optional(&content) => {
+                tracing::info!(destination = %dest.hop, "TLS-Required: No: MTA-STS policy not applied");
+                Lookup::None
+            }
+            sts => sts,
+        };
         let msg = Outbound {
             envelope,
             recipients: rcpts.iter().map(|(_, r)| *r).collect(),
             content: &content,
         };
-        // A REQUIRETLS message never rides on an idle session that is not verified TLS.
+        // A REQUIRETLS message, or one under an `enforce` policy, never rides on an idle
+        // session that is not verified TLS (one a `TLS-Required: No` message opened, say).
         let idle = match lease.idle.take() {
-            Some(s) if requiretls && !(s.tls && s.verified) => {
+            Some(s) if !idle_fits(&sts, requiretls, &s) => {
                 tokio::spawn(s.quit());
                 None
             }

@@ -165,6 +165,20 @@ fn mode_name(mode: TlsMode) -> &'static str {
     }
 }
 
+/// Whether an idle session may carry this delivery. A REQUIRETLS message (RFC 8689 4.2.1)
+/// or one under an `enforce` MTA-STS policy (RFC 8461 4.2) needs verified TLS, and under a
+/// policy an MX the policy lists: the session may have been opened for a message that set the
+/// policy aside (`TLS-Required: No`, RFC 8689 4.2.2).
+pub(crate) fn idle_fits(sts: &Lookup, requiretls: bool, s: &Session) -> bool {
+    let verified = s.tls && s.verified;
+    match sts {
+        Lookup::Policy(a) if requiretls || a.policy.mode == Mode::Enforce => {
+            verified && a.policy.matches(&s.endpoint.host())
+        }
+        _ => verified || !requiretls,
+    }
+}
+
 /// RFC 8689 4.2.1: where a REQUIRETLS message may go. MX delivery needs an authenticated
 /// policy for the MX names (MTA-STS here; DANE is not implemented), a smart host a
 /// configured `tls = "verify"` (its name is configured, not taken from DNS); LMTP to the

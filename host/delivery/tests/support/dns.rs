@@ -1,7 +1,7 @@
 //! A tiny authoritative DNS responder on loopback UDP for MX tests.
 
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +43,15 @@ impl Zone {
             IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
         };
         self.names.entry(key(host)).or_default().push(rdata);
+        self
+    }
+
+    /// A TXT record of one string (an `_mta-sts` record, say).
+    pub fn txt(mut self, name: &str, text: &str) -> Self {
+        self.names
+            .entry(key(name))
+            .or_default()
+            .push(RData::TXT(TXT::new(vec![text.to_string()])));
         self
     }
 
