@@ -3,6 +3,7 @@
 //! Precedence, first that applies: the config's (a route's `tls`, `delivery.tls.domains`, a
 //! route with `auth` or `require_tls`); the recipient domain's MTA-STS policy (RFC 8461; DANE
 //! is to come before it); opportunistic TLS (`delivery.opportunistic_tls`), else none.
+//! A message with `TLS-Required: No` (RFC 8689 4.2.2) skips the MTA-STS step.
 
 use crate::client::{Endpoint, Session, TlsPolicy};
 use crate::mta_sts::{Applied, Lookup, Mode};
