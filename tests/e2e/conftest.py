@@ -113,10 +113,6 @@ def base_config(data_dir: Path) -> dict:
     # The dev config's fixed metrics port would collide between servers run in parallel;
     # test_metrics.py turns the endpoint on with port 0.
     cfg.pop("metrics", None)
-    # CI runs as root; a root server without server.user is refused otherwise
-    # (test_privdrop.py tests the drop itself).
-    if os.geteuid() == 0:
-        cfg["server"]["allow_root"] = True
     # The core is tested without the bundled plugins (they change messages on purpose);
     # test_plugins.py puts them back with bundled_plugins().
     cfg.pop("plugin", None)
