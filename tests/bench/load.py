@@ -297,7 +297,9 @@ class Corvid:
             if n != 1:
                 raise SystemExit(f"config/dev.toml: cannot find /{pattern}/ to derive the bench config")
 
-        sub(r'^data_dir\s*=.*$', f'data_dir = "{self.data_dir}"')
+        # As root (needed for the Postfix instance) the server must be told to stay root.
+        root = "\nallow_root = true" if os.geteuid() == 0 and "allow_root" not in text else ""
+        sub(r'^data_dir\s*=.*$', f'data_dir = "{self.data_dir}"{root}')
         sub(r'^address\s*=\s*"127\.0\.0\.1:\d+"', 'address = "127.0.0.1:0"')
         sub(r'^max_connections\s*=.*$', f"max_connections = {max(1000, self.max_conn_per_ip)}")
         sub(r'^max_connections_per_ip\s*=.*$', f"max_connections_per_ip = {self.max_conn_per_ip}")

@@ -44,7 +44,7 @@ pub fn with_lease<P: Plugin, R>(lease: u64, f: impl FnOnce(&mut P) -> R) -> R {
         if slot.as_ref().is_none_or(|(l, _)| *l != lease) {
             // Drop the previous transaction's value before building the next one.
             *slot = None;
-            let config = Config::from_table(crate::host::config_table());
+            let config = instance_config();
             match P::new(&config) {
                 Ok(p) => *slot = Some((lease, Box::new(p))),
                 Err(e) => panic!("{}: configuration refused: {e}", P::NAME),
@@ -55,6 +55,26 @@ pub fn with_lease<P: Plugin, R>(lease: u64, f: impl FnOnce(&mut P) -> R) -> R {
             None => panic!("{}: plugin state of another type", P::NAME),
         }
     })
+}
+
+/// The plugin's configuration. In a WebAssembly instance it never changes (a new
+/// configuration is a new generation with new instances), so it is fetched from the host once
+/// per instance, not at every transaction.
+#[cfg(target_arch = "wasm32")]
+fn instance_config() -> std::rc::Rc<Config> {
+    thread_local! {
+        static CONFIG: std::cell::OnceCell<std::rc::Rc<Config>> = const { std::cell::OnceCell::new() };
+    }
+    CONFIG.with(|c| {
+        c.get_or_init(|| std::rc::Rc::new(Config::from_table(crate::host::config_table())))
+            .clone()
+    })
+}
+
+/// Native tests change the fake host's configuration between cases: no caching.
+#[cfg(not(target_arch = "wasm32"))]
+fn instance_config() -> std::rc::Rc<Config> {
+    std::rc::Rc::new(Config::from_table(crate::host::config_table()))
 }
 
 /// Drops this thread's plugin value (native tests use it between cases).
