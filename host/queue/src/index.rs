@@ -6,6 +6,8 @@
 
 use corvid_types::QueueId;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub(crate) struct DueIndex {
@@ -14,6 +16,9 @@ pub(crate) struct DueIndex {
     /// Held messages and when they were held: an update from delivery (which never holds)
     /// must not undo a hold made meanwhile, and expiry needs no scan of the queue.
     held: HashMap<QueueId, u64>,
+    /// `by_id.len()`, published for flow control: the server reads it on every MAIL
+    /// without taking the index lock.
+    scheduled: Arc<AtomicU64>,
 }
 
 impl DueIndex {
@@ -51,6 +56,14 @@ impl DueIndex {
             self.by_id.insert(id.clone(), at);
             self.by_time.insert((at, id.clone()));
         }
+        self.scheduled
+            .store(self.by_id.len() as u64, Ordering::Relaxed);
+    }
+
+    /// A live count of the messages with a delivery still to come (pending recipients, not
+    /// held): the queue's backlog.
+    pub(crate) fn backlog_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.scheduled)
     }
 
     /// Ids due at or before `now`, earliest first (ties in id, that is arrival, order).
@@ -88,5 +101,6 @@ mod tests {
         ix.set(&id("b"), None);
         assert_eq!(ix.due(100), [id("c"), id("a")]);
         assert_eq!(ix.earliest(), Some(30));
+        assert_eq!(ix.backlog_counter().load(Ordering::Relaxed), 2);
     }
 }

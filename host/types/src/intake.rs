@@ -62,6 +62,12 @@ pub trait Intake: Send + Sync {
         self.submit_with(id, envelope, content, &SubmitOptions::default())
             .await
     }
+
+    /// Messages accepted and not yet delivered (held mail excluded), read cheaply on every
+    /// MAIL for flow control; `None` when this intake does not know (no flow control).
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Starting queue runs on request (ETRN, RFC 1985), without knowing how the queue is stored.
