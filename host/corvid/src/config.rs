@@ -138,6 +138,25 @@ pub struct QueueSection {
     pub quarantine_max_age: Option<std::time::Duration>,
     /// What becomes of held mail then: `bounce` (default) or `discard`.
     pub quarantine_expiry: corvid_queue::QuarantineExpiry,
+    /// Flow control: messages still to deliver beyond which MAIL replies wait `flow_delay`.
+    pub flow_delay_backlog: Option<u64>,
+    /// How long each MAIL reply waits then (Postfix's `in_flow_delay`); default 1s.
+    #[serde(with = "humantime_serde::option")]
+    pub flow_delay: Option<std::time::Duration>,
+    /// Messages still to deliver beyond which MAIL gets 451 4.3.1.
+    pub flow_hard_backlog: Option<u64>,
+}
+
+impl QueueSection {
+    /// The `flow_*` keys, defaults where unset.
+    pub fn flow(&self) -> corvid_server::FlowControl {
+        let d = corvid_server::FlowControl::default();
+        corvid_server::FlowControl {
+            delay_backlog: self.flow_delay_backlog.unwrap_or(d.delay_backlog),
+            delay: self.flow_delay.unwrap_or(d.delay),
+            hard_backlog: self.flow_hard_backlog.unwrap_or(d.hard_backlog),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +272,7 @@ impl Config {
             relay_networks: self.server.relay_networks.clone(),
             etrn_networks: self.server.etrn_networks.clone(),
             auth: self.auth.clone(),
+            flow: self.queue.flow(),
         }
     }
 
@@ -296,6 +316,24 @@ mod tests {
     #[test]
     fn reference_config_is_valid() {
         Config::parse(include_str!("../../../config/corvid.toml")).unwrap();
+    }
+
+    #[test]
+    fn flow_control_keys_reach_the_server_with_documented_defaults() {
+        let reference = Config::parse(include_str!("../../../config/corvid.toml")).unwrap();
+        let dev = Config::parse(DEV_CONFIG).unwrap();
+        // The reference config spells out the defaults; an unset key gets them too.
+        assert_eq!(reference.server_config().flow, dev.server_config().flow);
+        let d = dev.server_config().flow;
+        assert_eq!((d.delay_backlog, d.hard_backlog), (10_000, 50_000));
+        assert_eq!(d.delay, std::time::Duration::from_secs(1));
+        let set = DEV_CONFIG.replace(
+            "[queue]",
+            "[queue]\nflow_delay_backlog = 5\nflow_delay = \"250ms\"\nflow_hard_backlog = 9",
+        );
+        let f = Config::parse(&set).unwrap().server_config().flow;
+        assert_eq!((f.delay_backlog, f.hard_backlog), (5, 9));
+        assert_eq!(f.delay, std::time::Duration::from_millis(250));
     }
 
     #[test]

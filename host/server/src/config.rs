@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub etrn_networks: Vec<ipnet::IpNet>,
     #[serde(default)]
     pub auth: AuthSettings,
+    /// Intake slows down when delivery falls behind (`[queue] flow_*`).
+    #[serde(default)]
+    pub flow: crate::FlowControl,
 }
 
 /// What a listener is for (RFC 8314 3, RFC 6409).

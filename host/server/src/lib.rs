@@ -12,6 +12,7 @@
 pub mod auth;
 mod config;
 mod connection;
+pub mod flow;
 mod limiter;
 mod listener;
 mod memory;
@@ -23,6 +24,7 @@ mod shared;
 pub mod tls;
 
 pub use config::{AuthSettings, Limits, ListenerConfig, ListenerMode, ServerConfig};
+pub use flow::FlowControl;
 pub use listener::{BoundServer, ServerError};
 pub use memory::MemoryBudget;
 pub use session::run_session;

@@ -41,6 +41,9 @@ pub struct Shared {
     pub hash_permits: Arc<tokio::sync::Semaphore>,
     /// Message bytes held in memory by all sessions (`limits.max_inflight_bytes`).
     pub memory: Arc<crate::memory::MemoryBudget>,
+    /// Flow control settings and the server-wide state (logged once per transition).
+    pub flow: crate::FlowControl,
+    pub flow_gate: crate::flow::FlowGate,
     /// Cancelled when shutdown starts: idle sessions say 421 and close.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: every session closes at once.
@@ -60,6 +63,8 @@ impl Shared {
             mail_auth: None,
             throttle: AuthThrottle::new(config.auth.failure_window),
             memory: crate::memory::MemoryBudget::new(config.limits.max_inflight_bytes),
+            flow: config.flow.clone(),
+            flow_gate: crate::flow::FlowGate::default(),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(hash_permits(&config.auth))),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),

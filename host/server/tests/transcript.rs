@@ -69,6 +69,7 @@ fn shared(intake: Arc<MemIntake>, credentials: Option<Arc<dyn Credentials>>) -> 
             failure_delay: std::time::Duration::ZERO,
             ..AuthSettings::default()
         },
+        flow: Default::default(),
     };
     let services = Services {
         policy: Arc::new(FakePolicy),

@@ -285,4 +285,9 @@ impl Intake for CountingIntake {
         }
         Ok(())
     }
+
+    // Flow control reads the queue's backlog through this wrapper.
+    fn backlog(&self) -> Option<u64> {
+        self.inner.backlog()
+    }
 }

@@ -100,6 +100,9 @@ impl Session {
                 "REQUIRETLS needs a TLS session, issue STARTTLS first",
             )));
         }
+        if let Some(refused) = self.flow_control().await {
+            return Ok(refused);
+        }
         let envelope = Envelope {
             sender,
             params,

@@ -9,6 +9,7 @@ mod data;
 mod ehlo;
 mod envelope;
 mod envelope_mods;
+mod flow;
 mod from_check;
 mod gate;
 mod header_limits;

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use corvid_server::auth::Credentials;
 use corvid_server::tls::{CertPair, TlsHandle};
 use corvid_server::{
-    run_session, AuthSettings, Limits, ListenerConfig, ListenerMode, ServerConfig, Services, Shared,
+    run_session, AuthSettings, FlowControl, Limits, ListenerConfig, ListenerMode, ServerConfig,
+    Services, Shared,
 };
 use corvid_types::*;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,9 @@ pub type Stored = (Envelope, Vec<u8>, SubmitOptions);
 #[derive(Default)]
 pub struct MemIntake {
     pub stored: Mutex<Vec<Stored>>,
+    /// What `Intake::backlog` answers (flow control); `None` by default, as an intake that
+    /// does not know.
+    pub backlog: Mutex<Option<u64>>,
 }
 
 impl MemIntake {
@@ -43,6 +47,9 @@ impl Intake for MemIntake {
             .unwrap()
             .push((env.clone(), content.to_vec(), options.clone()));
         Ok(())
+    }
+    fn backlog(&self) -> Option<u64> {
+        *self.backlog.lock().unwrap()
     }
 }
 
@@ -98,6 +105,8 @@ pub struct Harness {
     pub wait_for_greeting: bool,
     /// Certificates for STARTTLS and implicit TLS (see [`test_tls`]); none by default.
     pub tls: Option<Arc<TlsHandle>>,
+    /// Flow control (`[queue] flow_*`); the backlog it reads is `intake.backlog`.
+    pub flow: FlowControl,
 }
 
 impl Default for Harness {
@@ -129,6 +138,7 @@ impl Default for Harness {
             intake: Arc::new(MemIntake::default()),
             wait_for_greeting: true,
             tls: None,
+            flow: FlowControl::default(),
         }
     }
 }
@@ -152,6 +162,7 @@ impl Harness {
             relay_networks: self.relay_networks.clone(),
             etrn_networks: Vec::new(),
             auth: self.auth.clone(),
+            flow: self.flow.clone(),
         };
         let services = Services {
             policy: Arc::clone(&self.policy),
