@@ -42,6 +42,8 @@ pub(crate) struct Facts {
     pub(crate) conn: Named<wit::ConnectionInfo>,
     pub(crate) env: Option<Named<wit::Envelope>>,
     pub(crate) rcpt: Option<Named<wit::Recipient>>,
+    /// The connection's authentication results and signing choice (`auth-results`).
+    pub(crate) auth: Arc<crate::auth_results::AuthShared>,
 }
 
 impl Facts {

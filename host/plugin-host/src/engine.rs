@@ -101,6 +101,8 @@ impl PluginEngine {
             .map_err(|e| Error::Engine(format!("imports: {e:#}")))?;
         crate::context::add_to_linker(&mut linker)
             .map_err(|e| Error::Engine(format!("context import: {e:#}")))?;
+        crate::auth_results::add_to_linker(&mut linker)
+            .map_err(|e| Error::Engine(format!("auth-results import: {e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, flag, tick) = (engine.weak(), stop.clone(), options.tick);

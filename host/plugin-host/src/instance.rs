@@ -222,7 +222,9 @@ impl Live {
                 store.data_mut().facts = None;
                 return d;
             }
-            match *call {
+            // The `plugin` world's hooks may still import `auth-results` (it reads the facts).
+            store.data_mut().facts = call.facts().cloned();
+            let d = match *call {
                 Call::Connect(f) => b.call_on_connect(&mut *store, &f.conn.0).await,
                 Call::Helo(f) => b.call_on_helo(&mut *store, &f.conn.0).await,
                 Call::Auth(c, full, redacted) => {
@@ -247,7 +249,9 @@ impl Live {
                     store.data_mut().table.delete(res)?;
                     d
                 }
-            }
+            };
+            store.data_mut().facts = None;
+            d
         };
         match backstop(now + budget.time + GRACE, fut).await {
             Ok(Ok(d)) => Ok(d),

@@ -35,6 +35,7 @@
 //!   implements [`corvid_types::DeliveryPolicy`] (an instance per call; a failing plugin is
 //!   skipped, these stages cannot lose mail).
 
+mod auth_results;
 mod bindings;
 mod breaker;
 mod cache;

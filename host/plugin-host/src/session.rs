@@ -7,6 +7,7 @@
 //!
 //! [`InstanceMode`]: crate::manifest::InstanceMode
 
+use crate::auth_results::AuthShared;
 use crate::bindings::corvid::plugin::types as wit;
 use crate::context::{next_id, Facts, Named};
 use crate::convert;
@@ -47,6 +48,8 @@ pub(crate) struct PluginSession {
     /// The same for the envelope and the recipient.
     env_cache: Option<(Envelope, Named<wit::Envelope>)>,
     rcpt_cache: Option<(Recipient, Named<wit::Recipient>)>,
+    /// Authentication results and the signing choice (`auth-results`).
+    auth: Arc<AuthShared>,
 }
 
 impl PluginSession {
@@ -63,6 +66,7 @@ impl PluginSession {
             conn_cache: None,
             env_cache: None,
             rcpt_cache: None,
+            auth: Arc::default(),
         }
     }
 
@@ -123,6 +127,7 @@ impl PluginSession {
             conn: self.conn(conn),
             env: env.map(|e| self.env(e)),
             rcpt: rcpt.map(|r| self.rcpt(r)),
+            auth: self.auth.clone(),
         }
     }
 
@@ -260,6 +265,19 @@ impl PolicySession for PluginSession {
 
     fn end_transaction(&mut self) {
         self.release_txn();
+        self.auth.new_transaction();
+    }
+
+    fn auth_results(
+        &mut self,
+        spf: Option<&corvid_types::SpfCheck>,
+        message: Option<&corvid_types::AuthResults>,
+    ) {
+        self.auth.set(spf, message);
+    }
+
+    fn signing(&mut self) -> corvid_types::SigningRequest {
+        self.auth.signing()
     }
 }
 

@@ -36,6 +36,7 @@
 
 extern crate self as corvid_plugin_sdk;
 
+pub mod auth;
 pub mod bindings;
 mod config;
 mod decision;
