@@ -44,3 +44,13 @@ def test_a_growing_backlog_delays_then_refuses_mail(make_server):
     on = [e for e in srv.events() if str(e.get("message", "")).startswith("flow control on")]
     hard = [e for e in srv.events() if "over the hard limit" in str(e.get("message", ""))]
     assert len(on) == 1 and len(hard) == 1, (on, hard)
+
+    # The backlog drains (here: an administrator deletes it): mail is answered at once again,
+    # and leaving flow control is logged once.
+    for m in srv.queue():
+        assert srv.admin("queue-delete", id=m["id"])["ok"]
+    start = time.monotonic()
+    srv.send(MESSAGE, sender="a@corvid.test", rcpts=("c@stuck.test",))
+    assert time.monotonic() - start < 1.5
+    off = [e for e in srv.events() if str(e.get("message", "")).startswith("flow control off")]
+    assert len(off) == 1, off
