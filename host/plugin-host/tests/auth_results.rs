@@ -123,7 +123,12 @@ async fn data(s: &mut Box<dyn PolicySession>) -> Verdict {
 #[tokio::test(flavor = "multi_thread")]
 async fn mail_and_rcpt_see_spf_only_data_sees_everything() {
     let c = conn(1);
-    let host = host_with(&[("report", "yes"), ("report_rcpt", "yes")]).await;
+    let host = host_with(&[
+        ("report", "yes"),
+        ("report_mail", "yes"),
+        ("report_rcpt", "yes"),
+    ])
+    .await;
     let mut s = host.session(&c);
     // Not checked (or before MAIL): nothing.
     let d = s.mail(&c, &envelope()).await;
