@@ -36,20 +36,29 @@ fn authwit_wasm() -> PathBuf {
     .clone()
 }
 
-async fn host_with(pairs: &[(&str, &str)]) -> PluginHost {
-    let host = PluginHost::new(
-        &engine(),
-        Services::in_memory(),
-        Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cwasm-cache")),
-    );
-    let mut m = Manifest::new("authwit", authwit_wasm());
+fn manifest(name: &str, order: i32, pairs: &[(&str, &str)]) -> Manifest {
+    let mut m = Manifest::new(name, authwit_wasm());
+    m.order = order;
     m.limits.hook_time_ms = 5_000;
     for (k, v) in pairs {
         m.config
             .insert(k.to_string(), toml::Value::String(v.to_string()));
     }
-    host.reload(vec![m]).await.expect("loads");
+    m
+}
+
+async fn host_of(manifests: Vec<Manifest>) -> PluginHost {
+    let host = PluginHost::new(
+        &engine(),
+        Services::in_memory(),
+        Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cwasm-cache")),
+    );
+    host.reload(manifests).await.expect("loads");
     host
+}
+
+async fn host_with(pairs: &[(&str, &str)]) -> PluginHost {
+    host_of(vec![manifest("authwit", 1, pairs)]).await
 }
 
 fn spf() -> SpfCheck {
@@ -218,4 +227,28 @@ async fn a_plugin_chooses_or_suppresses_signing() {
         s.end_transaction();
         assert_eq!(s.signing(), SigningRequest::Default, "config {pairs:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_plugin_of_the_chain_to_choose_wins() {
+    let c = conn(1);
+    let host = host_of(vec![
+        manifest("first", 1, &[("signing", "suppress")]),
+        manifest(
+            "second",
+            2,
+            &[("signing", "choose"), ("sign_domain", "brand.test")],
+        ),
+    ])
+    .await;
+    let mut s = host.session(&c);
+    s.mail(&c, &envelope()).await;
+    assert_eq!(data(&mut s).await, Verdict::Continue);
+    assert_eq!(
+        s.signing(),
+        SigningRequest::Choose(SigningChoice {
+            domain: Some("brand.test".into()),
+            selector: None,
+        })
+    );
 }
