@@ -16,8 +16,8 @@ pub mod directory;
 pub mod dns;
 pub mod envelope;
 pub mod intake;
-pub mod mailauth;
 pub mod kv;
+pub mod mailauth;
 pub mod metrics;
 pub mod policy;
 pub mod reply;
@@ -30,10 +30,10 @@ pub use directory::{Directory, DomainEntry, Lookup};
 pub use dns::{DnsError, DnsResolver};
 pub use envelope::{BodyType, Envelope, MailParams, Notify, RcptParams, Recipient, Ret};
 pub use intake::{Intake, IntakeError, QueueControl, QueueId, SubmitOptions};
+pub use kv::{KvError, KvStore};
 pub use mailauth::{
     ArcCheck, ArcVerdict, AuthResults, DkimCheck, DkimVerdict, DmarcCheck, DmarcPolicy,
     DmarcVerdict, MailAuth, SigningChoice, SigningRequest, SpfCheck, SpfIdentity, SpfVerdict,
 };
-pub use kv::{KvError, KvStore};
 pub use policy::{AuthCredentials, MessageView, NoPolicy, Policy, PolicySession, Stage};
 pub use reply::{EnhancedCode, Reply};
