@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load benchmark: Corvid against a private Postfix instance, both driven by Postfix's smtp-source.
+"""Load benchmark: Corvid against a private Postfix instance and smtp-sink, driven by smtp-source.
 
 For every message size x concurrency, each server gets the same smtp-source run (a new TCP
 connection per message, smtp-source's default) and the script reports:
@@ -14,6 +14,11 @@ connection per message, smtp-source's default) and the script reports:
                      counted once per process, so this overstates Postfix; the JSON also has the
                      sum of PSS).
 
+With --servers sink,... Postfix's smtp-sink (which discards) runs first in each cell: the
+ceiling. After each cell, lines compare Corvid with smtp-sink and Postfix against issue 17's
+targets. --sustained SECONDS instead loads one Corvid for that long and prints its queue depth
+once a second (sustained.py); --flow-* set its flow control limits.
+
 Postfix CPU is the CPU of the whole instance: the master process, every live descendant, and
 (through the master's cutime/cstime) every child that exited and was reaped during the run.
 
@@ -24,6 +29,7 @@ only. Must run as root (Postfix's master runs as root and drops to mail_owner=po
     cargo build --release -p corvid
     sudo python3 tests/bench/load.py            # full matrix
     sudo python3 tests/bench/load.py --quick    # a short smoke run
+    python3 tests/bench/load.py --servers corvid --sustained 60
 """
 
 import argparse

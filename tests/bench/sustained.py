@@ -116,6 +116,8 @@ class SourceLoop(threading.Thread):
                                     stderr=subprocess.PIPE)
             with self.lock:
                 self.proc = proc
+                if self.stopping.is_set():  # stop() came while this run was being started
+                    proc.terminate()
             errs = []
             t = threading.Thread(target=lambda: errs.extend(proc.stderr.read().splitlines()), daemon=True)
             t.start()
@@ -136,8 +138,8 @@ class SourceLoop(threading.Thread):
                 self.err_lines.extend(l.decode("utf-8", "replace") for l in errs if l.strip())
 
     def stop(self):
-        self.stopping.set()
         with self.lock:
+            self.stopping.set()
             proc = self.proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -164,34 +166,37 @@ def run_sustained(server, seconds, conc, size, batch, drain_timeout, flow):
     samples = []
     t0 = time.monotonic()
     loop.start()
-    prev_acc = prev_dlv = 0
-    phase = "load"
-    tick = 0
-    while True:
-        tick += 1
-        time.sleep(max(0.0, t0 + tick - time.monotonic()))  # once a second, without drift
-        t = time.monotonic() - t0
-        if phase == "load" and t >= seconds:
-            loop.stop()
-            phase = "drain"
-        text = scrape(port)
-        acc = metric(text, "corvid_messages_accepted")
-        accepted = int(acc - acc0) if (acc is not None and acc0 is not None) else loop.data_done()
-        delivered = count_files(server.maildir_new)
-        gauge = metric(text, "corvid_queue_messages", 'state="active"')
-        follower.poll(t)
-        s = {"t": round(t, 1), "phase": phase, "accepted": accepted, "delivered": delivered,
-             "backlog": accepted - delivered, "queue_gauge": gauge, "flow": follower.state}
-        samples.append(s)
-        print(f"{t:>5.0f} {phase:<6} {accepted:>8} {delivered:>9} {accepted - delivered:>7} "
-              f"{'-' if gauge is None else int(gauge):>11} {accepted - prev_acc:>6} "
-              f"{delivered - prev_dlv:>6}  {follower.state}", flush=True)
-        prev_acc, prev_dlv = accepted, delivered
-        if phase == "drain" and (delivered >= accepted or t >= seconds + drain_timeout):
-            break
-        if not server.alive():
-            print(f"{'':>6}{server.name} exited")
-            break
+    try:
+        prev_acc = prev_dlv = 0
+        phase = "load"
+        tick = 0
+        while True:
+            tick += 1
+            time.sleep(max(0.0, t0 + tick - time.monotonic()))  # once a second, without drift
+            t = time.monotonic() - t0
+            if phase == "load" and t >= seconds:
+                loop.stop()
+                phase = "drain"
+            text = scrape(port)
+            acc = metric(text, "corvid_messages_accepted")
+            accepted = int(acc - acc0) if (acc is not None and acc0 is not None) else loop.data_done()
+            delivered = count_files(server.maildir_new)
+            gauge = metric(text, "corvid_queue_messages", 'state="active"')
+            follower.poll(t)
+            s = {"t": round(t, 1), "phase": phase, "accepted": accepted, "delivered": delivered,
+                 "backlog": accepted - delivered, "queue_gauge": gauge, "flow": follower.state}
+            samples.append(s)
+            print(f"{t:>5.0f} {phase:<6} {accepted:>8} {delivered:>9} {accepted - delivered:>7} "
+                  f"{'-' if gauge is None else int(gauge):>11} {accepted - prev_acc:>6} "
+                  f"{delivered - prev_dlv:>6}  {follower.state}", flush=True)
+            prev_acc, prev_dlv = accepted, delivered
+            if phase == "drain" and (delivered >= accepted or t >= seconds + drain_timeout):
+                break
+            if not server.alive():
+                print(f"{'':>6}{server.name} exited")
+                break
+    finally:
+        loop.stop()  # also on Ctrl-C: no smtp-source is left running
     loaded = [s for s in samples if s["phase"] == "load"]
     peak = max((s["backlog"] for s in samples), default=0)
     # The backlog of the last third against the middle third: still growing at the end, or flat.
