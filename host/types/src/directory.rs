@@ -2,6 +2,7 @@
 
 use crate::Address;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Alias chains longer than this are a configuration loop (Postfix stops at a similar depth).
 const MAX_ALIAS_DEPTH: usize = 8;
@@ -29,9 +30,15 @@ pub enum Lookup {
     NotLocal,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The domain tables, replaced as a whole: a lookup resolves on one snapshot.
+type Domains = Arc<HashMap<String, DomainEntry>>;
+
+/// The server and delivery hold one `Arc<Directory>` for their lifetime; a config reload
+/// swaps its domain tables in place ([`Directory::replace_domains`]), so that new lookups see
+/// the new domains, mailboxes and aliases while a lookup in progress finishes on the old ones.
+#[derive(Debug, Default)]
 pub struct Directory {
-    domains: HashMap<String, DomainEntry>,
+    domains: RwLock<Domains>,
     /// Where `<postmaster>` (no domain, RFC 5321 4.5.1) and `postmaster@` of a domain that
     /// does not define one go.
     postmaster: Option<Address>,
@@ -40,25 +47,63 @@ pub struct Directory {
     delimiter: Option<char>,
 }
 
+impl Clone for Directory {
+    fn clone(&self) -> Self {
+        Directory {
+            domains: RwLock::new(self.snapshot()),
+            postmaster: self.postmaster.clone(),
+            delimiter: self.delimiter,
+        }
+    }
+}
+
+impl PartialEq for Directory {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+            && self.postmaster == other.postmaster
+            && self.delimiter == other.delimiter
+    }
+}
+
+impl Eq for Directory {}
+
 impl Directory {
     pub fn new(postmaster: Option<Address>, delimiter: Option<char>) -> Self {
         Directory {
-            domains: HashMap::new(),
+            domains: RwLock::new(Arc::default()),
             postmaster,
             delimiter,
         }
     }
 
     pub fn add_domain(&mut self, name: &str, entry: DomainEntry) {
-        self.domains.insert(name.to_ascii_lowercase(), entry);
+        // The lock only ever holds a whole table (writers swap an `Arc`), so a poisoned lock
+        // still holds a consistent one.
+        let domains = self
+            .domains
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::make_mut(domains).insert(name.to_ascii_lowercase(), entry);
+    }
+
+    /// Takes the domains, mailboxes, aliases and catch-alls of `new` (a config reload). The
+    /// postmaster and the extension delimiter stay as they were built.
+    pub fn replace_domains(&self, new: &Directory) {
+        let tables = new.snapshot();
+        *self.domains.write().unwrap_or_else(PoisonError::into_inner) = tables;
+    }
+
+    fn snapshot(&self) -> Domains {
+        Arc::clone(&self.domains.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.domains.contains_key(&domain.to_ascii_lowercase())
+        self.snapshot().contains_key(&domain.to_ascii_lowercase())
     }
 
-    pub fn domains(&self) -> impl Iterator<Item = &str> {
-        self.domains.keys().map(String::as_str)
+    /// The local domains, lower case, at the time of the call.
+    pub fn domains(&self) -> Vec<String> {
+        self.snapshot().keys().cloned().collect()
     }
 
     pub fn postmaster(&self) -> Option<&Address> {
@@ -67,11 +112,12 @@ impl Directory {
 
     /// Resolves `addr` through aliases, extensions and catch-alls to final mailboxes.
     pub fn lookup(&self, addr: &Address) -> Lookup {
-        if !self.is_local_domain(&addr.domain) {
+        let domains = self.snapshot();
+        if !domains.contains_key(&addr.domain_lower()) {
             return Lookup::NotLocal;
         }
         let mut out = Vec::new();
-        match self.resolve(addr, 0, &mut out) {
+        match self.resolve(&domains, addr, 0, &mut out) {
             true if !out.is_empty() => {
                 out.dedup();
                 Lookup::Mailboxes(out)
@@ -88,12 +134,18 @@ impl Directory {
         }
     }
 
-    fn resolve(&self, addr: &Address, depth: usize, out: &mut Vec<Address>) -> bool {
+    fn resolve(
+        &self,
+        domains: &HashMap<String, DomainEntry>,
+        addr: &Address,
+        depth: usize,
+        out: &mut Vec<Address>,
+    ) -> bool {
         if depth > MAX_ALIAS_DEPTH {
             return false;
         }
         let domain = addr.domain_lower();
-        let Some(entry) = self.domains.get(&domain) else {
+        let Some(entry) = domains.get(&domain) else {
             return false;
         };
         let local = addr.local.to_lowercase();
@@ -104,24 +156,27 @@ impl Directory {
                 return true;
             }
             if let Some(targets) = entry.aliases.get(name) {
-                return self.resolve_targets(targets, &domain, depth, out);
+                return self.resolve_targets(domains, targets, &domain, depth, out);
             }
         }
         if local == "postmaster" {
             if let Some(pm) = &self.postmaster {
                 if pm.domain_lower() != domain || pm.local.to_lowercase() != local {
-                    return self.resolve(pm, depth + 1, out);
+                    return self.resolve(domains, pm, depth + 1, out);
                 }
             }
         }
         match &entry.catch_all {
-            Some(target) => self.resolve_targets(std::slice::from_ref(target), &domain, depth, out),
+            Some(target) => {
+                self.resolve_targets(domains, std::slice::from_ref(target), &domain, depth, out)
+            }
             None => false,
         }
     }
 
     fn resolve_targets(
         &self,
+        domains: &HashMap<String, DomainEntry>,
         targets: &[String],
         domain: &str,
         depth: usize,
@@ -132,7 +187,7 @@ impl Directory {
                 Some((l, d)) => Address::new(l, d),
                 None => Address::new(t.as_str(), domain),
             };
-            self.resolve(&target, depth + 1, out)
+            self.resolve(domains, &target, depth + 1, out)
         })
     }
 
@@ -214,6 +269,41 @@ mod tests {
             mb("carol", "b.test")
         );
         assert_eq!(d.lookup(&Address::new("x", "c.test")), Lookup::NotLocal);
+    }
+
+    #[test]
+    fn replacing_the_domains_is_seen_through_every_holder() {
+        let shared = Arc::new(dir());
+        let held_by_server = Arc::clone(&shared);
+        let clone = (*shared).clone();
+        assert_eq!(
+            held_by_server.lookup(&Address::new("dana", "new.test")),
+            Lookup::NotLocal
+        );
+        let mut next = Directory::new(None, None);
+        let mut n = DomainEntry::default();
+        n.mailboxes.insert("dana".into());
+        next.add_domain("New.test", n);
+        shared.replace_domains(&next);
+        assert!(held_by_server.is_local_domain("NEW.test"));
+        assert_eq!(
+            held_by_server.lookup(&Address::new("dana+x", "new.test")),
+            mb("dana", "new.test"),
+            "the delimiter of the running directory stays"
+        );
+        assert_eq!(
+            held_by_server.lookup(&Address::new("alice", "a.test")),
+            Lookup::NotLocal,
+            "a domain left out of the new tables is gone"
+        );
+        assert_eq!(held_by_server.domains(), vec!["new.test".to_string()]);
+        assert_eq!(
+            held_by_server.postmaster(),
+            Some(&Address::new("postmaster", "a.test"))
+        );
+        // A clone is a copy, not a second handle.
+        assert!(clone.is_local_domain("a.test") && !clone.is_local_domain("new.test"));
+        assert_ne!(clone, *held_by_server);
     }
 
     #[test]
