@@ -1,7 +1,8 @@
 """SIGHUP reads the whole config file again: a file that does not load keeps the running config
-(the log says why), the plugins of a good file are applied while a session in progress goes
-on, and the changes a running server does not apply (listener addresses, data_dir, domains,
-limits) are named in the log as needing a restart."""
+(the log says why), the plugins and the local domains, mailboxes and aliases of a good file are
+applied while a session in progress goes on, and the changes a running server does not apply
+(listener addresses, data_dir, limits, the postmaster) are named in the log as needing a
+restart."""
 
 import json
 import signal
@@ -36,7 +37,8 @@ def _events_since(srv, start: int) -> list[dict]:
     return out
 
 
-RESTART = "config reloaded: TLS certificate files and plugins applied; these changes need a restart"
+RESTART = ("config reloaded: TLS certificate files, plugins and local domains applied; "
+           "these changes need a restart")
 REFUSED = "config reload refused: the running config stays"
 
 
@@ -66,11 +68,13 @@ def test_what_needs_a_restart_is_named(server):
     cfg["limits"] = dict(cfg["limits"], max_recipients=200)
     cfg["local"] = dict(cfg["local"])
     cfg["local"]["domain"] = cfg["local"]["domain"] + [{"name": "new.test", "mailboxes": ["dana"]}]
+    cfg["local"]["postmaster"] = "alice@corvid.test"
     server.config_path.write_text(to_toml(cfg))
     e = hup(server, REFUSED, "config reloaded", RESTART)
     assert e["message"] == RESTART, e
     keys = e["keys"].split(", ")
-    assert keys == ["listener (addresses)", "server.data_dir", "limits", "local"], keys
+    # The new domain is applied, so it is not named.
+    assert keys == ["listener (addresses)", "server.data_dir", "limits", "local.postmaster"], keys
     # Nothing of it was applied: the old listener still serves, the old data_dir still holds
     # the queue and the mail.
     server.send(b"Subject: same\r\n\r\nok\r\n")
@@ -103,3 +107,69 @@ def test_a_new_plugin_applies_to_new_sessions_while_an_open_one_goes_on(server):
         d.ehlo()
         d.expect("MAIL FROM:<sender@example.org>", 250)
         assert d.cmd("RCPT TO:<bob@corvid.test>").code == 550
+
+
+def _with_domain(cfg: dict, domain: dict) -> dict:
+    cfg = dict(cfg)
+    cfg["local"] = dict(cfg["local"])
+    cfg["local"]["domain"] = cfg["local"]["domain"] + [domain]
+    return cfg
+
+
+def test_a_new_domain_takes_mail_at_once_while_an_open_session_goes_on(server):
+    """Issue 14: a SIGHUP with a new domain accepts mail for it without dropping a running
+    session; a broken config keeps the old one."""
+    with server.smtp() as s:
+        s.ehlo()
+        assert s.mail("sender@example.org")[0] == 250
+        assert s.rcpt("dana@new.test")[0] == 550, "not a local domain yet"
+    old = server.connect()
+    old.greet()
+    old.ehlo()
+    old.expect("MAIL FROM:<sender@example.org>", 250)
+
+    new = _with_domain(server.config, {"name": "new.test", "mailboxes": ["dana"],
+                                       "aliases": {"team": ["dana", "alice@corvid.test"]}})
+    server.config_path.write_text(to_toml(new))
+    e = hup(server, REFUSED, "config reloaded", RESTART)
+    assert e["message"] == "config reloaded", e
+
+    # A new session delivers to the new domain's mailbox, and through its alias.
+    server.send(b"Subject: to dana\r\n\r\nhello dana\r\n", rcpts=("dana@new.test",))
+    [msg] = server.wait_mail("dana", domain="new.test")
+    assert b"hello dana" in msg.read_bytes()
+    server.send(b"Subject: to team\r\n\r\nhello team\r\n", rcpts=("team@new.test",))
+    server.wait_mail("dana", count=2, domain="new.test")
+    server.wait_mail("alice")
+
+    # The session opened before the reload finishes its transaction, to the new domain too.
+    old.expect("RCPT TO:<bob@corvid.test>", 250)
+    old.expect("RCPT TO:<dana@new.test>", 250)
+    old.expect("DATA", 354)
+    old.send(b"Subject: in flight\r\n\r\nstarted before the reload\r\n.\r\n")
+    assert old.reply().code == 250
+    old.expect("QUIT", 221)
+    old.close()
+    server.wait_mail("bob")
+    server.wait_mail("dana", count=3, domain="new.test")
+
+    # A broken config is refused; new.test (and the old domains) go on serving.
+    text = to_toml(_with_domain(new, {"name": "broken.test", "mailboxes": ["eve"],
+                                      "aliases": {"x": ["nobody@nowhere.test"]}}))
+    server.config_path.write_text(text)
+    e = hup(server, REFUSED, "config reloaded", RESTART)
+    assert e["message"] == REFUSED and "aliases.x" in e["error"], e
+    server.send(b"Subject: still\r\n\r\nstill here\r\n", rcpts=("dana@new.test",))
+    server.wait_mail("dana", count=4, domain="new.test")
+    with server.smtp() as s:
+        s.ehlo()
+        assert s.mail("sender@example.org")[0] == 250
+        assert s.rcpt("eve@broken.test")[0] == 550, "the refused file added nothing"
+
+    # A good file without new.test takes it away again for new sessions.
+    server.config_path.write_text(to_toml(server.config))
+    assert hup(server, REFUSED, "config reloaded", RESTART)["message"] == "config reloaded"
+    with server.smtp() as s:
+        s.ehlo()
+        assert s.mail("sender@example.org")[0] == 250
+        assert s.rcpt("dana@new.test")[0] == 550

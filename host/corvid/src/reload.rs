@@ -1,16 +1,20 @@
 //! SIGHUP: the config file is read again as a whole. A file that does not load (syntax, a bad
 //! value, a failed check) changes nothing: the running config stays and the log says why.
-//! Otherwise the TLS certificate files are read again and the `[[plugin]]` tables are applied
-//! (a new plugin generation; transactions in progress finish on theirs), and every other
-//! setting that changed is named in the log as needing a restart.
+//! Otherwise the TLS certificate files are read again, the `[[plugin]]` tables are applied
+//! (a new plugin generation; transactions in progress finish on theirs), the local domains,
+//! mailboxes, aliases and catch-alls replace the running ones (the server and delivery share
+//! one `Directory`; each lookup resolves on one version of it), and every other setting that
+//! changed is named in the log as needing a restart.
 //!
 //! Listener addresses and `server.data_dir` can never change in a running server (sockets are
 //! bound, the queue is open). The other sections are read by the server and delivery crates
 //! once, at start: they need a restart until those crates take new settings for new sessions.
+//! The users file needs no reload: it is read again whenever it changes on disk.
 
 use crate::config::Config;
 use crate::plugins::Plugins;
 use corvid_server::tls::TlsHandle;
+use corvid_types::Directory;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -22,6 +26,8 @@ pub struct Reloader {
     started: Config,
     tls: Arc<TlsHandle>,
     plugins: Arc<Plugins>,
+    /// The one the server and delivery hold.
+    directory: Arc<Directory>,
 }
 
 impl Reloader {
@@ -30,12 +36,14 @@ impl Reloader {
         started: Config,
         tls: Arc<TlsHandle>,
         plugins: Arc<Plugins>,
+        directory: Arc<Directory>,
     ) -> Self {
         Reloader {
             path,
             started,
             tls,
             plugins,
+            directory,
         }
     }
 
@@ -50,6 +58,11 @@ impl Reloader {
                 return Err(why);
             }
         };
+        // `Config::load` has built and checked this directory already: it cannot fail here.
+        match config.directory() {
+            Ok(d) => self.directory.replace_domains(&d),
+            Err(e) => warn!(error = %format!("{e:#}"), "local domains not reloaded"),
+        }
         crate::tls_setup::reload(&self.tls);
         if let Err(e) = self.plugins.reload_manifests(config.plugins.clone()).await {
             warn!(error = %format!("{e:#}"), "plugin reload failed");
@@ -60,7 +73,7 @@ impl Reloader {
         } else {
             warn!(
                 keys = %pending.join(", "),
-                "config reloaded: TLS certificate files and plugins applied; these changes need a restart"
+                "config reloaded: TLS certificate files, plugins and local domains applied; these changes need a restart"
             );
         }
         Ok(pending)
@@ -115,7 +128,16 @@ pub fn restart_needed(a: &Config, b: &Config) -> Vec<&'static str> {
     check("limits", differs(&a.limits, &b.limits));
     check("tls.certificates", differs(&a.tls, &b.tls));
     check("auth", differs(&a.auth, &b.auth));
-    check("local", differs(&a.local, &b.local));
+    // `local.domain` (domains, mailboxes, aliases, catch-alls) is applied by the reload.
+    check(
+        "local.maildir_root",
+        a.local.maildir_root != b.local.maildir_root,
+    );
+    check("local.postmaster", a.local.postmaster != b.local.postmaster);
+    check(
+        "local.recipient_delimiter",
+        a.local.recipient_delimiter != b.local.recipient_delimiter,
+    );
     check("queue", differs(&a.queue, &b.queue));
     check("dsn", differs(&a.dsn, &b.dsn));
     check("kv", differs(&a.kv, &b.kv));
@@ -150,8 +172,17 @@ mod tests {
         let b = Config::parse(&text).unwrap();
         assert_eq!(
             restart_needed(&a, &b),
-            vec!["listener (addresses)", "server.data_dir", "limits", "local"]
+            vec!["listener (addresses)", "server.data_dir", "limits"]
         );
+
+        // The postmaster is built into the running directory: a restart.
+        let text = DEV_CONFIG.replace(
+            "mailboxes = [\"alice\"",
+            "mailboxes = [\"carol\", \"alice\"",
+        );
+        let d = Config::parse(&text.replace("postmaster = \"postmaster@", "postmaster = \"carol@"))
+            .unwrap();
+        assert_eq!(restart_needed(&a, &d), vec!["local.postmaster"]);
 
         // Plugins are applied by the reload: not a restart.
         let text = DEV_CONFIG.replace("messages_per_window = 1000", "messages_per_window = 5");

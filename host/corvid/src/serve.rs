@@ -124,6 +124,8 @@ async fn serve(
     let shutdown = CancellationToken::new();
     let stop_delivery = CancellationToken::new();
     let spool_dyn: Arc<dyn Spool> = spool.clone();
+    // SIGHUP swaps the domains of this one directory, which the server holds too.
+    let reload_directory = Arc::clone(&directory);
     let mut dispatcher = Dispatcher::new(
         Arc::clone(&spool_dyn),
         directory,
@@ -163,7 +165,13 @@ async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(Arc::clone(&plugins).watch(shutdown.clone()));
-    let reloader = crate::reload::Reloader::new(config_path, started, tls, Arc::clone(&plugins));
+    let reloader = crate::reload::Reloader::new(
+        config_path,
+        started,
+        tls,
+        Arc::clone(&plugins),
+        reload_directory,
+    );
     tokio::spawn(signals.watch(shutdown.clone(), reloader));
     if let Some(m) = metrics.clone() {
         // Ready: the queue is open and the listeners are bound. Not ready again as soon as a
