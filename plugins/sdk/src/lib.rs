@@ -217,6 +217,10 @@ macro_rules! export_plugin {
             }
         }
 
+        // Only a component has exports. A native build (the plugin's own unit tests) calls the
+        // hooks directly, and its linker cannot take the `corvid:plugin/hooks@0.1.0#...` symbol
+        // names of an exported interface in a cdylib's version script.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin_world!(
             __CorvidPluginExport with_types_in $crate::bindings
         );
