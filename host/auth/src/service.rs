@@ -134,11 +134,13 @@ impl MailAuth for AuthService {
         }
     }
 
-    fn strip_forged(&self, content: &[u8]) -> Vec<u8> {
+    fn strip_forged(&self, content: &mut Vec<u8>) {
         let end = header_end(content);
-        let mut out = crate::strip_authentication_results(&content[..end], &self.authserv_id);
-        out.extend_from_slice(&content[end..]);
-        out
+        let stripped = crate::strip_authentication_results(&content[..end], &self.authserv_id);
+        // Stripping only removes fields: the same length means nothing was ours.
+        if stripped.len() != end {
+            content.splice(..end, stripped);
+        }
     }
 
     fn stamp(&self, content: &[u8], results: &AuthResults) -> Vec<u8> {
@@ -212,8 +214,17 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("Authentication-Results: other.test; spf=pass\r\nSubject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body stays\r\n"), "{out}");
-        let bare = String::from_utf8(svc.strip_forged(msg)).expect("utf8");
+        let mut bare = msg.to_vec();
+        svc.strip_forged(&mut bare);
+        let bare = String::from_utf8(bare).expect("utf8");
         assert_eq!(bare, "Authentication-Results: other.test; spf=pass\r\nSubject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body stays\r\n");
+        let mut clean =
+            b"Subject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body\r\n".to_vec();
+        svc.strip_forged(&mut clean);
+        assert_eq!(
+            clean,
+            b"Subject: x\r\n\r\nAuthentication-Results: mx.corvid.test; body\r\n"
+        );
 
         match svc.default_verdict(&r) {
             Verdict::Reject(reply) => {

@@ -273,10 +273,11 @@ pub trait MailAuth: Send + Sync {
     /// (`Authentication-Results: ...\r\n`).
     fn stamp(&self, content: &[u8], results: &AuthResults) -> Vec<u8>;
 
-    /// `content` without the `Authentication-Results:` fields of our authserv-id in its header
-    /// section (RFC 8601 section 5), for mail that is not checked (trusted clients): nobody
-    /// may hand us results in our name.
-    fn strip_forged(&self, content: &[u8]) -> Vec<u8>;
+    /// Removes from `content`'s header section the `Authentication-Results:` fields of our
+    /// authserv-id (RFC 8601 section 5), for mail that is not checked (trusted clients):
+    /// nobody may hand us results in our name. In place: the usual message has none, and is
+    /// then left untouched (no copy of the message per submission).
+    fn strip_forged(&self, content: &mut Vec<u8>);
 
     /// The `DKIM-Signature:` fields to put in front of `content` (empty: no key applies, or
     /// signing failed and was logged).

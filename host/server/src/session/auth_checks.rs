@@ -68,7 +68,7 @@ impl Session {
         if !self.may_relay() {
             return;
         }
-        *content = auth.strip_forged(content);
+        auth.strip_forged(content);
         if !auth.signs() {
             return;
         }
