@@ -310,6 +310,13 @@ def test_transaction_log_lines_and_no_body(server):
     assert [e["messages"] for e in closed if e["messages"]] == [1, 1], closed
     for qid in qids:
         assert any(e.get("queue_id") == qid and e.get("message") == "recipient done" for e in server.events())
+    # spans: a line logged inside a session or a delivery attempt carries its ids even when the
+    # line itself does not name them (plugin hooks, DNS, auth checks), as docs/operations.md says
+    for e in tx:
+        assert e.get("span", {}).get("name") == "session", e
+        assert e["span"]["session"] == e["session"] and e["span"]["client"] == "127.0.0.1", e
+    done = [e for e in server.events() if e.get("message") == "recipient done"]
+    assert done and all(e.get("span", {}).get("queue_id") == e["queue_id"] for e in done), done
     # every line is JSON with --log-format json
     bad = [l for l in text.splitlines() if l.strip() and not l.startswith("{")]
     assert not bad, bad

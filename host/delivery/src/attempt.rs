@@ -42,7 +42,9 @@ pub(crate) struct Context {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
-    match tokio::task::spawn_blocking(f).await {
+    // The blocking thread keeps the attempt's span, so its log lines carry the queue id.
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::error!(error = %e, "blocking delivery task failed");
@@ -237,7 +239,7 @@ async fn deliver_groups(
         let ctx = Arc::clone(ctx);
         let msg = Arc::clone(&shared);
         let content = Arc::clone(content);
-        let handle = tasks.spawn(async move {
+        let handle = tasks.spawn(tracing::Instrument::in_current_span(async move {
             if dest.hop == NextHop::Discard {
                 tracing::info!(queue_id = %msg.id, recipients = idx.len(), "dropped by a route decision");
                 // Dropped by policy: no success notice claims a delivery that never was.
@@ -276,7 +278,7 @@ async fn deliver_groups(
             ctx.remote
                 .deliver(&dest, &msg.envelope, &rcpts, &content)
                 .await
-        });
+        }));
         by_task.insert(handle.id(), group);
     }
     let mut out = Vec::new();

@@ -258,10 +258,13 @@ impl Runner {
             // The semaphore is never closed.
             let Ok(permit) = permit else { return false };
             let ctx = Arc::clone(&self.ctx);
-            running.tasks.spawn(async move {
+            // Every line of this attempt (delivery hooks included) carries the queue id.
+            let span = tracing::info_span!("delivery", queue_id = %id);
+            let attempt = async move {
                 let _slot = (permit, claim);
                 attempt::process(ctx, id).await;
-            });
+            };
+            running.tasks.spawn(tracing::Instrument::instrument(attempt, span));
         }
         true
     }

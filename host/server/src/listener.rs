@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument as _};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -178,10 +178,14 @@ impl AcceptLoop {
         debug!(session = conn.session_id, client = %peer.ip(), listener = %conn.listener, "connect");
         let shared = Arc::clone(&self.shared);
         let listener = Arc::clone(&self.config);
-        self.tracker.spawn(async move {
+        // Every line logged inside the session (plugin hooks included) carries this span, so a
+        // log search by session id finds the whole conversation (docs/operations.md, "Logs").
+        let span = info_span!("session", session = conn.session_id, client = %peer.ip());
+        let session = async move {
             // The session does the TLS handshake first on an implicit-TLS listener.
             run_session(shared, listener, stream, conn).await;
             drop(permit);
-        });
+        };
+        self.tracker.spawn(session.instrument(span));
     }
 }
