@@ -16,10 +16,6 @@
 //! is never itself rewritten: every hook is idempotent, and the `data` pass can safely run over
 //! already-rewritten mail. Loops are refused at load time.
 
-#[allow(dead_code)]
-#[path = "../../shared/config_value.rs"]
-mod config_value;
-
 use corvid_plugin_sdk::*;
 use std::collections::HashMap;
 
@@ -33,16 +29,12 @@ pub struct AddressRewrite {
 
 impl Plugin for AddressRewrite {
     const NAME: &'static str = "address-rewrite";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const STAGES: &'static [Stage] = &[Stage::Mail, Stage::Rcpt, Stage::Data];
 
     fn new(config: &Config) -> Result<Self, String> {
-        config_value::check_keys(config, &["sender", "recipient"])?;
-        let sender = Map::parse("sender", &config_value::string_table(config, "sender")?)?;
-        let recipient = Map::parse(
-            "recipient",
-            &config_value::string_table(config, "recipient")?,
-        )?;
+        config.check_keys(&["sender", "recipient"])?;
+        let sender = Map::parse("sender", &config.get_map::<String>("sender")?)?;
+        let recipient = Map::parse("recipient", &config.get_map::<String>("recipient")?)?;
         if sender.is_empty() && recipient.is_empty() {
             return Err("nothing to do: set a `sender` and/or `recipient` table".to_string());
         }
@@ -265,15 +257,11 @@ mod tests {
     ];
 
     fn plugin(pairs: &[(&str, &str)]) -> AddressRewrite {
-        reset();
-        AddressRewrite::new(&Config::from_pairs(pairs.iter().copied()))
-            .unwrap_or_else(|e| panic!("config refused: {e}"))
+        configured(pairs)
     }
 
     fn refused(pairs: &[(&str, &str)]) -> String {
-        AddressRewrite::new(&Config::from_pairs(pairs.iter().copied()))
-            .err()
-            .unwrap_or_else(|| panic!("accepted: {pairs:?}"))
+        corvid_plugin_sdk::testing::refused::<AddressRewrite>(pairs)
     }
 
     fn c() -> ConnectionInfo {
@@ -434,7 +422,7 @@ mod tests {
             r#"{ "@a.example" = "@b.example", "x@b.example" = "x@a.example" }"#
         )])
         .contains("loops"));
-        assert!(refused(&[("recipients", "{}")]).contains("unknown config key"));
+        assert!(refused(&[("recipients", "{}")]).contains("unknown key"));
     }
 
     #[test]

@@ -11,10 +11,6 @@
 //! instead, which lets authenticated users on listed (e.g. dial-up) addresses send, and mail to
 //! the postmaster through (the server accepts that before asking plugins).
 
-#[allow(dead_code)]
-#[path = "../../shared/config_value.rs"]
-mod config_value;
-
 use corvid_plugin_sdk::*;
 use std::net::IpAddr;
 
@@ -32,12 +28,14 @@ pub struct Dnsbl {
 
 impl Plugin for Dnsbl {
     const NAME: &'static str = "dnsbl";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const STAGES: &'static [Stage] = &[Stage::Connect];
+    /// `on_rcpt` runs when the manifest says `stages = ["rcpt"]` (see the module doc).
+    const OPTIONAL_STAGES: &'static [Stage] = &[Stage::Rcpt];
 
     fn new(config: &Config) -> Result<Self, String> {
-        config_value::check_keys(config, &["zones", "action", "check_private", "text"])?;
-        let zones = config_value::string_list(config, "zones")?
+        config.check_keys(&["zones", "action", "check_private", "text"])?;
+        let zones = config
+            .get_list::<String>("zones")?
             .into_iter()
             .map(|z| {
                 let z = z.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -72,7 +70,7 @@ impl Plugin for Dnsbl {
         Ok(Dnsbl {
             zones,
             tempfail,
-            check_private: config_value::flag(config, "check_private", false)?,
+            check_private: config.get_or("check_private", false)?,
             text: text.to_string(),
             cached: None,
         })
@@ -206,24 +204,11 @@ mod tests {
     use corvid_plugin_sdk::testing::*;
 
     fn plugin(pairs: &[(&str, &str)]) -> Dnsbl {
-        reset();
-        Dnsbl::new(&Config::from_pairs(pairs.iter().copied()))
-            .unwrap_or_else(|e| panic!("config refused: {e}"))
+        configured(pairs)
     }
 
     fn refused(pairs: &[(&str, &str)]) -> String {
-        Dnsbl::new(&Config::from_pairs(pairs.iter().copied()))
-            .err()
-            .unwrap_or_else(|| panic!("accepted: {pairs:?}"))
-    }
-
-    fn reply(d: &Decision) -> (u16, String, String) {
-        match &d.verdict {
-            Verdict::Reject(r) | Verdict::Tempfail(r) => {
-                (r.code, r.enhanced.clone(), r.text.clone())
-            }
-            other => panic!("not a refusal: {other:?}"),
-        }
+        corvid_plugin_sdk::testing::refused::<Dnsbl>(pairs)
     }
 
     #[test]
@@ -231,7 +216,7 @@ mod tests {
         let mut p = plugin(&[("zones", r#"["bl.example", "Second.Example."]"#)]);
         add_dns("A", "9.2.0.192.second.example", &["127.0.0.4"]);
         assert_eq!(
-            reply(&p.on_connect(&conn("192.0.2.9"))),
+            reply_of(&p.on_connect(&conn("192.0.2.9"))),
             (
                 554,
                 "5.7.1".into(),
@@ -251,7 +236,7 @@ mod tests {
             "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.example",
             &["127.0.0.2"],
         );
-        assert_eq!(reply(&p.on_connect(&conn("2001:db8::1"))).0, 554);
+        assert_eq!(reply_of(&p.on_connect(&conn("2001:db8::1"))).0, 554);
         assert!(p.on_connect(&conn("2001:db8::2")).is_continue());
     }
 
@@ -304,12 +289,12 @@ mod tests {
         add_dns("A", "7.113.0.203.bl.example", &["127.0.0.2"]);
         let d = p.on_connect(&conn("203.0.113.7"));
         assert_eq!(
-            reply(&d),
+            reply_of(&d),
             (421, "4.7.1".into(), "203.0.113.7 is on bl.example".into())
         );
         let env = envelope("a@b.example", &[]);
         assert_eq!(
-            reply(&p.on_rcpt(&conn("203.0.113.7"), &env, &rcpt("x@y.example"))).0,
+            reply_of(&p.on_rcpt(&conn("203.0.113.7"), &env, &rcpt("x@y.example"))).0,
             450
         );
         // Authenticated users pass at RCPT even from listed addresses.
@@ -342,6 +327,6 @@ mod tests {
             refused(&[("zones", "bl.example"), ("check_private", "yes")]).contains("check_private")
         );
         assert!(refused(&[("zones", "bl.example"), ("text", "")]).contains("text"));
-        assert!(refused(&[("zone", "bl.example")]).contains("unknown config key"));
+        assert!(refused(&[("zone", "bl.example")]).contains("unknown key"));
     }
 }

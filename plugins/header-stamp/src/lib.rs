@@ -2,10 +2,6 @@
 //! forge the stamps this server adds), then adds fields built from templates such as
 //! `client={client_ip}; helo={helo}` (README.md documents the configuration).
 
-#[allow(dead_code)]
-#[path = "../../shared/config_value.rs"]
-mod config_value;
-
 use corvid_plugin_sdk::*;
 
 /// The host refuses a decision with more modifications than this.
@@ -25,12 +21,11 @@ pub struct HeaderStamp {
 
 impl Plugin for HeaderStamp {
     const NAME: &'static str = "header-stamp";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const STAGES: &'static [Stage] = &[Stage::Data];
 
     fn new(config: &Config) -> Result<Self, String> {
-        config_value::check_keys(config, &["add", "remove", "position"])?;
-        let mut add = config_value::string_table(config, "add")?;
+        config.check_keys(&["add", "remove", "position"])?;
+        let mut add = config.get_map::<String>("add")?;
         if config.get("add").is_none() {
             add = DEFAULT_ADD
                 .iter()
@@ -49,7 +44,8 @@ impl Plugin for HeaderStamp {
                 Ok((name, pieces))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let remove = config_value::string_list(config, "remove")?
+        let remove = config
+            .get_list::<String>("remove")?
             .into_iter()
             .map(|p| {
                 let stem = p.strip_suffix('*').unwrap_or(&p);
@@ -293,15 +289,11 @@ mod tests {
     use corvid_plugin_sdk::testing::*;
 
     fn plugin(pairs: &[(&str, &str)]) -> HeaderStamp {
-        reset();
-        HeaderStamp::new(&Config::from_pairs(pairs.iter().copied()))
-            .unwrap_or_else(|e| panic!("config refused: {e}"))
+        configured(pairs)
     }
 
     fn refused(pairs: &[(&str, &str)]) -> String {
-        HeaderStamp::new(&Config::from_pairs(pairs.iter().copied()))
-            .err()
-            .unwrap_or_else(|| panic!("accepted: {pairs:?}"))
+        corvid_plugin_sdk::testing::refused::<HeaderStamp>(pairs)
     }
 
     fn stamp(p: &mut HeaderStamp, conn: &ConnectionInfo, raw: &str) -> Decision {
@@ -422,6 +414,6 @@ mod tests {
         assert!(refused(&[("remove", "X-*-Foo")]).contains("not a header name"));
         assert!(refused(&[("remove", "*")]).contains("not a header name"));
         assert!(refused(&[("position", "middle")]).contains("position"));
-        assert!(refused(&[("headers", "{}")]).contains("unknown config key"));
+        assert!(refused(&[("headers", "{}")]).contains("unknown key"));
     }
 }

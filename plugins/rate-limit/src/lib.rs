@@ -9,10 +9,6 @@
 //! The store failing is not the client's fault: kv errors are logged and the client passes
 //! (fail open), so an outage of the limiter never becomes an outage of mail.
 
-#[allow(dead_code)]
-#[path = "../../shared/config_value.rs"]
-mod config_value;
-
 use corvid_plugin_sdk::*;
 use std::net::IpAddr;
 
@@ -26,22 +22,18 @@ pub struct RateLimit {
 
 impl Plugin for RateLimit {
     const NAME: &'static str = "rate-limit";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const STAGES: &'static [Stage] = &[Stage::Connect, Stage::Mail];
 
     fn new(config: &Config) -> Result<Self, String> {
-        config_value::check_keys(
-            config,
-            &[
-                "messages_per_window",
-                "connections_per_window",
-                "window_secs",
-                "exempt",
-                "ipv6_prefix",
-            ],
-        )?;
+        config.check_keys(&[
+            "messages_per_window",
+            "connections_per_window",
+            "window_secs",
+            "exempt",
+            "ipv6_prefix",
+        ])?;
         let positive = |key: &str| -> Result<Option<i64>, String> {
-            match config.parse::<u32>(key)? {
+            match config.get_as::<u32>(key)? {
                 Some(0) => Err(format!("config key `{key}`: must be at least 1")),
                 n => Ok(n.map(i64::from)),
             }
@@ -54,15 +46,16 @@ impl Plugin for RateLimit {
                     .to_string(),
             );
         }
-        let window_secs = config.parse::<u32>("window_secs")?.unwrap_or(3600);
+        let window_secs = config.get_or::<u32>("window_secs", 3600)?;
         if !(1..=7 * 86400).contains(&window_secs) {
             return Err("config key `window_secs`: must be 1 to 604800 (7 days)".to_string());
         }
-        let ipv6_prefix = config.parse::<u8>("ipv6_prefix")?.unwrap_or(64);
+        let ipv6_prefix = config.get_or::<u8>("ipv6_prefix", 64)?;
         if !(1..=128).contains(&ipv6_prefix) {
             return Err("config key `ipv6_prefix`: must be 1 to 128".to_string());
         }
-        let exempt = config_value::string_list(config, "exempt")?
+        let exempt = config
+            .get_list::<String>("exempt")?
             .iter()
             .map(|s| {
                 Net::parse(s).ok_or_else(|| {
@@ -209,26 +202,15 @@ mod tests {
     use corvid_plugin_sdk::testing::*;
 
     fn plugin(pairs: &[(&str, &str)]) -> RateLimit {
-        reset();
-        RateLimit::new(&Config::from_pairs(pairs.iter().copied()))
-            .unwrap_or_else(|e| panic!("config refused: {e}"))
+        configured(pairs)
     }
 
     fn refused(pairs: &[(&str, &str)]) -> String {
-        RateLimit::new(&Config::from_pairs(pairs.iter().copied()))
-            .err()
-            .unwrap_or_else(|| panic!("accepted: {pairs:?}"))
+        corvid_plugin_sdk::testing::refused::<RateLimit>(pairs)
     }
 
     fn mail(p: &mut RateLimit, ip: &str) -> Decision {
         p.on_mail(&conn(ip), &envelope("a@b.example", &[]))
-    }
-
-    fn kv(key: &str) -> Option<String> {
-        with_host(|h| {
-            h.kv.get(key)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        })
     }
 
     #[test]
@@ -243,11 +225,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(mail(&mut p, "192.0.2.2").is_continue(), "another client");
-        assert_eq!(kv("msg:192.0.2.1").as_deref(), Some("4"));
+        assert_eq!(kv_text("msg:192.0.2.1").as_deref(), Some("4"));
         with_host(|h| assert_eq!(h.counters.get("rate_limited"), Some(&1)));
         // Connections are not limited in this configuration, and not even counted.
         assert!(p.on_connect(&conn("192.0.2.1")).is_continue());
-        assert_eq!(kv("conn:192.0.2.1"), None);
+        assert_eq!(kv_text("conn:192.0.2.1"), None);
     }
 
     #[test]
@@ -270,7 +252,7 @@ mod tests {
         assert!(mail(&mut p, "2001:db8:1:2:aaaa::9").is_continue());
         assert_eq!(code_of(&mail(&mut p, "2001:db8:1:2::ffff")), Some(450));
         assert!(mail(&mut p, "2001:db8:1:3::1").is_continue(), "next /64");
-        assert_eq!(kv("msg:2001:db8:1:2::/64").as_deref(), Some("3"));
+        assert_eq!(kv_text("msg:2001:db8:1:2::/64").as_deref(), Some("3"));
         let mut p = plugin(&[("messages_per_window", "1"), ("ipv6_prefix", "128")]);
         assert!(mail(&mut p, "2001:db8::1").is_continue());
         assert!(mail(&mut p, "2001:db8::2").is_continue());

@@ -4,10 +4,6 @@
 //! lets a recipient past the server's relay rule, so it must only list addresses the operator
 //! is willing to relay for. Deny is checked first: a recipient on both lists is refused.
 
-#[allow(dead_code)]
-#[path = "../../shared/config_value.rs"]
-mod config_value;
-
 use corvid_plugin_sdk::*;
 use std::collections::HashSet;
 
@@ -21,13 +17,12 @@ pub struct RecipientList {
 
 impl Plugin for RecipientList {
     const NAME: &'static str = "recipient-list";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const STAGES: &'static [Stage] = &[Stage::Rcpt];
 
     fn new(config: &Config) -> Result<Self, String> {
-        config_value::check_keys(config, &["deny", "allow", "deny_text"])?;
-        let deny = Patterns::parse("deny", &config_value::string_list(config, "deny")?)?;
-        let allow = Patterns::parse("allow", &config_value::string_list(config, "allow")?)?;
+        config.check_keys(&["deny", "allow", "deny_text"])?;
+        let deny = Patterns::parse("deny", &config.get_list::<String>("deny")?)?;
+        let allow = Patterns::parse("allow", &config.get_list::<String>("allow")?)?;
         if deny.is_empty() && allow.is_empty() {
             return Err("nothing to do: set `deny` and/or `allow`".to_string());
         }

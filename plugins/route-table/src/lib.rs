@@ -6,10 +6,6 @@
 //! domain is local, so a catch-all would send local mail away. The server's own
 //! `[[delivery.route]] domain = "*"` is the safe way to get a smart host for everything else.
 
-#[allow(dead_code)]
-#[path = "../../shared/config_value.rs"]
-mod config_value;
-
 use corvid_plugin_sdk::*;
 use std::collections::HashMap;
 
@@ -32,16 +28,15 @@ pub struct RouteTable {
 
 impl Plugin for RouteTable {
     const NAME: &'static str = "route-table";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const STAGES: &'static [Stage] = &[Stage::Route];
 
     fn new(config: &Config) -> Result<Self, String> {
-        config_value::check_keys(config, &["routes"])?;
+        config.check_keys(&["routes"])?;
         let mut t = RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
         };
-        for (domain, to) in config_value::string_table(config, "routes")? {
+        for (domain, to) in config.get_map::<String>("routes")? {
             let bad = |why: String| format!("config key `routes`: {domain:?} = {to:?}: {why}");
             let dest = parse_dest(to.trim()).map_err(bad)?;
             let d = normalize(&domain);
@@ -173,9 +168,7 @@ mod tests {
     const ROUTES: &str = r#"{ "example.org" = "local", "Partner.Example" = "smtp://mx.partner.example:2525", "*.corp.example" = "smtp://relay.corp.example", "*.eu.corp.example" = "smtp://[2001:db8::25]:587", "public.eu.corp.example" = "continue", "alias.example" = "mx:real.example", "direct.example" = "mx", "void.example" = "drop" }"#;
 
     fn plugin(pairs: &[(&str, &str)]) -> RouteTable {
-        reset();
-        RouteTable::new(&Config::from_pairs(pairs.iter().copied()))
-            .unwrap_or_else(|e| panic!("config refused: {e}"))
+        configured(pairs)
     }
 
     fn refused(routes: &str) -> String {
@@ -290,6 +283,6 @@ mod tests {
         assert!(refused("local").contains("expected a table"));
         assert!(RouteTable::new(&Config::from_pairs([("route", "{}")]))
             .err()
-            .is_some_and(|e| e.contains("unknown config key")));
+            .is_some_and(|e| e.contains("unknown key")));
     }
 }

@@ -12,7 +12,6 @@
 //!
 //! impl Plugin for NoSpamFrom {
 //!     const NAME: &'static str = "no-spam-from";
-//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 //!     const STAGES: &'static [Stage] = &[Stage::Mail];
 //!
 //!     fn new(_config: &Config) -> Result<Self, String> {
@@ -44,11 +43,14 @@ pub mod host;
 mod message;
 #[doc(hidden)]
 pub mod runtime;
+mod stages;
 pub mod testing;
+mod value;
 
-pub use config::Config;
+pub use config::{Config, ConfigError, FromValue};
 pub use decision::*;
 pub use message::MailMessage;
+pub use value::{Table, Value};
 
 pub use bindings::corvid::plugin::dns::{Error as DnsError, Mx};
 pub use bindings::corvid::plugin::kv::Error as KvError;
@@ -74,10 +76,16 @@ pub use wit_bindgen::rt as __wit_bindgen_rt;
 pub trait Plugin: Sized + 'static {
     /// A short name, e.g. `"rbl-check"`.
     const NAME: &'static str;
-    /// The plugin's version, usually `env!("CARGO_PKG_VERSION")`.
-    const VERSION: &'static str;
-    /// The stages this plugin implements.
+    /// The plugin's version; empty (the default) means the version of the crate that calls
+    /// [`export_plugin!`] (its `CARGO_PKG_VERSION`).
+    const VERSION: &'static str = "";
+    /// The stages this plugin implements. A hook implemented for a stage missing here is
+    /// refused when the plugin is loaded (and by the test [`export_plugin!`] generates), since
+    /// the host would never call it.
     const STAGES: &'static [Stage];
+    /// Stages whose hooks are implemented but run only when the operator's manifest asks for
+    /// them (`stages = ["rcpt"]` in the `[[plugin]]` table); `describe` does not list them.
+    const OPTIONAL_STAGES: &'static [Stage] = &[];
 
     /// Builds the plugin from its configuration; an `Err` refuses the configuration (at load
     /// time the plugin is then not installed, and the text is logged).
@@ -85,26 +93,31 @@ pub trait Plugin: Sized + 'static {
 
     /// A client connected.
     fn on_connect(&mut self, _conn: &ConnectionInfo) -> Decision {
+        runtime::default_hook();
         proceed()
     }
 
     /// EHLO/HELO; `conn.helo` holds the name.
     fn on_helo(&mut self, _conn: &ConnectionInfo) -> Decision {
+        runtime::default_hook();
         proceed()
     }
 
     /// The client authenticated.
     fn on_auth(&mut self, _conn: &ConnectionInfo, _auth: &AuthInfo) -> Decision {
+        runtime::default_hook();
         proceed()
     }
 
     /// MAIL FROM.
     fn on_mail(&mut self, _conn: &ConnectionInfo, _env: &Envelope) -> Decision {
+        runtime::default_hook();
         proceed()
     }
 
     /// RCPT TO; a non-local recipient needs an explicit `accept` from some plugin.
     fn on_rcpt(&mut self, _conn: &ConnectionInfo, _env: &Envelope, _rcpt: &Recipient) -> Decision {
+        runtime::default_hook();
         proceed()
     }
 
@@ -115,26 +128,32 @@ pub trait Plugin: Sized + 'static {
         _env: &Envelope,
         _msg: &dyn MailMessage,
     ) -> Decision {
+        runtime::default_hook();
         proceed()
     }
 
     /// Where mail for a recipient goes.
     fn on_route(&mut self, _req: &RouteRequest) -> RouteDecision {
+        runtime::default_hook();
         RouteDecision::Continue
     }
 
     /// A delivery attempt failed temporarily.
     fn on_deferred(&mut self, _info: &DeliveryInfo) -> DeferredDecision {
+        runtime::default_hook();
         DeferredDecision::Continue
     }
 
     /// A delivery failed permanently; a DSN is about to be sent.
     fn on_bounced(&mut self, _info: &DeliveryInfo) -> BounceDecision {
+        runtime::default_hook();
         BounceDecision::Continue
     }
 
     /// A recipient was delivered.
-    fn on_delivered(&mut self, _info: &DeliveryInfo) {}
+    fn on_delivered(&mut self, _info: &DeliveryInfo) {
+        runtime::default_hook();
+    }
 }
 
 /// Exports a [`Plugin`] type as the component's `corvid:plugin/plugin` world.
@@ -147,7 +166,7 @@ macro_rules! export_plugin {
 
         impl $crate::bindings::Guest for __CorvidPluginExport {
             fn describe() -> $crate::PluginInfo {
-                $crate::runtime::describe::<$plugin>()
+                $crate::runtime::describe_as::<$plugin>(env!("CARGO_PKG_VERSION"))
             }
             fn configure(config: $crate::ConfigTable) -> Result<(), String> {
                 $crate::runtime::configure::<$plugin>(config)
@@ -224,5 +243,15 @@ macro_rules! export_plugin {
         $crate::bindings::__export_plugin_world!(
             __CorvidPluginExport with_types_in $crate::bindings
         );
+
+        // `cargo test` of the plugin crate fails when a hook is implemented for a stage that
+        // `STAGES` leaves out (loading the component refuses it too, in `configure`).
+        #[cfg(test)]
+        #[test]
+        fn __corvid_every_implemented_hook_is_in_stages() {
+            if let Err(e) = $crate::runtime::check_stages::<$plugin>() {
+                panic!("{e}");
+            }
+        }
     };
 }

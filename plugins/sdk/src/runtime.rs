@@ -13,18 +13,41 @@ thread_local! {
     static PLUGIN: RefCell<Option<(u64, Box<dyn Any>)>> = const { RefCell::new(None) };
 }
 
-/// `describe` from the trait's constants.
+pub use crate::stages::{default_hook, probing};
+
+/// `describe` from the trait's constants (an empty `VERSION` stays empty).
 pub fn describe<P: Plugin>() -> PluginInfo {
+    describe_as::<P>("")
+}
+
+/// `describe`, with `crate_version` (the plugin crate's, from [`crate::export_plugin!`]) when
+/// the plugin leaves `VERSION` empty.
+pub fn describe_as<P: Plugin>(crate_version: &str) -> PluginInfo {
+    let version = if P::VERSION.is_empty() {
+        crate_version
+    } else {
+        P::VERSION
+    };
     PluginInfo {
         name: P::NAME.to_string(),
-        version: P::VERSION.to_string(),
+        version: version.to_string(),
         stages: P::STAGES.to_vec(),
     }
 }
 
-/// `configure`: the configuration is valid when [`Plugin::new`] accepts it.
+/// `configure`: the configuration is valid when [`Plugin::new`] accepts it, and the plugin
+/// implements no hook that its `STAGES` leaves out (see [`check_stages`]).
 pub fn configure<P: Plugin>(table: ConfigTable) -> Result<(), String> {
-    P::new(&Config::from_table(table)).map(|_| ())
+    let config = Config::from_table(table);
+    P::new(&config)?;
+    crate::stages::check::<P>(&config)
+}
+
+/// Refuses a plugin that implements a hook whose stage is missing from `STAGES`, with the
+/// configuration the fake host holds (the export macro's generated test uses it). A plugin
+/// that refuses that configuration is probed with an empty one.
+pub fn check_stages<P: Plugin>() -> Result<(), String> {
+    crate::stages::check::<P>(&Config::from_table(crate::host::config_table()))
 }
 
 /// Runs `f` on the plugin value of the current transaction, creating it from the host's config

@@ -129,6 +129,42 @@ pub fn envelope(sender: &str, recipients: &[&str]) -> Envelope {
     }
 }
 
+/// Resets the fake host, then builds `P` from `pairs` (in the host's form, see
+/// [`crate::Config::from_pairs`]); panics with the reason when the configuration is refused.
+pub fn configured<P: crate::Plugin>(pairs: &[(&str, &str)]) -> P {
+    reset();
+    match P::new(&crate::Config::from_pairs(pairs.iter().copied())) {
+        Ok(p) => p,
+        Err(e) => panic!("{}: configuration refused: {e}", P::NAME),
+    }
+}
+
+/// Why `P` refuses the configuration `pairs`; panics when it is accepted.
+pub fn refused<P: crate::Plugin>(pairs: &[(&str, &str)]) -> String {
+    match P::new(&crate::Config::from_pairs(pairs.iter().copied())) {
+        Ok(_) => panic!("{}: configuration accepted: {pairs:?}", P::NAME),
+        Err(e) => e,
+    }
+}
+
+/// The reply of a refusing decision as `(code, enhanced, text)`; panics on any other verdict.
+pub fn reply_of(d: &Decision) -> (u16, String, String) {
+    match &d.verdict {
+        Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => {
+            (r.code, r.enhanced.clone(), r.text.clone())
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+/// The fake kv store's value at `key`, as text.
+pub fn kv_text(key: &str) -> Option<String> {
+    with_host(|h| {
+        h.kv.get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
 /// The reply code of a decision, when its verdict carries a reply.
 pub fn code_of(d: &Decision) -> Option<u16> {
     match &d.verdict {

@@ -16,7 +16,7 @@ impl Plugin for Example {
 
     fn new(config: &Config) -> Result<Self, String> {
         Ok(Example {
-            blocked: config.list("blocked_domains"),
+            blocked: config.get_list("blocked_domains")?,
             max_rcpts: config.parse("max_rcpts")?.unwrap_or(100),
         })
     }
