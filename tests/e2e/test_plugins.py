@@ -198,3 +198,31 @@ def test_auth_plugin_checks_passwords_over_smtp(make_server, behave_wasm):
         assert refused == {}
     assert "sesame" not in srv.log_text(), "a password reached the log"
     assert srv.wait_log(lambda e: e.get("message") == "authenticated" and e.get("user") == "carol@corvid.test")
+
+
+def test_plugins_list_stats_counts_what_happened(make_server, behave_wasm):
+    """`corvid plugins list --stats` shows the running server's per plugin and stage counters."""
+    srv = make_server({"plugin": bundled_plugins() + [behave(behave_wasm, data="trap")]})
+    with srv.connect() as c:
+        c.begin(rcpts=())
+        c.expect("RCPT TO:<blocked@corvid.test>", 550, "5.7.1")  # recipient-list rejects
+        c.expect("RCPT TO:<alice@corvid.test>", 250)
+        c.expect("DATA", 354)
+        c.expect("Subject: x\r\n\r\nhello\r\n.", 451, "4.3.0")  # the fixture traps at DATA
+        c.expect("QUIT", 221)
+    out = cli(srv, "plugins", "list", "--stats")
+    assert out.returncode == 0, out.stderr
+    rows = {}
+    for line in out.stdout.splitlines()[1:]:
+        f = line.split()
+        rows[(f[0], f[1])] = dict(zip(["calls", "continue", "accept", "reject", "tempfail", "other",
+                                       "failed", "trap", "time", "oom", "trips"], map(int, f[2:13])))
+    assert rows[("recipient-list", "rcpt")]["calls"] == 2, out.stdout
+    assert rows[("recipient-list", "rcpt")]["reject"] == 1, out.stdout
+    assert rows[("recipient-list", "rcpt")]["continue"] == 1, out.stdout
+    trapped = [r for (p, st), r in rows.items() if st == "data" and r["trap"] == 1]
+    assert len(trapped) == 1 and trapped[0]["failed"] == 1, out.stdout
+    # against a stopped server it says so and fails
+    srv.stop()
+    gone = cli(srv, "plugins", "list", "--stats")
+    assert gone.returncode != 0 and "no server is running" in gone.stderr, gone

@@ -59,6 +59,7 @@ pub enum Request {
         key: String,
     },
     PluginsList,
+    PluginsStats,
     PluginsReload,
 }
 
@@ -79,6 +80,7 @@ pub async fn handle_async(ctx: Arc<Context>, req: Request) -> Result<Value> {
     };
     match req {
         Request::PluginsList => Ok(plugins()?.list()),
+        Request::PluginsStats => Ok(plugins()?.stats()),
         Request::PluginsReload => plugins()?.reload().await,
         Request::QueueBounce { id } => {
             let id = QueueId(id);
@@ -128,7 +130,10 @@ fn handle(spool: &SledSpool, req: Request) -> Result<Value> {
         req @ (Request::KvList { .. } | Request::KvGet { .. } | Request::KvDelete { .. }) => {
             crate::kv_cmd::handle(&spool.kv(), req)?
         }
-        Request::QueueBounce { .. } | Request::PluginsList | Request::PluginsReload => {
+        Request::QueueBounce { .. }
+        | Request::PluginsList
+        | Request::PluginsStats
+        | Request::PluginsReload => {
             bail!("not a queue request")
         }
     })

@@ -161,7 +161,13 @@ pub enum UserAction {
 #[derive(Subcommand, Clone)]
 pub enum PluginsAction {
     /// Name, version, stages, generation and state of each plugin.
-    List,
+    List {
+        /// Per plugin and stage counters from the running server instead: calls, verdicts,
+        /// traps, timeouts, memory and CPU-budget failures, breaker trips, latency, instances
+        /// made and peak memory (the same numbers as /metrics).
+        #[arg(long)]
+        stats: bool,
+    },
     /// Read the [[plugin]] tables again and swap in the new chain.
     Reload,
 }

@@ -126,6 +126,30 @@ impl Plugins {
         json!(rows)
     }
 
+    /// Per plugin and stage counters since the server started, one JSON object each.
+    pub fn stats(&self) -> Value {
+        let rows: Vec<Value> = self
+            .host
+            .stats()
+            .into_iter()
+            .map(|s| {
+                let mean_us = s.latency_total.as_micros() as u64 / s.calls.max(1);
+                json!({ "plugin": s.plugin, "stage": s.stage.as_str(), "calls": s.calls,
+                        "continue": s.continues, "accept": s.accepts, "reject": s.rejects,
+                        "tempfail": s.tempfails, "disconnect": s.disconnects,
+                        "discard": s.discards, "quarantine": s.quarantines, "trap": s.traps,
+                        "timeout": s.timeouts, "out_of_memory": s.out_of_memory,
+                        "invalid": s.invalid, "cpu_budget": s.cpu_budget,
+                        "bypassed": s.bypassed, "exhausted": s.exhausted,
+                        "breaker_trips": s.breaker_trips, "mean_us": mean_us,
+                        "max_us": s.latency_max.as_micros() as u64,
+                        "instantiations": s.instantiations,
+                        "memory_peak_bytes": s.memory_peak_bytes })
+            })
+            .collect();
+        json!(rows)
+    }
+
     /// Reloads when a component file changes (a new build dropped in place).
     pub async fn watch(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
         let mut seen = self.mtimes();

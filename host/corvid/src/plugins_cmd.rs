@@ -1,15 +1,17 @@
-//! `corvid plugins list|reload`: through the running server's admin socket.
+//! `corvid plugins list [--stats]|reload`: through the running server's admin socket.
 
 use crate::admin::{self, Request};
 use crate::cli::PluginsAction;
 use crate::config::Config;
 use anyhow::{bail, Result};
+use serde_json::Value;
 use std::path::Path;
 
 pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
     let config = Config::load(config)?;
     let req = match action {
-        PluginsAction::List => Request::PluginsList,
+        PluginsAction::List { stats: true } => Request::PluginsStats,
+        PluginsAction::List { stats: false } => Request::PluginsList,
         PluginsAction::Reload => Request::PluginsReload,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -22,7 +24,8 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
         );
     };
     match action {
-        PluginsAction::List => {
+        PluginsAction::List { stats: true } => print_stats(&data),
+        PluginsAction::List { stats: false } => {
             let rows = data.as_array().cloned().unwrap_or_default();
             if rows.is_empty() {
                 println!("no plugins configured");
@@ -71,4 +74,47 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line per plugin and stage. Failures are the hooks that did not give a decision (traps,
+/// timeouts, memory, CPU budget, invalid answers); their policy decided instead.
+fn print_stats(data: &Value) {
+    let rows = data.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("no plugin has been called yet");
+        return;
+    }
+    println!(
+        "{:<20} {:<10} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>7} {:>5} {:>5} {:>5} {:>7} {:>7} {:>9} {:>9}",
+        "plugin", "stage", "calls", "continue", "accept", "reject", "tempfail", "other",
+        "failed", "trap", "time", "oom", "trips", "mean_us", "max_us", "mem_peak"
+    );
+    let n = |r: &Value, k: &str| r[k].as_u64().unwrap_or(0);
+    for r in &rows {
+        let other = n(r, "disconnect") + n(r, "discard") + n(r, "quarantine");
+        let failed = n(r, "trap")
+            + n(r, "timeout")
+            + n(r, "out_of_memory")
+            + n(r, "invalid")
+            + n(r, "cpu_budget");
+        println!(
+            "{:<20} {:<10} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>7} {:>5} {:>5} {:>5} {:>7} {:>7} {:>9} {:>9}",
+            r["plugin"].as_str().unwrap_or("?"),
+            r["stage"].as_str().unwrap_or("?"),
+            n(r, "calls"),
+            n(r, "continue"),
+            n(r, "accept"),
+            n(r, "reject"),
+            n(r, "tempfail"),
+            other,
+            failed,
+            n(r, "trap"),
+            n(r, "timeout"),
+            n(r, "out_of_memory"),
+            n(r, "breaker_trips"),
+            n(r, "mean_us"),
+            n(r, "max_us"),
+            n(r, "memory_peak_bytes"),
+        );
+    }
 }
