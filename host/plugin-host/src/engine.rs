@@ -97,6 +97,10 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| Error::Engine(format!("wasi: {e:#}")))?;
+        // Linked for every plugin; a request outside the manifest's `http` prefixes (all of
+        // them without any) is refused by `crate::http::HttpHooks`.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(format!("wasi:http: {e:#}")))?;
         WitPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(format!("imports: {e:#}")))?;
         crate::context::add_to_linker(&mut linker)

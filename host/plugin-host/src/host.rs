@@ -93,6 +93,7 @@ impl PluginHost {
             if m.limits.memory_mb == 0 || m.limits.memory_mb > max_mb {
                 return Err(bad(format!("memory_mb must be within 1..={max_mb}")));
             }
+            crate::http::HttpPolicy::from_manifest(m).map_err(bad)?;
         }
         let this = self.clone();
         let rt = tokio::runtime::Handle::current();

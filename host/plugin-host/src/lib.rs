@@ -17,8 +17,10 @@
 //!   are slow. No connection holds an instance between transactions. A failed instance is
 //!   always discarded. The engine's limits (instances, total memory) apply the failure
 //!   policy at once when reached.
-//! - Sandbox: WASI without files, environment, arguments or network; clocks frozen at the
+//! - Sandbox: WASI without files, environment, arguments or sockets; clocks frozen at the
 //!   epoch without `clock`, randomness seeded per instance without `random`.
+//! - `wasi:http` requests only to the manifest's `http` URL prefixes, each under its own
+//!   deadline and response-size cap (see the `http` module).
 //! - Budgets: fuel per hook (`limits.hook_fuel`, deterministic) and a wall-time backstop
 //!   (`limits.hook_time_ms`, 5 s); a busy guest yields to the executor every epoch tick.
 //! - Chain: plugins in `order`; the first non-`continue` verdict ends the stage; modifications
@@ -48,6 +50,7 @@ mod error;
 mod generation;
 mod hook;
 mod host;
+mod http;
 mod imports;
 mod instance;
 pub mod kv;

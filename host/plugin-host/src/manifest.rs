@@ -11,6 +11,7 @@
 //! breaker = { failures = 5, window_ms = 10000, cooldown_ms = 30000 }
 //! capabilities = ["log", "config", "dns"]
 //! limits = { hook_fuel = 100_000_000, hook_time_ms = 5000, memory_mb = 32 }
+//! http = ["http://127.0.0.1:11333/"]  # optional: URL prefixes for wasi:http requests
 //! instance = "transaction"        # or "pool" (warm instances; "connection" is an alias)
 //! [plugin.config]
 //! zones = ["zen.example"]
@@ -59,6 +60,10 @@ pub struct Manifest {
     /// Host imports the plugin may use. Default: `log`, `config`, `clock`.
     #[serde(default = "default_capabilities")]
     pub capabilities: Vec<Capability>,
+    /// URL prefixes the plugin may send `wasi:http` requests to (see [`crate::http`]);
+    /// empty (the default): every request is refused with `HTTP-request-denied`.
+    #[serde(default)]
+    pub http: Vec<String>,
     /// The plugin's own settings, handed to `configure` and the `config` import.
     #[serde(default)]
     pub config: toml::Table,
@@ -80,6 +85,7 @@ impl Manifest {
             pool_size: default_pool_size(),
             max_reuse: default_max_reuse(),
             capabilities: default_capabilities(),
+            http: Vec::new(),
             config: toml::Table::new(),
         }
     }
@@ -102,6 +108,12 @@ pub struct Limits {
     pub hook_time_ms: u64,
     /// Linear memory the instance may grow to.
     pub memory_mb: u64,
+    /// The deadline of one `wasi:http` request (connect, headers and the whole body),
+    /// never later than the hook's `hook_time_ms`.
+    pub http_timeout_ms: u64,
+    /// The largest `wasi:http` response body a plugin may read; past it the read fails
+    /// with `HTTP-response-body-size`.
+    pub http_max_response_bytes: u64,
 }
 
 /// The default CPU budget per hook. Measured (tests/examples_fuel.rs): the greylist example's
@@ -116,6 +128,10 @@ impl Default for Limits {
             hook_fuel: DEFAULT_HOOK_FUEL,
             hook_time_ms: 5_000,
             memory_mb: 64,
+            // Below the hook's 5 s, so that a plugin learns of a slow server in time to
+            // apply its own policy rather than the hook's failure policy.
+            http_timeout_ms: 3_000,
+            http_max_response_bytes: 1 << 20,
         }
     }
 }
@@ -230,7 +246,8 @@ mod tests {
             stages = ["connect", "rcpt"]
             failure_policy = "continue"
             capabilities = ["dns", "replace-body"]
-            limits = { hook_time_ms = 200, hook_fuel = 1000 }
+            limits = { hook_time_ms = 200, hook_fuel = 1000, http_timeout_ms = 150 }
+            http = ["http://127.0.0.1:11333/"]
             breaker = { failures = 2, cooldown_ms = 500 }
             instance = "pool"
             pool_size = 4
@@ -242,6 +259,8 @@ mod tests {
         assert_eq!(m.stages, Some(vec![Stage::Connect, Stage::Rcpt]));
         assert_eq!(m.limits.hook_time_ms, 200);
         assert_eq!((m.limits.memory_mb, m.limits.hook_fuel), (64, 1000));
+        assert_eq!(m.limits.http_timeout_ms, 150);
+        assert_eq!(m.http, vec!["http://127.0.0.1:11333/".to_string()]);
         assert_eq!(
             m.breaker,
             BreakerConfig {
@@ -268,5 +287,10 @@ mod tests {
         );
         assert_eq!(m.breaker.failures, 5);
         assert_eq!(m.instance, InstanceMode::Transaction);
+        assert!(m.http.is_empty(), "no http grant by default");
+        assert_eq!(
+            (m.limits.http_timeout_ms, m.limits.http_max_response_bytes),
+            (3_000, 1 << 20)
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Marks the trap raised when a hook runs past its deadline.
 #[derive(Debug)]
@@ -35,6 +36,9 @@ pub(crate) struct PluginEnv {
     pub(crate) memory_bytes: usize,
     /// The engine's account of linear memory across all instances.
     pub(crate) total: Arc<TotalMemory>,
+    /// The `http` prefixes and limits (checked by `PluginHost::load`; a prefix that does
+    /// not parse grants nothing here).
+    pub(crate) http: Arc<crate::http::HttpPolicy>,
     /// Instances created so far (each one's serial seeds its random generator).
     instances: AtomicU64,
 }
@@ -66,6 +70,7 @@ impl PluginEnv {
             metrics,
             memory_bytes: usize::try_from(m.limits.memory_mb << 20).unwrap_or(usize::MAX),
             total,
+            http: Arc::new(crate::http::HttpPolicy::from_manifest(m).unwrap_or_default()),
             instances: AtomicU64::new(0),
         }
     }
@@ -77,6 +82,8 @@ impl PluginEnv {
 
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: crate::http::HttpHooks,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) env: Arc<PluginEnv>,
@@ -106,6 +113,18 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // Requests are bounded by the hook being called.
+        self.http_hooks.deadline = self.deadline;
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
 /// A store for one instance of the plugin: WASI without files, env, args or network, with
 /// clocks and random as the capabilities say ([`crate::sandbox`]), the memory limiter, and an epoch callback that yields to the executor every tick and traps with
 /// [`DeadlineExceeded`] once the hook's deadline passed.
@@ -113,8 +132,15 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
     let serial = env.instances.fetch_add(1, Ordering::Relaxed);
     let wasi = crate::sandbox::wasi(&env, serial);
     let limiter = Limiter::new(env.memory_bytes, env.total.clone());
+    let http_hooks = crate::http::HttpHooks {
+        policy: env.http.clone(),
+        plugin: env.name.clone(),
+        deadline: Instant::now(),
+    };
     let state = HostState {
         wasi,
+        http: WasiHttpCtx::new(),
+        http_hooks,
         table: ResourceTable::new(),
         limiter,
         env,

@@ -40,6 +40,7 @@ pub mod bindings;
 mod config;
 mod decision;
 pub mod host;
+pub mod http;
 mod message;
 #[doc(hidden)]
 pub mod runtime;
