@@ -4,7 +4,7 @@
 # Plugins are WebAssembly components built for wasm32-wasip2; each plugin crate is its own
 # cargo workspace, built into target/plugins.
 
-PLUGINS := recipient-list address-rewrite header-stamp rate-limit dnsbl route-table
+PLUGINS := recipient-list address-rewrite header-stamp rate-limit dnsbl route-table rspamd
 PLUGIN_TARGET := target/plugins
 
 .PHONY: serve test plugins wasm-target deb

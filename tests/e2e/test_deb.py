@@ -61,7 +61,7 @@ def test_the_package_runs_as_the_unit_would_and_delivers(root):
     binary = root / "usr/bin/corvid"
     plugins = sorted(p.name for p in (root / "usr/lib/corvid/plugins").iterdir())
     assert plugins == ["address_rewrite.wasm", "dnsbl.wasm", "header_stamp.wasm", "rate_limit.wasm",
-                       "recipient_list.wasm", "route_table.wasm"], plugins
+                       "recipient_list.wasm", "route_table.wasm", "rspamd.wasm"], plugins
     assert (root / "etc/corvid/corvid.toml").stat().st_mode & 0o777 == 0o640
     unit = (root / "usr/lib/systemd/system/corvid.service").read_text()
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in unit and "Type=notify" in unit
