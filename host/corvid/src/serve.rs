@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use corvid_delivery::dns::HickoryDns;
 use corvid_delivery::Dispatcher;
 use corvid_queue::Spool;
-use corvid_server::auth::{Credentials, UsersFile};
+use corvid_server::auth::Credentials;
 use corvid_server::{BoundServer, Services};
 use corvid_types::Intake;
 use std::path::PathBuf;
@@ -79,11 +79,11 @@ async fn serve(
         intake = m.intake(intake);
     }
     let tls = crate::tls_setup::load(&config)?;
-    let users = UsersFile::load(
+    let credentials: Arc<dyn Credentials> = corvid_server::auth::credentials(
+        &config.auth,
         &config.users_file(),
         config.local.recipient_delimiter.unwrap_or('+'),
     )?;
-    let credentials: Arc<dyn Credentials> = Arc::new(users);
     let dns = HickoryDns::new(&config.delivery.nameservers)
         .map_err(|e| anyhow::anyhow!("setting up the DNS resolver: {e}"))?;
     let dns: Arc<dyn corvid_types::DnsResolver> = Arc::new(dns);

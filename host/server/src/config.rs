@@ -103,6 +103,11 @@ pub struct AuthSettings {
     /// Password hashes computed at once by the whole server (argon2id is made to be costly);
     /// beyond it AUTH gets 454 4.7.0 (RFC 4954 6). 0 = twice the number of CPUs.
     pub max_concurrent_hashes: usize,
+    /// Where SMTP AUTH checks passwords: the users file, or Dovecot's auth socket.
+    pub backend: crate::auth::AuthBackend,
+    /// Dovecot's auth-client socket (a `service auth { unix_listener }`), for
+    /// `backend = "dovecot"`.
+    pub dovecot_socket: Option<std::path::PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -116,6 +121,8 @@ impl Default for AuthSettings {
             restrict_from_header: false,
             users_file: None,
             max_concurrent_hashes: 0,
+            backend: crate::auth::AuthBackend::File,
+            dovecot_socket: None,
         }
     }
 }

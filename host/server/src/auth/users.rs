@@ -1,7 +1,10 @@
-//! The users file: one user per line, `name:argon2id-hash[:address,address...]`, `#` comments.
-//! Written owner-only (0600) and replaced atomically; the server re-reads it when it changes,
-//! so `corvid user add` takes effect without a restart.
+//! The users file, in Dovecot's passwd-file format (see `passwd_file`), `#` comments.
+//! Written owner-only (0600) and replaced atomically; a replacement keeps the file's owner,
+//! group and group-read bit, so a file shared with Dovecot's auth process (`chmod g+r`, the
+//! group Dovecot's `service auth { extra_groups }` names) stays readable by it. The server
+//! re-reads the file when it changes, so `corvid user add` takes effect without a restart.
 
+use super::passwd_file::{self, User};
 use super::Credentials;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -9,7 +12,7 @@ use argon2::Argon2;
 use corvid_types::Address;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -29,20 +32,19 @@ pub enum UsersError {
     },
     #[error("user names may not be empty or contain ':', ',' or white space")]
     BadName,
+    #[error("sender address {0:?} is empty or contains ':', ',', '=' or white space")]
+    BadAddress(String),
+    #[error("auth.backend = \"dovecot\" needs auth.dovecot_socket")]
+    NoDovecotSocket,
     #[error("password hashing failed: {0}")]
     Hash(String),
-}
-
-#[derive(Clone, Debug, Default)]
-struct User {
-    hash: String,
-    addresses: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Table {
     users: BTreeMap<String, User>,
     mtime: Option<SystemTime>,
+    legacy_lines: usize,
 }
 
 pub struct UsersFile {
@@ -61,9 +63,22 @@ pub fn hash_password(password: &str) -> Result<String, UsersError> {
 }
 
 impl UsersFile {
-    /// Reads the file; a missing file is an empty user list.
+    /// Reads the file; a missing file is an empty user list. A file with lines in the old
+    /// `name:$argon2id$...:addresses` format is rewritten in the passwd-file format; when
+    /// that fails (a read-only file), it is still served as read and a warning says why.
     pub fn load(path: &Path, delimiter: char) -> Result<UsersFile, UsersError> {
-        let table = read_table(path)?;
+        let mut table = read_table(path)?;
+        if table.legacy_lines > 0 {
+            match write_table(path, &table.users).and_then(|_| read_table(path)) {
+                Ok(t) => {
+                    tracing::info!(path = %path.display(), lines = table.legacy_lines, "users file converted to the Dovecot passwd-file format");
+                    table = t;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "users file in the old format could not be converted")
+                }
+            }
+        }
         Ok(UsersFile {
             path: path.to_path_buf(),
             table: Mutex::new(Arc::new(table)),
@@ -79,7 +94,8 @@ impl UsersFile {
             .collect()
     }
 
-    /// Adds the user or changes its password (and addresses, when given).
+    /// Adds the user or changes its password (and addresses, when given). `hash` is a PHC
+    /// string from `hash_password` (or already `{SCHEME}`-prefixed).
     pub fn set(
         &self,
         name: &str,
@@ -89,9 +105,16 @@ impl UsersFile {
         if name.is_empty() || name.contains([':', ',']) || name.contains(char::is_whitespace) {
             return Err(UsersError::BadName);
         }
+        if let Some(bad) = addresses
+            .iter()
+            .flatten()
+            .find(|a| !passwd_file::valid_address(a))
+        {
+            return Err(UsersError::BadAddress(bad.clone()));
+        }
         self.edit(|users| {
             let user = users.entry(name.to_string()).or_default();
-            user.hash = hash;
+            user.password = passwd_file::password_field(&hash);
             if let Some(a) = addresses {
                 user.addresses = a;
             }
@@ -107,7 +130,7 @@ impl UsersFile {
     fn edit(&self, f: impl FnOnce(&mut BTreeMap<String, User>)) -> Result<(), UsersError> {
         let mut table = read_table(&self.path)?;
         f(&mut table.users);
-        write_table(&self.path, &table)?;
+        write_table(&self.path, &table.users)?;
         *self.table.lock().unwrap_or_else(PoisonError::into_inner) =
             Arc::new(read_table(&self.path)?);
         Ok(())
@@ -134,13 +157,10 @@ impl UsersFile {
 impl Credentials for UsersFile {
     fn verify(&self, username: &str, password: &str) -> bool {
         let table = self.current();
-        // An unknown user costs the same hashing work as a known one, so response time does
-        // not reveal which user names exist.
-        let hash = table
-            .users
-            .get(username)
-            .map(|u| u.hash.clone())
-            .unwrap_or_else(dummy_hash);
+        // An unknown user (or one whose scheme Corvid cannot verify) costs the same hashing
+        // work as a known one, so response time does not reveal which user names exist.
+        let known = table.users.get(username).and_then(User::argon2_phc);
+        let hash = known.map_or_else(dummy_hash, String::from);
         let ok = PasswordHash::new(&hash)
             .map(|h| {
                 Argon2::default()
@@ -148,7 +168,7 @@ impl Credentials for UsersFile {
                     .is_ok()
             })
             .unwrap_or(false);
-        ok && table.users.contains_key(username)
+        ok && known.is_some()
     }
 
     fn owns_address(&self, user: &str, address: &Address) -> bool {
@@ -172,72 +192,56 @@ fn dummy_hash() -> String {
 }
 
 fn read_table(path: &Path) -> Result<Table, UsersError> {
-    let io = |source| UsersError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::default()),
-        Err(e) => return Err(io(e)),
+        Err(source) => {
+            return Err(UsersError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut users = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.splitn(3, ':');
-        let (Some(name), Some(hash)) = (fields.next(), fields.next()) else {
-            let reason = "expected name:hash[:addresses]".to_string();
-            return Err(UsersError::Syntax {
-                path: path.to_path_buf(),
-                line: i + 1,
-                reason,
-            });
-        };
-        let addresses = fields
-            .next()
-            .map(|a| {
-                a.split(',')
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
-        users.insert(
-            name.to_string(),
-            User {
-                hash: hash.to_string(),
-                addresses,
-            },
-        );
-    }
-    Ok(Table { users, mtime })
+    let parsed = passwd_file::parse(&text).map_err(|e| UsersError::Syntax {
+        path: path.to_path_buf(),
+        line: e.line,
+        reason: e.reason,
+    })?;
+    Ok(Table {
+        users: parsed.users,
+        mtime,
+        legacy_lines: parsed.legacy_lines,
+    })
 }
 
-fn write_table(path: &Path, table: &Table) -> Result<(), UsersError> {
+fn write_table(path: &Path, users: &BTreeMap<String, User>) -> Result<(), UsersError> {
     let io = |source| UsersError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut text = String::from(
-        "# Corvid users: name:argon2id-hash[:address,...]. Edit with `corvid user`.\n",
-    );
-    for (name, u) in &table.users {
-        text.push_str(&format!("{name}:{}:{}\n", u.hash, u.addresses.join(",")));
-    }
+    let old = std::fs::metadata(path).ok();
+    // Never more than owner read-write plus group read (for Dovecot's auth process).
+    let mode = 0o600 | old.as_ref().map_or(0, |m| m.permissions().mode() & 0o040);
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(text.as_bytes())
+    // `mode` above only applies to a new file, and the umask applies to it.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    if let (Some(old), Ok(new)) = (&old, f.metadata()) {
+        if (old.uid(), old.gid()) != (new.uid(), new.gid()) {
+            // Root (or a member of the group) can keep the owner and group; anyone else gets
+            // an error rather than a file Dovecot or the server can no longer read.
+            std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid())).map_err(io)?;
+        }
+    }
+    f.write_all(passwd_file::format(users).as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
@@ -253,32 +257,5 @@ fn write_table(path: &Path, table: &Table) -> Result<(), UsersError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn add_verify_owns_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users");
-        let users = UsersFile::load(&path, '+').unwrap();
-        let hash = hash_password("s3cret").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        users
-            .set("alice@x.test", hash, Some(vec!["sales@x.test".into()]))
-            .unwrap();
-        assert!(users.verify("alice@x.test", "s3cret"));
-        assert!(!users.verify("alice@x.test", "wrong"));
-        assert!(!users.verify("bob@x.test", "s3cret"));
-        assert!(users.owns_address("alice@x.test", &Address::new("Alice+tag", "X.test")));
-        assert!(users.owns_address("alice@x.test", &Address::new("sales", "x.test")));
-        assert!(!users.owns_address("alice@x.test", &Address::new("bob", "x.test")));
-        let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
-        );
-        assert!(users.remove("alice@x.test").unwrap());
-        assert!(!users.verify("alice@x.test", "s3cret"));
-        assert!(users.set("bad name", String::new(), None).is_err());
-    }
-}
+#[path = "users_tests.rs"]
+mod tests;

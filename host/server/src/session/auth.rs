@@ -1,7 +1,7 @@
 //! AUTH (RFC 4954).
 
 use super::{Flow, Session, Step, MAX_AUTH_LINE};
-use crate::auth::{decode_login_field, decode_plain, SaslError};
+use crate::auth::{decode_login_field, decode_plain, AuthAttempt, AuthCheck, SaslError};
 use corvid_smtp::LineError;
 use corvid_types::{AuthCredentials, Reply, Verdict};
 use std::sync::Arc;
@@ -159,7 +159,8 @@ impl Session {
         }
     }
 
-    /// A plugin's `auth` hook decides first; `continue` falls back to the users file.
+    /// A plugin's `auth` hook decides first; `continue` falls back to the configured backend
+    /// (the users file, or Dovecot's auth socket).
     async fn check_credentials(&mut self, creds: &AuthCredentials) -> Outcome {
         let decision = self.policy.auth(&self.conn, creds).await;
         match decision.verdict {
@@ -191,17 +192,29 @@ impl Session {
             return Outcome::Reply(r, Flow::Continue);
         };
         let (user, pass) = (creds.username.clone(), creds.password.clone());
+        let secured = self.conn.tls.is_some() || self.listener.allow_plaintext_auth;
+        let (client_ip, local_ip) = (self.conn.peer_addr.ip(), self.conn.local_addr.ip());
         let verified = tokio::task::spawn_blocking(move || {
-            let ok = store.verify(&user, &pass);
+            let attempt = AuthAttempt {
+                username: &user,
+                password: &pass,
+                secured,
+                client_ip: Some(client_ip),
+                local_ip: Some(local_ip),
+            };
+            let checked = store.check(&attempt);
             drop(permit);
-            ok
+            checked
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| AuthCheck::Unavailable(e.to_string()));
         match verified {
-            Ok(true) => Outcome::Success(creds.username.clone()),
-            Ok(false) => Outcome::Failure,
-            Err(e) => {
-                warn!(session = self.conn.session_id, error = %e, "password check failed");
+            AuthCheck::Accepted(user) => Outcome::Success(user),
+            AuthCheck::Rejected => Outcome::Failure,
+            // RFC 4954 6: 454 4.7.0 when the server cannot check now (Dovecot down); not
+            // counted as a failure of the client. The reason is logged, not sent.
+            AuthCheck::Unavailable(why) => {
+                warn!(session = self.conn.session_id, error = %why, "password check failed");
                 let r = Reply::new(454, "4.7.0", "Temporary authentication failure");
                 Outcome::Reply(r, Flow::Continue)
             }
