@@ -4,22 +4,25 @@
 use crate::map::spf_result;
 use crate::sign::Signer;
 use crate::verify::org_domain;
-use crate::{AuthError, Authenticator, KeyAlgorithm, SpfCheck, SpfIdentity};
+use crate::{ArcVerdict, AuthError, Authenticator, KeyAlgorithm, SpfCheck, SpfIdentity};
 use chrono::{DateTime, Utc};
 use mail_auth::arc::ArcSealer;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::Canonicalization;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::{AuthenticatedMessage, AuthenticationResults, SpfOutput};
+use mail_auth::{AuthenticatedMessage, AuthenticationResults, DkimResult, SpfOutput};
 use std::net::IpAddr;
 
 impl Authenticator {
     /// Seals `message` (as it will be forwarded) with a new ARC set: the ARC-Authentication-
-    /// Results carry this hop's DKIM, SPF, DMARC and ARC results (verified again here; DNS
-    /// answers come from the cache). Returns the three fields to put in front of the
-    /// message, or `None` when no sealing domain has an active RSA key, or the chain already
-    /// failed (RFC 8617 section 5.1.2: a `cv=fail` chain is not sealed again).
+    /// Results carry this hop's DKIM, SPF, DMARC and ARC results (DKIM and DMARC verified
+    /// again here on the content as forwarded; DNS answers come from the cache). `received`
+    /// is the chain's result when the message arrived (RFC 8617 section 5.1: `cv=` is the
+    /// validation of the chain as received); `None` verifies it here. Returns the three fields
+    /// to put in front of the message, or `None` when no sealing domain has an active RSA
+    /// key, the chain already failed (section 5.1.2: a `cv=fail` chain is not sealed again),
+    /// or its result at receipt was a DNS `temperror` (a seal would say `cv=fail` for good).
     pub async fn arc_seal(
         &self,
         signer: &Signer,
@@ -27,6 +30,7 @@ impl Authenticator {
         spf: Option<&SpfCheck>,
         remote_ip: IpAddr,
         now: DateTime<Utc>,
+        received: Option<ArcVerdict>,
     ) -> Result<Option<String>, AuthError> {
         // RFC 8617 section 4.1.3 (a= of ARC-Seal): rsa-sha256 is the only algorithm; an
         // ed25519 key cannot seal.
@@ -41,7 +45,23 @@ impl Authenticator {
             return Err(AuthError::Sign("message not parseable".into()));
         };
         let dkim = self.inner.verify_dkim(self.caches.params(&msg)).await;
-        let arc = self.inner.verify_arc(self.caches.params(&msg)).await;
+        // Verifying again also parses the sets the new one must follow (i=N+1).
+        let mut arc = self.inner.verify_arc(self.caches.params(&msg)).await;
+        if let Some(at_receipt) = received {
+            let result = match at_receipt {
+                ArcVerdict::Pass => DkimResult::Pass,
+                ArcVerdict::None => DkimResult::None,
+                ArcVerdict::Temperror => return Ok(None),
+                ArcVerdict::Fail | ArcVerdict::Permerror => {
+                    DkimResult::Fail(mail_auth::Error::ArcBrokenChain)
+                }
+            };
+            // A chain too broken to parse into sets cannot be followed by set N+1.
+            if arc.sets().is_empty() && !msg.as_headers.is_empty() {
+                return Ok(None);
+            }
+            arc = arc.with_result(result);
+        }
         if !arc.can_be_sealed() {
             return Ok(None);
         }

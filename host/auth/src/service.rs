@@ -9,6 +9,8 @@ use crate::verify::Authenticator;
 use crate::AuthError;
 use async_trait::async_trait;
 use corvid_types::{Address, ConnectionInfo, MailAuth, Reply, SigningChoice, Verdict};
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -20,6 +22,8 @@ pub struct AuthService {
     authserv_id: String,
     hostname: String,
     enforcement: DmarcEnforcement,
+    /// Domains whose mail a `[[delivery.route]]` sends to an MX or a relay host, lower case.
+    forward_routes: HashSet<String>,
 }
 
 impl AuthService {
@@ -30,15 +34,20 @@ impl AuthService {
         hostname: &str,
         signer: Option<Arc<Signer>>,
     ) -> Result<Self, AuthError> {
-        let checker = if cfg.enabled {
-            Some(Arc::new(Authenticator::new(cfg.clone())?))
-        } else {
-            None
-        };
         let authserv_id = if cfg.authserv_id.is_empty() {
             hostname.to_string()
         } else {
             cfg.authserv_id.clone()
+        };
+        let checker = if cfg.enabled {
+            // The checker writes the authserv-id into ARC-Authentication-Results too.
+            let cfg = AuthChecksConfig {
+                authserv_id: authserv_id.clone(),
+                ..cfg.clone()
+            };
+            Some(Arc::new(Authenticator::new(cfg)?))
+        } else {
+            None
         };
         Ok(AuthService {
             checker,
@@ -46,7 +55,18 @@ impl AuthService {
             authserv_id,
             hostname: hostname.to_string(),
             enforcement: cfg.dmarc_policy,
+            forward_routes: HashSet::new(),
         })
+    }
+
+    /// The domains that a configured route sends away from this server (to an MX or a relay
+    /// host): mail for them is forwarded, and ARC-sealed, even when the domain is local.
+    pub fn with_forward_routes<'a>(mut self, domains: impl IntoIterator<Item = &'a str>) -> Self {
+        self.forward_routes = domains
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        self
     }
 
     /// The checker, for tests and benchmarks that seed its DNS cache.
@@ -162,6 +182,46 @@ impl MailAuth for AuthService {
             Ok(out) => out.headers,
             Err(e) => {
                 warn!(target: "auth", error = %e, "DKIM signing failed: message sent unsigned");
+                String::new()
+            }
+        }
+    }
+
+    fn seals(&self) -> bool {
+        self.checker.is_some() && self.signer.as_ref().is_some_and(|s| s.can_seal())
+    }
+
+    fn routes_away(&self, domain: &str) -> bool {
+        self.forward_routes
+            .contains(&domain.trim_end_matches('.').to_ascii_lowercase())
+    }
+
+    async fn arc_seal(&self, content: &[u8], results: &AuthResults, remote_ip: IpAddr) -> String {
+        let (Some(checker), Some(signer)) = (&self.checker, &self.signer) else {
+            return String::new();
+        };
+        let sealed = checker
+            .arc_seal(
+                signer,
+                content,
+                results.spf.as_ref(),
+                remote_ip,
+                chrono::Utc::now(),
+                Some(results.arc.result),
+            )
+            .await;
+        match sealed {
+            Ok(Some(set)) => set,
+            Ok(None) => {
+                info!(
+                    target: "auth",
+                    arc = results.arc.result.as_str(),
+                    "forwarded message not ARC-sealed: no active RSA key of dkim.arc_seal_domains, a chain that already failed, or a DNS error at receipt"
+                );
+                String::new()
+            }
+            Err(e) => {
+                warn!(target: "auth", error = %e, "ARC sealing failed: message forwarded unsealed");
                 String::new()
             }
         }

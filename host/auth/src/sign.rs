@@ -176,6 +176,14 @@ impl Signer {
         self.keys.is_empty()
     }
 
+    /// Whether some domain of `dkim.arc_seal_domains` has an RSA key (RFC 8617 section
+    /// 4.1.3: ARC has rsa-sha256 only), whatever its dates.
+    pub fn can_seal(&self) -> bool {
+        self.keys.iter().any(|k| {
+            self.arc_seal_domains.contains(&k.domain) && k.key.algorithm() == KeyAlgorithm::Rsa
+        })
+    }
+
     /// DKIM-signs `message` (header section and body, CRLF line ends) for the From: domain,
     /// or `choice.domain`, with every key of that domain active at `now` (both keys during
     /// a rotation). No key for the domain is not an error: the outcome is empty.

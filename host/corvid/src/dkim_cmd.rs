@@ -326,6 +326,7 @@ fn arc_seal(config: &Path, env: Envelope) -> anyhow::Result<()> {
             spf.as_ref(),
             env.client_ip,
             corvid_auth::Utc::now(),
+            None,
         )
         .await
     })?;

@@ -92,8 +92,23 @@ pub fn build(config: &Config) -> Result<Arc<AuthService>> {
         &config.server.hostname,
         Some(Arc::new(signer)),
     )
-    .context("setting up [auth_checks]")?;
+    .context("setting up [auth_checks]")?
+    .with_forward_routes(forward_routes(config));
     Ok(Arc::new(service))
+}
+
+/// The domains of `[[delivery.route]]` entries that send mail away (an MX or a relay host;
+/// not `local` nor LMTP, which deliver to a mailbox store): mail for them is forwarded, and
+/// ARC-sealed with `dkim.arc_seal_domains`. `*` only covers domains that are not local,
+/// which count as forwarded anyway.
+fn forward_routes(config: &Config) -> impl Iterator<Item = &str> {
+    use corvid_delivery::route::Target;
+    config
+        .delivery
+        .routes
+        .iter()
+        .filter(|r| r.domain != "*" && matches!(r.to, Target::Mx | Target::Smtp(_)))
+        .map(|r| r.domain.as_str())
 }
 
 /// `corvid dkim record [--config FILE]`: prints the TXT record of every `[[dkim.key]]`,

@@ -9,6 +9,7 @@ mod common;
 use async_trait::async_trait;
 use common::*;
 use corvid_types::*;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 const TX: &[u8] = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\n";
@@ -18,6 +19,9 @@ const BODY: &[u8] = b"From: a@b.test\r\nSubject: s\r\n\r\nhi\r\n.\r\n";
 #[derive(Default)]
 struct FakeAuth {
     calls: Mutex<Vec<String>>,
+    /// ARC sealing configured, and the (local) domain a route sends away.
+    seal: bool,
+    routed: Option<&'static str>,
 }
 
 fn results() -> AuthResults {
@@ -99,12 +103,29 @@ impl MailAuth for FakeAuth {
         ));
         "DKIM-Signature: fake\r\n".into()
     }
+    fn seals(&self) -> bool {
+        self.seal
+    }
+    fn routes_away(&self, domain: &str) -> bool {
+        self.routed == Some(domain)
+    }
+    async fn arc_seal(&self, content: &[u8], results: &AuthResults, ip: IpAddr) -> String {
+        let text = String::from_utf8_lossy(content);
+        self.calls.lock().unwrap().push(format!(
+            "seal arc={} ip={ip} sees_modification={} ar_first={}",
+            results.arc.result.as_str(),
+            text.contains("Subject: changed"),
+            text.starts_with("Authentication-Results: mx.test;")
+        ));
+        "ARC-Seal: fake\r\n".into()
+    }
 }
 
 /// A policy with a fixed data verdict and signing request, recording what it is told.
 #[derive(Clone)]
 struct Told {
     data: Verdict,
+    rcpt: Verdict,
     signing: SigningRequest,
     seen: Arc<Mutex<Vec<String>>>,
 }
@@ -117,6 +138,9 @@ impl Policy for Told {
 
 #[async_trait]
 impl PolicySession for Told {
+    async fn rcpt(&mut self, _c: &ConnectionInfo, _e: &Envelope, _r: &Recipient) -> Decision {
+        decision(self.rcpt.clone(), vec![])
+    }
     async fn data(&mut self, _c: &ConnectionInfo, _e: &Envelope, m: MessageView<'_>) -> Decision {
         let ar = m.content.starts_with(b"Authentication-Results: mx.test;");
         self.seen
@@ -143,6 +167,10 @@ impl PolicySession for Told {
 }
 
 async fn run(h: &Harness, told: &Told, auth: &Arc<FakeAuth>) -> String {
+    run_tx(h, told, auth, TX).await
+}
+
+async fn run_tx(h: &Harness, told: &Told, auth: &Arc<FakeAuth>, tx: &[u8]) -> String {
     let mut h2 = Harness {
         policy: Arc::new(told.clone()),
         relay_networks: h.relay_networks.clone(),
@@ -153,12 +181,13 @@ async fn run(h: &Harness, told: &Told, auth: &Arc<FakeAuth>) -> String {
     let mut shared = Arc::into_inner(h2.shared()).expect("one owner");
     let fake: Arc<dyn MailAuth> = auth.clone();
     shared.mail_auth = Some(fake);
-    h2.run_on(Arc::new(shared), &[TX, BODY]).await
+    h2.run_on(Arc::new(shared), &[tx, BODY]).await
 }
 
 fn told(data: Verdict, signing: SigningRequest) -> Told {
     Told {
         data,
+        rcpt: Verdict::Continue,
         signing,
         seen: Arc::default(),
     }
@@ -269,4 +298,69 @@ async fn a_policy_may_choose_the_signing_domain_or_suppress_signing() {
         auth.calls.lock().unwrap().clone(),
         ["sign domain=Some(\"other.test\") sees_modification=true"]
     );
+}
+
+fn sealing(routed: Option<&'static str>) -> Arc<FakeAuth> {
+    Arc::new(FakeAuth {
+        seal: true,
+        routed,
+        ..FakeAuth::default()
+    })
+}
+
+fn seal_calls(auth: &FakeAuth) -> Vec<String> {
+    let calls = auth.calls.lock().unwrap();
+    calls
+        .iter()
+        .filter(|c| c.starts_with("seal"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn forwarded_mail_is_arc_sealed_last_and_local_or_trusted_mail_is_not() {
+    let h = Harness::default();
+    let accept = told(Verdict::Accept, SigningRequest::Default);
+    // alice@local.test is a local mailbox, delivered here: not forwarded.
+    let auth = sealing(None);
+    run(&h, &accept, &auth).await;
+    assert!(seal_calls(&auth).is_empty());
+
+    // The same local domain with a route to another host: forwarded, sealed after the
+    // policy's modification, with the chain result of the end of DATA, over our A-R field.
+    let auth = sealing(Some("local.test"));
+    let out = run(&h, &accept, &auth).await;
+    assert_eq!(codes(&out).last(), Some(&"250"), "{out}");
+    assert_eq!(
+        seal_calls(&auth),
+        ["seal arc=none ip=127.0.0.2 sees_modification=true ar_first=true"]
+    );
+    let content = String::from_utf8_lossy(&h.intake.messages()[1].1).into_owned();
+    let (trace, rest) = content
+        .split_once("\r\nARC-Seal: fake\r\n")
+        .expect("sealed");
+    assert!(trace.starts_with("Received:"), "{content}");
+    assert!(
+        rest.starts_with("Authentication-Results: mx.test;"),
+        "{content}"
+    );
+
+    // A recipient of another domain that a policy accepted: forwarded.
+    let mut remote = told(Verdict::Accept, SigningRequest::Default);
+    remote.rcpt = Verdict::Accept;
+    let far = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@far.test>\r\nDATA\r\n";
+    let auth = sealing(None);
+    let out = run_tx(&h, &remote, &auth, far).await;
+    assert_eq!(codes(&out).last(), Some(&"250"), "{out}");
+    assert_eq!(seal_calls(&auth).len(), 1);
+
+    // A trusted client's mail to another domain is signed, never checked nor sealed.
+    let mut trusted = Harness::default();
+    trusted.relay_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let auth = sealing(None);
+    let out = run_tx(&trusted, &accept, &auth, far).await;
+    assert_eq!(codes(&out).last(), Some(&"250"), "{out}");
+    assert!(seal_calls(&auth).is_empty());
+    let content = String::from_utf8_lossy(&trusted.intake.messages()[0].1).into_owned();
+    assert!(content.contains("DKIM-Signature: fake") && !content.contains("ARC-Seal"));
 }

@@ -282,4 +282,29 @@ pub trait MailAuth: Send + Sync {
     /// The `DKIM-Signature:` fields to put in front of `content` (empty: no key applies, or
     /// signing failed and was logged).
     fn sign(&self, content: &[u8], choice: &SigningChoice) -> String;
+
+    /// Whether checked mail that Corvid forwards is ARC-sealed (RFC 8617 section 5.1): a
+    /// sealing domain with a key is configured. Default: no.
+    fn seals(&self) -> bool {
+        false
+    }
+
+    /// Whether mail for `domain`, though it may be a local domain, leaves this server by a
+    /// configured route (an MX or a relay host): its mail is forwarded. Default: no.
+    fn routes_away(&self, _domain: &str) -> bool {
+        false
+    }
+
+    /// The ARC set (`ARC-Seal:`, `ARC-Message-Signature:`, `ARC-Authentication-Results:`,
+    /// CRLF-terminated) to put in front of `content`, the message as it will be forwarded;
+    /// `results` are the checks made when it was received (the seal's `cv=` is their ARC
+    /// result). Empty: not sealed (no key, a chain that already failed, or an error, logged).
+    async fn arc_seal(
+        &self,
+        _content: &[u8],
+        _results: &AuthResults,
+        _remote_ip: IpAddr,
+    ) -> String {
+        String::new()
+    }
 }

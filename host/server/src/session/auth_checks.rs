@@ -5,7 +5,8 @@
 //!   the data hook, with the default DMARC policy as a verdict the plugins may override;
 //! - `Authentication-Results:` (RFC 8601): ours in front, forged ones with our authserv-id
 //!   removed;
-//! - DKIM signing at queue time, after every plugin modification.
+//! - DKIM signing at queue time, after every plugin modification;
+//! - ARC sealing (RFC 8617) of checked mail that Corvid forwards, also after every change.
 //!
 //! Who is checked and who is signed: a client that may relay (authenticated, or in
 //! `server.relay_networks`) is trusted: its mail is signed, not checked. Every other client
@@ -13,7 +14,8 @@
 
 use super::Session;
 use corvid_types::{
-    Address, AuthResults, MailAuth, SigningChoice, SigningRequest, SpfCheck, Verdict,
+    Address, AuthResults, Envelope, Lookup, MailAuth, SigningChoice, SigningRequest, SpfCheck,
+    Verdict,
 };
 use std::sync::Arc;
 
@@ -46,14 +48,54 @@ impl Session {
     /// At the end of DATA/BDAT, before the data hook: DKIM, ARC and DMARC on the content as
     /// received; the results go to the policy, the content gets our `Authentication-Results:`
     /// (forged ones of our authserv-id removed). Returns the default verdict
-    /// (`auth_checks.dmarc_policy`), `None` when the client is not checked.
-    pub(super) async fn auth_at_data(&mut self, content: &mut Vec<u8>) -> Option<Verdict> {
+    /// (`auth_checks.dmarc_policy`) and the results (for the ARC seal), `None` when the client
+    /// is not checked.
+    pub(super) async fn auth_at_data(
+        &mut self,
+        content: &mut Vec<u8>,
+    ) -> Option<(Verdict, AuthResults)> {
         let auth = self.checker()?;
         let spf = self.tx.as_ref().and_then(|t| t.spf.clone());
         let results: AuthResults = auth.check_message(content, spf.as_ref()).await;
         self.policy.auth_results(spf.as_ref(), Some(&results));
         *content = auth.stamp(content, &results);
-        Some(auth.default_verdict(&results))
+        Some((auth.default_verdict(&results), results))
+    }
+
+    /// ARC-seals (RFC 8617 section 5.1) checked mail that Corvid forwards: some recipient
+    /// left after every plugin change is in another domain (a policy accepted or added it),
+    /// or its domain has a route to an MX or a relay host (`[[delivery.route]]`).
+    /// The seal goes on the final content (after every plugin modification, like a DKIM
+    /// signature), and its `cv=` is the chain's result at the end of DATA (`results`). The
+    /// queue keeps one copy of the content, so a message with local recipients too carries
+    /// the seal into their mailboxes as well.
+    pub(super) async fn seal_forwarded(
+        // `&mut`: a shared borrow held across the await would need the session to be `Sync`.
+        &mut self,
+        env: &Envelope,
+        results: &AuthResults,
+        content: &mut Vec<u8>,
+    ) {
+        let Some(auth) = self.mail_auth().filter(|a| a.seals()) else {
+            return;
+        };
+        let directory = &self.shared.services.directory;
+        let forwarded = env.recipients.iter().any(|r| {
+            auth.routes_away(&r.address.domain_lower())
+                || matches!(directory.lookup(&r.address), Lookup::NotLocal)
+        });
+        if !forwarded {
+            return;
+        }
+        let set = auth
+            .arc_seal(content, results, self.conn.peer_addr.ip())
+            .await;
+        if !set.is_empty() {
+            let mut sealed = Vec::with_capacity(set.len() + content.len());
+            sealed.extend_from_slice(set.as_bytes());
+            sealed.extend_from_slice(content);
+            *content = sealed;
+        }
     }
 
     /// For a trusted client (not checked): removes `Authentication-Results:` fields claiming

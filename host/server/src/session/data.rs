@@ -49,7 +49,8 @@ impl Session {
             self.reset_transaction();
             return Ok(self.fail(r));
         }
-        let auth_default = self.auth_at_data(&mut content).await;
+        let auth = self.auth_at_data(&mut content).await;
+        let auth_default = auth.as_ref().map(|(default, _)| default.clone());
         let decision = self
             .policy
             .data(&self.conn, &env, MessageView { content: &content })
@@ -99,6 +100,9 @@ impl Session {
             disposition = Some(Disposition::Discard);
         }
         self.sign_for_trusted(&mut content);
+        if let Some((_, results)) = &auth {
+            self.seal_forwarded(&env, results, &mut content).await;
+        }
         self.reset_transaction();
         let reply = self.enqueue(&env, &content, disposition, started).await;
         Ok(if reply.is_positive() {
