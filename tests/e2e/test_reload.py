@@ -1,14 +1,15 @@
 """SIGHUP reads the whole config file again: a file that does not load keeps the running config
-(the log says why), the plugins and the local domains, mailboxes and aliases of a good file are
-applied while a session in progress goes on, and the changes a running server does not apply
-(listener addresses, data_dir, limits, the postmaster) are named in the log as needing a
-restart."""
+(the log says why), the plugins, the local domains, mailboxes, aliases and postmaster, the routes,
+the limits, the relay networks and the hostname of a good file are applied while a session in
+progress goes on with the settings it started with, and the changes a running server does not
+apply (listener addresses, data_dir) are named in the log as needing a restart."""
 
 import json
 import signal
 import time
 
-from conftest import bundled_plugins, to_toml
+from conftest import bundled_plugins, domain, to_toml, with_domains
+from outbound_support import relay_overrides
 
 
 def hup(srv, *messages: str) -> dict:
@@ -37,8 +38,8 @@ def _events_since(srv, start: int) -> list[dict]:
     return out
 
 
-RESTART = ("config reloaded: TLS certificate files, plugins and local domains applied; "
-           "these changes need a restart")
+RESTART = ("config reloaded: TLS certificate files, plugins, local domains, routes, limits, "
+           "relay networks and the hostname applied; these changes need a restart")
 REFUSED = "config reload refused: the running config stays"
 
 
@@ -73,8 +74,8 @@ def test_what_needs_a_restart_is_named(server):
     e = hup(server, REFUSED, "config reloaded", RESTART)
     assert e["message"] == RESTART, e
     keys = e["keys"].split(", ")
-    # The new domain is applied, so it is not named.
-    assert keys == ["listener (addresses)", "server.data_dir", "limits", "local.postmaster"], keys
+    # The new domain, the recipient limit and the postmaster are applied, so they are not named.
+    assert keys == ["listener (addresses)", "server.data_dir"], keys
     # Nothing of it was applied: the old listener still serves, the old data_dir still holds
     # the queue and the mail.
     server.send(b"Subject: same\r\n\r\nok\r\n")
@@ -173,3 +174,86 @@ def test_a_new_domain_takes_mail_at_once_while_an_open_session_goes_on(server):
         s.ehlo()
         assert s.mail("sender@example.org")[0] == 250
         assert s.rcpt("dana@new.test")[0] == 550
+
+
+def _rcpts(c, n: int) -> list[int]:
+    """Sends `n` RCPT commands for alice (duplicates count towards the limit) in one write."""
+    c.send(b"RCPT TO:<alice@corvid.test>\r\n" * n)
+    return [c.reply().code for _ in range(n)]
+
+
+def test_new_limits_hostname_and_postmaster_apply_to_new_sessions_only(make_server):
+    """Lowered max_recipients and max_message_size, a new hostname and a new postmaster: a
+    session opened before the SIGHUP keeps the old ones to its end, the next one gets the new."""
+    server = make_server({"limits": {"max_recipients": 200}})
+    big = b"Subject: big\r\n\r\n" + b"x" * 4000 + b"\r\n"
+    old = server.connect()
+    assert "mx.corvid.test" in old.greet().text
+    assert "SIZE 26214400" in old.ehlo().lines
+    old.expect("MAIL FROM:<sender@example.org>", 250)
+
+    cfg = dict(server.config)
+    cfg["limits"] = dict(cfg["limits"], max_recipients=100, max_message_size=1000)
+    cfg["server"] = dict(cfg["server"], hostname="mx2.corvid.test")
+    cfg["local"] = dict(cfg["local"], postmaster="alice@corvid.test")
+    server.config_path.write_text(to_toml(cfg))
+    e = hup(server, REFUSED, "config reloaded", RESTART)
+    # Outbound (EHLO name, DSNs) keeps the name it started with until a restart.
+    assert e["message"] == RESTART and e["keys"] == "server.hostname (delivery)", e
+
+    with server.connect() as new:
+        assert new.greet().text.startswith("mx2.corvid.test"), "the new hostname"
+        assert "SIZE 1000" in new.ehlo().lines
+        new.expect("MAIL FROM:<sender@example.org>", 250)
+        codes = _rcpts(new, 101)
+        assert codes[:100] == [250] * 100 and codes[100] == 452, codes[95:]
+        new.expect("DATA", 354)
+        new.send(big + b".\r\n")
+        assert new.reply().code == 552, "over the new message size limit"
+        new.expect("QUIT", 221)
+
+    # The old session: 101 recipients and 4000 octets are still within its limits.
+    assert _rcpts(old, 101) == [250] * 101
+    old.expect("DATA", 354)
+    old.send(big + b".\r\n")
+    assert old.reply().code == 250
+    old.expect("QUIT", 221)
+    old.close()
+    [msg] = server.wait_mail("alice")
+    assert b"by mx.corvid.test" in msg.read_bytes(), "the old session's Received: keeps its name"
+
+    # <postmaster> now reaches alice, and the trace field names the new host.
+    server.send(b"Subject: pm\r\n\r\nto the postmaster\r\n", rcpts=("postmaster",))
+    mails = server.wait_mail("alice", count=2)
+    newest = [m.read_bytes() for m in mails if b"to the postmaster" in m.read_bytes()]
+    assert newest and b"by mx2.corvid.test" in newest[0], mails
+    assert not server.mail_files("postmaster")
+
+
+def test_relay_networks_and_routes_apply_to_new_mail(make_server):
+    """A relay network added by SIGHUP allows relay from it; a changed route sends the next
+    message to the new peer."""
+    peers = [make_server(with_domains(domain("far.test", ["carol"])), name=f"peer{i}") for i in (1, 2)]
+    routes = [{"domain": "far.test", "to": f"smtp://127.0.0.1:{peers[0].port}"}]
+    overrides = relay_overrides(routes=routes)
+    overrides["server"]["relay_networks"] = []
+    sender = make_server(overrides, name="snd")
+    with sender.smtp() as s:
+        s.ehlo()
+        assert s.mail("sender@example.org")[0] == 250
+        assert s.rcpt("carol@far.test")[0] == 550, "no relay networks yet"
+
+    cfg = dict(sender.config, server=dict(sender.config["server"], relay_networks=["127.0.0.0/8"]))
+    sender.config_path.write_text(to_toml(cfg))
+    assert hup(sender, REFUSED, "config reloaded", RESTART)["message"] == "config reloaded"
+    sender.send(b"Subject: one\r\n\r\nvia peer one\r\n", rcpts=("carol@far.test",))
+    peers[0].wait_mail("carol", domain="far.test")
+
+    delivery = dict(cfg["delivery"], route=[{"domain": "far.test",
+                                             "to": f"smtp://127.0.0.1:{peers[1].port}"}])
+    sender.config_path.write_text(to_toml(dict(cfg, delivery=delivery)))
+    assert hup(sender, REFUSED, "config reloaded", RESTART)["message"] == "config reloaded"
+    sender.send(b"Subject: two\r\n\r\nvia peer two\r\n", rcpts=("carol@far.test",))
+    [msg] = peers[1].wait_mail("carol", domain="far.test")
+    assert b"via peer two" in msg.read_bytes()
+    assert len(peers[0].mail_files("carol", domain="far.test")) == 1

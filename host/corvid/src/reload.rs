@@ -2,18 +2,24 @@
 //! value, a failed check) changes nothing: the running config stays and the log says why.
 //! Otherwise the TLS certificate files are read again, the `[[plugin]]` tables are applied
 //! (a new plugin generation; transactions in progress finish on theirs), the local domains,
-//! mailboxes, aliases and catch-alls replace the running ones (the server and delivery share
-//! one `Directory`; each lookup resolves on one version of it), and every other setting that
-//! changed is named in the log as needing a restart.
+//! mailboxes, aliases, catch-alls and the postmaster replace the running ones (the server and
+//! delivery share one `Directory`; each lookup resolves on one version of it), the
+//! `[[delivery.route]]` table is replaced for the next routing decisions, and
+//! `server.hostname`, `server.relay_networks`, `server.etrn_networks` and `[limits]` apply to
+//! the sessions that start after the reload: a session keeps the settings it started with to
+//! its end. Every other setting that changed is named in the log as needing a restart.
 //!
 //! Listener addresses and `server.data_dir` can never change in a running server (sockets are
-//! bound, the queue is open). The other sections are read by the server and delivery crates
-//! once, at start: they need a restart until those crates take new settings for new sessions.
-//! The users file needs no reload: it is read again whenever it changes on disk.
+//! bound, the queue is open). The connection limits and the memory budget are sized once at
+//! start, and delivery keeps the hostname (EHLO, DSNs), `limits.max_hops` and the rest of
+//! `[delivery]` it started with. The users file needs no reload: it is read again whenever it
+//! changes on disk.
 
 use crate::config::Config;
 use crate::plugins::Plugins;
+use corvid_delivery::route::RouteTable;
 use corvid_server::tls::TlsHandle;
+use corvid_server::{LiveHandle, LiveSettings};
 use corvid_types::Directory;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +34,15 @@ pub struct Reloader {
     plugins: Arc<Plugins>,
     /// The one the server and delivery hold.
     directory: Arc<Directory>,
+    live: Live,
+}
+
+/// What new sessions and new routing decisions read, replaced by a reload.
+pub struct Live {
+    /// The server's settings for new sessions.
+    pub settings: LiveHandle,
+    /// Delivery's static routes.
+    pub routes: Arc<RouteTable>,
 }
 
 impl Reloader {
@@ -37,6 +52,7 @@ impl Reloader {
         tls: Arc<TlsHandle>,
         plugins: Arc<Plugins>,
         directory: Arc<Directory>,
+        live: Live,
     ) -> Self {
         Reloader {
             path,
@@ -44,6 +60,7 @@ impl Reloader {
             tls,
             plugins,
             directory,
+            live,
         }
     }
 
@@ -60,9 +77,16 @@ impl Reloader {
         };
         // `Config::load` has built and checked this directory already: it cannot fail here.
         match config.directory() {
-            Ok(d) => self.directory.replace_domains(&d),
+            Ok(d) => {
+                self.directory.replace_domains(&d);
+                self.directory.replace_postmaster(d.postmaster());
+            }
             Err(e) => warn!(error = %format!("{e:#}"), "local domains not reloaded"),
         }
+        self.live
+            .settings
+            .replace(LiveSettings::from_config(&config.server_config()));
+        self.live.routes.replace(config.delivery.routes.clone());
         crate::tls_setup::reload(&self.tls);
         if let Err(e) = self.plugins.reload_manifests(config.plugins.clone()).await {
             warn!(error = %format!("{e:#}"), "plugin reload failed");
@@ -73,7 +97,7 @@ impl Reloader {
         } else {
             warn!(
                 keys = %pending.join(", "),
-                "config reloaded: TLS certificate files, plugins and local domains applied; these changes need a restart"
+                "config reloaded: TLS certificate files, plugins, local domains, routes, limits, relay networks and the hostname applied; these changes need a restart"
             );
         }
         Ok(pending)
@@ -107,14 +131,10 @@ pub fn restart_needed(a: &Config, b: &Config) -> Vec<&'static str> {
         "listener",
         differs(&a.listeners, &b.listeners) && addrs(a) == addrs(b),
     );
-    check("server.hostname", a.server.hostname != b.server.hostname);
+    // New sessions take the new hostname; delivery's EHLO name and DSNs keep the old one.
     check(
-        "server.relay_networks",
-        a.server.relay_networks != b.server.relay_networks,
-    );
-    check(
-        "server.etrn_networks",
-        a.server.etrn_networks != b.server.etrn_networks,
+        "server.hostname (delivery)",
+        a.server.hostname != b.server.hostname && b.delivery.helo_name.is_none(),
     );
     check(
         "server.plugin_cache",
@@ -125,15 +145,33 @@ pub fn restart_needed(a: &Config, b: &Config) -> Vec<&'static str> {
         (&a.server.user, &a.server.group, a.server.allow_root)
             != (&b.server.user, &b.server.group, b.server.allow_root),
     );
-    check("limits", differs(&a.limits, &b.limits));
+    // The rest of [limits] applies to new sessions.
+    let (la, lb) = (&a.limits, &b.limits);
+    check(
+        "limits.max_connections",
+        la.max_connections != lb.max_connections,
+    );
+    check(
+        "limits.max_connections_per_ip",
+        la.max_connections_per_ip != lb.max_connections_per_ip,
+    );
+    check(
+        "limits.max_inflight_bytes",
+        la.max_inflight_bytes != lb.max_inflight_bytes,
+    );
+    check(
+        "limits.shutdown_grace",
+        la.shutdown_grace != lb.shutdown_grace,
+    );
+    check("limits.max_hops (delivery)", la.max_hops != lb.max_hops);
     check("tls.certificates", differs(&a.tls, &b.tls));
     check("auth", differs(&a.auth, &b.auth));
-    // `local.domain` (domains, mailboxes, aliases, catch-alls) is applied by the reload.
+    // `local.domain` (domains, mailboxes, aliases, catch-alls) and `local.postmaster` are
+    // applied by the reload.
     check(
         "local.maildir_root",
         a.local.maildir_root != b.local.maildir_root,
     );
-    check("local.postmaster", a.local.postmaster != b.local.postmaster);
     check(
         "local.recipient_delimiter",
         a.local.recipient_delimiter != b.local.recipient_delimiter,
@@ -141,7 +179,12 @@ pub fn restart_needed(a: &Config, b: &Config) -> Vec<&'static str> {
     check("queue", differs(&a.queue, &b.queue));
     check("dsn", differs(&a.dsn, &b.dsn));
     check("kv", differs(&a.kv, &b.kv));
-    check("delivery", differs(&a.delivery, &b.delivery));
+    // `delivery.route` is applied by the reload.
+    let no_routes = |c: &Config| corvid_delivery::DeliveryConfig {
+        routes: Vec::new(),
+        ..c.delivery.clone()
+    };
+    check("delivery", no_routes(a) != no_routes(b));
     check("log", differs(&a.log, &b.log));
     check("plugin_engine", differs(&a.plugin_engine, &b.plugin_engine));
     check("auth_checks", differs(&a.auth_checks, &b.auth_checks));
@@ -165,6 +208,7 @@ mod tests {
             .replace("127.0.0.1:2525", "127.0.0.1:2526")
             .replace("data_dir = \"data\"", "data_dir = \"other\"")
             .replace("max_recipients = 100", "max_recipients = 200")
+            .replace("max_connections = 1000", "max_connections = 10")
             .replace(
                 "mailboxes = [\"alice\"",
                 "mailboxes = [\"carol\", \"alice\"",
@@ -172,17 +216,40 @@ mod tests {
         let b = Config::parse(&text).unwrap();
         assert_eq!(
             restart_needed(&a, &b),
-            vec!["listener (addresses)", "server.data_dir", "limits"]
+            vec![
+                "listener (addresses)",
+                "server.data_dir",
+                "limits.max_connections"
+            ]
         );
 
-        // The postmaster is built into the running directory: a restart.
+        // The postmaster, routes, relay networks and the hostname for new sessions are applied.
         let text = DEV_CONFIG.replace(
             "mailboxes = [\"alice\"",
             "mailboxes = [\"carol\", \"alice\"",
         );
-        let d = Config::parse(&text.replace("postmaster = \"postmaster@", "postmaster = \"carol@"))
-            .unwrap();
-        assert_eq!(restart_needed(&a, &d), vec!["local.postmaster"]);
+        let text = text
+            .replace("postmaster = \"postmaster@", "postmaster = \"carol@")
+            .replace(
+                "[server]\n",
+                "[server]\nrelay_networks = [\"10.0.0.0/8\"]\n",
+            )
+            .replace(
+                "[delivery]\n",
+                "[delivery]\nhelo_name = \"out.corvid.test\"\n",
+            );
+        let routes = "\n[[delivery.route]]\ndomain = \"x.test\"\nto = \"smtp://127.0.0.1:2525\"\n";
+        let d = Config::parse(&format!("{text}{routes}")).unwrap();
+        assert_eq!(restart_needed(&a, &d), vec!["delivery"], "helo_name only");
+        let text = format!("{text}{routes}").replace("helo_name = \"out.corvid.test\"\n", "");
+        let d = Config::parse(&text).unwrap();
+        assert!(restart_needed(&a, &d).is_empty());
+        let d = Config::parse(&text.replace(
+            "hostname = \"mx.corvid.test\"",
+            "hostname = \"mx2.corvid.test\"",
+        ))
+        .unwrap();
+        assert_eq!(restart_needed(&a, &d), vec!["server.hostname (delivery)"]);
 
         // Plugins are applied by the reload: not a restart.
         let text = DEV_CONFIG.replace("messages_per_window = 1000", "messages_per_window = 5");

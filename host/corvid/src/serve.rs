@@ -149,6 +149,7 @@ async fn serve(
         .with_max_hops(config.limits.max_hops)
         .with_intake(dsn_intake)
         .with_policy(Arc::new(plugins.host.clone()));
+    let route_table = dispatcher.route_table();
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
     // Held mail expiry and the kv sweep; a pass in progress finishes before shutdown.
     let maintenance = tokio::spawn(Arc::clone(&spool).maintain(
@@ -171,6 +172,10 @@ async fn serve(
         tls,
         Arc::clone(&plugins),
         reload_directory,
+        crate::reload::Live {
+            settings: server.live_settings(),
+            routes: route_table,
+        },
     );
     tokio::spawn(signals.watch(shutdown.clone(), reloader));
     if let Some(m) = metrics.clone() {

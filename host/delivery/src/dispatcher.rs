@@ -44,6 +44,8 @@ pub struct Dispatcher {
     poll_interval: Duration,
     listening: Vec<SocketAddr>,
     max_hops: usize,
+    /// `config.routes`, swappable by a reload (`route_table`).
+    routes: Arc<crate::route::RouteTable>,
 }
 
 impl Dispatcher {
@@ -67,13 +69,20 @@ impl Dispatcher {
             poll_interval: DEFAULT_POLL_INTERVAL,
             listening: Vec::new(),
             max_hops: DEFAULT_MAX_HOPS,
+            routes: Arc::default(),
         }
     }
 
     /// The `[delivery]` settings: routes, DNS, client timeouts and limits.
     pub fn with_config(mut self, config: DeliveryConfig) -> Self {
+        self.routes.replace(config.routes.clone());
         self.config = config;
         self
+    }
+
+    /// The static routes in use: a config reload replaces them for the next lookups.
+    pub fn route_table(&self) -> Arc<crate::route::RouteTable> {
+        Arc::clone(&self.routes)
     }
 
     /// This server's name: `Reporting-MTA:` of DSNs, and EHLO unless `helo_name` is set.
@@ -145,7 +154,8 @@ impl Dispatcher {
             .unwrap_or_else(|| self.hostname.clone());
         let delay_warning = Some(self.config.delay_warning).filter(|d| !d.is_zero());
         let ctx = Context {
-            router: Router::new(self.config.routes.clone(), Arc::clone(&self.directory))
+            router: Router::new(Vec::new(), Arc::clone(&self.directory))
+                .with_table(self.routes)
                 .with_domain_tls(&self.config.tls.domains),
             remote: Remote::new(
                 self.config,

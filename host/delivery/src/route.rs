@@ -139,6 +139,13 @@ pub enum TlsMode {
     /// name connected to (the MX host name, RFC 7672 3.2.2); otherwise the mail is deferred
     /// (4.7.5 for a certificate failure, as RFC 8461 4.2 uses it; 4.7.10 without STARTTLS).
     Verify,
+    /// DANE (RFC 7672) for MX delivery: an MX host with secure, usable TLSA records must
+    /// present a matching certificate (else 4.7.5); one without falls back to the MTA-STS
+    /// policy or opportunistic TLS. A smart host is treated as `verify`.
+    Dane,
+    /// Like `dane`, but an MX host without secure, usable TLSA records is not used (4.7.5).
+    #[serde(rename = "dane-only")]
+    DaneOnly,
 }
 
 /// One `[[delivery.route]]`.
@@ -248,9 +255,25 @@ pub fn from_policy(route: Route) -> Option<Destination> {
     Some(Destination::new(hop))
 }
 
+/// The static routes (`[[delivery.route]]`), replaced whole by a config reload (SIGHUP in the
+/// binary): a lookup resolves on one version, a delivery already routed keeps its hop.
+#[derive(Debug, Default)]
+pub struct RouteTable(std::sync::RwLock<Arc<Vec<RouteEntry>>>);
+
+impl RouteTable {
+    pub fn replace(&self, routes: Vec<RouteEntry>) {
+        // The lock only ever holds a whole table, so a poisoned one is still consistent.
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routes);
+    }
+
+    fn load(&self) -> Arc<Vec<RouteEntry>> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// The static part of routing: the table from the config and the local domains.
 pub struct Router {
-    routes: Vec<RouteEntry>,
+    routes: Arc<RouteTable>,
     directory: Arc<Directory>,
     /// `delivery.tls.domains`: TLS policies by recipient domain (lower case).
     domain_tls: BTreeMap<String, TlsMode>,
@@ -258,11 +281,19 @@ pub struct Router {
 
 impl Router {
     pub fn new(routes: Vec<RouteEntry>, directory: Arc<Directory>) -> Self {
+        let table = RouteTable::default();
+        table.replace(routes);
         Router {
-            routes,
+            routes: Arc::new(table),
             directory,
             domain_tls: BTreeMap::new(),
         }
+    }
+
+    /// Routes through `table`, which a reload may replace.
+    pub fn with_table(mut self, table: Arc<RouteTable>) -> Self {
+        self.routes = table;
+        self
     }
 
     /// With TLS policies by recipient domain (a route's own `tls` wins).
@@ -281,15 +312,15 @@ impl Router {
 
     pub fn route(&self, rcpt: &Address) -> Destination {
         let domain = rcpt.domain_lower();
-        let exact = self
-            .routes
+        let routes = self.routes.load();
+        let exact = routes
             .iter()
             .find(|r| r.domain.eq_ignore_ascii_case(&domain));
         if exact.is_none() && self.directory.is_local_domain(&domain) {
             return Destination::new(NextHop::Local);
         }
         let domain_tls = self.domain_tls(&domain);
-        match exact.or_else(|| self.routes.iter().find(|r| r.domain == "*")) {
+        match exact.or_else(|| routes.iter().find(|r| r.domain == "*")) {
             Some(entry) => Destination {
                 hop: match &entry.to {
                     Target::Local => NextHop::Local,

@@ -28,4 +28,4 @@ pub use flow::FlowControl;
 pub use listener::{BoundServer, ServerError};
 pub use memory::MemoryBudget;
 pub use session::run_session;
-pub use shared::{Services, Shared};
+pub use shared::{LiveHandle, LiveSettings, Services, Shared};

@@ -71,6 +71,11 @@ impl BoundServer {
         self
     }
 
+    /// Where new sessions take their settings from; a config reload replaces them.
+    pub fn live_settings(&self) -> crate::LiveHandle {
+        self.shared.live()
+    }
+
     /// The actual addresses (with the port chosen when the config said 0).
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners

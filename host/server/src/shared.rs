@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// The services a server is built from.
+#[derive(Clone)]
 pub struct Services {
     pub policy: Arc<dyn Policy>,
     pub intake: Arc<dyn Intake>,
@@ -25,7 +26,47 @@ pub struct Services {
     pub dns: Option<Arc<dyn corvid_types::DnsResolver>>,
 }
 
-/// What every session of a server shares.
+/// The settings a config reload may change (SIGHUP in the binary). A session takes the
+/// version current when it starts ([`Shared::for_session`]) and keeps it to its end, so a
+/// lowered limit never changes the rules in the middle of a conversation.
+#[derive(Clone, Debug)]
+pub struct LiveSettings {
+    pub hostname: String,
+    pub limits: Limits,
+    pub relay_networks: Vec<ipnet::IpNet>,
+    pub etrn_networks: Vec<ipnet::IpNet>,
+}
+
+impl LiveSettings {
+    pub fn from_config(config: &ServerConfig) -> Self {
+        LiveSettings {
+            hostname: config.hostname.clone(),
+            limits: config.limits.clone(),
+            relay_networks: config.relay_networks.clone(),
+            etrn_networks: config.etrn_networks.clone(),
+        }
+    }
+}
+
+/// Where new sessions take their [`LiveSettings`] from; `replace` is the reload.
+/// `limits.max_connections`, `max_connections_per_ip`, `max_inflight_bytes` and
+/// `shutdown_grace` are read once at start (by the listeners and the memory budget).
+#[derive(Clone)]
+pub struct LiveHandle(Arc<arc_swap::ArcSwap<LiveSettings>>);
+
+impl LiveHandle {
+    pub fn replace(&self, settings: LiveSettings) {
+        self.0.store(Arc::new(settings));
+    }
+
+    pub fn current(&self) -> Arc<LiveSettings> {
+        self.0.load_full()
+    }
+}
+
+/// What every session of a server shares. The settings fields are one session's copy of the
+/// [`LiveSettings`]; the services, budgets, counters and signals are one for the server.
+#[derive(Clone)]
 pub struct Shared {
     pub hostname: String,
     pub limits: Limits,
@@ -36,19 +77,20 @@ pub struct Shared {
     /// SPF, DKIM, DMARC and ARC checks and DKIM signing (`session/auth_checks.rs`); `None`
     /// checks and signs nothing. Set with `BoundServer::with_mail_auth`.
     pub mail_auth: Option<Arc<dyn corvid_types::MailAuth>>,
-    pub throttle: AuthThrottle,
+    pub throttle: Arc<AuthThrottle>,
     /// Password hashes that may run at once (`auth.max_concurrent_hashes`).
     pub hash_permits: Arc<tokio::sync::Semaphore>,
     /// Message bytes held in memory by all sessions (`limits.max_inflight_bytes`).
     pub memory: Arc<crate::memory::MemoryBudget>,
     /// Flow control settings and the server-wide state (logged once per transition).
     pub flow: crate::FlowControl,
-    pub flow_gate: crate::flow::FlowGate,
+    pub flow_gate: Arc<crate::flow::FlowGate>,
     /// Cancelled when shutdown starts: idle sessions say 421 and close.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: every session closes at once.
     pub abort: CancellationToken,
-    next_session: AtomicU64,
+    next_session: Arc<AtomicU64>,
+    live: LiveHandle,
 }
 
 impl Shared {
@@ -61,14 +103,34 @@ impl Shared {
             etrn_networks: config.etrn_networks.clone(),
             services,
             mail_auth: None,
-            throttle: AuthThrottle::new(config.auth.failure_window),
+            throttle: Arc::new(AuthThrottle::new(config.auth.failure_window)),
             memory: crate::memory::MemoryBudget::new(config.limits.max_inflight_bytes),
             flow: config.flow.clone(),
-            flow_gate: crate::flow::FlowGate::default(),
+            flow_gate: Arc::default(),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(hash_permits(&config.auth))),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
-            next_session: AtomicU64::new(1),
+            next_session: Arc::new(AtomicU64::new(1)),
+            live: LiveHandle(Arc::new(arc_swap::ArcSwap::from_pointee(
+                LiveSettings::from_config(config),
+            ))),
+        }
+    }
+
+    /// The handle a reload stores new settings through.
+    pub fn live(&self) -> LiveHandle {
+        self.live.clone()
+    }
+
+    /// One session's view: the settings current now, everything else shared.
+    pub fn for_session(&self) -> Shared {
+        let now = self.live.current();
+        Shared {
+            hostname: now.hostname.clone(),
+            limits: now.limits.clone(),
+            relay_networks: now.relay_networks.clone(),
+            etrn_networks: now.etrn_networks.clone(),
+            ..self.clone()
         }
     }
 

@@ -40,8 +40,8 @@ type Domains = Arc<HashMap<String, DomainEntry>>;
 pub struct Directory {
     domains: RwLock<Domains>,
     /// Where `<postmaster>` (no domain, RFC 5321 4.5.1) and `postmaster@` of a domain that
-    /// does not define one go.
-    postmaster: Option<Address>,
+    /// does not define one go. A reload may change it ([`Directory::replace_postmaster`]).
+    postmaster: RwLock<Option<Address>>,
     /// Address extension separator (`alice+news@` is `alice@`), as Postfix's
     /// `recipient_delimiter`.
     delimiter: Option<char>,
@@ -51,7 +51,7 @@ impl Clone for Directory {
     fn clone(&self) -> Self {
         Directory {
             domains: RwLock::new(self.snapshot()),
-            postmaster: self.postmaster.clone(),
+            postmaster: RwLock::new(self.postmaster()),
             delimiter: self.delimiter,
         }
     }
@@ -60,7 +60,7 @@ impl Clone for Directory {
 impl PartialEq for Directory {
     fn eq(&self, other: &Self) -> bool {
         self.snapshot() == other.snapshot()
-            && self.postmaster == other.postmaster
+            && self.postmaster() == other.postmaster()
             && self.delimiter == other.delimiter
     }
 }
@@ -71,7 +71,7 @@ impl Directory {
     pub fn new(postmaster: Option<Address>, delimiter: Option<char>) -> Self {
         Directory {
             domains: RwLock::new(Arc::default()),
-            postmaster,
+            postmaster: RwLock::new(postmaster),
             delimiter,
         }
     }
@@ -106,8 +106,20 @@ impl Directory {
         self.snapshot().keys().cloned().collect()
     }
 
-    pub fn postmaster(&self) -> Option<&Address> {
-        self.postmaster.as_ref()
+    /// The postmaster at the time of the call.
+    pub fn postmaster(&self) -> Option<Address> {
+        self.postmaster
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes a new postmaster (a config reload), for the lookups that start after it.
+    pub fn replace_postmaster(&self, postmaster: Option<Address>) {
+        *self
+            .postmaster
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = postmaster;
     }
 
     /// Resolves `addr` through aliases, extensions and catch-alls to final mailboxes.
@@ -128,7 +140,7 @@ impl Directory {
 
     /// The mailbox for `<postmaster>` without a domain.
     pub fn lookup_postmaster(&self) -> Lookup {
-        match &self.postmaster {
+        match &self.postmaster() {
             Some(pm) => self.lookup(pm),
             None => Lookup::UnknownUser,
         }
@@ -160,7 +172,7 @@ impl Directory {
             }
         }
         if local == "postmaster" {
-            if let Some(pm) = &self.postmaster {
+            if let Some(pm) = &self.postmaster() {
                 if pm.domain_lower() != domain || pm.local.to_lowercase() != local {
                     return self.resolve(domains, pm, depth + 1, out);
                 }
@@ -299,8 +311,10 @@ mod tests {
         assert_eq!(held_by_server.domains(), vec!["new.test".to_string()]);
         assert_eq!(
             held_by_server.postmaster(),
-            Some(&Address::new("postmaster", "a.test"))
+            Some(Address::new("postmaster", "a.test"))
         );
+        shared.replace_postmaster(Some(Address::new("dana", "new.test")));
+        assert_eq!(held_by_server.lookup_postmaster(), mb("dana", "new.test"));
         // A clone is a copy, not a second handle.
         assert!(clone.is_local_domain("a.test") && !clone.is_local_domain("new.test"));
         assert_ne!(clone, *held_by_server);

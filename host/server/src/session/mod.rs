@@ -133,6 +133,8 @@ pub async fn run_session<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The settings of this moment, kept to the end even if a reload changes them meanwhile.
+    let shared = Arc::new(shared.for_session());
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + shared.limits.max_session_time;
     let mut conn = conn;
