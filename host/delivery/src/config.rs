@@ -58,6 +58,8 @@ pub struct DeliveryConfig {
     pub mta_sts: MtaStsSettings,
     /// `[delivery.tls_rpt]`: TLS-RPT aggregate reports (RFC 8460).
     pub tls_rpt: TlsRptSettings,
+    /// `[delivery.dane]`: DANE for MX hosts (RFC 7672).
+    pub dane: DaneSettings,
     /// Static routes, looked up by recipient domain (exact match first, then `*`).
     #[serde(rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -82,6 +84,7 @@ impl Default for DeliveryConfig {
             tls: TlsSettings::default(),
             mta_sts: MtaStsSettings::default(),
             tls_rpt: TlsRptSettings::default(),
+            dane: DaneSettings::default(),
             routes: Vec::new(),
         }
     }
@@ -97,8 +100,25 @@ impl DeliveryConfig {
         if let Some(path) = &self.tls.ca_file {
             crate::client::tls::load_ca_file(path)?;
         }
+        if let Some(path) = &self.dane.trust_anchor {
+            crate::dane::load_trust_anchor(path)?;
+        }
         Ok(())
     }
+}
+
+/// `[delivery.dane]`: DANE (RFC 7672) for MX delivery.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaneSettings {
+    /// Look up the TLSA records of every MX host (with DNSSEC validation) for MX delivery
+    /// that the config gives no TLS policy, as `tls = "dane"` does for one domain. Off by
+    /// default: the resolver must pass DNSSEC records through.
+    pub enabled: bool,
+    /// DNSKEY records (zone file syntax, as in `ldns-keygen`'s `.key` files) to validate
+    /// from instead of the IANA root keys: a private or test zone's keys. Every DNSKEY of
+    /// that zone must be listed (no DS lookup is made for a listed zone).
+    pub trust_anchor: Option<PathBuf>,
 }
 
 /// `[delivery.tls]`: trust anchors and TLS policies by recipient domain.

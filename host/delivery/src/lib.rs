@@ -31,6 +31,8 @@ mod attempt;
 pub mod client;
 pub mod config;
 mod content;
+pub mod dane;
+mod dane_policy;
 mod dispatcher;
 pub mod dns;
 mod endpoints;
@@ -53,7 +55,7 @@ mod tls_required;
 pub mod tlsrpt;
 mod tlsrpt_mail;
 
-pub use config::{DeliveryConfig, MtaStsSettings, Timeouts, TlsRptSettings};
+pub use config::{DaneSettings, DeliveryConfig, MtaStsSettings, Timeouts, TlsRptSettings};
 pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};
 pub use error::DeliveryError;
 pub use local::return_path;

@@ -12,6 +12,7 @@ use crate::client::{
 };
 use crate::config::DeliveryConfig;
 use crate::content::LazyContent;
+use crate::dane_policy::DaneHosts;
 use crate::dns::{Dns, HickoryDns};
 use crate::loops::LoopGuard;
 use crate::mta_sts::{FetchOptions, Lookup, MtaSts};
@@ -44,6 +45,8 @@ pub(crate) struct Remote {
     pub(crate) sts: Option<MtaSts>,
     /// TLS-RPT (RFC 8460) counts by policy domain.
     pub(crate) tls_counters: Arc<crate::tlsrpt::TlsCounters>,
+    /// DANE's TLSA lookups (RFC 7672), made on first use (`dane_policy.rs`).
+    pub(crate) dane: Mutex<Option<Arc<crate::dane::Dane>>>,
 }
 
 impl Remote {
@@ -78,6 +81,7 @@ impl Remote {
         Remote {
             sts,
             tls_counters: Arc::default(),
+            dane: Mutex::new(None),
             config,
             helo,
             tls,
@@ -154,6 +158,10 @@ impl Remote {
             }
             other => other,
         };
+        let idle = match idle {
+            Some(s) => self.dane_idle(dest, s).await,
+            None => None,
+        };
         if let Some(mut session) = idle {
             match self.precheck(&session, &msg) {
                 Err(outcome) => {
@@ -180,7 +188,8 @@ impl Remote {
                 return with_tls(uniform(&index, outcome), record);
             }
         };
-        let endpoints = match filter_mx(&sts, endpoints, requiretls) {
+        let dane = self.dane_hosts(dest, &endpoints).await;
+        let endpoints = match filter_mx(&sts, endpoints, requiretls, &dane) {
             Ok(e) => e,
             Err(outcome) => {
                 let record = self.tls_record(dest, &sts, None, Some(outcome_text(&outcome)));
@@ -192,7 +201,7 @@ impl Remote {
         let mut last_host: Option<String> = None;
         for endpoint in endpoints {
             last_host = Some(endpoint.host());
-            let mut session = match self.open(dest, endpoint, &sts, requiretls).await {
+            let mut session = match self.open(dest, endpoint, &sts, requiretls, &dane).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::info!(destination = %dest.hop, error = %e, "next hop unusable, trying the next");
@@ -213,9 +222,15 @@ impl Remote {
         };
         let failure = last.as_ref().map(|e| e.to_string());
         let record = self.tls_record(dest, &sts, None, failure);
+        let record = dane.mark(record, last_host.as_deref());
         let tls_failed = matches!(
             last,
-            Some(ClientError::Certificate(_) | ClientError::Tls(_) | ClientError::TlsRequired(_))
+            Some(
+                ClientError::Certificate(_)
+                    | ClientError::Tls(_)
+                    | ClientError::TlsRequired(_)
+                    | ClientError::Dane(_)
+            )
         );
         self.count_tls(
             dest,
@@ -298,6 +313,7 @@ impl Remote {
         endpoint: Endpoint,
         sts: &Lookup,
         requiretls: bool,
+        dane: &DaneHosts,
     ) -> Result<Session, ClientError> {
         let protocol = match dest.hop {
             NextHop::Lmtp(_) | NextHop::LmtpUnix(_) => Protocol::Lmtp,
@@ -313,7 +329,11 @@ impl Remote {
             auth: dest.auth.clone(),
             timeouts: self.config.timeouts.clone(),
         };
-        let opened = self.open_with(endpoint, &mut opts).await;
+        let by_dane = crate::dane_policy::apply(dane, &endpoint.host(), &mut opts)?;
+        let opened = self.open_with(endpoint, &mut opts).await.map(|mut s| {
+            s.dane = by_dane && s.tls;
+            s
+        });
         if let Ok(s) = &opened {
             match (&s.unverified_reason, s.tls) {
                 (Some(why), true) => tracing::info!(peer = s.peer(), verified = false,

@@ -6,6 +6,7 @@
 //! A message with `TLS-Required: No` (RFC 8689 4.2.2) skips the MTA-STS step.
 
 use crate::client::{Endpoint, Session, TlsPolicy};
+use crate::dane_policy::DaneHosts;
 use crate::mta_sts::{Applied, Lookup, Mode};
 use crate::remote::Remote;
 use crate::route::{Destination, NextHop, TlsMode};
@@ -22,7 +23,8 @@ impl Remote {
         else {
             return Lookup::None;
         };
-        if dest.tls.is_some() || dest.auth.is_some() {
+        // `dane` modes keep MTA-STS for MX hosts without TLSA records.
+        if dest.tls.is_some_and(|t| !t.is_dane()) || dest.auth.is_some() {
             return Lookup::None;
         }
         let Ok(dns) = self.dns() else {
@@ -50,7 +52,15 @@ impl Remote {
             return (TlsPolicy::Required, true);
         }
         let enforce = matches!(sts, Lookup::Policy(a) if a.policy.mode == Mode::Enforce);
-        match dest.tls {
+        let mx = matches!(dest.hop, NextHop::Mx(_));
+        // On MX delivery a `dane` mode decides per MX host (`dane_policy::apply`), over
+        // what follows here for a host without TLSA records; a smart host gets `verify`.
+        let mode = match dest.tls {
+            Some(t) if t.is_dane() && mx => None,
+            Some(t) if t.is_dane() => Some(TlsMode::Verify),
+            other => other,
+        };
+        match mode {
             Some(TlsMode::Verify) => (TlsPolicy::Required, true),
             _ if dest.auth.is_some() => (TlsPolicy::Required, true),
             // RFC 8461 4.2: an `enforce` policy's MX must offer STARTTLS and present a
@@ -61,6 +71,7 @@ impl Remote {
             _ if dest.require_tls => (TlsPolicy::Required, false),
             Some(TlsMode::None) => (TlsPolicy::Off, false),
             Some(TlsMode::Opportunistic) => (TlsPolicy::Opportunistic, false),
+            Some(TlsMode::Dane | TlsMode::DaneOnly) => (TlsPolicy::Required, true),
             // `testing` (RFC 8461 5): deliver as usual; whether it verified is recorded.
             None if self.config.opportunistic_tls => (TlsPolicy::Opportunistic, false),
             None => (TlsPolicy::Off, false),
@@ -76,7 +87,10 @@ impl Remote {
         session: Option<&Session>,
         failure: Option<String>,
     ) -> TlsRecord {
+        let by_dane = session.is_some_and(|s| s.dane);
         let (policy, source, domain) = match (dest.tls, sts) {
+            // RFC 7672: the certificate was checked against the MX host's TLSA records.
+            _ if by_dane => ("dane", "tlsa".to_string(), dest.policy_domain.clone()),
             (Some(mode), _) => (
                 mode_name(mode),
                 "config".to_string(),
@@ -163,6 +177,8 @@ fn mode_name(mode: TlsMode) -> &'static str {
         TlsMode::None => "none",
         TlsMode::Opportunistic => "opportunistic",
         TlsMode::Verify => "verify",
+        TlsMode::Dane => "dane",
+        TlsMode::DaneOnly => "dane-only",
     }
 }
 
@@ -206,6 +222,7 @@ pub(crate) fn filter_mx(
     sts: &Lookup,
     endpoints: Vec<Endpoint>,
     requiretls: bool,
+    dane: &DaneHosts,
 ) -> Result<Vec<Endpoint>, Outcome> {
     let Lookup::Policy(Applied { domain, policy, .. }) = sts else {
         return Ok(endpoints);
@@ -218,7 +235,8 @@ pub(crate) fn filter_mx(
     let fit: Vec<Endpoint> = endpoints
         .into_iter()
         .filter(|e| {
-            let ok = policy.matches(&e.host());
+            // DANE takes precedence over MTA-STS for a host with usable TLSA records.
+            let ok = policy.matches(&e.host()) || dane.usable(&e.host());
             if !ok && !unfit.contains(&e.host()) {
                 unfit.push(e.host());
             }

@@ -26,6 +26,10 @@ pub enum ClientError {
     /// clear).
     #[error("{0}")]
     TlsRequired(String),
+    /// DANE (RFC 7672) forbids this MX host now: its TLSA lookup was bogus or failed, or
+    /// `dane-only` found no usable records.
+    #[error("DANE: {0}")]
+    Dane(String),
 }
 
 impl ClientError {
@@ -58,6 +62,9 @@ impl ClientError {
             // RFC 8461 4.2 (and RFC 7672's deferral): a certificate that fails a required
             // check defers with 4.7.5, "cryptographic failure".
             ClientError::Certificate(_) => Outcome::Transient(format!("4.7.5 {self}")),
+            // RFC 7672 2.2: the MX host cannot be used securely now; deferred as a
+            // cryptographic failure (RFC 3463 X.7.5), never sent in clear text.
+            ClientError::Dane(_) => Outcome::Transient(format!("4.7.5 {self}")),
         }
     }
 

@@ -96,6 +96,8 @@ pub struct Session {
     pub messages: usize,
     /// The server offers REQUIRETLS (RFC 8689 3) in its latest EHLO reply.
     pub requiretls: bool,
+    /// The certificate was checked against DANE TLSA records (RFC 7672), set by the caller.
+    pub dane: bool,
 }
 
 impl Session {
@@ -143,6 +145,7 @@ impl Session {
             timeouts: t.clone(),
             messages: 0,
             requiretls: false,
+            dane: false,
         };
         session.hello(&opts.helo).await?;
         session.starttls(opts).await?;

@@ -1,0 +1,163 @@
+//! DANE for SMTP (RFC 7672): TLSA records of MX hosts, looked up with DNSSEC validation, decide
+//! how the MX host's certificate is checked.
+//!
+//! Per MX host, the TLSA RRset at `_<port>._tcp.<host>` (RFC 7672 2.2.3; port 25 in
+//! production) is one of:
+//! - **usable** (secure, with at least one DANE-TA(2) or DANE-EE(3) record with a known
+//!   selector and matching type, RFC 7672 3.1): TLS is required and the certificate must match
+//!   one record ([`verify`]);
+//! - **unusable** (secure, but every record is PKIX-TA/PKIX-EE or of an unknown kind): TLS is
+//!   still required but not authenticated (RFC 7672 2.2, as Postfix's `encrypt`): the
+//!   records show the server does TLS, so clear text would be a downgrade;
+//! - **none** (no records, proven or insecure): DANE does not apply; the other policies do;
+//! - **failed** (a bogus answer, a SERVFAIL, a timeout): the MX host must not be used now
+//!   (RFC 7672 2.2: a TLSA lookup failure is not "no records"), deferred with 4.7.5.
+//!
+//! Answers are cached for their TTL (negative answers for the SOA's negative TTL), failures
+//! not at all.
+
+mod lookup;
+#[cfg(test)]
+mod tests;
+pub mod verify;
+
+pub use lookup::{load_trust_anchor, HickoryTlsa};
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One TLSA record (RFC 6698 2.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tlsa {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+/// RFC 7672 3.1: usages DANE-TA(2) and DANE-EE(3), selectors Cert(0) and SPKI(1), matching
+/// types Full(0), SHA2-256(1) and SHA2-512(2) are usable; PKIX-TA(0) and PKIX-EE(1) are
+/// not for SMTP (RFC 7672 3.1.3), nor anything unknown.
+impl Tlsa {
+    pub fn usable(&self) -> bool {
+        matches!(self.usage, 2 | 3) && self.selector <= 1 && self.matching <= 2
+    }
+}
+
+/// A TLSA RRset as DNS gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsaAnswer {
+    /// Records that validated (`secure`) or came from an unsigned zone.
+    Records {
+        records: Vec<Tlsa>,
+        secure: bool,
+        ttl: Duration,
+    },
+    /// No records (NXDOMAIN or NODATA), for this long.
+    NoRecords { ttl: Duration },
+}
+
+/// A TLSA lookup that did not give an answer: bogus DNSSEC or a failed lookup.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsaError(pub String);
+
+/// The TLSA lookup, behind a trait so that the policy can be tested without DNS.
+#[async_trait]
+pub trait TlsaDns: Send + Sync {
+    async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, TlsaError>;
+}
+
+/// What DANE says about one MX host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaneState {
+    /// Usable records: the certificate must match one of them.
+    Usable(Arc<Vec<Tlsa>>),
+    /// Only unusable records: TLS required, not authenticated.
+    Unusable,
+    /// No secure records: DANE does not apply.
+    None,
+    /// Bogus or failed: do not use this host now.
+    Failed(String),
+}
+
+/// Cache entries live at most this long, whatever the TTL (a day, like MTA-STS's cap is
+/// larger, but DNS answers should be refreshed more often than that).
+const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Negative answers without a SOA TTL are kept this long.
+const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// Entries kept at most; past that the expired ones are dropped, then everything.
+const MAX_ENTRIES: usize = 10_000;
+
+/// TLSA lookups with a TTL cache.
+pub struct Dane {
+    dns: Arc<dyn TlsaDns>,
+    cache: Mutex<HashMap<String, (Instant, DaneState)>>,
+}
+
+impl Dane {
+    pub fn new(dns: Arc<dyn TlsaDns>) -> Self {
+        Dane {
+            dns,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The TLSA name of an SMTP server (RFC 7672 2.2.3, RFC 6698 3).
+    pub fn tlsa_name(host: &str, port: u16) -> String {
+        format!("_{port}._tcp.{}", host.trim_end_matches('.'))
+    }
+
+    /// What DANE says about `host` on `port`.
+    pub async fn state(&self, host: &str, port: u16) -> DaneState {
+        let name = Self::tlsa_name(host, port).to_ascii_lowercase();
+        let now = Instant::now();
+        if let Some((until, state)) = self.lock().get(&name) {
+            if *until > now {
+                return state.clone();
+            }
+        }
+        let (state, ttl) = match self.dns.tlsa(&name).await {
+            Err(e) => (
+                DaneState::Failed(format!("TLSA lookup for {name}: {e}")),
+                None,
+            ),
+            Ok(TlsaAnswer::NoRecords { ttl }) => (DaneState::None, Some(ttl)),
+            // RFC 7672 2.2: records that did not validate as secure are not used.
+            Ok(TlsaAnswer::Records {
+                secure: false, ttl, ..
+            }) => (DaneState::None, Some(ttl)),
+            Ok(TlsaAnswer::Records { records, ttl, .. }) => {
+                let usable: Vec<Tlsa> = records.into_iter().filter(Tlsa::usable).collect();
+                let state = match usable.is_empty() {
+                    true => DaneState::Unusable,
+                    false => DaneState::Usable(Arc::new(usable)),
+                };
+                (state, Some(ttl))
+            }
+        };
+        if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
+            let mut cache = self.lock();
+            if cache.len() >= MAX_ENTRIES {
+                cache.retain(|_, (until, _)| *until > now);
+                if cache.len() >= MAX_ENTRIES {
+                    cache.clear();
+                }
+            }
+            cache.insert(name, (now + ttl.min(MAX_TTL), state.clone()));
+        }
+        state
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, DaneState)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The TTL of a negative answer: the SOA's, else a short default.
+pub(crate) fn negative_ttl(secs: Option<u32>) -> Duration {
+    secs.map(|s| Duration::from_secs(u64::from(s)))
+        .unwrap_or(NEGATIVE_TTL)
+}

@@ -1,0 +1,165 @@
+//! Where DANE (RFC 7672) enters MX delivery: which destinations look up TLSA records, what
+//! each MX host's records make of its session, and which idle sessions still fit.
+//!
+//! DANE applies to MX delivery whose domain has `tls = "dane"` or `"dane-only"`
+//! (`delivery.tls.domains` or a route), or that the config leaves without a TLS policy when
+//! `delivery.dane.enabled` is on. For an MX host with usable records DANE decides the
+//! certificate check and takes precedence over the domain's MTA-STS policy (RFC 8461 2: a
+//! sender that does both prefers DANE); without records the other policies apply as usual.
+
+use crate::client::{ClientError, Endpoint, Session, SessionOptions, TlsPolicy};
+use crate::dane::verify::DaneVerifier;
+use crate::dane::{Dane, DaneState, HickoryTlsa, TlsaDns};
+use crate::remote::Remote;
+use crate::route::{Destination, NextHop, TlsMode};
+use corvid_queue::TlsRecord;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The DANE state of each MX host of one delivery attempt (by host name).
+#[derive(Default)]
+pub(crate) struct DaneHosts {
+    pub(crate) only: bool,
+    states: HashMap<String, DaneState>,
+}
+
+impl DaneHosts {
+    pub(crate) fn get(&self, host: &str) -> &DaneState {
+        self.states.get(host).unwrap_or(&DaneState::None)
+    }
+
+    /// The record of a failed attempt on `host` names DANE when DANE decided it.
+    pub(crate) fn mark(&self, mut record: TlsRecord, host: Option<&str>) -> TlsRecord {
+        let decided = host.is_some_and(|h| {
+            self.only || matches!(self.get(h), DaneState::Usable(_) | DaneState::Failed(_))
+        });
+        if decided {
+            record.policy = if self.only { "dane-only" } else { "dane" }.into();
+            record.source = Some("tlsa".into());
+        }
+        record
+    }
+
+    /// The host has usable TLSA records: its certificate is checked by DANE, whatever the
+    /// MTA-STS policy lists.
+    pub(crate) fn usable(&self, host: &str) -> bool {
+        matches!(self.get(host), DaneState::Usable(_))
+    }
+}
+
+impl TlsMode {
+    pub(crate) fn is_dane(self) -> bool {
+        matches!(self, TlsMode::Dane | TlsMode::DaneOnly)
+    }
+}
+
+impl Remote {
+    /// Whether DANE applies to this destination, and whether only DANE will do.
+    pub(crate) fn dane_wanted(&self, dest: &Destination) -> Option<bool> {
+        if !matches!(dest.hop, NextHop::Mx(_)) || dest.auth.is_some() {
+            return None;
+        }
+        match dest.tls {
+            Some(TlsMode::Dane) => Some(false),
+            Some(TlsMode::DaneOnly) => Some(true),
+            None if self.config.dane.enabled => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The TLSA lookups, made on first use.
+    fn dane(&self) -> Result<Arc<Dane>, String> {
+        let mut dane = self.dane.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = dane.as_ref() {
+            return Ok(Arc::clone(d));
+        }
+        let dns: Arc<dyn TlsaDns> = Arc::new(HickoryTlsa::new(
+            &self.config.nameservers,
+            self.config.dane.trust_anchor.as_deref(),
+        )?);
+        let made = Arc::new(Dane::new(dns));
+        *dane = Some(Arc::clone(&made));
+        Ok(made)
+    }
+
+    async fn dane_state(&self, endpoint: &Endpoint) -> DaneState {
+        let Endpoint::Tcp { host, addr } = endpoint else {
+            return DaneState::None;
+        };
+        match self.dane() {
+            Ok(dane) => dane.state(host, addr.port()).await,
+            Err(e) => DaneState::Failed(format!("no DNSSEC resolver: {e}")),
+        }
+    }
+
+    /// The DANE state of each MX host among `endpoints` (one lookup per host name).
+    pub(crate) async fn dane_hosts(&self, dest: &Destination, endpoints: &[Endpoint]) -> DaneHosts {
+        let Some(only) = self.dane_wanted(dest) else {
+            return DaneHosts::default();
+        };
+        let mut hosts = DaneHosts {
+            only,
+            states: HashMap::new(),
+        };
+        for e in endpoints {
+            if let std::collections::hash_map::Entry::Vacant(slot) = hosts.states.entry(e.host()) {
+                let state = self.dane_state(e).await;
+                tracing::debug!(host = %e.host(), state = ?state, "DANE TLSA state");
+                slot.insert(state);
+            }
+        }
+        hosts
+    }
+
+    /// An idle session if it may carry a message to this destination (else it is closed):
+    /// under usable TLSA records only a session whose certificate DANE checked, under
+    /// unusable ones a TLS session.
+    pub(crate) async fn dane_idle(&self, dest: &Destination, s: Session) -> Option<Session> {
+        let Some(only) = self.dane_wanted(dest) else {
+            return Some(s);
+        };
+        // The session is not Sync: only its endpoint crosses the await.
+        let (endpoint, dane, tls) = (s.endpoint.clone(), s.dane, s.tls);
+        let fits = match self.dane_state(&endpoint).await {
+            DaneState::Usable(_) => dane,
+            DaneState::Unusable => tls,
+            DaneState::None => !only,
+            DaneState::Failed(_) => false,
+        };
+        if fits {
+            return Some(s);
+        }
+        tokio::spawn(s.quit());
+        None
+    }
+}
+
+/// Applies an MX host's DANE state to its session options (RFC 7672 2.2): usable records
+/// require TLS and a certificate matching them, unusable ones TLS without authentication; a
+/// failed lookup, or `dane-only` without usable records, forbids the host. Returns whether
+/// the session's certificate will have been checked by DANE.
+pub(crate) fn apply(
+    hosts: &DaneHosts,
+    host: &str,
+    opts: &mut SessionOptions,
+) -> Result<bool, ClientError> {
+    match hosts.get(host) {
+        DaneState::Usable(records) => {
+            let config =
+                DaneVerifier::client_config(Arc::clone(records)).map_err(ClientError::Dane)?;
+            opts.tls = TlsPolicy::Required;
+            opts.verify = true;
+            opts.tls_configs.verified = config;
+            Ok(true)
+        }
+        DaneState::Failed(why) => Err(ClientError::Dane(why.clone())),
+        _ if hosts.only => Err(ClientError::Dane(format!(
+            "no usable DNSSEC-validated TLSA records for {host} (dane-only)"
+        ))),
+        DaneState::Unusable => {
+            opts.tls = TlsPolicy::Required;
+            Ok(false)
+        }
+        DaneState::None => Ok(false),
+    }
+}

@@ -1,0 +1,162 @@
+"""DANE (RFC 7672) on the sending side, with a real DNSSEC-signed zone: NSD serves `dane.test`
+signed by ldns-signzone (tests/e2e/dnssec_zone.py) on loopback, and Corvid's resolver talks to
+it directly, validating from the zone's own DNSKEY as trust anchor
+(`delivery.dane.trust_anchor`). The MX peer is an SMTP server with STARTTLS and a certificate
+made at test time (self-signed for another name, and expired: DANE-EE ignores both,
+RFC 7672 3.1.1).
+
+Cases: a DANE-EE record matching the peer's key delivers over verified TLS; a record that
+does not match defers 4.7.5, the message stays queued and its TLS record says `dane`; a TLSA RRset whose
+signature is broken (bogus) defers 4.7.5, as does validating from a wrong trust anchor; an MX
+host without TLSA records (proven absent by NSEC) gets the usual opportunistic TLS; `dane-only`
+defers such a host; `tls = "dane"` for one domain works with `delivery.dane.enabled` off."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import dnssec_zone
+from dnssec_zone import SignedZone, make_key, spki_sha256
+from outbound_support import relay_overrides
+from test_outbound_tls import CaFiles, TlsPeer
+
+pytestmark = pytest.mark.skipif(not dnssec_zone.available(), reason="needs nsd and ldnsutils")
+
+
+def message(rcpt: str) -> bytes:
+    return f"From: alice@corvid.test\r\nTo: {rcpt}\r\nSubject: dane {rcpt}\r\n\r\nhello\r\n".encode()
+
+
+@pytest.fixture
+def world(tmp_path):
+    """The peer (an expired self-signed certificate for a name no MX has) and the zone:
+    `good` has a matching 3 1 1 record, `bad` a wrong one, `bogus` a matching one with a broken
+    signature, `plain` none."""
+    d = tmp_path / "ca"
+    d.mkdir()
+    ca = CaFiles(d)
+    cert, key = ca.issue("peer", "elsewhere.invalid", kind="expired")
+    peer = TlsPeer(cert, key)
+    digest = spki_sha256(cert)
+    tlsa = f"_{peer.port}._tcp"
+    records = []
+    for name in ("good", "bad", "bogus", "plain", "only"):
+        records += [f"{name} IN MX 10 mx-{name}", f"mx-{name} IN A 127.0.0.1"]
+    records += [f"{tlsa}.mx-good IN TLSA 3 1 1 {digest}",
+                f"{tlsa}.mx-bad IN TLSA 3 1 1 {'00' * 32}",
+                f"{tlsa}.mx-bogus IN TLSA 3 1 1 {digest}"]
+    zone = SignedZone("dane.test", records)
+    zone.proc.terminate()
+    zone.proc.wait()
+    zone.sign(corrupt=[f"{tlsa}.mx-bogus"])
+    zone.start()
+
+    class World:
+        pass
+
+    w = World()
+    w.peer, w.zone, w.dir = peer, zone, d
+    yield w
+    peer.stop()
+    zone.stop()
+
+
+def sender(make_server, w, anchor=None, name="snd", log_level=None):
+    overrides = relay_overrides(None, w.peer.port,
+                                dane={"enabled": True, "trust_anchor": str(anchor or w.zone.anchor)})
+    overrides["delivery"]["nameservers"] = [w.zone.address]
+    if log_level:
+        overrides["log"] = {"level": log_level}
+    return make_server(overrides, name=name)
+
+
+def delivered(w, rcpt: str) -> bool:
+    return any(f"Subject: dane {rcpt}".encode() in m for m in w.peer.messages)
+
+
+def deferred_reason(server, rcpt: str) -> str:
+    e = server.wait_log(lambda e: e.get("rcpt") == rcpt and e.get("message") == "recipient deferred")
+    return e.get("reason", "")
+
+
+def done(server, rcpt: str) -> dict:
+    return server.wait_log(lambda e: e.get("rcpt") == rcpt and e.get("outcome") == "delivered")
+
+
+def queue_show(server, qid: str) -> dict:
+    r = server.cli("queue", "--config", str(server.config_path), "show", qid)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.split("--- headers ---")[0])
+
+
+def test_dane_ee_match_delivers_and_a_mismatch_defers(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    s.send(message("x@good.dane.test"), sender="alice@corvid.test", rcpts=("x@good.dane.test",))
+    e = done(s, "x@good.dane.test")
+    assert e.get("tls", "").endswith(" verified"), e
+    assert delivered(w, "x@good.dane.test")
+    qid = s.send(message("x@bad.dane.test"), sender="alice@corvid.test", rcpts=("x@bad.dane.test",))
+    reason = deferred_reason(s, "x@bad.dane.test")
+    assert reason.startswith("4.7.5 "), reason
+    assert not delivered(w, "x@bad.dane.test")
+    # Still queued, with the attempt's TLS record.
+    [r] = queue_show(s, qid)["recipients"]
+    tls = r["tls"]
+    assert tls["policy"] == "dane" and tls["source"] == "tlsa", tls
+    assert tls["verified"] is False and "certificate" in tls["failure"], tls
+    assert any(m.get("id") == qid for m in s.queue()), s.queue()
+
+
+def test_a_bogus_signature_defers(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    s.send(message("x@bogus.dane.test"), sender="alice@corvid.test", rcpts=("x@bogus.dane.test",))
+    reason = deferred_reason(s, "x@bogus.dane.test")
+    assert reason.startswith("4.7.5 ") and "DANE" in reason, reason
+    assert not delivered(w, "x@bogus.dane.test")
+    # The peer was never asked to take it: the host is unusable before connecting.
+    assert not any("bogus" in c for c in w.peer.commands), w.peer.commands
+
+
+def test_a_wrong_trust_anchor_defers(make_server, world):
+    w = world
+    _, other = make_key(w.dir, "dane.test")
+    s = sender(make_server, w, anchor=other)
+    s.send(message("z@good.dane.test"), sender="alice@corvid.test", rcpts=("z@good.dane.test",))
+    reason = deferred_reason(s, "z@good.dane.test")
+    assert reason.startswith("4.7.5 ") and "DANE" in reason, reason
+    assert not delivered(w, "z@good.dane.test")
+
+
+def test_no_tlsa_falls_back_to_opportunistic_tls(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    s.send(message("x@plain.dane.test"), sender="alice@corvid.test", rcpts=("x@plain.dane.test",))
+    e = done(s, "x@plain.dane.test")
+    # Opportunistic: TLS, and the (expired, wrong-name) certificate is not verified.
+    assert " unverified (" in e.get("tls", ""), e
+    assert delivered(w, "x@plain.dane.test")
+
+
+def test_dane_only_defers_a_host_without_tlsa_and_per_domain_dane_works(make_server, world):
+    w = world
+    overrides = relay_overrides(None, w.peer.port, dane={"trust_anchor": str(w.zone.anchor)},
+                                tls={"domains": {"only.dane.test": "dane-only",
+                                                 "good.dane.test": "dane"}})
+    overrides["delivery"]["nameservers"] = [w.zone.address]
+    s = make_server(overrides, name="only")
+    s.send(message("x@only.dane.test"), sender="alice@corvid.test", rcpts=("x@only.dane.test",))
+    reason = deferred_reason(s, "x@only.dane.test")
+    assert reason.startswith("4.7.5 ") and "dane-only" in reason, reason
+    assert not delivered(w, "x@only.dane.test")
+    s.send(message("w@good.dane.test"), sender="alice@corvid.test", rcpts=("w@good.dane.test",))
+    e = done(s, "w@good.dane.test")
+    assert e.get("tls", "").endswith(" verified"), e
+    # DANE off by default: a domain without a `dane` mode gets no TLSA lookup, and delivers
+    # opportunistically although its TLSA record does not match.
+    s.send(message("v@bad.dane.test"), sender="alice@corvid.test", rcpts=("v@bad.dane.test",))
+    e = done(s, "v@bad.dane.test")
+    assert " unverified (" in e.get("tls", ""), e
