@@ -274,7 +274,9 @@ impl Runner {
                 let _slot = (permit, claim);
                 attempt::process(ctx, id).await;
             };
-            running.tasks.spawn(tracing::Instrument::instrument(attempt, span));
+            running
+                .tasks
+                .spawn(tracing::Instrument::instrument(attempt, span));
         }
         true
     }
