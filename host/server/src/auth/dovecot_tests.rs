@@ -146,3 +146,23 @@ fn unescapes_dovecot_fields() {
     assert_eq!(unescape("a\x01tb\x011c\x01n"), "a\tb\x01c\n");
     assert_eq!(unescape("plain"), "plain");
 }
+
+#[test]
+fn the_dovecot_backend_needs_its_socket() {
+    let mut settings = crate::config::AuthSettings {
+        backend: crate::auth::AuthBackend::Dovecot,
+        ..Default::default()
+    };
+    let users = Path::new("/nonexistent/users");
+    let Err(e) = crate::auth::credentials(&settings, users, '+') else {
+        panic!("backend = dovecot without dovecot_socket must be refused");
+    };
+    assert!(e.to_string().contains("auth.dovecot_socket"), "{e}");
+    settings.dovecot_socket = Some("/nonexistent/socket".into());
+    let creds = crate::auth::credentials(&settings, users, '+').unwrap();
+    // Built lazily: an absent Dovecot is a temporary failure at AUTH time, not a start error.
+    assert!(matches!(
+        creds.check(&AuthAttempt::new("a", "b")),
+        AuthCheck::Unavailable(_)
+    ));
+}

@@ -122,3 +122,24 @@ fn schemes_corvid_cannot_verify_fail_closed() {
     assert!(!users.verify("alice@x.test", "pw"));
     assert_eq!(users.list().len(), 1);
 }
+
+#[test]
+fn rewrite_keeps_owner_and_group_when_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    let users = UsersFile::load(&path, '+').unwrap();
+    users
+        .set("a@x.test", hash_password("pw").unwrap(), None)
+        .unwrap();
+    if std::fs::metadata(&path).unwrap().uid() != 0 {
+        // Only root can give the file away; the CI runs as root.
+        return;
+    }
+    // The file belongs to the server's user (65534 here), `corvid user` runs as root.
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    users
+        .set("b@x.test", hash_password("pw").unwrap(), None)
+        .unwrap();
+    let m = std::fs::metadata(&path).unwrap();
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+}
