@@ -213,6 +213,10 @@ def test_the_dovecot_guide_as_written(guide):
     assert oct(guide.users.stat().st_mode & 0o777) == oct(0o640)
 
     guide.start_dovecot()
+    # The guide's check: `doveadm auth test alice@example.org` (Dovecot reads Corvid's file).
+    r = subprocess.run(["doveadm", "-c", str(guide.dovecot_conf_path), "auth", "test", "alice@example.org",
+                        PASSWORD], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "auth succeeded" in r.stdout, (r.stdout, r.stderr)
     corvid = guide.corvid.start()
     assert corvid.wait_log(lambda e: e.get("message") == "dropped root privileges")
 
