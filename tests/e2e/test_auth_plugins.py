@@ -85,6 +85,11 @@ def test_plugin_accept_overrides_the_default_dmarc_reject(make_server, dns, auth
 def submit(make_server, dns, wasm, **config) -> bytes:
     """An authenticated submission from alice@corvid.test with the dev key configured and
     published; returns what bob received."""
+    return submit_to(make_server, dns, wasm, **config)[0]
+
+
+def submit_to(make_server, dns, wasm, **config):
+    """`submit`, returning what bob received and the server."""
     srv = make_server({
         "auth_checks": {"enabled": True, "nameservers": [dns.address]},
         "dkim": {"key": [{"domain": "corvid.test", "selector": "dev", "generate": True}]},
@@ -103,7 +108,7 @@ def submit(make_server, dns, wasm, **config) -> bytes:
         s.sendmail("alice@corvid.test", ["bob@corvid.test"], message)
     content = split_delivered(srv.wait_mail("bob")[0]).content
     assert content.endswith(message)
-    return content
+    return content, srv
 
 
 def test_plugin_suppresses_signing(make_server, dns, authwit_wasm):
@@ -116,5 +121,9 @@ def test_plugin_chosen_selector_signs_and_an_unknown_one_does_not(make_server, d
     assert content.startswith(b"DKIM-Signature:") and b"s=dev" in content, content[:400]
     assert dkimpy_dns_verify(content)
     # No key for this domain: the message goes out unsigned rather than wrongly signed.
-    content = submit(make_server, dns, authwit_wasm, signing="choose", sign_domain="brand.test")
+    content, srv = submit_to(make_server, dns, authwit_wasm, signing="choose",
+                             sign_domain="brand.test")
     assert b"DKIM-Signature:" not in content, content[:400]
+    # ... and the log says why, naming the domain the plugin asked for.
+    refused = [e for e in srv.events() if "has no active [[dkim.key]]" in e.get("message", "")]
+    assert len(refused) == 1 and refused[0].get("domain") == "brand.test", refused

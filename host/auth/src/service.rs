@@ -179,7 +179,21 @@ impl MailAuth for AuthService {
             return String::new();
         };
         match signer.sign(content, choice, chrono::Utc::now()) {
-            Ok(out) => out.headers,
+            Ok(out) => {
+                if out.selectors.is_empty()
+                    && (choice.domain.is_some() || choice.selector.is_some())
+                {
+                    // A plugin can only pick among the configured keys: it never signs as a
+                    // domain this server holds no key for. Its text is sanitised for the log.
+                    warn!(
+                        target: "auth",
+                        domain = %choice.domain.as_deref().unwrap_or("(From: domain)").escape_debug(),
+                        selector = %choice.selector.as_deref().unwrap_or("(any)").escape_debug(),
+                        "the signing domain/selector a plugin chose has no active [[dkim.key]]: message sent unsigned"
+                    );
+                }
+                out.headers
+            }
             Err(e) => {
                 warn!(target: "auth", error = %e, "DKIM signing failed: message sent unsigned");
                 String::new()
