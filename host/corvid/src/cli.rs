@@ -71,12 +71,17 @@ pub enum Command {
 
     /// Run one plugin against a scripted SMTP transaction, without a server.
     #[command(
-        long_about = "Run one plugin component against a scripted SMTP transaction, without a \
-        server, and print every hook's decision. For testing mail policy offline.\n\n\
-        The script is TOML: [plugin] (config table, capabilities, stages), [connection] \
-        (client, helo, listener, tls, auth_user), one or more [[transaction]] (mail_from, \
-        rcpt_to, data) and optionally [dns] answers for the dns import. See the plugin author \
-        guide in plugins/sdk/README.md."
+        long_about = "Run one plugin component against a scripted SMTP session and delivery \
+        events, without a server, print every hook's decision and check it against the \
+        script's expectations; any mismatch prints a diff and exits with status 1.\n\n\
+        The script is TOML (JSON for a .json file): [plugin] (name, config, capabilities, \
+        stages), [connection] (client, local, rdns, helo, esmtp, listener, tls = { version, \
+        cipher, sni }, auth_user, expect.connect, expect.helo), [auth] (mechanism, user, \
+        password, authzid, expect), [[transaction]] (mail_from, mail_params, rcpt_to, data, \
+        expect.mail, expect.rcpt, expect.data), [dns] answers, [kv] initial contents, \
+        [[route]]/[[deferred]]/[[bounced]]/[[delivered]] delivery events, [expect_kv]. An \
+        expectation is { verdict, code, enhanced, text, modifications }. See \
+        plugins/sdk/README.md, \"Testing a component\"."
     )]
     Plugin {
         #[command(subcommand)]
@@ -178,9 +183,12 @@ pub enum PluginAction {
     Test {
         /// The plugin component, built for wasm32-wasip2.
         component: PathBuf,
-        /// The scripted transaction (TOML).
+        /// The script: TOML, or JSON when the name ends in .json.
         #[arg(long)]
         script: PathBuf,
+        /// Output: text (a diff under each failure), tap (TAP 13) or junit (JUnit XML).
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::plugin_test::Format,
     },
 }
 

@@ -38,8 +38,13 @@ fn main() -> ExitCode {
         Command::User { config, action } => user_cmd::run(config.as_deref(), action),
         Command::Plugins { config, action } => plugins_cmd::run(config.as_deref(), action),
         Command::Plugin {
-            action: cli::PluginAction::Test { component, script },
-        } => plugin_test::run(&component, &script),
+            action:
+                cli::PluginAction::Test {
+                    component,
+                    script,
+                    format,
+                },
+        } => plugin_test::run(&component, &script, format),
         Command::Dkim { action } => dkim_cmd::run(action),
         Command::Man { dir } => man_cmd::run(&dir),
     };

@@ -1,87 +1,56 @@
-//! `corvid plugin test COMPONENT --script FILE`: one plugin, a scripted SMTP transaction, no
-//! server. Every hook's decision is printed, so an author can check policy offline.
+//! `corvid plugin test COMPONENT --script FILE`: one plugin, a scripted SMTP session and
+//! delivery events, no server. Every hook's decision is printed and checked against the
+//! script's expectations; any mismatch makes the command fail (exit status 1).
+//!
+//! The plugin runs in the real plugin host with an in-memory kv store (seeded from `[kv]`) and
+//! a static resolver (`[dns]`). The session follows the server's rules: a refusal at
+//! `connect` ends the session, a refused MAIL skips its RCPTs and DATA, DATA runs only with an
+//! accepted recipient (RFC 5321 §3.3: "no valid recipients").
 
-use anyhow::{bail, Context, Result};
+mod report;
+mod script;
+
+pub use report::Format;
+
+use anyhow::{bail, Result};
 use corvid_plugin_host::{
-    Capability, EngineOptions, Manifest, MemoryKv, PluginEngine, PluginHost, Services, StaticDns,
+    Capability, DeliveryInfo, DeliveryPolicy, EngineOptions, Manifest, MemoryKv, PluginEngine,
+    PluginHost, Services, StaticDns,
 };
 use corvid_types::{
-    Address, ConnectionInfo, Decision, Envelope, MessageView, Policy, Recipient, Stage, Verdict,
+    Deferral, Envelope, KvStore, MessageView, Policy, PolicySession, Reply, Route, RouteRequest,
+    Verdict,
 };
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::net::SocketAddr;
+use report::Outcome;
+use script::{address, DeliveryStep, Expect, Script};
 use std::path::Path;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Script {
-    #[serde(default)]
-    plugin: PluginSection,
-    #[serde(default)]
-    connection: ConnSection,
-    #[serde(default, rename = "transaction")]
-    transactions: Vec<Transaction>,
-    /// `[dns."name"] A = ["127.0.0.2"]`: answers for the dns import.
-    #[serde(default)]
-    dns: BTreeMap<String, BTreeMap<String, Vec<String>>>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PluginSection {
-    #[serde(default)]
-    config: toml::Table,
-    /// Default: log, config, kv, dns, clock, metrics and random (so the script can exercise
-    /// the plugin as it runs in a server granting them); `random` gives it the OS's entropy.
-    capabilities: Option<Vec<Capability>>,
-    stages: Option<Vec<Stage>>,
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct ConnSection {
-    client: SocketAddr,
-    helo: String,
-    listener: String,
-    auth_user: Option<String>,
-}
-
-impl Default for ConnSection {
-    fn default() -> Self {
-        ConnSection {
-            client: SocketAddr::from(([192, 0, 2, 10], 40000)),
-            helo: "client.example".into(),
-            listener: "smtp".into(),
-            auth_user: None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Transaction {
-    /// The reverse-path; `""` is the null sender.
-    mail_from: String,
-    rcpt_to: Vec<String>,
-    /// The message; line ends become CRLF.
-    data: Option<String>,
-}
-
-pub fn run(component: &Path, script: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(script).with_context(|| format!("reading {}", script.display()))?;
-    let script: Script =
-        toml::from_str(&text).with_context(|| format!("in {}", script.display()))?;
+pub fn run(component: &Path, script_path: &Path, format: Format) -> Result<()> {
+    let script = script::load(script_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_script(component, script))
+    let outcomes = rt.block_on(run_script(component, script))?;
+    let failed = report::print(&script_path.display().to_string(), &outcomes, format);
+    if failed > 0 {
+        bail!(
+            "{failed} of {} checks failed in {}",
+            outcomes.len(),
+            script_path.display()
+        );
+    }
+    Ok(())
 }
 
-async fn run_script(component: &Path, script: Script) -> Result<()> {
+fn is_refusal(v: &Verdict) -> bool {
+    matches!(
+        v,
+        Verdict::Reject(_) | Verdict::Tempfail(_) | Verdict::Disconnect(_)
+    )
+}
+
+async fn run_script(component: &Path, script: Script) -> Result<Vec<Outcome>> {
     let dns = StaticDns::new();
     for (name, kinds) in &script.dns {
         for (kind, answers) in kinds {
@@ -89,91 +58,256 @@ async fn run_script(component: &Path, script: Script) -> Result<()> {
             dns.insert(kind, name, &answers);
         }
     }
+    let name = script
+        .plugin
+        .name
+        .clone()
+        .unwrap_or_else(|| "under-test".into());
+    let kv = Arc::new(MemoryKv::new());
+    for (k, v) in &script.kv {
+        kv.set(&name, k.as_bytes(), v.as_bytes(), None)?;
+    }
     let services = Services {
-        kv: Arc::new(MemoryKv::new()),
+        kv: kv.clone(),
         dns: Arc::new(dns),
     };
     let engine = PluginEngine::new(EngineOptions::default())?;
     let host = PluginHost::new(&engine, services, None);
-    let mut manifest = Manifest::new("under-test", component);
-    manifest.config = script.plugin.config;
-    manifest.stages = script.plugin.stages;
-    manifest.capabilities = script.plugin.capabilities.unwrap_or_else(all_capabilities);
+    let mut manifest = Manifest::new(&name, component);
+    manifest.config = script.plugin.config.clone();
+    manifest.stages = script.plugin.stages.clone();
+    manifest.capabilities = script
+        .plugin
+        .capabilities
+        .clone()
+        .unwrap_or_else(all_capabilities);
     let generation = host.load(vec![manifest]).await?;
     if let Some((_, error)) = generation.errors().first() {
         bail!("the plugin did not load: {error}");
     }
     host.swap(generation);
+    let mut out = Vec::new();
+    session(&host, &script, &mut out).await?;
+    delivery(&host, &script, &mut out).await?;
+    for (k, want) in &script.expect_kv {
+        let have = kv.get(&name, k.as_bytes())?;
+        let have = have.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let want_opt = (!want.is_empty()).then_some(want.as_str());
+        let shown = have.clone().unwrap_or_else(|| "(absent)".into());
+        let mut o = report::text(format!("kv {k:?}"), None, shown.clone());
+        if have.as_deref() != want_opt {
+            let want_shown = want_opt.unwrap_or("(absent)");
+            o.diff = vec![
+                format!("- value: {want_shown}"),
+                format!("+ value: {shown}"),
+            ];
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// connect, helo, auth, then each transaction.
+async fn session(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) -> Result<()> {
     let c = &script.connection;
-    let mut conn = ConnectionInfo {
-        session_id: 1,
-        listener: c.listener.clone(),
-        local_addr: SocketAddr::from(([127, 0, 0, 1], 25)),
-        peer_addr: c.client,
-        peer_rdns: None,
-        helo: None,
-        esmtp: false,
-        tls: None,
-        auth_user: c.auth_user.clone(),
-    };
-    let mut session = host.session(&conn);
-    show("connect", &session.connect(&conn).await);
+    let mut conn = c.info();
+    let mut s = host.session(&conn);
+    let d = s.connect(&conn).await;
+    let mut ended = is_refusal(&d.verdict).then_some("the connection was refused");
+    out.push(report::decision(
+        "connect".into(),
+        c.expect.connect.as_ref(),
+        &d,
+    ));
     conn.helo = Some(c.helo.clone());
-    conn.esmtp = true;
-    show("helo", &session.helo(&conn).await);
-    for tx in &script.transactions {
-        let mut env = Envelope {
-            sender: address(&tx.mail_from)?,
-            ..Envelope::default()
-        };
-        show(
-            &format!("mail <{}>", tx.mail_from),
-            &session.mail(&conn, &env).await,
-        );
-        for r in &tx.rcpt_to {
-            let Some(address) = address(r)? else {
-                bail!("empty recipient")
-            };
-            let rcpt = Recipient {
-                address,
-                params: Default::default(),
-            };
-            let d = session.rcpt(&conn, &env, &rcpt).await;
-            show(&format!("rcpt <{r}>"), &d);
-            if !matches!(
-                d.verdict,
-                Verdict::Reject(_) | Verdict::Tempfail(_) | Verdict::Disconnect(_)
-            ) {
-                env.recipients.push(rcpt);
+    conn.esmtp = c.esmtp;
+    if let Some(why) = ended {
+        out.push(report::skipped("helo".into(), c.expect.helo.is_some(), why));
+    } else {
+        let d = s.helo(&conn).await;
+        if matches!(d.verdict, Verdict::Disconnect(_)) {
+            ended = Some("helo disconnected");
+        }
+        out.push(report::decision("helo".into(), c.expect.helo.as_ref(), &d));
+    }
+    if let Some(a) = &script.auth {
+        let name = format!("auth {} {}", a.mechanism, a.user);
+        match ended {
+            Some(why) => out.push(report::skipped(name, a.expect.is_some(), why)),
+            None => {
+                let d = s.auth(&conn, &a.credentials()).await;
+                if !is_refusal(&d.verdict) && conn.auth_user.is_none() {
+                    conn.auth_user = Some(a.user.clone());
+                }
+                if matches!(d.verdict, Verdict::Disconnect(_)) {
+                    ended = Some("auth disconnected");
+                }
+                out.push(report::decision(name, a.expect.as_ref(), &d));
             }
         }
-        if let Some(data) = &tx.data {
-            let content = crlf(data);
-            show(
-                "data",
-                &session
-                    .data(&conn, &env, MessageView { content: &content })
-                    .await,
-            );
-        }
-        session.end_transaction();
+    }
+    for tx in &script.transactions {
+        ended = transaction(s.as_mut(), &conn, tx, ended, out).await?;
     }
     Ok(())
+}
+
+async fn transaction(
+    s: &mut dyn PolicySession,
+    conn: &corvid_types::ConnectionInfo,
+    tx: &script::Transaction,
+    mut ended: Option<&'static str>,
+    out: &mut Vec<Outcome>,
+) -> Result<Option<&'static str>> {
+    let mut env = Envelope {
+        sender: address(&tx.mail_from)?,
+        params: tx.mail_params.params()?,
+        recipients: Vec::new(),
+    };
+    let e = &tx.expect;
+    let mail_name = format!("mail <{}>", tx.mail_from);
+    let mut skip: Option<&'static str> = ended;
+    match ended {
+        Some(why) => out.push(report::skipped(mail_name, e.mail.is_some(), why)),
+        None => {
+            let d = s.mail(conn, &env).await;
+            if is_refusal(&d.verdict) {
+                skip = Some("MAIL was refused");
+            }
+            if matches!(d.verdict, Verdict::Disconnect(_)) {
+                ended = Some("the session was disconnected");
+            }
+            out.push(report::decision(mail_name, e.mail.as_ref(), &d));
+        }
+    }
+    for (i, r) in tx.rcpt_to.iter().enumerate() {
+        let name = format!("rcpt <{}>", r.text());
+        let expect: Option<&Expect> = e.rcpt.get(i);
+        if let Some(why) = skip {
+            out.push(report::skipped(name, expect.is_some(), why));
+            continue;
+        }
+        let rcpt = r.recipient()?;
+        let d = s.rcpt(conn, &env, &rcpt).await;
+        if matches!(d.verdict, Verdict::Disconnect(_)) {
+            ended = Some("the session was disconnected");
+            skip = ended;
+        }
+        if !is_refusal(&d.verdict) {
+            env.recipients.push(rcpt);
+        }
+        out.push(report::decision(name, expect, &d));
+    }
+    if let Some(data) = &tx.data {
+        let why = skip.or(env
+            .recipients
+            .is_empty()
+            .then_some("no recipient was accepted"));
+        match why {
+            Some(why) => out.push(report::skipped("data".into(), e.data.is_some(), why)),
+            None => {
+                let content = crlf(data);
+                let d = s.data(conn, &env, MessageView { content: &content }).await;
+                if matches!(d.verdict, Verdict::Disconnect(_)) {
+                    ended = Some("the session was disconnected");
+                }
+                out.push(report::decision("data".into(), e.data.as_ref(), &d));
+            }
+        }
+    }
+    s.end_transaction();
+    Ok(ended)
+}
+
+/// The delivery hooks: route, deferred, bounced, delivered.
+async fn delivery(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) -> Result<()> {
+    for step in &script.route {
+        let req = RouteRequest {
+            queue_id: step.queue_id.clone(),
+            sender: address(&step.sender)?,
+            recipient: recipient(&step.recipient)?,
+        };
+        let got = match host.route(&req).await {
+            Route::Continue => "continue".to_string(),
+            Route::Local => "local".into(),
+            Route::Mx(d) => format!("mx {d}"),
+            Route::Relay { host, port } => format!("relay {host}:{port}"),
+            Route::Drop => "drop".into(),
+        };
+        out.push(report::text(
+            format!("route <{}>", step.recipient),
+            step.expect.as_deref(),
+            got,
+        ));
+    }
+    for step in &script.deferred {
+        let got = match host.deferred(&info(step)?).await {
+            Deferral::Continue => "continue".to_string(),
+            Deferral::RetryAfter(d) => format!("retry-after {}s", d.as_secs()),
+            Deferral::Bounce => "bounce".into(),
+        };
+        let name = format!("deferred <{}>", step.recipient);
+        out.push(report::text(name, step.expect.as_deref(), got));
+    }
+    for step in &script.bounced {
+        let got = match host.bounced(&info(step)?).await {
+            corvid_types::BounceAction::Continue => "continue".to_string(),
+            corvid_types::BounceAction::Suppress => "suppress".into(),
+            corvid_types::BounceAction::Annotate(t) => format!("annotate {t}"),
+        };
+        let name = format!("bounced <{}>", step.recipient);
+        out.push(report::text(name, step.expect.as_deref(), got));
+    }
+    for step in &script.delivered {
+        if step.expect.is_some() {
+            bail!("[[delivered]] takes no `expect`: the hook decides nothing");
+        }
+        host.delivered(&info(step)?).await;
+        let name = format!("delivered <{}>", step.recipient);
+        out.push(report::text(name, None, "done".into()));
+    }
+    Ok(())
+}
+
+fn recipient(text: &str) -> Result<corvid_types::Address> {
+    match address(text)? {
+        Some(a) => Ok(a),
+        None => bail!("a delivery step needs a recipient"),
+    }
+}
+
+fn info(step: &DeliveryStep) -> Result<DeliveryInfo> {
+    let reply = match &step.reply {
+        None => None,
+        Some(text) => {
+            let mut parts = text.splitn(3, ' ');
+            let code: u16 = match parts.next().map(str::parse) {
+                Some(Ok(c)) => c,
+                _ => bail!("reply {text:?}: expected `CODE [X.Y.Z] text`"),
+            };
+            let second = parts.next().unwrap_or("");
+            let rest = parts.next().unwrap_or("");
+            Some(match corvid_types::EnhancedCode::parse(second) {
+                Some(_) => Reply::new(code, second, rest),
+                None => Reply::new(code, "", format!("{second} {rest}").trim()),
+            })
+        }
+    };
+    Ok(DeliveryInfo {
+        queue_id: step.queue_id.clone(),
+        sender: address(&step.sender)?,
+        recipient: recipient(&step.recipient)?,
+        attempt: step.attempt,
+        remote_host: step.remote_host.clone(),
+        reply,
+        reason: step.reason.clone(),
+        quarantined: step.quarantined.clone(),
+    })
 }
 
 fn all_capabilities() -> Vec<Capability> {
     use Capability::*;
     vec![Log, Config, Kv, Dns, Clock, Metrics, Random]
-}
-
-fn address(text: &str) -> Result<Option<Address>> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    match text.rsplit_once('@') {
-        Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok(Some(Address::new(l, d))),
-        _ => bail!("`{text}` is not an address"),
-    }
 }
 
 fn crlf(text: &str) -> Vec<u8> {
@@ -182,22 +316,4 @@ fn crlf(text: &str) -> Vec<u8> {
         out.push_str("\r\n");
     }
     out.into_bytes()
-}
-
-fn show(hook: &str, d: &Decision) {
-    let verdict = match &d.verdict {
-        Verdict::Continue => "continue".to_string(),
-        Verdict::Accept => "accept".to_string(),
-        Verdict::Reject(r) => format!("reject {r}"),
-        Verdict::Tempfail(r) => format!("tempfail {r}"),
-        Verdict::Disconnect(r) => format!("disconnect {r}"),
-        Verdict::Discard => "discard".to_string(),
-        Verdict::Quarantine(why) => format!("quarantine ({why})"),
-    };
-    // A closed stdout (`| head`) ends the output quietly instead of panicking in println!.
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{hook}: {verdict}");
-    for m in &d.modifications {
-        let _ = writeln!(out, "  modification: {m:?}");
-    }
 }

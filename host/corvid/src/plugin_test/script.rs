@@ -1,0 +1,347 @@
+//! The script format of `corvid plugin test` (TOML, or JSON for a `.json` file); documented in
+//! plugins/sdk/README.md, "Testing a component".
+
+use anyhow::{bail, Context, Result};
+use corvid_plugin_host::Capability;
+use corvid_types::{
+    Address, AuthCredentials, BodyType, ConnectionInfo, MailParams, Notify, RcptParams, Recipient,
+    Ret, Stage, TlsInfo,
+};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    #[serde(default)]
+    pub plugin: PluginSection,
+    #[serde(default)]
+    pub connection: ConnSection,
+    /// The AUTH command, run after EHLO (the `auth` hook).
+    pub auth: Option<AuthSection>,
+    #[serde(default, rename = "transaction")]
+    pub transactions: Vec<Transaction>,
+    /// `[dns."name"] A = ["127.0.0.2"]`: answers for the dns import (A, AAAA, MX as
+    /// `"10 mx.example"`, TXT, PTR under the address).
+    #[serde(default)]
+    pub dns: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Initial kv contents of the plugin's namespace: `[kv] "key" = "value"`.
+    #[serde(default)]
+    pub kv: BTreeMap<String, String>,
+    /// `[[route]]`, `[[deferred]]`, `[[bounced]]`, `[[delivered]]`: delivery hook calls.
+    #[serde(default)]
+    pub route: Vec<DeliveryStep>,
+    #[serde(default)]
+    pub deferred: Vec<DeliveryStep>,
+    #[serde(default)]
+    pub bounced: Vec<DeliveryStep>,
+    #[serde(default)]
+    pub delivered: Vec<DeliveryStep>,
+    /// After every step: `[expect_kv] "key" = "value"` (`""`: the key must be absent).
+    #[serde(default)]
+    pub expect_kv: BTreeMap<String, String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// The plugin's name, which is also its kv namespace. Default: `under-test`.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Default: log, config, kv, dns, clock, metrics and random (so the script can exercise
+    /// the plugin as it runs in a server granting them); `random` gives it the OS's entropy.
+    pub capabilities: Option<Vec<Capability>>,
+    pub stages: Option<Vec<Stage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnSection {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub rdns: Option<String>,
+    pub helo: String,
+    pub esmtp: bool,
+    pub listener: String,
+    pub tls: Option<TlsSection>,
+    pub auth_user: Option<String>,
+    pub expect: ConnExpect,
+}
+
+impl Default for ConnSection {
+    fn default() -> Self {
+        ConnSection {
+            client: SocketAddr::from(([192, 0, 2, 10], 40000)),
+            local: SocketAddr::from(([127, 0, 0, 1], 25)),
+            rdns: None,
+            helo: "client.example".into(),
+            esmtp: true,
+            listener: "smtp".into(),
+            tls: None,
+            auth_user: None,
+            expect: ConnExpect::default(),
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnExpect {
+    pub connect: Option<Expect>,
+    pub helo: Option<Expect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    #[serde(default = "tls_version")]
+    pub version: String,
+    #[serde(default = "tls_cipher")]
+    pub cipher: String,
+    pub sni: Option<String>,
+}
+
+fn tls_version() -> String {
+    "TLSv1.3".into()
+}
+
+fn tls_cipher() -> String {
+    "TLS_AES_256_GCM_SHA384".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    #[serde(default = "plain")]
+    pub mechanism: String,
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    pub authzid: Option<String>,
+    pub expect: Option<Expect>,
+}
+
+fn plain() -> String {
+    "PLAIN".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transaction {
+    /// The reverse-path; `""` is the null sender.
+    pub mail_from: String,
+    #[serde(default)]
+    pub mail_params: MailParamsSection,
+    pub rcpt_to: Vec<RcptSpec>,
+    /// The message; line ends become CRLF.
+    pub data: Option<String>,
+    #[serde(default)]
+    pub expect: TxExpect,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TxExpect {
+    pub mail: Option<Expect>,
+    /// One per `rcpt_to` entry, in order (fewer: the rest are not checked).
+    pub rcpt: Vec<Expect>,
+    pub data: Option<Expect>,
+}
+
+/// ESMTP MAIL parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 3461 RET and
+/// ENVID, RFC 4954 AUTH, RFC 8689 REQUIRETLS).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailParamsSection {
+    pub size: Option<u64>,
+    /// `7bit` or `8bitmime`.
+    pub body: Option<String>,
+    pub smtputf8: bool,
+    /// `full` or `hdrs`.
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+    pub auth: Option<String>,
+    pub requiretls: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RcptSpec {
+    Plain(String),
+    /// RFC 3461 parameters: `{ address = "a@b", notify = ["success", "failure"], orcpt = "rfc822;a@b" }`.
+    Full {
+        address: String,
+        #[serde(default)]
+        notify: Option<Vec<String>>,
+        #[serde(default)]
+        orcpt: Option<String>,
+    },
+}
+
+/// What a hook is expected to decide; only the fields given are checked.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// continue, accept, reject, tempfail, disconnect, discard or quarantine.
+    pub verdict: Option<String>,
+    /// The reply code (reject, tempfail, disconnect).
+    pub code: Option<u16>,
+    /// The enhanced status code, e.g. `5.7.1` (RFC 3463).
+    pub enhanced: Option<String>,
+    /// Text the reply (or the quarantine reason) must contain.
+    pub text: Option<String>,
+    /// The exact list of modifications, e.g. `["add-header X-Greylist: pass"]`.
+    pub modifications: Option<Vec<String>>,
+}
+
+/// A delivery hook call; `expect` is the decision as text (`relay smtp.example:587`,
+/// `retry-after 600s`, `suppress`, ...).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryStep {
+    pub recipient: String,
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default = "queue_id")]
+    pub queue_id: String,
+    #[serde(default = "one")]
+    pub attempt: u32,
+    pub remote_host: Option<String>,
+    /// The remote reply, e.g. `"451 4.3.0 try later"`.
+    pub reply: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+    pub quarantined: Option<String>,
+    pub expect: Option<String>,
+}
+
+fn queue_id() -> String {
+    "TESTQUEUEID".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Reads a script: JSON when the file name ends in `.json`, TOML otherwise.
+pub fn load(path: &Path) -> Result<Script> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(anyhow::Error::from)
+    } else {
+        toml::from_str(&text).map_err(anyhow::Error::from)
+    };
+    parsed.with_context(|| format!("in {}", path.display()))
+}
+
+pub fn address(text: &str) -> Result<Option<Address>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.rsplit_once('@') {
+        Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok(Some(Address::new(l, d))),
+        _ => bail!("`{text}` is not an address"),
+    }
+}
+
+impl ConnSection {
+    /// The connection facts before EHLO.
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            session_id: 1,
+            listener: self.listener.clone(),
+            local_addr: self.local,
+            peer_addr: self.client,
+            peer_rdns: self.rdns.clone(),
+            helo: None,
+            esmtp: false,
+            tls: self.tls.as_ref().map(|t| TlsInfo {
+                version: t.version.clone(),
+                cipher: t.cipher.clone(),
+                sni: t.sni.clone(),
+            }),
+            auth_user: self.auth_user.clone(),
+        }
+    }
+}
+
+impl AuthSection {
+    pub fn credentials(&self) -> AuthCredentials {
+        AuthCredentials {
+            mechanism: self.mechanism.clone(),
+            username: self.user.clone(),
+            authzid: self.authzid.clone(),
+            password: self.password.clone(),
+        }
+    }
+}
+
+impl MailParamsSection {
+    pub fn params(&self) -> Result<MailParams> {
+        Ok(MailParams {
+            size: self.size,
+            body: match self.body.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("7bit") => BodyType::SevenBit,
+                Some("8bitmime") => BodyType::EightBitMime,
+                Some(other) => bail!("mail_params.body: {other:?} is not 7bit or 8bitmime"),
+            },
+            smtputf8: self.smtputf8,
+            ret: match self.ret.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None => None,
+                Some("full") => Some(Ret::Full),
+                Some("hdrs") => Some(Ret::Headers),
+                Some(other) => bail!("mail_params.ret: {other:?} is not full or hdrs"),
+            },
+            envid: self.envid.clone(),
+            auth: self.auth.clone(),
+            requiretls: self.requiretls,
+        })
+    }
+}
+
+impl RcptSpec {
+    pub fn recipient(&self) -> Result<Recipient> {
+        let (text, notify, orcpt) = match self {
+            RcptSpec::Plain(t) => (t, None, None),
+            RcptSpec::Full {
+                address,
+                notify,
+                orcpt,
+            } => (address, notify.as_ref(), orcpt.clone()),
+        };
+        let Some(address) = address(text)? else {
+            bail!("empty recipient")
+        };
+        let notify = match notify {
+            None => None,
+            Some(words) => {
+                let mut n = Notify::default();
+                for w in words {
+                    match w.to_ascii_lowercase().as_str() {
+                        "never" => n.never = true,
+                        "success" => n.success = true,
+                        "failure" => n.failure = true,
+                        "delay" => n.delay = true,
+                        other => bail!("notify: {other:?} is not never/success/failure/delay"),
+                    }
+                }
+                Some(n)
+            }
+        };
+        Ok(Recipient {
+            address,
+            params: RcptParams { notify, orcpt },
+        })
+    }
+
+    pub fn text(&self) -> &str {
+        match self {
+            RcptSpec::Plain(t) => t,
+            RcptSpec::Full { address, .. } => address,
+        }
+    }
+}
