@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, DEV_CONFIG, REFERENCE_CONFIG, SmtpClient, run_cli, split_delivered
+from conftest import BIN, DEV_CONFIG, SmtpClient, run_cli, split_delivered
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NO_RETRY_SOON = {"queue": {"retry": {"delays": ["1h"]}}}
@@ -65,9 +65,10 @@ def test_unknown_subcommand_fails():
 # --- check-config -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [REFERENCE_CONFIG, DEV_CONFIG], ids=["corvid.toml", "dev.toml"])
+# corvid.toml names a certificate to provide: test_check_config.py checks it with one present.
+@pytest.mark.parametrize("path", [DEV_CONFIG], ids=["dev.toml"])
 def test_check_config_ok(path):
-    r = run_cli("check-config", str(path))
+    r = run_cli("check-config", str(path), cwd=DEV_CONFIG.parent.parent, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "ok" in r.stdout, r.stdout
 

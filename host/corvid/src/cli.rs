@@ -31,7 +31,8 @@ pub enum Command {
     )]
     Serve(ServeArgs),
 
-    /// Check a config file and report the first error with the key it concerns.
+    /// Check a config file, its TLS certificates and keys and its plugins (compiled, their
+    /// `configure` run), and report the first error with the key it concerns.
     CheckConfig {
         /// The config file (TOML), e.g. /etc/corvid/corvid.toml.
         file: PathBuf,

@@ -5,6 +5,7 @@
 //! Must not: hold mail logic; everything it runs lives in the library crates.
 
 mod admin;
+mod check_cmd;
 mod cli;
 mod config;
 mod dkim_cmd;
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file } => check_cmd::run(&file),
         Command::Queue { config, action } => queue_cmd::run(config.as_deref(), action),
         Command::Kv { config, action } => kv_cmd::run(config.as_deref(), action),
         Command::User { config, action } => user_cmd::run(config.as_deref(), action),
@@ -55,16 +56,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let c = config::Config::load(Some(file))?;
-    let domains: Vec<&str> = c.local.domains.iter().map(|d| d.name.as_str()).collect();
-    println!(
-        "{}: ok ({} listener(s), local domains: {})",
-        file.display(),
-        c.listeners.len(),
-        domains.join(", ")
-    );
-    Ok(())
 }
