@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,17 @@ const MAX_HANDSHAKE_LINES: usize = 64;
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Users whose sender lists are remembered from their last OK reply.
 const MAX_REMEMBERED: usize = 10_000;
+/// Attempts waiting on Dovecot at once. Dovecot holds every wrong password for
+/// `auth_failure_delay`, so these are not limited by `auth.max_concurrent_hashes` (a few
+/// guessers would starve everyone's logins); beyond this many, 454 4.7.0.
+const MAX_IN_FLIGHT: usize = 64;
 
 pub struct DovecotAuth {
     socket: PathBuf,
     timeout: Duration,
     delimiter: char,
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
     /// user -> `corvid_senders` of its last successful login, for `owns_address`.
     senders: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -65,6 +72,8 @@ impl DovecotAuth {
             socket: socket.to_path_buf(),
             timeout: TIMEOUT,
             delimiter,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: MAX_IN_FLIGHT,
             senders: Mutex::new(HashMap::new()),
         }
     }
@@ -72,6 +81,12 @@ impl DovecotAuth {
     #[cfg(test)]
     pub(crate) fn with_timeout(mut self, timeout: Duration) -> DovecotAuth {
         self.timeout = timeout;
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_max_in_flight(mut self, max: usize) -> DovecotAuth {
+        self.max_in_flight = max;
         self
     }
 
@@ -182,12 +197,19 @@ impl Credentials for DovecotAuth {
     }
 
     fn check(&self, attempt: &AuthAttempt<'_>) -> AuthCheck {
+        let Some(_slot) = InFlight::take(&self.in_flight, self.max_in_flight) else {
+            return AuthCheck::Unavailable("too many checks waiting on Dovecot".into());
+        };
         self.exchange(attempt).unwrap_or_else(|e| {
             AuthCheck::Unavailable(format!(
                 "Dovecot auth socket {}: {e}",
                 self.socket.display()
             ))
         })
+    }
+
+    fn hashes_locally(&self) -> bool {
+        false
     }
 
     /// The user name itself (when it is an address) and the `corvid_senders` extra field of
@@ -198,6 +220,25 @@ impl Credentials for DovecotAuth {
         std::iter::once(user)
             .chain(listed.iter().map(String::as_str))
             .any(|a| super::same_address(a, address, self.delimiter))
+    }
+}
+
+/// A place among the attempts in flight, given back on drop.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn take(count: &'a AtomicUsize, max: usize) -> Option<InFlight<'a>> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(count))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

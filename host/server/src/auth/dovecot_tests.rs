@@ -166,3 +166,32 @@ fn the_dovecot_backend_needs_its_socket() {
         AuthCheck::Unavailable(_)
     ));
 }
+
+#[test]
+fn attempts_waiting_on_dovecot_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow");
+    // Accepts and never answers: the first attempt waits for its timeout.
+    let _listener = UnixListener::bind(&path).unwrap();
+    let d = std::sync::Arc::new(
+        DovecotAuth::new(&path, '+')
+            .with_timeout(Duration::from_secs(2))
+            .with_max_in_flight(1),
+    );
+    assert!(!d.hashes_locally());
+    let first = {
+        let d = std::sync::Arc::clone(&d);
+        std::thread::spawn(move || d.check(&attempt()))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let AuthCheck::Unavailable(why) = d.check(&attempt()) else {
+        panic!("a second attempt beyond the bound must be a temporary failure");
+    };
+    assert!(why.contains("too many"), "{why}");
+    assert!(matches!(first.join().unwrap(), AuthCheck::Unavailable(_)));
+    // The place is given back.
+    let AuthCheck::Unavailable(why) = d.check(&attempt()) else {
+        panic!("a silent socket must be a temporary failure");
+    };
+    assert!(!why.contains("too many"), "{why}");
+}

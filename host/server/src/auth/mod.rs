@@ -96,6 +96,12 @@ pub trait Credentials: Send + Sync {
         }
     }
 
+    /// Whether `check` computes password hashes in this process, so that it counts against
+    /// `auth.max_concurrent_hashes`. A remote checker bounds its own waiting.
+    fn hashes_locally(&self) -> bool {
+        true
+    }
+
     /// Whether `user` may send as `address` (RFC 6409 6.1: submission servers check this).
     fn owns_address(&self, user: &str, address: &corvid_types::Address) -> bool;
 }

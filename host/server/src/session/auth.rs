@@ -183,13 +183,20 @@ impl Session {
         };
         // A server-wide cap on hashes in progress: argon2id is costly by design, and a flood
         // of AUTH attempts must not take every CPU. RFC 4954 6: 454 is a temporary failure.
-        let Ok(permit) = Arc::clone(&self.shared.hash_permits).try_acquire_owned() else {
-            let r = Reply::new(
-                454,
-                "4.7.0",
-                "Too many authentications in progress, try again later",
-            );
-            return Outcome::Reply(r, Flow::Continue);
+        // A backend that does not hash here (Dovecot) bounds its own waiting.
+        let permit = match store.hashes_locally() {
+            true => match Arc::clone(&self.shared.hash_permits).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let r = Reply::new(
+                        454,
+                        "4.7.0",
+                        "Too many authentications in progress, try again later",
+                    );
+                    return Outcome::Reply(r, Flow::Continue);
+                }
+            },
+            false => None,
         };
         let (user, pass) = (creds.username.clone(), creds.password.clone());
         let secured = self.conn.tls.is_some() || self.listener.allow_plaintext_auth;
