@@ -9,11 +9,17 @@ Cases: a DANE-EE record matching the peer's key delivers over verified TLS; a re
 does not match defers 4.7.5, the message stays queued and its TLS record says `dane`; a TLSA RRset whose
 signature is broken (bogus) defers 4.7.5, as does validating from a wrong trust anchor; an MX
 host without TLSA records (proven absent by NSEC) gets the usual opportunistic TLS; `dane-only`
-defers such a host; `tls = "dane"` for one domain works with `delivery.dane.enabled` off."""
+defers such a host; `tls = "dane"` for one domain works with `delivery.dane.enabled` off; a
+REQUIRETLS message goes to an MX host DANE authenticates, and bounces 5.7.30 to one without
+TLSA records (RFC 8689 4.2.1)."""
 
 from __future__ import annotations
 
 import json
+import smtplib
+
+from conftest import IO_TIMEOUT
+from test_requiretls import tls_client_context
 
 import pytest
 
@@ -38,7 +44,7 @@ def world(tmp_path):
     d.mkdir()
     ca = CaFiles(d)
     cert, key = ca.issue("peer", "elsewhere.invalid", kind="expired")
-    peer = TlsPeer(cert, key)
+    peer = TlsPeer(cert, key, requiretls=True)
     digest = spki_sha256(cert)
     tlsa = f"_{peer.port}._tcp"
     records = []
@@ -160,3 +166,27 @@ def test_dane_only_defers_a_host_without_tlsa_and_per_domain_dane_works(make_ser
     s.send(message("v@bad.dane.test"), sender="alice@corvid.test", rcpts=("v@bad.dane.test",))
     e = done(s, "v@bad.dane.test")
     assert " unverified (" in e.get("tls", ""), e
+
+
+def submit_requiretls(srv, rcpt: str) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port, local_hostname="client.test", timeout=IO_TIMEOUT) as c:
+        c.ehlo()
+        c.starttls(context=tls_client_context())
+        c.ehlo()
+        assert c.sendmail("alice@corvid.test", [rcpt], message(rcpt), mail_options=["REQUIRETLS"]) == {}
+
+
+def test_requiretls_goes_over_dane_and_bounces_without_tlsa(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    submit_requiretls(s, "r@good.dane.test")
+    e = done(s, "r@good.dane.test")
+    assert e.get("tls", "").endswith(" verified"), e
+    assert delivered(w, "r@good.dane.test")
+    assert any(c.upper().startswith("MAIL FROM:") and "REQUIRETLS" in c.upper() for c in w.peer.commands), \
+        w.peer.commands
+    submit_requiretls(s, "r@plain.dane.test")
+    [dsn] = s.wait_mail("alice")
+    text = dsn.read_bytes().decode("utf-8", "replace")
+    assert "Final-Recipient: rfc822; r@plain.dane.test\r\nAction: failed\r\nStatus: 5.7.30\r\n" in text, text
+    assert not delivered(w, "r@plain.dane.test")

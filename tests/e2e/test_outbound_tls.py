@@ -63,10 +63,12 @@ class TlsPeer:
     """An SMTP server on loopback offering STARTTLS (and AUTH PLAIN LOGIN after it); records
     the commands, the raw bytes received, and the messages accepted."""
 
-    def __init__(self, cert: Path, key: Path, auth: bool = False) -> None:
+    def __init__(self, cert: Path, key: Path, auth: bool = False, requiretls: bool = False) -> None:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.auth = auth
+        # Offer REQUIRETLS (RFC 8689) after STARTTLS.
+        self.requiretls = requiretls
         self.commands: list[str] = []
         self.raw = b""
         self.messages: list[bytes] = []
@@ -113,6 +115,7 @@ class TlsPeer:
                 if verb == "EHLO":
                     ext = ["peer.test", "PIPELINING", "8BITMIME"]
                     ext += ["AUTH PLAIN LOGIN"] if (tls and self.auth) else []
+                    ext += ["REQUIRETLS"] if (tls and self.requiretls) else []
                     ext += [] if tls else ["STARTTLS"]
                     conn.sendall("".join(f"250{'-' if i < len(ext) - 1 else ' '}{e}\r\n"
                                          for i, e in enumerate(ext)).encode())

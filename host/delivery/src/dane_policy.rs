@@ -12,6 +12,7 @@ use crate::dane::verify::DaneVerifier;
 use crate::dane::{Dane, DaneState, HickoryTlsa, TlsaDns};
 use crate::remote::Remote;
 use crate::route::{Destination, NextHop, TlsMode};
+use crate::Outcome;
 use corvid_queue::TlsRecord;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +39,36 @@ impl DaneHosts {
             record.source = Some("tlsa".into());
         }
         record
+    }
+
+    /// RFC 8689 4.2.1 for a REQUIRETLS message that only DANE can authenticate (`only_dane`:
+    /// MX delivery without an MTA-STS policy): the MX hosts with usable TLSA records. None
+    /// left: a failed TLSA lookup defers (4.7.5), otherwise the message bounces 5.7.30.
+    pub(crate) fn requiretls_hosts(
+        &self,
+        endpoints: Vec<Endpoint>,
+        only_dane: bool,
+    ) -> Result<Vec<Endpoint>, Outcome> {
+        if !only_dane {
+            return Ok(endpoints);
+        }
+        let failed = endpoints
+            .iter()
+            .any(|e| matches!(self.get(&e.host()), DaneState::Failed(_)));
+        let fit: Vec<Endpoint> = endpoints
+            .into_iter()
+            .filter(|e| self.usable(&e.host()))
+            .collect();
+        match (fit.is_empty(), failed) {
+            (false, _) => Ok(fit),
+            (true, true) => Err(Outcome::Transient(
+                "4.7.5 REQUIRETLS: the TLSA lookup of the MX hosts failed (DANE)".into(),
+            )),
+            (true, false) => Err(Outcome::Permanent(
+                "5.7.30 REQUIRETLS: no MTA-STS policy and no MX host with usable DANE TLSA records"
+                    .into(),
+            )),
+        }
     }
 
     /// The host has usable TLSA records: its certificate is checked by DANE, whatever the

@@ -120,7 +120,7 @@ impl Remote {
         let sts = self.sts_for(dest).await;
         let requiretls = envelope.params.requiretls;
         if requiretls {
-            if let Err(outcome) = requiretls_path(dest, &sts) {
+            if let Err(outcome) = requiretls_path(dest, &sts, self.dane_wanted(dest).is_some()) {
                 let record = self.tls_record(dest, &sts, None, Some(outcome_text(&outcome)));
                 return with_tls(uniform(&index, outcome), record);
             }
@@ -189,7 +189,9 @@ impl Remote {
             }
         };
         let dane = self.dane_hosts(dest, &endpoints).await;
-        let endpoints = match filter_mx(&sts, endpoints, requiretls, &dane) {
+        let endpoints = match filter_mx(&sts, endpoints, requiretls, &dane)
+            .and_then(|e| dane.requiretls_hosts(e, requiretls && !matches!(sts, Lookup::Policy(_))))
+        {
             Ok(e) => e,
             Err(outcome) => {
                 let record = self.tls_record(dest, &sts, None, Some(outcome_text(&outcome)));

@@ -197,19 +197,20 @@ pub(crate) fn idle_fits(sts: &Lookup, requiretls: bool, s: &Session) -> bool {
 }
 
 /// RFC 8689 4.2.1: where a REQUIRETLS message may go. MX delivery needs an authenticated
-/// policy for the MX names (MTA-STS here; DANE is not implemented), a smart host a
+/// policy for the MX names (MTA-STS, or DANE when it applies: `dane` then keeps only MX hosts
+/// with usable TLSA records, see `DaneHosts::requiretls_hosts`), a smart host a
 /// configured `tls = "verify"` (its name is configured, not taken from DNS); LMTP to the
 /// final store is not relaying. Otherwise the message bounces with 5.7.30.
-pub(crate) fn requiretls_path(dest: &Destination, sts: &Lookup) -> Result<(), Outcome> {
+pub(crate) fn requiretls_path(dest: &Destination, sts: &Lookup, dane: bool) -> Result<(), Outcome> {
     let ok = match &dest.hop {
-        NextHop::Mx(_) => matches!(sts, Lookup::Policy(_)),
+        NextHop::Mx(_) => dane || matches!(sts, Lookup::Policy(_)),
         NextHop::Smtp(_) => dest.tls == Some(TlsMode::Verify),
         _ => true,
     };
     match ok {
         true => Ok(()),
         false => Err(Outcome::Permanent(format!(
-            "5.7.30 REQUIRETLS: no authenticated TLS path to {} (no MTA-STS policy, or a route without tls = \"verify\")",
+            "5.7.30 REQUIRETLS: no authenticated TLS path to {} (no MTA-STS policy or DANE, or a route without tls = \"verify\")",
             dest.hop
         ))),
     }
