@@ -304,6 +304,14 @@ mod tests {
             !ok(&p, "https://filter.example/api/%2E%2E/admin"),
             "encoded dots"
         );
+        assert!(
+            !ok(&p, "https://filter.example/api%2f..%2fadmin"),
+            "encoded slash"
+        );
+        assert!(
+            !ok(&p, "https://filter.example/api/%5c..%5cadmin"),
+            "encoded backslash"
+        );
         assert!(!ok(&policy(&[]), "http://127.0.0.1:11333/"), "no grant");
     }
 
