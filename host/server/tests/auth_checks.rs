@@ -171,16 +171,21 @@ async fn run(h: &Harness, told: &Told, auth: &Arc<FakeAuth>) -> String {
 }
 
 async fn run_tx(h: &Harness, told: &Told, auth: &Arc<FakeAuth>, tx: &[u8]) -> String {
+    let fake: Arc<dyn MailAuth> = auth.clone();
+    run_with(h, told, Some(fake), tx).await
+}
+
+async fn run_with(h: &Harness, told: &Told, auth: Option<Arc<dyn MailAuth>>, tx: &[u8]) -> String {
     let mut h2 = Harness {
         policy: Arc::new(told.clone()),
         relay_networks: h.relay_networks.clone(),
         intake: h.intake.clone(),
+        limits: h.limits.clone(),
         ..Harness::default()
     };
     h2.peer = h.peer;
     let mut shared = Arc::into_inner(h2.shared()).expect("one owner");
-    let fake: Arc<dyn MailAuth> = auth.clone();
-    shared.mail_auth = Some(fake);
+    shared.mail_auth = auth;
     h2.run_on(Arc::new(shared), &[tx, BODY]).await
 }
 
@@ -363,4 +368,25 @@ async fn forwarded_mail_is_arc_sealed_last_and_local_or_trusted_mail_is_not() {
     assert!(seal_calls(&auth).is_empty());
     let content = String::from_utf8_lossy(&trusted.intake.messages()[0].1).into_owned();
     assert!(content.contains("DKIM-Signature: fake") && !content.contains("ARC-Seal"));
+}
+
+#[tokio::test]
+async fn the_copy_for_the_authentication_fields_is_charged_to_the_memory_budget() {
+    // Room for the message as received, not for a second copy with our fields: 452 4.3.1.
+    let mut h = Harness::default();
+    h.limits.max_inflight_bytes = 4096;
+    let auth = Arc::new(FakeAuth::default());
+    let t = told(Verdict::Accept, SigningRequest::Default);
+    let out = run(&h, &t, &auth).await;
+    assert_eq!(codes(&out).last(), Some(&"452"), "{out}");
+    assert!(out.contains("452 4.3.1"), "{out}");
+    assert!(h.intake.messages().is_empty());
+    // The same budget holds the message when nothing copies it (no mail authentication).
+    let out = run_with(&h, &t, None, TX).await;
+    assert_eq!(codes(&out).last(), Some(&"250"), "{out}");
+    // And with room for the copy, the checked message is taken.
+    let mut roomy = Harness::default();
+    roomy.limits.max_inflight_bytes = 16 * 1024;
+    let out = run(&roomy, &t, &auth).await;
+    assert_eq!(codes(&out).last(), Some(&"250"), "{out}");
 }

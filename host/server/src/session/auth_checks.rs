@@ -13,11 +13,16 @@
 //! (mail arriving from the Internet) is checked and never signed.
 
 use super::Session;
+use crate::memory::Charge;
 use corvid_types::{
     Address, AuthResults, Envelope, Lookup, MailAuth, SigningChoice, SigningRequest, SpfCheck,
     Verdict,
 };
 use std::sync::Arc;
+
+/// Room for the fields mail authentication adds (an `Authentication-Results:`, a few
+/// `DKIM-Signature:` fields or an ARC set: about 1-3 KiB each).
+const AUTH_FIELDS_ROOM: usize = 8 * 1024;
 
 impl Session {
     fn mail_auth(&self) -> Option<Arc<dyn MailAuth>> {
@@ -36,6 +41,23 @@ impl Session {
         let spf = auth.check_spf(&self.conn, sender).await;
         self.policy.auth_results(Some(&spf), None);
         Some(spf)
+    }
+
+    /// Charges to `limits.max_inflight_bytes` the copy of the content that mail
+    /// authentication makes while the original is still held: the `Authentication-Results:`
+    /// stamp, a DKIM signature or an ARC seal each build the message anew in front of the
+    /// added fields. False (the caller answers 452 4.3.1, RFC 3463 X.3.1) when it does not fit.
+    /// Mail that is neither checked nor signed is not copied, and charges nothing.
+    pub(super) fn charge_auth_copy(&self, charge: Option<&mut Charge>, len: usize) -> bool {
+        let Some(auth) = self.mail_auth() else {
+            return true;
+        };
+        let trusted = self.may_relay();
+        let copies = auth.checks(trusted) || (trusted && auth.signs());
+        if !copies {
+            return true;
+        }
+        charge.is_none_or(|c| c.grow(len + AUTH_FIELDS_ROOM))
     }
 
     /// Keeps the SPF result for the end of DATA.

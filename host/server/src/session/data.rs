@@ -33,7 +33,7 @@ impl Session {
 
     async fn accept_message(&mut self, mut content: Vec<u8>) -> Step {
         // The content stays charged to the memory budget until it is queued or dropped.
-        let _charge = self.tx.as_mut().and_then(|t| t.charge.take());
+        let mut charge = self.tx.as_mut().and_then(|t| t.charge.take());
         let Some(tx) = self.tx.as_ref() else {
             return Ok(self.fail(Reply::new(503, "5.5.1", "No transaction")));
         };
@@ -45,6 +45,12 @@ impl Session {
         let checked =
             super::header_limits::refusal(&content, limits.max_header_fields, limits.max_hops);
         if let Some(r) = checked.or_else(|| self.header_from_not_owned(&content)) {
+            self.log_transaction(&env, None, content.len(), &r, started);
+            self.reset_transaction();
+            return Ok(self.fail(r));
+        }
+        if !self.charge_auth_copy(charge.as_mut(), content.len()) {
+            let r = memory_full();
             self.log_transaction(&env, None, content.len(), &r, started);
             self.reset_transaction();
             return Ok(self.fail(r));
