@@ -331,6 +331,13 @@ def run_one(server, size, conc, count, run_timeout, delivery_timeout, settle):
     server.reset_peak()
     cmd = [SMTP_SOURCE, "-c", "-s", str(conc), "-m", str(count), "-l", str(size),
            "-M", HELO, "-f", SENDER, "-t", server.rcpt, f"127.0.0.1:{server.port}"]
+    # e.g. ["-F", FILE]: a prepared message instead of smtp-source's own (auth_load.py);
+    # smtp-source refuses -l with -F.
+    extra = list(getattr(server, "source_args", ()))
+    if "-F" in extra:
+        i = cmd.index("-l")
+        del cmd[i:i + 2]
+    cmd[-1:-1] = extra
     sampler = Sampler(server)
     sampler.start()
     times_before = os.times()

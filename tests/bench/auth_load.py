@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""The cost of mail authentication at intake (issue 12's target: at most 15 % at 1 KB).
+
+Two Corvid servers from config/dev.toml run side by side in the same run: `corvid` with
+`[auth_checks] enabled = false` and `corvid+auth` with the checks on (SPF at MAIL; DKIM, ARC,
+DMARC and the Authentication-Results: field at the end of DATA). smtp-source sends both the same
+1 KB message, DKIM-signed by dkimpy (RSA-2048 by default), from sender@bench.test. A DNS server
+on loopback (dnslib) answers for bench.test: SPF `ip4:127.0.0.1 -all`, the DKIM key and DMARC
+`p=reject`; every record has a long TTL, so after the warm-up the checks are answered from
+Corvid's cache, as on a busy server. The report gives intake msg/s and server CPU per message
+for each concurrency (default 10 and 50), their medians over --repeat rounds (the two servers
+alternate who goes first), and the cost: 1 - (msg/s with checks) / (msg/s without), and the CPU
+added per message. The first delivered message with checks is printed: it must say
+spf=pass, dkim=pass and dmarc=pass, or the numbers measure a failure path.
+
+    cargo build --release -p corvid
+    python3 tests/bench/auth_load.py                       # c10 and c50, 3000 messages, 3 rounds
+    python3 tests/bench/auth_load.py --quick               # a smoke run
+
+Needs smtp-source (postfix package) and the Python packages dkimpy, dnslib and pynacl (the e2e
+tests' dependencies). Runs as any user; as root the servers run with `allow_root`.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchutil import CORVID_DOMAIN, REPO, SENDER, log
+from load import Corvid, run_one
+
+DOMAIN = SENDER.rsplit("@", 1)[1]  # bench.test
+SELECTOR = "bench"
+TTL = 86400
+
+
+class Dns:
+    """An authoritative DNS server for the bench domain's TXT records, on 127.0.0.1 (UDP)."""
+
+    def __init__(self, records):
+        import dnslib
+        from dnslib.server import BaseResolver, DNSServer
+
+        rrs = {}
+        for name, text in records.items():
+            data = text.encode()
+            chunks = [data[i:i + 255] for i in range(0, len(data), 255)]
+            rrs[name.lower() + "."] = dnslib.RR(name + ".", dnslib.QTYPE.TXT,
+                                                rdata=dnslib.TXT(chunks), ttl=TTL)
+        self.queries = 0
+        outer = self
+
+        class Resolver(BaseResolver):
+            def resolve(self, request, handler):
+                outer.queries += 1
+                reply = request.reply()
+                rr = rrs.get(str(request.q.qname).lower())
+                if rr is None:
+                    reply.header.rcode = dnslib.RCODE.NXDOMAIN
+                elif request.q.qtype == dnslib.QTYPE.TXT:
+                    reply.add_answer(rr)
+                return reply
+
+        quiet = dnslib.server.DNSLogger(log="-request,-reply,-truncated,-error", prefix=False)
+        self.server = DNSServer(Resolver(), port=0, address="127.0.0.1", logger=quiet)
+        self.port = self.server.server.server_address[1]
+        self.server.start_thread()
+
+    def stop(self):
+        self.server.stop()
+
+
+def make_key(algorithm, tmp):
+    """(private key for dkimpy, DNS record, dkimpy signature algorithm)."""
+    if algorithm == "ed25519":
+        import nacl.signing
+        sk = nacl.signing.SigningKey.generate()
+        return (base64.b64encode(bytes(sk)),
+                f"v=DKIM1; k=ed25519; p={base64.b64encode(bytes(sk.verify_key)).decode()}",
+                b"ed25519-sha256")
+    key = os.path.join(tmp, "dkim.pem")
+    subprocess.run(["openssl", "genrsa", "-traditional", "-out", key, "2048"], check=True,
+                   capture_output=True)
+    der = subprocess.run(["openssl", "rsa", "-in", key, "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    with open(key, "rb") as f:
+        return f.read(), f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}", b"rsa-sha256"
+
+
+def signed_message(size, priv, sig_alg):
+    """A message of about `size` octets from the bench sender, DKIM-signed, with LF line ends
+    (smtp-source -F adds the CR and stuffs the dots)."""
+    import dkim
+    head = (f"From: Bench <{SENDER}>\r\nTo: alice@{CORVID_DOMAIN}\r\nSubject: auth bench\r\n"
+            f"Date: Mon, 07 Dec 2026 00:00:00 +0000\r\nMessage-ID: <bench@{DOMAIN}>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n").encode()
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    body = b""
+    while len(head) + len(body) + 480 < size:  # the signature field is ~400 (RSA) octets
+        body += line
+    msg = head + body
+    sig = dkim.sign(msg, SELECTOR.encode(), DOMAIN.encode(), priv, signature_algorithm=sig_alg,
+                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+    return (sig + msg).replace(b"\r\n", b"\n")
+
+
+class AuthCorvid(Corvid):
+    """A bench Corvid whose [auth_checks] is switched on (against the loopback DNS) or off."""
+
+    def __init__(self, binary, workdir, max_conn, checks, dns_port, message_file):
+        super().__init__(binary, workdir, max_conn)
+        self.name = "corvid+auth" if checks else "corvid"
+        self.checks = checks
+        self.dns_port = dns_port
+        self.source_args = ["-F", message_file]
+
+    def write_config(self):
+        super().write_config()
+        with open(self.config_path) as f:
+            text = f.read()
+        table = ("[auth_checks]\nenabled = true\n"
+                 f'nameservers = ["127.0.0.1:{self.dns_port}"]\n' if self.checks
+                 else "[auth_checks]\nenabled = false\n")
+        text, n = re.subn(r"^\[auth_checks\]\nenabled = (true|false)\n", table, text, flags=re.M)
+        if n != 1:
+            raise SystemExit("config/dev.toml: no `[auth_checks]` + `enabled = ...` to switch")
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        r = subprocess.run([self.binary, "check-config", self.config_path],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise SystemExit(f"corvid check-config failed:\n{r.stdout}{r.stderr}")
+
+
+def first_ar(server):
+    """The Authentication-Results: field of a delivered message (unfolded), or None."""
+    for d in (server.maildir_new, os.path.join(os.path.dirname(server.maildir_new), "bench-done")):
+        try:
+            names = sorted(os.listdir(d))
+        except FileNotFoundError:
+            continue
+        for name in names[:1]:
+            with open(os.path.join(d, name), "rb") as f:
+                head = f.read().split(b"\r\n\r\n", 1)[0]
+            head = re.sub(rb"\r\n[ \t]+", b" ", head)
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"authentication-results:"):
+                    return line.decode(errors="replace")
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "corvid"))
+    ap.add_argument("--concurrency", default="10,50", help="smtp-source -s values")
+    ap.add_argument("--size", type=int, default=1024, help="message size in octets (default 1024)")
+    ap.add_argument("--messages", type=int, default=3000, help="messages per run (default 3000)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
+    ap.add_argument("--warmup", type=int, default=100, help="unmeasured messages per server first")
+    ap.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa",
+                    help="the sender's DKIM key (default rsa: RSA-2048, most mail today)")
+    ap.add_argument("--quick", action="store_true", help="500 messages, 1 round")
+    ap.add_argument("--workdir", help="parent of the temporary directory")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--json", metavar="FILE", help="write all runs as JSON")
+    args = ap.parse_args()
+    if args.quick:
+        args.messages, args.repeat = 500, 1
+    if not os.path.exists(args.binary):
+        raise SystemExit(f"{args.binary} not found: cargo build --release -p corvid")
+    concs = [int(c) for c in args.concurrency.split(",")]
+    tmp = tempfile.mkdtemp(prefix="corvid-authbench-", dir=args.workdir)
+    servers, dns = [], None
+    runs = []
+    try:
+        priv, record, sig_alg = make_key(args.algorithm, tmp)
+        dns = Dns({
+            DOMAIN: "v=spf1 ip4:127.0.0.1 -all",
+            f"{SELECTOR}._domainkey.{DOMAIN}": record,
+            f"_dmarc.{DOMAIN}": "v=DMARC1; p=reject",
+        })
+        message_file = os.path.join(tmp, "message.eml")
+        with open(message_file, "wb") as f:
+            f.write(signed_message(args.size, priv, sig_alg))
+        log(f"DNS on 127.0.0.1:{dns.port}; message {os.path.getsize(message_file)} octets "
+            f"(LF), DKIM {args.algorithm}")
+        for checks in (False, True):
+            s = AuthCorvid(args.binary, tmp, 1000, checks, dns.port, message_file)
+            s.start()
+            servers.append(s)
+        for s in servers:
+            r = run_one(s, args.size, 10, args.warmup, 300, 120, 0)
+            log(f"warm-up {s.name}: {r['accepted']} accepted, {r['delivered']} delivered "
+                f"{r['smtp_source_errors'][:3]} {r['server_log_examples'][:2]}")
+        ar = first_ar(servers[1])
+        print(f"# corvid+auth stamps: {ar}")
+        if not ar or not all(f"{m}=pass" in ar for m in ("spf", "dkim", "dmarc")):
+            raise SystemExit("the checks do not all pass: the benchmark would measure a failure path")
+        queries_after_warmup = dns.queries
+        print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  cpus={os.cpu_count()}  "
+              f"binary={args.binary}  size={args.size}  messages={args.messages}  "
+              f"DKIM={args.algorithm}  loadavg at start={os.getloadavg()}")
+        print(f"{'round':>5} {'conc':>4} {'server':<12} {'intake/s':>9} {'cpu_us/msg':>10} "
+              f"{'other%':>6} {'loadavg1':>8}")
+        for rnd in range(args.repeat):
+            for conc in concs:
+                order = servers if rnd % 2 == 0 else servers[::-1]
+                for s in order:
+                    r = run_one(s, args.size, conc, args.messages, 300, 120, 0.5)
+                    r["round"], r["loadavg1"] = rnd, round(os.getloadavg()[0], 2)
+                    runs.append(r)
+                    print(f"{rnd:>5} {conc:>4} {s.name:<12} {r['intake_msg_s']:>9.1f} "
+                          f"{r['cpu_us_per_msg']:>10.1f} {r['other_load_pct']:>6.1f} "
+                          f"{r['loadavg1']:>8}", flush=True)
+                    if r["accepted"] < args.messages:
+                        log(f"{s.name}: only {r['accepted']} of {args.messages} accepted: "
+                            f"{r['smtp_source_errors'][:3]}")
+        print(f"# DNS queries during the measured runs: {dns.queries - queries_after_warmup} "
+              "(0: every answer came from Corvid's cache)")
+        print("\nmedians")
+        for conc in concs:
+            med = {}
+            for s in servers:
+                rs = [r for r in runs if r["server"] == s.name and r["concurrency"] == conc]
+                med[s.name] = (statistics.median(r["intake_msg_s"] for r in rs),
+                               statistics.median(r["cpu_us_per_msg"] for r in rs))
+            (off, cpu_off), (on, cpu_on) = med["corvid"], med["corvid+auth"]
+            cost = 1 - on / off if off else float("nan")
+            print(f"c{conc}: checks off {off:.1f} msg/s ({cpu_off:.0f} us CPU/msg), "
+                  f"on {on:.1f} msg/s ({cpu_on:.0f} us CPU/msg): intake cost {cost:.1%}, "
+                  f"+{cpu_on - cpu_off:.0f} us CPU/msg ({cpu_on / cpu_off - 1:+.1%}); "
+                  f"target <= 15 %: {'met' if cost <= 0.15 else 'NOT met'}")
+        print(f"# loadavg at end={os.getloadavg()}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"runs": runs, "args": vars(args)}, f, indent=1)
+    finally:
+        for s in servers:
+            s.stop()
+        if dns is not None:
+            dns.stop()
+        if args.keep:
+            print(f"# kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
