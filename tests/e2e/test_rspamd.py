@@ -32,6 +32,7 @@ end
 rspamd_config.CORVID_SCORE = { callback = subject_has('scoreme'), score = 3.5, group = 'corvid' }
 rspamd_config.CORVID_FLAG = { callback = subject_has('flagme'), score = 7.0, group = 'corvid' }
 rspamd_config.CORVID_SOFT = { callback = subject_has('softme'), score = 13.0, group = 'corvid' }
+rspamd_config.CORVID_REWRITE = { callback = subject_has('rewriteme'), score = 10.0, group = 'corvid' }
 """
 
 CONFIG = """
@@ -44,7 +45,7 @@ options {{
   dns {{ nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }}
 }}
 logging {{ type = "file"; filename = "{d}/rspamd.log"; level = "info"; }}
-actions {{ add_header = 6; soft_reject = 12; reject = 15; }}
+actions {{ add_header = 6; rewrite_subject = 9; soft_reject = 12; reject = 15; }}
 lua = "{d}/rules.lua";
 worker "normal" {{ bind_socket = "127.0.0.1:{port}"; count = 1; }}
 """
@@ -174,6 +175,16 @@ def test_add_header_flags_the_message(make_server, rspamd, rspamd_wasm):
     assert b"X-Spam-Flag: YES\r\n" in content, content[:600]
     assert b"X-Spam-Status: Yes, score=7.00 required=15.00\r\n" in content, content[:600]
     assert b"X-Spam-Action: add header\r\n" in content
+
+
+def test_rewrite_subject_marks_the_subject(make_server, rspamd, rspamd_wasm):
+    srv = make_server({"plugin": [plugin(rspamd_wasm, rspamd.url)]})
+    data(srv, message("rewriteme today"), 250)
+    [path] = srv.wait_mail("alice")
+    content = split_delivered(path).content
+    subjects = [ln for ln in content.split(b"\r\n") if ln.startswith(b"Subject:")]
+    assert len(subjects) == 1 and b"SPAM" in subjects[0] and b"rewriteme today" in subjects[0], subjects
+    assert b"X-Spam-Flag: YES\r\n" in content and b"X-Spam-Action: rewrite subject\r\n" in content
 
 
 def test_soft_reject_is_451(make_server, rspamd, rspamd_wasm):
