@@ -213,3 +213,16 @@ fn the_raw_message_is_rebuilt() {
         b"Subject: x\r\nFrom: a@b\r\n\r\nline 1\r\nline 2\r\n".to_vec()
     );
 }
+
+#[test]
+fn messages_over_max_size_pass_unscanned() {
+    // Fail closed, yet a message too large to scan is not sent at all, so it passes.
+    let mut p: Rspamd = testing::configured(&[("fail", "closed"), ("max_size", "20")]);
+    let env = testing::envelope("a@sender.example", &["b@example.org"]);
+    let big = TestMessage::new("Subject: big\n\nmore than twenty octets of body\n");
+    let d = p.on_data(&testing::conn("192.0.2.1"), &env, &big);
+    assert_eq!(d, proceed());
+    let small = TestMessage::new("S: x\n\n");
+    let d = p.on_data(&testing::conn("192.0.2.1"), &env, &small);
+    assert_eq!(reply_of(&d).0, 451, "a small one is sent (and fails here)");
+}
