@@ -226,3 +226,27 @@ fn messages_over_max_size_pass_unscanned() {
     let d = p.on_data(&testing::conn("192.0.2.1"), &env, &small);
     assert_eq!(reply_of(&d).0, 451, "a small one is sent (and fails here)");
 }
+
+#[test]
+fn a_milter_field_replaces_ours_of_that_name() {
+    let d = decided(
+        r#"{"action":"no action","score":2,"required_score":15,
+            "milter":{"add_headers":{"X-Spam-Status":"No, score=2.00 (Rspamd's)"}}}"#,
+        true,
+    );
+    let status: Vec<_> = added(&d)
+        .into_iter()
+        .filter(|(n, _)| n == "X-Spam-Status")
+        .collect();
+    assert_eq!(
+        status,
+        [(
+            "X-Spam-Status".to_string(),
+            "No, score=2.00 (Rspamd's)".to_string()
+        )]
+    );
+    assert!(
+        added(&d).iter().any(|(n, _)| n == "X-Spam-Score"),
+        "the others stay"
+    );
+}
