@@ -219,7 +219,7 @@ impl Remote {
             return self.finish(dest, &sts, session, res, &index);
         }
         let outcome = match &last {
-            Some(e) => e.outcome(),
+            Some(e) => crate::tls_policy::sts_outcome(&sts, e),
             None => Outcome::Transient(format!("4.4.4 no address to deliver to for {}", dest.hop)),
         };
         let failure = last.as_ref().map(|e| e.to_string());

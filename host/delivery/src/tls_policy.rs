@@ -216,6 +216,24 @@ pub(crate) fn requiretls_path(dest: &Destination, sts: &Lookup, dane: bool) -> R
     }
 }
 
+/// The outcome of the last failed MX host. Under an `enforce` policy an MX host that does
+/// not offer (or refuses) STARTTLS is a policy failure like a certificate that does not
+/// verify (RFC 8461 4.2, 5: the MX must "successfully negotiate TLS"): 4.7.5, as the policy's
+/// other failures, rather than the 4.7.10 a route's `require_tls` gets.
+pub(crate) fn sts_outcome(sts: &Lookup, last: &crate::client::ClientError) -> Outcome {
+    match (sts, last) {
+        (Lookup::Policy(a), crate::client::ClientError::TlsRequired(why))
+            if a.policy.mode == Mode::Enforce =>
+        {
+            Outcome::Transient(format!(
+                "4.7.5 {why} (MTA-STS policy of {} in enforce mode)",
+                a.domain
+            ))
+        }
+        _ => last.outcome(),
+    }
+}
+
 /// The MX hosts an MTA-STS policy allows (RFC 8461 4.1). `enforce` keeps only those, and
 /// defers with 4.7.5 when none is left; `testing` keeps all (a mismatch is recorded for the
 /// host actually used, see [`Remote::tls_record`]).
