@@ -5,7 +5,9 @@ it directly, validating from the zone's own DNSKEY as trust anchor
 made at test time (self-signed for another name, and expired: DANE-EE ignores both,
 RFC 7672 3.1.1).
 
-Cases: a DANE-EE record matching the peer's key delivers over verified TLS; a record that
+Cases: a DANE-TA(2) record for the test CA delivers to an MX presenting a chain from it for
+its own name, and defers one whose certificate names another host; only unusable records
+(PKIX-EE) deliver over TLS without authentication; a DANE-EE record matching the peer's key delivers over verified TLS; a record that
 does not match defers 4.7.5, the message stays queued and its TLS record says `dane`; a TLSA RRset whose
 signature is broken (bogus) defers 4.7.5, as does validating from a wrong trust anchor; an MX
 host without TLSA records (proven absent by NSEC) gets the usual opportunistic TLS; `dane-only`
@@ -15,8 +17,10 @@ TLSA records (RFC 8689 4.2.1)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import smtplib
+import ssl
 
 from conftest import IO_TIMEOUT
 from test_requiretls import tls_client_context
@@ -45,14 +49,35 @@ def world(tmp_path):
     ca = CaFiles(d)
     cert, key = ca.issue("peer", "elsewhere.invalid", kind="expired")
     peer = TlsPeer(cert, key, requiretls=True)
+    # By SNI: mx-ta and mx-tawrong present a chain from the test CA (leaf, then the CA), the
+    # first for its own name, the second for another.
+    contexts = {}
+    for host, named in (("mx-ta.dane.test", "mx-ta.dane.test"), ("mx-tawrong.dane.test", "other.test")):
+        leaf, leaf_key = ca.issue(host, named)
+        chain = d / f"{host}.chain.pem"
+        chain.write_bytes(leaf.read_bytes() + ca.pem.read_bytes())
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        c.load_cert_chain(chain, leaf_key)
+        contexts[host] = c
+
+    def pick(sslobj, name, _ctx):
+        if name in contexts:
+            sslobj.context = contexts[name]
+
+    peer.ctx.sni_callback = pick
     digest = spki_sha256(cert)
+    ca_digest = cert_sha256(ca.pem)
     tlsa = f"_{peer.port}._tcp"
     records = []
-    for name in ("good", "bad", "bogus", "plain", "only"):
+    for name in ("good", "bad", "bogus", "plain", "only", "pkix", "ta", "tawrong"):
         records += [f"{name} IN MX 10 mx-{name}", f"mx-{name} IN A 127.0.0.1"]
     records += [f"{tlsa}.mx-good IN TLSA 3 1 1 {digest}",
                 f"{tlsa}.mx-bad IN TLSA 3 1 1 {'00' * 32}",
-                f"{tlsa}.mx-bogus IN TLSA 3 1 1 {digest}"]
+                f"{tlsa}.mx-bogus IN TLSA 3 1 1 {digest}",
+                # PKIX-EE is not for SMTP (RFC 7672 3.1.3): unusable.
+                f"{tlsa}.mx-pkix IN TLSA 1 1 1 {digest}",
+                f"{tlsa}.mx-ta IN TLSA 2 0 1 {ca_digest}",
+                f"{tlsa}.mx-tawrong IN TLSA 2 0 1 {ca_digest}"]
     zone = SignedZone("dane.test", records)
     zone.proc.terminate()
     zone.proc.wait()
@@ -67,6 +92,11 @@ def world(tmp_path):
     yield w
     peer.stop()
     zone.stop()
+
+
+def cert_sha256(pem) -> str:
+    """The SHA-256 of a PEM certificate's DER: the data of a `2 0 1` TLSA record."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest()
 
 
 def sender(make_server, w, anchor=None, name="snd", log_level=None):
@@ -190,3 +220,26 @@ def test_requiretls_goes_over_dane_and_bounces_without_tlsa(make_server, world):
     text = dsn.read_bytes().decode("utf-8", "replace")
     assert "Final-Recipient: rfc822; r@plain.dane.test\r\nAction: failed\r\nStatus: 5.7.30\r\n" in text, text
     assert not delivered(w, "r@plain.dane.test")
+
+
+def test_unusable_records_still_deliver_over_tls_unauthenticated(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    s.send(message("x@pkix.dane.test"), sender="alice@corvid.test", rcpts=("x@pkix.dane.test",))
+    e = done(s, "x@pkix.dane.test")
+    assert " unverified (" in e.get("tls", ""), e
+    assert delivered(w, "x@pkix.dane.test")
+
+
+def test_dane_ta_checks_the_chain_and_the_name(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    s.send(message("x@ta.dane.test"), sender="alice@corvid.test", rcpts=("x@ta.dane.test",))
+    e = done(s, "x@ta.dane.test")
+    assert e.get("tls", "").endswith(" verified"), e
+    assert delivered(w, "x@ta.dane.test")
+    # The same anchor, a certificate for another name (RFC 7672 3.2.3): deferred.
+    s.send(message("x@tawrong.dane.test"), sender="alice@corvid.test", rcpts=("x@tawrong.dane.test",))
+    reason = deferred_reason(s, "x@tawrong.dane.test")
+    assert reason.startswith("4.7.5 "), reason
+    assert not delivered(w, "x@tawrong.dane.test")
