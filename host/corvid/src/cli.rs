@@ -191,6 +191,25 @@ pub enum PluginAction {
         #[arg(long, value_enum, default_value_t)]
         format: crate::plugin_test::Format,
     },
+    /// Write a new plugin project: it builds into a component with one command, has passing
+    /// unit tests and a `plugin test` script, and a README saying how to run it in a server.
+    New {
+        /// The plugin's name: lower-case letters, digits and -.
+        name: String,
+        /// The language (only rust has a template so far).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::plugin_new::Lang,
+        /// The stages to implement, comma-separated. Default: mail,rcpt,data.
+        #[arg(long, value_delimiter = ',')]
+        stages: Vec<String>,
+        /// Where to write it. Default: ./NAME.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK (plugins/sdk of the Corvid sources). Default: the one this binary was
+        /// built from, when it is still there.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]

@@ -14,6 +14,7 @@ mod kv_cmd;
 mod mail_auth;
 mod man_cmd;
 mod metrics;
+mod plugin_new;
 mod plugin_test;
 mod plugins;
 mod plugins_cmd;
@@ -46,6 +47,16 @@ fn main() -> ExitCode {
                     format,
                 },
         } => plugin_test::run(&component, &script, format),
+        Command::Plugin {
+            action:
+                cli::PluginAction::New {
+                    name,
+                    lang,
+                    stages,
+                    dir,
+                    sdk,
+                },
+        } => plugin_new::run(&name, lang, &stages, dir.as_deref(), sdk.as_deref()),
         Command::Dkim { action } => dkim_cmd::run(action),
         Command::Man { dir } => man_cmd::run(&dir),
     };
