@@ -82,6 +82,7 @@ BROKEN = [
     ('postmaster = "postmaster@corvid.test"', 'postmaster = "nobody@corvid.test"', "local.postmaster"),
     ('team = ["alice", "bob"]', 'team = ["alice", "carol"]', "aliases.team"),
     ('hostname = "mx.corvid.test"', "", "hostname"),
+    ('mode = "smtp"', 'mode = "smtp"\nproxy_protocol = true', "key `listener[0].proxy_from`"),
 ]
 
 

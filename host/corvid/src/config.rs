@@ -219,6 +219,12 @@ impl Config {
         if self.local.domains.is_empty() {
             bail!("key `local.domain`: at least one local domain is needed");
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            // Without a network to trust, a PROXY listener would close every connection.
+            if l.proxy_protocol && l.proxy_from.is_empty() {
+                bail!("key `listener[{i}].proxy_from`: proxy_protocol = true needs the load balancers' networks");
+            }
+        }
         if let Err(e) = self.delivery.check() {
             bail!("key `delivery`: {e}");
         }
@@ -334,6 +340,18 @@ mod tests {
         let f = Config::parse(&set).unwrap().server_config().flow;
         assert_eq!((f.delay_backlog, f.hard_backlog), (5, 9));
         assert_eq!(f.delay, std::time::Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_proxy_listener_needs_proxy_from() {
+        let bad = DEV_CONFIG.replace("mode = \"smtp\"", "mode = \"smtp\"\nproxy_protocol = true");
+        let err = format!("{:#}", Config::parse(&bad).unwrap_err());
+        assert!(err.contains("key `listener[0].proxy_from`"), "{err}");
+        let good = bad.replace(
+            "proxy_protocol = true",
+            "proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\"]",
+        );
+        assert!(Config::parse(&good).is_ok());
     }
 
     #[test]
