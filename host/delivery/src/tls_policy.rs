@@ -152,7 +152,16 @@ impl Remote {
             return;
         };
         let opened = record.version.is_some();
+        // DANE decided this MX host (its certificate, or its failed TLSA lookup).
+        let tlsa = record.policy.starts_with("dane") && record.source.as_deref() == Some("tlsa");
         let failure = match sts {
+            _ if tlsa && tls_failed => Some(crate::tlsrpt::dane_result_type(
+                record.failure.as_deref().unwrap_or(""),
+            )),
+            _ if tlsa && opened => record
+                .failure
+                .as_deref()
+                .map(crate::tlsrpt::dane_result_type),
             Lookup::FetchFailed(_) => Some("sts-policy-fetch-error"),
             Lookup::Policy(_) if opened || tls_failed => record.failure.as_deref().map(result_type),
             _ if tls_failed => Some(result_type(record.failure.as_deref().unwrap_or(""))),
@@ -168,6 +177,7 @@ impl Remote {
             policy,
             mx,
             failure,
+            tlsa,
         });
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 /// The counts of one policy domain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DomainCounts {
-    /// `sts` or `no-policy-found` (RFC 8460 4.4), as of the latest attempt.
+    /// `tlsa`, `sts` or `no-policy-found` (RFC 8460 4.4), as of the latest attempt.
     pub policy_type: String,
     /// The policy text's lines (4.4 `policy-string`), for `sts`.
     pub policy_string: Vec<String>,
@@ -33,6 +33,8 @@ pub struct Session<'a> {
     pub mx: &'a str,
     /// `None` for success, else the RFC 8460 4.3 result type.
     pub failure: Option<&'static str>,
+    /// DANE (the MX host's TLSA records) decided the session: policy type `tlsa` (4.4).
+    pub tlsa: bool,
 }
 
 /// The counters since the last report.
@@ -46,6 +48,7 @@ impl TlsCounters {
         let mut map = self.domains.lock().unwrap_or_else(|p| p.into_inner());
         let c = map.entry(s.domain.to_ascii_lowercase()).or_default();
         match s.policy {
+            _ if s.tlsa => c.policy_type = "tlsa".into(),
             Some(p) => {
                 c.policy_type = "sts".into();
                 c.policy_string = policy_lines(p);
@@ -106,6 +109,22 @@ pub fn result_type(failure: &str) -> &'static str {
         "sts-policy-fetch-error"
     } else {
         "validation-failure"
+    }
+}
+
+/// The RFC 8460 4.3 result type of a failure under DANE: a bogus or failed TLSA lookup is
+/// `dnssec-invalid` (4.3.1), `dane-only` without usable records `dane-required`, a
+/// certificate that matches no record `tlsa-invalid`; otherwise as [`result_type`].
+pub fn dane_result_type(failure: &str) -> &'static str {
+    let f = failure.to_ascii_lowercase();
+    if f.contains("dane-only") {
+        "dane-required"
+    } else if f.contains("dane:") {
+        "dnssec-invalid"
+    } else if f.contains("certificate") {
+        "tlsa-invalid"
+    } else {
+        result_type(failure)
     }
 }
 
@@ -182,6 +201,7 @@ mod tests {
             policy: Some(&policy),
             mx: "mx.far.test",
             failure,
+            tlsa: false,
         };
         counters.count(ok(None));
         counters.count(ok(None));
@@ -193,6 +213,16 @@ mod tests {
             policy: None,
             mx: "mx.plain.test",
             failure: None,
+            tlsa: false,
+        });
+        counters.count(Session {
+            domain: "dane.test",
+            policy: None,
+            mx: "mx.dane.test",
+            failure: Some(dane_result_type(
+                "DANE: TLSA lookup for _25._tcp.mx.dane.test: bogus",
+            )),
+            tlsa: true,
         });
         assert_eq!(counters.of("far.test"), (2, 1));
         let taken = counters.take();
@@ -230,6 +260,19 @@ mod tests {
         assert_eq!(
             plain["policies"][0]["policy"]["policy-type"],
             "no-policy-found"
+        );
+        let dane = report(&meta, "dane.test", &taken["dane.test"]);
+        assert_schema(&dane);
+        let p = &dane["policies"][0];
+        assert_eq!(p["policy"]["policy-type"], "tlsa");
+        assert_eq!(p["failure-details"][0]["result-type"], "dnssec-invalid");
+        assert_eq!(
+            dane_result_type("DANE: no usable ... (dane-only)"),
+            "dane-required"
+        );
+        assert_eq!(
+            dane_result_type("TLS certificate not verified: mx: invalid peer certificate"),
+            "tlsa-invalid"
         );
     }
 
