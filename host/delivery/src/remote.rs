@@ -190,7 +190,7 @@ impl Remote {
         };
         let dane = self.dane_hosts(dest, &endpoints).await;
         let endpoints = match filter_mx(&sts, endpoints, requiretls, &dane)
-            .and_then(|e| dane.requiretls_hosts(e, requiretls && !matches!(sts, Lookup::Policy(_))))
+            .and_then(|e| dane.requiretls_hosts(e, requiretls && only_dane(dest, &sts)))
         {
             Ok(e) => e,
             Err(outcome) => {
@@ -365,6 +365,11 @@ impl Remote {
             other => other,
         }
     }
+}
+
+/// RFC 8689 4.2.1: MX delivery without an MTA-STS policy: only DANE can authenticate it.
+fn only_dane(dest: &Destination, sts: &Lookup) -> bool {
+    matches!(dest.hop, NextHop::Mx(_)) && !matches!(sts, Lookup::Policy(_))
 }
 
 /// A reused session that was closed meanwhile (no reply at all), or that the server no
