@@ -5,7 +5,8 @@
 //! unit-tested without a server. Each import is a capability the manifest must grant
 //! (`log`, `config` and `clock` are granted by default); a missing capability is a refusal
 //! (`Err(denied)`, an empty config, a dropped log line), never a trap. While the SDK probes
-//! the hooks at load time (see [`crate::Plugin::STAGES`]) they answer from that fake too.
+//! the hooks at load time (see [`crate::Plugin::STAGES`]) every import answers that way (in
+//! a native build, the fake answers), so a probed hook reaches no real kv store or resolver.
 
 use crate::{ConfigTable, DnsError, KvError, LogLevel, Mx};
 
@@ -17,8 +18,8 @@ pub fn log(level: LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]
     if !crate::runtime::probing() {
         wit::log::log(level, message);
-        return;
     }
+    #[cfg(not(target_arch = "wasm32"))]
     crate::testing::with_host(|h| h.logs.push((level, message.to_string())));
 }
 
@@ -33,18 +34,24 @@ pub fn config_table() -> ConfigTable {
 /// The value at `key` (TTL-expired keys are absent).
 pub fn kv_get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::kv::get(key);
-    }
+    return if crate::runtime::probing() {
+        Err(KvError::Denied)
+    } else {
+        wit::kv::get(key)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     crate::testing::with_host(|h| Ok(h.kv.get(key).cloned()))
 }
 
 /// Sets `key`, optionally expiring after `ttl_seconds`.
 pub fn kv_set(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), KvError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::kv::set(key, value, ttl_seconds);
-    }
+    return if crate::runtime::probing() {
+        Err(KvError::Denied)
+    } else {
+        wit::kv::set(key, value, ttl_seconds)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = ttl_seconds;
         crate::testing::with_host(|h| {
@@ -57,18 +64,24 @@ pub fn kv_set(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), K
 /// Removes `key`; true when it existed.
 pub fn kv_delete(key: &str) -> Result<bool, KvError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::kv::delete(key);
-    }
+    return if crate::runtime::probing() {
+        Err(KvError::Denied)
+    } else {
+        wit::kv::delete(key)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     crate::testing::with_host(|h| Ok(h.kv.remove(key).is_some()))
 }
 
 /// Atomically adds `delta` to the decimal integer at `key` and returns the new value.
 pub fn kv_increment(key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, KvError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::kv::increment(key, delta, ttl_seconds);
-    }
+    return if crate::runtime::probing() {
+        Err(KvError::Denied)
+    } else {
+        wit::kv::increment(key, delta, ttl_seconds)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = ttl_seconds;
         crate::testing::with_host(|h| {
@@ -94,9 +107,12 @@ pub fn kv_compare_and_swap(
     ttl_seconds: Option<u32>,
 ) -> Result<bool, KvError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::kv::compare_and_swap(key, expected, new, ttl_seconds);
-    }
+    return if crate::runtime::probing() {
+        Err(KvError::Denied)
+    } else {
+        wit::kv::compare_and_swap(key, expected, new, ttl_seconds)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = ttl_seconds;
         crate::testing::with_host(|h| {
@@ -112,6 +128,7 @@ pub fn kv_compare_and_swap(
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn fake_dns(kind: &str, name: &str) -> Result<Vec<String>, DnsError> {
     crate::testing::with_host(|h| {
         h.dns
@@ -124,27 +141,36 @@ fn fake_dns(kind: &str, name: &str) -> Result<Vec<String>, DnsError> {
 /// IPv4 addresses of `name`.
 pub fn dns_a(name: &str) -> Result<Vec<String>, DnsError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::dns::lookup_a(name);
-    }
+    return if crate::runtime::probing() {
+        Err(DnsError::Denied)
+    } else {
+        wit::dns::lookup_a(name)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     fake_dns("A", name)
 }
 
 /// IPv6 addresses of `name`.
 pub fn dns_aaaa(name: &str) -> Result<Vec<String>, DnsError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::dns::lookup_aaaa(name);
-    }
+    return if crate::runtime::probing() {
+        Err(DnsError::Denied)
+    } else {
+        wit::dns::lookup_aaaa(name)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     fake_dns("AAAA", name)
 }
 
 /// Mail exchangers of `name` (the fake stores them as `"10 mx.example"`).
 pub fn dns_mx(name: &str) -> Result<Vec<Mx>, DnsError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::dns::lookup_mx(name);
-    }
+    return if crate::runtime::probing() {
+        Err(DnsError::Denied)
+    } else {
+        wit::dns::lookup_mx(name)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     fake_dns("MX", name).map(|v| {
         v.iter()
             .filter_map(|s| {
@@ -161,27 +187,36 @@ pub fn dns_mx(name: &str) -> Result<Vec<Mx>, DnsError> {
 /// TXT records of `name`.
 pub fn dns_txt(name: &str) -> Result<Vec<String>, DnsError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::dns::lookup_txt(name);
-    }
+    return if crate::runtime::probing() {
+        Err(DnsError::Denied)
+    } else {
+        wit::dns::lookup_txt(name)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     fake_dns("TXT", name)
 }
 
 /// PTR names of the address `ip`.
 pub fn dns_ptr(ip: &str) -> Result<Vec<String>, DnsError> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::dns::lookup_ptr(ip);
-    }
+    return if crate::runtime::probing() {
+        Err(DnsError::Denied)
+    } else {
+        wit::dns::lookup_ptr(ip)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     fake_dns("PTR", ip)
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::clock::now_ms();
-    }
+    return if crate::runtime::probing() {
+        0
+    } else {
+        wit::clock::now_ms()
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     crate::testing::with_host(|h| h.now_ms)
 }
 
@@ -199,9 +234,12 @@ pub fn lease() -> u64 {
 /// ("<plugin>: <reason>"), when the host reports it was held; `None` otherwise.
 pub fn quarantined() -> Option<String> {
     #[cfg(target_arch = "wasm32")]
-    if !crate::runtime::probing() {
-        return wit::lifecycle::quarantined();
-    }
+    return if crate::runtime::probing() {
+        None
+    } else {
+        wit::lifecycle::quarantined()
+    };
+    #[cfg(not(target_arch = "wasm32"))]
     crate::testing::with_host(|h| h.quarantined.clone())
 }
 
@@ -210,8 +248,8 @@ pub fn counter_add(name: &str, value: u64, labels: &[(String, String)]) {
     #[cfg(target_arch = "wasm32")]
     if !crate::runtime::probing() {
         wit::metrics::counter_add(name, value, labels);
-        return;
     }
+    #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = labels;
         crate::testing::with_host(|h| *h.counters.entry(name.to_string()).or_default() += value);
@@ -223,8 +261,8 @@ pub fn histogram_record(name: &str, value: f64, labels: &[(String, String)]) {
     #[cfg(target_arch = "wasm32")]
     if !crate::runtime::probing() {
         wit::metrics::histogram_record(name, value, labels);
-        return;
     }
+    #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = labels;
         crate::testing::with_host(|h| {
