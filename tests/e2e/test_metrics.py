@@ -219,6 +219,12 @@ def test_metrics_families_match_the_doc_and_move_under_load(make_server):
     grew("corvid_plugin_calls", 1, plugin="recipient-list", stage="rcpt")
     grew("corvid_plugin_outcomes", 1, plugin="recipient-list", stage="rcpt", outcome="reject")
     grew("corvid_plugin_hook_duration_seconds", 1, plugin="recipient-list", stage="rcpt")
+    # Real buckets (1 µs .. 5 s, then +Inf), cumulative, and every call within the 5 s bound.
+    rows = [(l["le"], v) for l, v in after.samples["corvid_plugin_hook_duration_seconds"]
+            if l.get("plugin") == "recipient-list" and l.get("stage") == "rcpt" and "le" in l]
+    assert len(rows) == 17 and rows[-1][0] == "+Inf", rows
+    counts = [v for _, v in rows]
+    assert counts == sorted(counts) and counts[-2] == counts[-1] >= 1, str(rows)
     assert after.value("corvid_plugin_engine_memory_bytes", kind="limit") > 0
     assert after.value("corvid_plugin_instantiations", plugin="recipient-list") >= 1
     # The metric the rate-limit plugin records through the `metrics` import, under its name.

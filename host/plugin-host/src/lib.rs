@@ -77,4 +77,4 @@ pub use manifest::{
     BreakerConfig, Capability, FailurePolicy, InstanceMode, Limits, Manifest, DEFAULT_HOOK_FUEL,
 };
 pub use metrics::{MetricSample, MetricValue};
-pub use stats::HookStats;
+pub use stats::{HookStats, LATENCY_BUCKETS};

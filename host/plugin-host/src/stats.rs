@@ -52,12 +52,21 @@ pub(crate) enum Outcome {
 
 const OUTCOMES: usize = 14;
 
+/// Upper bounds of the hook latency histogram's buckets, in seconds: from a warm call of a
+/// plugin that reads nothing (about a microsecond) to the default wall-time backstop (5 s).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05, 0.25, 1.0,
+    5.0,
+];
+
 #[derive(Default)]
 struct Counters {
     calls: AtomicU64,
     outcomes: [AtomicU64; OUTCOMES],
     latency_ns: AtomicU64,
     max_latency_ns: AtomicU64,
+    /// Calls per latency bucket (not cumulative); slower than the last bound: none.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     fuel_max: AtomicU64,
 }
 
@@ -84,6 +93,10 @@ impl PluginStats {
         c.outcomes[outcome as usize].fetch_add(1, Relaxed);
         c.latency_ns.fetch_add(ns, Relaxed);
         c.max_latency_ns.fetch_max(ns, Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
+            c.buckets[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// Notes the fuel one call of `stage` used.
@@ -130,6 +143,7 @@ impl PluginStats {
                 fuel_max: c.fuel_max.load(Relaxed),
                 latency_total: Duration::from_nanos(c.latency_ns.load(Relaxed)),
                 latency_max: Duration::from_nanos(c.max_latency_ns.load(Relaxed)),
+                latency_buckets: c.buckets.iter().map(|b| b.load(Relaxed)).collect(),
                 instantiations: self.instantiations.load(Relaxed),
                 memory_peak_bytes: self.memory_peak.load(Relaxed),
             })
@@ -173,6 +187,9 @@ pub struct HookStats {
     /// Sum of call latencies (divide by `calls` for the mean).
     pub latency_total: Duration,
     pub latency_max: Duration,
+    /// Calls per bucket of [`LATENCY_BUCKETS`] (not cumulative); calls slower than the last
+    /// bound are `calls` minus their sum.
+    pub latency_buckets: Vec<u64>,
     /// Instances created for this plugin (all stages).
     pub instantiations: u64,
     /// The largest linear memory one instance of the plugin has had.

@@ -2,7 +2,9 @@
 //! (`PluginHost::stats`), the engine's memory, and the metrics plugins record through the
 //! `metrics` import (`PluginHost::metrics`), capped per plugin.
 
-use corvid_plugin_host::{HookStats, MetricSample, MetricValue, PluginEngine, PluginHost};
+use corvid_plugin_host::{
+    HookStats, MetricSample, MetricValue, PluginEngine, PluginHost, LATENCY_BUCKETS,
+};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -157,8 +159,8 @@ impl prometheus_client::collector::Collector for Collector {
         for s in [&calls, &outcomes, &traps, &timeouts, &fuel] {
             write_u64(&mut enc, s)?;
         }
-        // The host keeps the sum and count of hook latencies (no buckets): a histogram with
-        // only the +Inf bucket, which gives the mean through rate(sum)/rate(count).
+        // Buckets from 1 µs to 5 s (corvid_plugin_host::LATENCY_BUCKETS), then +Inf; each
+        // with its own count: the encoder makes them cumulative.
         let mut m = enc.encode_descriptor(
             "corvid_plugin_hook_duration_seconds",
             "Hook call latency, by plugin and stage",
@@ -168,10 +170,17 @@ impl prometheus_client::collector::Collector for Collector {
         for h in &stats {
             let labels = hook_labels(h);
             let mut fam = m.encode_family(&labels)?;
+            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .zip(h.latency_buckets.iter().copied())
+                .collect();
+            let finite: u64 = h.latency_buckets.iter().sum();
+            buckets.push((f64::INFINITY, h.calls.saturating_sub(finite)));
             fam.encode_histogram::<NoLabelSet>(
                 h.latency_total.as_secs_f64(),
                 h.calls,
-                &[(f64::INFINITY, h.calls)],
+                &buckets,
                 None,
             )?;
         }
