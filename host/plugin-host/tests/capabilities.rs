@@ -78,6 +78,33 @@ async fn without_random_wasi_randomness_is_seeded_per_instance() {
     assert_ne!(senses(&a, 1).await["hash"], senses(&b, 1).await["hash"]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn without_random_the_seed_is_per_plugin_name_and_the_os_is_never_used() {
+    let caps = [Capability::Log, Capability::Config];
+    let named = |name: &str| {
+        let mut m = behave(name, &[("mail", "senses")]);
+        m.capabilities = caps.to_vec();
+        m
+    };
+    let (a, b) = (host(), host());
+    a.reload(vec![named("senses")]).await.expect("loads");
+    b.reload(vec![named("other")]).await.expect("loads");
+    // The first instance of two plugins with different names: different seeds.
+    let (a1, b1) = (senses(&a, 1).await["hash"], senses(&b, 1).await["hash"]);
+    assert_ne!(a1, b1, "the plugin's name is part of the seed");
+    // A reload starts a new generation, whose instances are numbered again from the start:
+    // the same sequence (a restart replays it too; the OS's entropy never does).
+    a.reload(vec![named("senses")]).await.expect("reloads");
+    let again = senses(&a, 2).await["hash"];
+    let fresh = host();
+    fresh.reload(vec![named("senses")]).await.expect("loads");
+    assert_eq!(
+        again,
+        senses(&fresh, 1).await["hash"],
+        "deterministic after a reload"
+    );
+}
+
 /// A store whose namespace is always full.
 struct FullKv;
 
