@@ -257,3 +257,33 @@ def test_relay_networks_and_routes_apply_to_new_mail(make_server):
     [msg] = peers[1].wait_mail("carol", domain="far.test")
     assert b"via peer two" in msg.read_bytes()
     assert len(peers[0].mail_files("carol", domain="far.test")) == 1
+
+
+def test_connection_caps_apply_to_new_connections(server):
+    """A lowered limits.max_connections_per_ip: connections already open stay, the next one
+    beyond the new cap gets 421 4.7.0 (RFC 5321 3.8), and raising it again admits it."""
+    first, second = server.connect(), server.connect()
+    first.greet()
+    second.greet()
+    cfg = dict(server.config)
+    cfg["limits"] = dict(cfg["limits"], max_connections_per_ip=1)
+    server.config_path.write_text(to_toml(cfg))
+    e = hup(server, REFUSED, "config reloaded", RESTART)
+    assert e["message"] == "config reloaded", e
+    with server.connect() as third:
+        r = third.reply()
+        assert (r.code, r.enhanced) == (421, "4.7.0"), r
+    # the two open sessions were not cut and still work
+    first.expect("NOOP", 250)
+    second.expect("NOOP", 250)
+    first.expect("QUIT", 221)
+    second.expect("QUIT", 221)
+    first.close()
+    second.close()
+    cfg["limits"] = dict(cfg["limits"], max_connections_per_ip=50)
+    server.config_path.write_text(to_toml(cfg))
+    assert hup(server, REFUSED, "config reloaded", RESTART)["message"] == "config reloaded"
+    a, b = server.connect(), server.connect()
+    assert a.greet().code == 220 and b.greet().code == 220
+    a.close()
+    b.close()

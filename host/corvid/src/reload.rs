@@ -148,14 +148,6 @@ pub fn restart_needed(a: &Config, b: &Config) -> Vec<&'static str> {
     // The rest of [limits] applies to new sessions.
     let (la, lb) = (&a.limits, &b.limits);
     check(
-        "limits.max_connections",
-        la.max_connections != lb.max_connections,
-    );
-    check(
-        "limits.max_connections_per_ip",
-        la.max_connections_per_ip != lb.max_connections_per_ip,
-    );
-    check(
         "limits.max_inflight_bytes",
         la.max_inflight_bytes != lb.max_inflight_bytes,
     );
@@ -216,11 +208,7 @@ mod tests {
         let b = Config::parse(&text).unwrap();
         assert_eq!(
             restart_needed(&a, &b),
-            vec![
-                "listener (addresses)",
-                "server.data_dir",
-                "limits.max_connections"
-            ]
+            vec!["listener (addresses)", "server.data_dir"]
         );
 
         // The postmaster, routes, relay networks and the hostname for new sessions are applied.

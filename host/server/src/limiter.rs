@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// The caps are atomics so that a config reload can change them: connections already admitted
+/// are never cut, only new ones meet the new caps.
 #[derive(Debug)]
 pub struct ConnLimiter {
-    max_total: usize,
-    max_per_ip: usize,
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -27,8 +30,8 @@ pub struct ConnPermit {
 impl ConnLimiter {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(ConnLimiter {
-            max_total,
-            max_per_ip,
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
             state: Mutex::new(State::default()),
         })
     }
@@ -37,7 +40,7 @@ impl ConnLimiter {
     pub fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let from_ip = st.per_ip.get(&ip).copied().unwrap_or(0);
-        if st.total >= self.max_total || from_ip >= self.max_per_ip {
+        if st.total >= self.max_total.load(Relaxed) || from_ip >= self.max_per_ip.load(Relaxed) {
             return None;
         }
         st.total += 1;
@@ -46,6 +49,12 @@ impl ConnLimiter {
             limiter: Arc::clone(self),
             ip,
         })
+    }
+
+    /// New caps for the connections admitted from now on (a reload).
+    pub fn set_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Relaxed);
+        self.max_per_ip.store(max_per_ip, Relaxed);
     }
 
     pub fn active(&self) -> usize {

@@ -73,7 +73,7 @@ impl BoundServer {
 
     /// Where new sessions take their settings from; a config reload replaces them.
     pub fn live_settings(&self) -> crate::LiveHandle {
-        self.shared.live()
+        self.shared.live().with_limiter(Arc::clone(&self.limiter))
     }
 
     /// The actual addresses (with the port chosen when the config said 0).

@@ -48,19 +48,33 @@ impl LiveSettings {
     }
 }
 
-/// Where new sessions take their [`LiveSettings`] from; `replace` is the reload.
-/// `limits.max_connections`, `max_connections_per_ip`, `max_inflight_bytes` and
-/// `shutdown_grace` are read once at start (by the listeners and the memory budget).
+/// Where new sessions take their [`LiveSettings`] from; `replace` is the reload. It also sets
+/// the listeners' connection caps (`limits.max_connections`, `max_connections_per_ip`) for new
+/// connections. `max_inflight_bytes` and `shutdown_grace` are read once at start (the memory
+/// budget and the shutdown).
 #[derive(Clone)]
-pub struct LiveHandle(Arc<arc_swap::ArcSwap<LiveSettings>>);
+pub struct LiveHandle {
+    settings: Arc<arc_swap::ArcSwap<LiveSettings>>,
+    limiter: Option<Arc<crate::limiter::ConnLimiter>>,
+}
 
 impl LiveHandle {
     pub fn replace(&self, settings: LiveSettings) {
-        self.0.store(Arc::new(settings));
+        if let Some(limiter) = &self.limiter {
+            let l = &settings.limits;
+            limiter.set_limits(l.max_connections, l.max_connections_per_ip);
+        }
+        self.settings.store(Arc::new(settings));
     }
 
     pub fn current(&self) -> Arc<LiveSettings> {
-        self.0.load_full()
+        self.settings.load_full()
+    }
+
+    /// The same handle, also setting `limiter`'s caps on `replace`.
+    pub(crate) fn with_limiter(mut self, limiter: Arc<crate::limiter::ConnLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 }
 
@@ -111,9 +125,12 @@ impl Shared {
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             next_session: Arc::new(AtomicU64::new(1)),
-            live: LiveHandle(Arc::new(arc_swap::ArcSwap::from_pointee(
-                LiveSettings::from_config(config),
-            ))),
+            live: LiveHandle {
+                settings: Arc::new(arc_swap::ArcSwap::from_pointee(LiveSettings::from_config(
+                    config,
+                ))),
+                limiter: None,
+            },
         }
     }
 
