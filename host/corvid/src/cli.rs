@@ -190,6 +190,10 @@ pub enum PluginAction {
         /// Output: text (a diff under each failure), tap (TAP 13) or junit (JUnit XML).
         #[arg(long, value_enum, default_value_t)]
         format: crate::plugin_test::Format,
+        /// Keep the compiled component in DIR (by content hash), as the server's
+        /// `plugin_cache` does, so the next run skips compiling it.
+        #[arg(long)]
+        cache: Option<PathBuf>,
     },
     /// Write a new plugin project: it builds into a component with one command, has passing
     /// unit tests and a `plugin test` script, and a README saying how to run it in a server.

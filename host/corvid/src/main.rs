@@ -45,8 +45,9 @@ fn main() -> ExitCode {
                     component,
                     script,
                     format,
+                    cache,
                 },
-        } => plugin_test::run(&component, &script, format),
+        } => plugin_test::run(&component, &script, format, cache),
         Command::Plugin {
             action:
                 cli::PluginAction::New {

@@ -23,15 +23,20 @@ use corvid_types::{
 };
 use report::Outcome;
 use script::{address, DeliveryStep, Expect, Script};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub fn run(component: &Path, script_path: &Path, format: Format) -> Result<()> {
+pub fn run(
+    component: &Path,
+    script_path: &Path,
+    format: Format,
+    cache: Option<PathBuf>,
+) -> Result<()> {
     let script = script::load(script_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcomes = rt.block_on(run_script(component, script))?;
+    let outcomes = rt.block_on(run_script(component, script, cache))?;
     let failed = report::print(&script_path.display().to_string(), &outcomes, format);
     if failed > 0 {
         bail!(
@@ -50,7 +55,11 @@ fn is_refusal(v: &Verdict) -> bool {
     )
 }
 
-async fn run_script(component: &Path, script: Script) -> Result<Vec<Outcome>> {
+async fn run_script(
+    component: &Path,
+    script: Script,
+    cache: Option<PathBuf>,
+) -> Result<Vec<Outcome>> {
     let dns = StaticDns::new();
     for (name, kinds) in &script.dns {
         for (kind, answers) in kinds {
@@ -72,7 +81,7 @@ async fn run_script(component: &Path, script: Script) -> Result<Vec<Outcome>> {
         dns: Arc::new(dns),
     };
     let engine = PluginEngine::new(EngineOptions::default())?;
-    let host = PluginHost::new(&engine, services, None);
+    let host = PluginHost::new(&engine, services, cache);
     let mut manifest = Manifest::new(&name, component);
     manifest.config = script.plugin.config.clone();
     manifest.stages = script.plugin.stages.clone();
