@@ -226,6 +226,9 @@ def test_metrics_families_match_the_doc_and_move_under_load(make_server):
     counts = [v for _, v in rows]
     assert counts == sorted(counts) and counts[-2] == counts[-1] >= 1, str(rows)
     assert after.value("corvid_plugin_engine_memory_bytes", kind="limit") > 0
+    # the bundled chain keeps pooled instances: some are alive, never more than the limit
+    alive = after.value("corvid_plugin_engine_instances", kind="used")
+    assert 1 <= alive <= after.value("corvid_plugin_engine_instances", kind="limit"), alive
     assert after.value("corvid_plugin_instantiations", plugin="recipient-list") >= 1
     # The metric the rate-limit plugin records through the `metrics` import, under its name.
     family = "corvid_plugin_metric_rate_limit_rate_limited"

@@ -144,6 +144,11 @@ impl PluginEngine {
     pub fn memory_in_use(&self) -> usize {
         self.inner.total.used()
     }
+
+    /// Plugin instances alive now, idle pooled ones included (against `max_instances`).
+    pub fn instances_in_use(&self) -> usize {
+        self.inner.total.instances()
+    }
 }
 
 fn build_engine(options: &EngineOptions) -> wasmtime::Result<Engine> {

@@ -9,6 +9,8 @@ use wasmtime::ResourceLimiter;
 pub(crate) struct TotalMemory {
     limit: usize,
     used: AtomicUsize,
+    /// Live stores, one per instance (pooled idle ones included).
+    stores: AtomicUsize,
 }
 
 impl TotalMemory {
@@ -16,6 +18,7 @@ impl TotalMemory {
         TotalMemory {
             limit,
             used: AtomicUsize::new(0),
+            stores: AtomicUsize::new(0),
         }
     }
 
@@ -35,6 +38,11 @@ impl TotalMemory {
     /// Bytes granted to live instances now.
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// Instances alive now (each has its store and limiter).
+    pub(crate) fn instances(&self) -> usize {
+        self.stores.load(Ordering::Acquire)
     }
 }
 
@@ -56,6 +64,7 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(memory_bytes: usize, total: Arc<TotalMemory>) -> Self {
+        total.stores.fetch_add(1, Ordering::AcqRel);
         Limiter {
             memory_bytes,
             total,
@@ -70,6 +79,7 @@ impl Limiter {
 impl Drop for Limiter {
     fn drop(&mut self) {
         self.total.give(self.granted);
+        self.total.stores.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

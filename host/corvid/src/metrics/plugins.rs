@@ -226,6 +226,21 @@ impl prometheus_client::collector::Collector for Collector {
             .push((vec![("kind".into(), "limit".into())], limit));
         write_u64(&mut enc, &memory)?;
 
+        let mut instances = Series::new(
+            "corvid_plugin_engine_instances",
+            "Plugin instances alive (idle pooled ones included), and the limit",
+            MetricType::Gauge,
+        );
+        let alive = u64::try_from(engine.instances_in_use()).unwrap_or(u64::MAX);
+        let max = u64::from(engine.options().max_instances);
+        instances
+            .rows
+            .push((vec![("kind".into(), "used".into())], alive));
+        instances
+            .rows
+            .push((vec![("kind".into(), "limit".into())], max));
+        write_u64(&mut enc, &instances)?;
+
         write_plugin_metrics(&mut enc, host.metrics())
     }
 }
