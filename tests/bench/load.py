@@ -109,8 +109,11 @@ def bad_plugin_table(kind):
     wasm = os.path.join(REPO, "target", "plugins", "wasm32-wasip2", "release", "fixture_behave.wasm")
     subprocess.run(["cargo", "build", "--quiet", "--target", "wasm32-wasip2", "--release",
                     "--target-dir", os.path.join(REPO, "target", "plugins")], cwd=fixture, check=True)
+    # spin: the fixture busy-waits on the clock import for spin_ms (10 ms by default, a slow
+    # plugin that still succeeds); 60 s takes it past the fuel budget and the 5 s wall backstop.
+    spin = 'spin_ms = "60000"\n' if kind == "spin" else ""
     return (f'\n[[plugin]]\nname = "misbehave"\npath = "{wasm}"\ninstance = "pool"\norder = 40\n'
-            f'stages = ["data"]\nfailure_policy = "continue"\n[plugin.config]\ndata = "{kind}"\n')
+            f'stages = ["data"]\nfailure_policy = "continue"\n[plugin.config]\ndata = "{kind}"\n{spin}')
 
 
 class Corvid:
