@@ -104,10 +104,24 @@ def test_rate_limit_counts_across_both_nodes(make_server, redis):
     assert redis.cli("GET", "corvid:kv:{rate-limit}:k:msg:127.0.0.1") == str(limit + 3)
     ttl = int(redis.cli("TTL", "corvid:kv:{rate-limit}:k:msg:127.0.0.1"))
     assert 3500 < ttl <= 3600, ttl  # the window is Redis's own expiry
-    # Each node's own sled kv was never written.
+    # `corvid kv` reads the configured backend: both running nodes list the shared counter
+    # from Redis, with its expiry (their own sled kv was never written).
     for n in nodes:
         r = n.cli("kv", "list", "--plugin", "rate-limit", "--config", str(n.config_path))
-        assert "msg:" not in r.stdout, r.stdout
+        assert r.returncode == 0, r.stderr
+        assert f"msg:127.0.0.1 = {limit + 3}  (expires 20" in r.stdout, r.stdout
+    r = nodes[0].cli("kv", "get", "--plugin", "rate-limit", "msg:127.0.0.1", "--config", str(nodes[0].config_path))
+    assert r.stdout.strip() == str(limit + 3), r
+    # a glob character in the prefix matches only itself
+    r = nodes[0].cli("kv", "list", "--plugin", "rate-limit", "m*", "--config", str(nodes[0].config_path))
+    assert "msg:" not in r.stdout, r.stdout
+    # with the node stopped, the command goes to Redis itself; a delete is seen by the other node
+    nodes[0].stop()
+    r = nodes[0].cli("kv", "delete", "--plugin", "rate-limit", "msg:127.0.0.1", "--config", str(nodes[0].config_path))
+    assert r.returncode == 0 and "deleted" in r.stdout, r
+    assert redis.cli("EXISTS", "corvid:kv:{rate-limit}:k:msg:127.0.0.1") == "0"
+    r = nodes[1].cli("kv", "list", "--plugin", "rate-limit", "--config", str(nodes[1].config_path))
+    assert "0 key(s) shown" in r.stdout, r.stdout
 
 
 def test_greylisted_sender_passes_on_the_other_node(make_server, redis):

@@ -66,6 +66,8 @@ pub enum Request {
 /// What admin requests act on.
 pub struct Context {
     pub spool: Arc<SledSpool>,
+    /// The configured kv store (`[kv]`), for `corvid kv`.
+    pub kv: crate::kv_backend::AdminKv,
     /// `None` when the queue is opened offline (no server running).
     pub plugins: Option<Arc<crate::plugins::Plugins>>,
 }
@@ -89,6 +91,10 @@ pub async fn handle_async(ctx: Arc<Context>, req: Request) -> Result<Value> {
                 .bounce(&id, "5.7.1 returned to the sender by the administrator")
                 .await?;
             Ok(json!({ "bounced": id, "dsn": dsn }))
+        }
+        req @ (Request::KvList { .. } | Request::KvGet { .. } | Request::KvDelete { .. }) => {
+            let kv = ctx.kv.clone();
+            tokio::task::spawn_blocking(move || crate::kv_cmd::handle(&kv, req)).await?
         }
         req => {
             let spool = Arc::clone(&ctx.spool);
@@ -127,10 +133,10 @@ fn handle(spool: &SledSpool, req: Request) -> Result<Value> {
             json!(spool.hold(&QueueId(id), &reason)?)
         }
         Request::QueueRelease { id } => json!(spool.release(&QueueId(id))?),
-        req @ (Request::KvList { .. } | Request::KvGet { .. } | Request::KvDelete { .. }) => {
-            crate::kv_cmd::handle(&spool.kv(), req)?
-        }
-        Request::QueueBounce { .. }
+        Request::KvList { .. }
+        | Request::KvGet { .. }
+        | Request::KvDelete { .. }
+        | Request::QueueBounce { .. }
         | Request::PluginsList
         | Request::PluginsStats
         | Request::PluginsReload => {

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use corvid_kv_redis::{RedisKv, RedisSettings};
-use corvid_queue::{KvLimits, SledSpool};
+use corvid_queue::{KvLimits, SledKv, SledSpool};
 use corvid_types::KvStore;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -67,11 +67,12 @@ impl KvSection {
         }
     }
 
-    /// The store the plugins use. With `redis` it connects lazily: a node whose Redis is down
-    /// still starts and takes mail; the plugins' kv calls fail per their failure policy.
-    pub fn open(&self, spool: &SledSpool) -> Result<Arc<dyn KvStore>> {
+    /// The configured store (the plugins use [`AdminKv::store`]). With `redis` it connects
+    /// lazily: a node whose Redis is down still starts and takes mail; the plugins' kv calls
+    /// fail per their failure policy.
+    pub fn open_admin(&self, spool: &SledSpool) -> Result<AdminKv> {
         match self.backend {
-            KvBackend::Sled => Ok(Arc::new(spool.kv())),
+            KvBackend::Sled => Ok(AdminKv::Sled(spool.kv())),
             KvBackend::Redis => {
                 let Some(url) = &self.url else {
                     bail!("kv.url is required with kv.backend = \"redis\"");
@@ -90,8 +91,26 @@ impl KvSection {
                 // The error names the key, never the URL (it may hold a password).
                 .context("opening the Redis kv store")?;
                 tracing::info!(server = %redacted(url), prefix = %self.key_prefix, "kv: Redis backend");
-                Ok(Arc::new(store))
+                Ok(AdminKv::Redis(Arc::new(store)))
             }
+        }
+    }
+}
+
+/// The configured store, concrete, for the administrator's listing (the plugins' `kv` import
+/// has no listing; each backend lists its own way).
+#[derive(Clone)]
+pub enum AdminKv {
+    Sled(SledKv),
+    Redis(Arc<RedisKv>),
+}
+
+impl AdminKv {
+    /// The store as the plugins use it.
+    pub fn store(&self) -> Arc<dyn KvStore> {
+        match self {
+            AdminKv::Sled(kv) => Arc::new(kv.clone()),
+            AdminKv::Redis(kv) => Arc::clone(kv) as Arc<dyn KvStore>,
         }
     }
 }

@@ -1,12 +1,13 @@
-//! `corvid kv ...`: the plugins' key-value store, by plugin (namespace). Through the running
-//! server's admin socket, or on the stopped queue (like `corvid queue`). Keys and values are
+//! `corvid kv ...`: the plugins' key-value store, by plugin (namespace), on the configured
+//! backend (`[kv]`: the node's sled or the shared Redis). Through the running server's admin
+//! socket, or directly when no server runs (like `corvid queue`). Keys and values are
 //! bytes a plugin chose: they are printed with non-printable octets escaped (`\x1b`, `\n`).
 
 use crate::admin::Request;
 use crate::config::Config;
+use crate::kv_backend::AdminKv;
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use corvid_queue::SledKv;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -73,30 +74,36 @@ pub fn run(config: Option<&Path>, action: KvAction) -> Result<()> {
     Ok(())
 }
 
-/// Runs a kv request on the store (server side, or offline).
-pub fn handle(kv: &SledKv, req: Request) -> Result<Value> {
+/// Runs a kv request on the store (server side, or offline). It blocks (disk or Redis).
+pub fn handle(kv: &AdminKv, req: Request) -> Result<Value> {
+    let entry = |key: &[u8], value: &[u8], expires: Option<u64>| json!({ "key": escaped(key), "value": escaped(value), "expires": expires.map(expiry_text) });
+    let store = kv.store();
     Ok(match req {
         Request::KvList {
             plugin,
             prefix,
             limit,
         } => {
-            let entries = kv.list(&plugin, prefix.as_bytes(), limit)?;
-            json!(entries
-                .iter()
-                .map(|e| json!({
-                    "key": escaped(&e.key),
-                    "value": escaped(&e.value),
-                    "expires": e.expires_ms.map(expiry_text),
-                }))
-                .collect::<Vec<_>>())
+            let rows: Vec<Value> = match kv {
+                AdminKv::Sled(kv) => kv
+                    .list(&plugin, prefix.as_bytes(), limit)?
+                    .iter()
+                    .map(|e| entry(&e.key, &e.value, e.expires_ms))
+                    .collect(),
+                AdminKv::Redis(kv) => kv
+                    .list(&plugin, prefix.as_bytes(), limit)?
+                    .iter()
+                    .map(|e| entry(&e.key, &e.value, e.expires_ms))
+                    .collect(),
+            };
+            json!(rows)
         }
-        Request::KvGet { plugin, key } => match kv.get(&plugin, key.as_bytes())? {
+        Request::KvGet { plugin, key } => match store.get(&plugin, key.as_bytes())? {
             Some(v) => json!({ "value": escaped(&v) }),
             None => bail!("no key {} for plugin {plugin}", escaped(key.as_bytes())),
         },
         Request::KvDelete { plugin, key } => {
-            if !kv.delete(&plugin, key.as_bytes())? {
+            if !store.delete(&plugin, key.as_bytes())? {
                 bail!("no key {} for plugin {plugin}", escaped(key.as_bytes()));
             }
             json!({ "deleted": escaped(key.as_bytes()) })
@@ -163,6 +170,7 @@ mod tests {
         )
         .unwrap();
         kv.set("other", b"k2", b"not listed", None).unwrap();
+        let kv = AdminKv::Sled(kv);
         let req = |r| handle(&kv, r).unwrap();
         let list = req(Request::KvList {
             plugin: "greylist".into(),
@@ -192,7 +200,7 @@ mod tests {
         )
         .is_err());
         assert_eq!(
-            kv.get("other", b"k2").unwrap().as_deref(),
+            kv.store().get("other", b"k2").unwrap().as_deref(),
             Some(&b"not listed"[..])
         );
     }

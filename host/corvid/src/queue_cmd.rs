@@ -41,8 +41,10 @@ pub fn request(config: &Config, req: Request) -> Result<(Value, bool)> {
             config.queue_dir().display()
         )
     })?;
+    let kv = config.kv.open_admin(&spool)?;
     let ctx = Arc::new(admin::Context {
         spool,
+        kv,
         plugins: None,
     });
     Ok((rt.block_on(admin::handle_async(ctx, req))?, false))

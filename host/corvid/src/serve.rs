@@ -87,8 +87,9 @@ async fn serve(
     let dns = HickoryDns::new(&config.delivery.nameservers)
         .map_err(|e| anyhow::anyhow!("setting up the DNS resolver: {e}"))?;
     let dns: Arc<dyn corvid_types::DnsResolver> = Arc::new(dns);
+    let admin_kv = config.kv.open_admin(&spool)?;
     let plugin_services = corvid_plugin_host::Services {
-        kv: config.kv.open(&spool)?,
+        kv: admin_kv.store(),
         dns: Arc::clone(&dns),
     };
     // SIGHUP compares a new file with this one (a second parse: `Config` is not `Clone`).
@@ -158,6 +159,7 @@ async fn serve(
     ));
     let admin = admin::Context {
         spool: Arc::clone(&spool),
+        kv: admin_kv,
         plugins: Some(Arc::clone(&plugins)),
     };
     let admin_task = tokio::spawn(admin::serve(

@@ -14,10 +14,12 @@
 //! queue is the node's own.
 
 mod bridge;
+mod list;
 mod scripts;
 
 use bridge::Bridge;
 pub use corvid_types::kv::{KvError, KvStore};
+pub use list::ListedEntry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::Duration;
