@@ -125,9 +125,14 @@ impl PluginEngine {
         Ok(PluginEngine {
             inner: Arc::new(EngineInner {
                 engine,
-                total: Arc::new(TotalMemory::new(
-                    usize::try_from(options.total_memory_mb << 20).unwrap_or(usize::MAX),
-                )),
+                // Idle pooled instances may hold at most half the instance slots, so calls in
+                // flight always find room however large the plugins' `pool_size`.
+                total: Arc::new(
+                    TotalMemory::new(
+                        usize::try_from(options.total_memory_mb << 20).unwrap_or(usize::MAX),
+                    )
+                    .with_idle_cap(usize::try_from(options.max_instances / 2).unwrap_or(0)),
+                ),
                 linker,
                 options,
                 stop,
@@ -148,6 +153,11 @@ impl PluginEngine {
     /// Plugin instances alive now, idle pooled ones included (against `max_instances`).
     pub fn instances_in_use(&self) -> usize {
         self.inner.total.instances()
+    }
+
+    /// Idle instances kept in the plugins' pools now (at most half of `max_instances`).
+    pub fn instances_idle(&self) -> usize {
+        self.inner.total.idle()
     }
 }
 

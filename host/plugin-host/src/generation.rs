@@ -233,6 +233,7 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         cache = ?cache,
         "plugin loaded"
     );
+    let total = env.total.clone();
     Ok(LoadedPlugin {
         manifest: m.clone(),
         pre,
@@ -244,7 +245,7 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         stats: cx.stats,
         generation: cx.generation,
         cache,
-        pool: crate::warm::Pool::default(),
+        pool: crate::warm::Pool::new(total),
         breaker: crate::breaker::Breaker::new(m.breaker),
     })
 }

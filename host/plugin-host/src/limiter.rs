@@ -11,6 +11,10 @@ pub(crate) struct TotalMemory {
     used: AtomicUsize,
     /// Live stores, one per instance (pooled idle ones included).
     stores: AtomicUsize,
+    /// Idle instances kept in all plugins' pools, and the most that may be (half the
+    /// engine's instances: the other half is always free for calls in flight).
+    idle: AtomicUsize,
+    idle_cap: usize,
 }
 
 impl TotalMemory {
@@ -19,7 +23,34 @@ impl TotalMemory {
             limit,
             used: AtomicUsize::new(0),
             stores: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            idle_cap: usize::MAX,
         }
+    }
+
+    /// At most `cap` idle pooled instances across all plugins.
+    pub(crate) fn with_idle_cap(mut self, cap: usize) -> Self {
+        self.idle_cap = cap;
+        self
+    }
+
+    /// Counts one more idle pooled instance, if the engine-wide cap allows it.
+    pub(crate) fn keep_idle(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.idle_cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `n` idle pooled instances were taken out of a pool or dropped with it.
+    pub(crate) fn unidle(&self, n: usize) {
+        self.idle.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Idle pooled instances now.
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.load(Ordering::Acquire)
     }
 
     /// Takes `bytes` when they fit under the limit.
@@ -117,6 +148,19 @@ impl ResourceLimiter for Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_instances_are_capped_engine_wide() {
+        let total = TotalMemory::new(100).with_idle_cap(2);
+        assert!(total.keep_idle() && total.keep_idle());
+        assert!(
+            !total.keep_idle(),
+            "the third idle instance is over the cap"
+        );
+        total.unidle(1);
+        assert!(total.keep_idle(), "room again after one was taken");
+        assert_eq!(total.idle(), 2);
+    }
 
     #[test]
     fn the_total_is_shared_and_given_back_on_drop() {

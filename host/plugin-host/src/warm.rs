@@ -6,31 +6,52 @@
 
 use crate::generation::LoadedPlugin;
 use crate::instance::Live;
+use crate::limiter::TotalMemory;
 use crate::manifest::InstanceMode;
 use crate::stats::Outcome;
 use std::sync::{Arc, Mutex};
 
 /// Idle warm instances of one plugin (pool mode), shared by every connection and the
 /// delivery hooks. Belongs to one loaded version: a reload starts with an empty pool.
-#[derive(Default)]
+/// Each idle instance is counted in the engine's idle cap ([`TotalMemory::keep_idle`]).
 pub(crate) struct Pool {
     // Boxed like the session's slots: handing an instance over moves a pointer, not the
     // bindings' hundreds of bytes of export indices.
     #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<Live>>>,
+    total: Arc<TotalMemory>,
 }
 
 impl Pool {
+    pub(crate) fn new(total: Arc<TotalMemory>) -> Self {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            total,
+        }
+    }
+
     fn take(&self) -> Option<Box<Live>> {
-        self.idle.lock().ok()?.pop()
+        let live = self.idle.lock().ok()?.pop()?;
+        self.total.unidle(1);
+        Some(live)
     }
 
     fn put(&self, live: Box<Live>, max: usize) {
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < max {
+            if idle.len() < max && self.total.keep_idle() {
                 idle.push(live);
             }
         }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let n = match self.idle.get_mut() {
+            Ok(idle) => idle.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        };
+        self.total.unidle(n);
     }
 }
 

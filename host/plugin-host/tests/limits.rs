@@ -99,3 +99,46 @@ async fn the_total_memory_limit_is_the_engines_not_the_plugins_failure() {
         "given back when the instance is dropped"
     );
 }
+
+/// Pools keep at most half the engine's instances idle, whatever their `pool_size`, so a
+/// burst that filled the pools never leaves calls in flight without a slot; a reload gives
+/// the old pools' count back.
+#[tokio::test(flavor = "multi_thread")]
+async fn pools_keep_at_most_half_the_instances_idle() {
+    let engine = small_engine(4, 4096);
+    let host = PluginHost::new(&engine, Services::in_memory(), Some(cache_dir()));
+    let mut m = behave("b", &[("mail", "accept")]);
+    m.instance = corvid_plugin_host::InstanceMode::Pool;
+    m.pool_size = 64;
+    host.reload(vec![m.clone()]).await.expect("loads");
+    let c = conn(1);
+    // Four transactions at once: every slot is in use.
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let mut s = host.session(&c);
+        assert_eq!(s.mail(&c, &envelope()).await.verdict, Verdict::Accept);
+        sessions.push(s);
+    }
+    assert_eq!(engine.instances_in_use(), 4);
+    for s in &mut sessions {
+        s.end_transaction();
+    }
+    assert_eq!(
+        engine.instances_idle(),
+        2,
+        "half of max_instances stays warm"
+    );
+    assert_eq!(engine.instances_in_use(), 2, "the others were dropped");
+    // The warm ones serve the next transactions; two more slots are free for new ones.
+    for s in &mut sessions {
+        assert_eq!(s.mail(&c, &envelope()).await.verdict, Verdict::Accept);
+    }
+    assert_eq!(engine.instances_idle(), 0);
+    drop(sessions);
+    host.reload(vec![m]).await.expect("reloads");
+    assert_eq!(
+        engine.instances_idle(),
+        0,
+        "the old generation's pool is gone"
+    );
+}
