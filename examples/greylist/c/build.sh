@@ -43,8 +43,10 @@ if ! [ -x "$wit_bindgen" ] || ! "$wit_bindgen" --version | grep -qF " $WIT_BINDG
     echo "installing wit-bindgen-cli $WIT_BINDGEN_VERSION into $tools"
     # CARGO_BUILD_JOBS=1 in the environment keeps it to one job on a busy machine.
     # Only the C generator: the default features build seven languages we do not use.
+    # --debug: an optimised build took 9 minutes of a cold CI run, for a tool that runs for
+    # milliseconds once per build.
     cargo install wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --locked --root "$tools" \
-      --no-default-features --features c
+      --no-default-features --features c --debug
 fi
 
 # --- wasm-component-ld from the Rust toolchain ---------------------------------------
