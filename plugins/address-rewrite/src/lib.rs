@@ -31,6 +31,11 @@ impl Plugin for AddressRewrite {
     const NAME: &'static str = "address-rewrite";
     const STAGES: &'static [Stage] = &[Stage::Mail, Stage::Rcpt, Stage::Data];
 
+    /// Holds only its configuration, so the value is kept between transactions (no re-read).
+    fn reset(&mut self) -> bool {
+        true
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&["sender", "recipient"])?;
         let sender = Map::parse("sender", &config.get_map::<String>("sender")?)?;

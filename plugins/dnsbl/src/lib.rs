@@ -29,6 +29,12 @@ pub struct Dnsbl {
 impl Plugin for Dnsbl {
     const NAME: &'static str = "dnsbl";
     const STAGES: &'static [Stage] = &[Stage::Connect];
+
+    /// Keeps the configured value between transactions; the lookup result is per transaction.
+    fn reset(&mut self) -> bool {
+        self.cached = None;
+        true
+    }
     /// `on_rcpt` runs when the manifest says `stages = ["rcpt"]` (see the module doc).
     const OPTIONAL_STAGES: &'static [Stage] = &[Stage::Rcpt];
 

@@ -23,6 +23,11 @@ impl Plugin for HeaderStamp {
     const NAME: &'static str = "header-stamp";
     const STAGES: &'static [Stage] = &[Stage::Data];
 
+    /// Holds only its configuration, so the value is kept between transactions (no re-read).
+    fn reset(&mut self) -> bool {
+        true
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&["add", "remove", "position"])?;
         let mut add = config.get_map::<String>("add")?;

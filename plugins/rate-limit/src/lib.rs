@@ -24,6 +24,11 @@ impl Plugin for RateLimit {
     const NAME: &'static str = "rate-limit";
     const STAGES: &'static [Stage] = &[Stage::Connect, Stage::Mail];
 
+    /// Holds only its configuration, so the value is kept between transactions (no re-read).
+    fn reset(&mut self) -> bool {
+        true
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&[
             "messages_per_window",

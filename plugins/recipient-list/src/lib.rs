@@ -19,6 +19,11 @@ impl Plugin for RecipientList {
     const NAME: &'static str = "recipient-list";
     const STAGES: &'static [Stage] = &[Stage::Rcpt];
 
+    /// Holds only its configuration, so the value is kept between transactions (no re-read).
+    fn reset(&mut self) -> bool {
+        true
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&["deny", "allow", "deny_text"])?;
         let deny = Patterns::parse("deny", &config.get_list::<String>("deny")?)?;

@@ -30,6 +30,11 @@ impl Plugin for RouteTable {
     const NAME: &'static str = "route-table";
     const STAGES: &'static [Stage] = &[Stage::Route];
 
+    /// Holds only its configuration, so the value is kept between transactions (no re-read).
+    fn reset(&mut self) -> bool {
+        true
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&["routes"])?;
         let mut t = RouteTable {

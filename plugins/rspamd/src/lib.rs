@@ -40,6 +40,11 @@ impl Plugin for Rspamd {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const STAGES: &'static [Stage] = &[Stage::Data];
 
+    /// Holds only its configuration, so the value is kept between transactions (no re-read).
+    fn reset(&mut self) -> bool {
+        true
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         if let Some((k, _)) = config
             .entries()

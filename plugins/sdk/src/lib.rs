@@ -92,6 +92,16 @@ pub trait Plugin: Sized + 'static {
     /// time the plugin is then not installed, and the text is logged).
     fn new(config: &Config) -> Result<Self, String>;
 
+    /// Called when a new transaction (or session or delivery hook call) starts on an instance
+    /// that still holds the value the previous one left. Return `true` after clearing every
+    /// per-transaction field, and the SDK keeps the value instead of calling [`Plugin::new`]
+    /// again, which saves re-reading the configuration on every transaction (for the bundled
+    /// plugins, most of a hook's instructions). The default, `false`, builds a fresh value
+    /// with `new`, so nothing can leak from one transaction into the next.
+    fn reset(&mut self) -> bool {
+        false
+    }
+
     /// A client connected.
     fn on_connect(&mut self, _conn: &ConnectionInfo) -> Decision {
         runtime::default_hook();

@@ -52,7 +52,8 @@ pub fn check_stages<P: Plugin>() -> Result<(), String> {
 
 /// Runs `f` on the plugin value of the current transaction, creating it from the host's config
 /// at the first hook of each transaction (when the host's `lifecycle.lease` changed), so the
-/// value never outlives its transaction, also on a warm (pooled) instance.
+/// value never outlives its transaction, also on a warm (pooled) instance; unless the plugin's
+/// [`Plugin::reset`] cleared its per-transaction state and asked to keep it.
 ///
 /// A configuration the plugin refuses here (it was accepted by `configure` at load time, so
 /// this means the plugin is not deterministic) panics, which the host treats as a trap.
@@ -64,6 +65,12 @@ pub fn with<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
 pub fn with_lease<P: Plugin, R>(lease: u64, f: impl FnOnce(&mut P) -> R) -> R {
     PLUGIN.with(|cell| {
         let mut slot = cell.borrow_mut();
+        // The plugin may keep its value across units of work (Plugin::reset).
+        if let Some((l, b)) = slot.as_mut() {
+            if *l != lease && b.downcast_mut::<P>().is_some_and(|p| p.reset()) {
+                *l = lease;
+            }
+        }
         if slot.as_ref().is_none_or(|(l, _)| *l != lease) {
             // Drop the previous transaction's value before building the next one.
             *slot = None;

@@ -158,3 +158,54 @@ fn the_plugin_value_is_fresh_for_every_transaction() {
     new_transaction();
     assert_eq!(hook(), 1, "the next transaction starts afresh");
 }
+
+/// A plugin that opts in with `reset`: `new` runs once, the value is kept across
+/// transactions, and `reset` clears the per-transaction field before each new one.
+struct Reused {
+    built: u32,
+    seen_in_transaction: u32,
+}
+
+thread_local! {
+    static NEW_CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+impl Plugin for Reused {
+    const NAME: &'static str = "reused";
+    const STAGES: &'static [Stage] = &[Stage::Mail];
+
+    fn new(_config: &Config) -> Result<Self, String> {
+        NEW_CALLS.with(|n| n.set(n.get() + 1));
+        Ok(Reused {
+            built: NEW_CALLS.with(|n| n.get()),
+            seen_in_transaction: 0,
+        })
+    }
+
+    fn reset(&mut self) -> bool {
+        self.seen_in_transaction = 0;
+        true
+    }
+}
+
+#[test]
+fn a_plugin_whose_reset_returns_true_is_built_once_and_reset_per_transaction() {
+    reset();
+    NEW_CALLS.with(|n| n.set(0));
+    let hook = || {
+        corvid_plugin_sdk::runtime::with::<Reused, _>(|p| {
+            p.seen_in_transaction += 1;
+            (p.built, p.seen_in_transaction)
+        })
+    };
+    assert_eq!((hook(), hook()), ((1, 1), (1, 2)), "one transaction");
+    new_transaction();
+    assert_eq!(
+        hook(),
+        (1, 1),
+        "same value, per-transaction field cleared by reset"
+    );
+    new_transaction();
+    assert_eq!(hook(), (1, 1));
+    assert_eq!(NEW_CALLS.with(|n| n.get()), 1, "new ran once");
+}
