@@ -222,7 +222,8 @@ pub fn now_ms() -> u64 {
 
 /// The host's number for the unit of work this instance serves (a transaction, a session
 /// hook call, a delivery hook call); it changes when a new one starts. The SDK uses it to
-/// give every transaction a fresh plugin value, also on warm (pooled) instances.
+/// give every transaction a fresh plugin value, also on warm (pooled) instances (unless the
+/// plugin's `reset` keeps it).
 pub fn lease() -> u64 {
     #[cfg(target_arch = "wasm32")]
     return wit::lifecycle::lease();
