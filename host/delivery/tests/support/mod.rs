@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod dns;
 pub mod peer;
+pub mod sts;
 
 use corvid_delivery::{DeliveryConfig, Dispatcher};
 use corvid_queue::{QueuedMessage, RetrySchedule, SledSpool, Spool};
