@@ -4,6 +4,7 @@
 //! Spool access and Maildir writes block on disk, so they run on blocking threads; network
 //! delivery runs on the runtime. The destinations of one message are served concurrently.
 
+use crate::blocking::blocking;
 use crate::content::LazyContent;
 use crate::lifecycle::{self, Adjustments};
 use crate::notify::{self, Notifier};
@@ -30,27 +31,12 @@ pub(crate) struct Context {
     pub(crate) schedule: RetrySchedule,
     pub(crate) router: Router,
     pub(crate) policy: Option<Arc<dyn DeliveryPolicy>>,
-    pub(crate) remote: Remote,
+    pub(crate) remote: Arc<Remote>,
     pub(crate) notifier: Notifier,
     /// Local delivery's permits, apart from the remote ones (in [`Remote`]).
     pub(crate) local_permits: Arc<Semaphore>,
     /// More `Received:` fields than this: a loop (RFC 5321 6.3).
     pub(crate) max_hops: usize,
-}
-
-/// Runs a blocking spool or file operation off the runtime's threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    // The blocking thread keeps the attempt's span, so its log lines carry the queue id.
-    let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::error!(error = %e, "blocking delivery task failed");
-            None
-        }
-    }
 }
 
 /// Attempts every due recipient of message `id` and records the outcomes durably.
@@ -183,7 +169,7 @@ fn settle(
 /// Queues the DSNs due, then records the message.
 async fn tell_and_record(ctx: &Context, mut msg: QueuedMessage, content: &[u8], now: u64) {
     notify::send_reports(&ctx.notifier, &mut msg, content, now).await;
-    record(ctx, msg).await
+    record(Arc::clone(&ctx.spool), msg).await
 }
 
 /// Routes each due recipient and groups them by destination, in first-seen order.

@@ -4,7 +4,7 @@
 //! its content: the content in memory is bounded by the deliveries actually running, not by
 //! the messages queued behind a slow destination.
 
-use crate::attempt::blocking;
+use crate::blocking::blocking;
 use crate::loops::received_count;
 use crate::Outcome;
 use corvid_queue::Spool;

@@ -157,7 +157,7 @@ impl Dispatcher {
             router: Router::new(Vec::new(), Arc::clone(&self.directory))
                 .with_table(self.routes)
                 .with_domain_tls(&self.config.tls.domains),
-            remote: Remote::new(
+            remote: Arc::new(Remote::new(
                 self.config,
                 helo,
                 tls_configs,
@@ -165,7 +165,7 @@ impl Dispatcher {
                 self.concurrency,
                 self.listening,
                 Some(Arc::clone(&self.spool)),
-            ),
+            )),
             spool: Arc::clone(&self.spool),
             directory: self.directory,
             maildir_root: self.maildir_root,
@@ -196,7 +196,8 @@ impl Dispatcher {
         if let (true, Some(intake)) = (rpt.enabled, ctx.notifier.intake.clone()) {
             let period = rpt.interval.max(Duration::from_secs(1));
             tokio::spawn(crate::tlsrpt_mail::run(
-                Arc::clone(&ctx),
+                Arc::clone(&ctx.remote),
+                ctx.notifier.hostname.clone(),
                 intake,
                 period,
                 shutdown.clone(),

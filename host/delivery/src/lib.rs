@@ -28,6 +28,7 @@
 //! LF becomes CRLF on the way out ([`corvid_smtp::encode_data`]).
 
 mod attempt;
+mod blocking;
 pub mod client;
 pub mod config;
 mod content;

@@ -1,15 +1,14 @@
 //! Recording an attempt's result in the spool: the message's new state, or its removal once
 //! nothing is pending.
 
-use crate::attempt::{blocking, Context};
+use crate::blocking::blocking;
 use corvid_queue::{QueueError, QueuedMessage, RecipientStatus, Spool};
 use std::sync::Arc;
 
 /// Stores the new state, and removes the message once nothing is pending. Local writes and
 /// remote 250s happened before this: a crash before the update means the recipients are
 /// attempted again after restart (a duplicate, never a loss).
-pub(crate) async fn record(ctx: &Context, msg: QueuedMessage) {
-    let spool = Arc::clone(&ctx.spool);
+pub(crate) async fn record(spool: Arc<dyn Spool>, msg: QueuedMessage) {
     blocking(move || record_now(spool.as_ref(), &msg)).await;
 }
 

@@ -4,7 +4,7 @@
 //! queued through the intake, from `<>` like other reports, so it is delivered and retried as
 //! any mail. `https:` reporting addresses are not used (not implemented).
 
-use crate::attempt::Context;
+use crate::remote::Remote;
 use crate::tlsrpt::{gzip, report, DomainCounts, ReportMeta};
 use base64::Engine as _;
 use corvid_types::{Address, Envelope, Intake, Recipient};
@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`: every `period`, reports what was counted during it.
+/// `submitter` is this MTA's name (the reports' `organization-name` and `From:` domain).
 pub(crate) async fn run(
-    ctx: Arc<Context>,
+    remote: Arc<Remote>,
+    submitter: String,
     intake: Arc<dyn Intake>,
     period: Duration,
     shutdown: CancellationToken,
@@ -26,9 +28,18 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(period) => {}
         }
         let end = now_secs();
-        let counts = ctx.remote.tls_counters.take();
+        let counts = remote.tls_counters.take();
         for (domain, c) in counts {
-            send(&ctx, intake.as_ref(), &domain, &c, start, end).await;
+            send(
+                &remote,
+                &submitter,
+                intake.as_ref(),
+                &domain,
+                &c,
+                start,
+                end,
+            )
+            .await;
         }
         start = end;
     }
@@ -69,14 +80,15 @@ pub fn mailto_rua(records: &[String]) -> Vec<Address> {
 }
 
 async fn send(
-    ctx: &Context,
+    remote: &Remote,
+    submitter: &str,
     intake: &dyn Intake,
     domain: &str,
     c: &DomainCounts,
     start: u64,
     end: u64,
 ) {
-    let Ok(dns) = ctx.remote.dns() else { return };
+    let Ok(dns) = remote.dns() else { return };
     let records = match dns.txt(&format!("_smtp._tls.{domain}")).await {
         Ok(r) => r,
         Err(_) => return,
@@ -85,7 +97,6 @@ async fn send(
     if rua.is_empty() {
         return;
     }
-    let submitter = ctx.notifier.hostname.as_str();
     let stamp = |t: u64| {
         chrono::DateTime::from_timestamp(t as i64, 0)
             .unwrap_or_default()

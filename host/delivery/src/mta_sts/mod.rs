@@ -147,7 +147,7 @@ impl MtaSts {
         }
         let store = Arc::clone(self.store.as_ref()?);
         let key = domain.to_string();
-        let raw = crate::attempt::blocking(move || store.sts_policy(&key))
+        let raw = crate::blocking::blocking(move || store.sts_policy(&key))
             .await?
             .map_err(|e| tracing::warn!(error = %e, "cannot read the MTA-STS cache"))
             .ok()??;
@@ -164,7 +164,7 @@ impl MtaSts {
         let store = Arc::clone(store);
         let key = domain.to_string();
         if let Some(Err(e)) =
-            crate::attempt::blocking(move || store.set_sts_policy(&key, &raw)).await
+            crate::blocking::blocking(move || store.set_sts_policy(&key, &raw)).await
         {
             tracing::warn!(error = %e, "cannot store the MTA-STS policy");
         }
