@@ -1,8 +1,9 @@
 //! The queue runner: finds due messages and attempts them, a bounded number at a time.
 
-use crate::attempt::{self, Context};
+use crate::attempt::{self, Pipeline};
 use crate::client::tls;
 use crate::config::DeliveryConfig;
+use crate::deliver::{Couriers, Local};
 use crate::dns::Dns;
 use crate::loops::DEFAULT_MAX_HOPS;
 use crate::notify::Notifier;
@@ -139,7 +140,7 @@ impl Dispatcher {
         self
     }
 
-    fn context(self) -> Option<(Arc<Context>, usize, Duration)> {
+    fn pipeline(self) -> Option<(Arc<Pipeline>, usize, Duration)> {
         let tls_configs = match tls::TlsConfigs::new(self.config.tls.ca_file.as_deref()) {
             Ok(c) => c,
             Err(e) => {
@@ -153,22 +154,30 @@ impl Dispatcher {
             .clone()
             .unwrap_or_else(|| self.hostname.clone());
         let delay_warning = Some(self.config.delay_warning).filter(|d| !d.is_zero());
-        let ctx = Context {
-            router: Router::new(Vec::new(), Arc::clone(&self.directory))
-                .with_table(self.routes)
-                .with_domain_tls(&self.config.tls.domains),
-            remote: Arc::new(Remote::new(
-                self.config,
-                helo,
-                tls_configs,
-                self.dns,
-                self.concurrency,
-                self.listening,
-                Some(Arc::clone(&self.spool)),
-            )),
+        let router = Router::new(Vec::new(), Arc::clone(&self.directory))
+            .with_table(self.routes)
+            .with_domain_tls(&self.config.tls.domains);
+        let remote = Remote::new(
+            self.config,
+            helo,
+            tls_configs,
+            self.dns,
+            self.concurrency,
+            self.listening,
+            Some(Arc::clone(&self.spool)),
+        );
+        let couriers = Couriers {
+            local: Arc::new(Local {
+                directory: self.directory,
+                root: self.maildir_root,
+                permits: Arc::new(Semaphore::new(self.concurrency)),
+            }),
+            remote: Arc::new(remote),
+        };
+        let ctx = Pipeline {
+            router,
+            couriers: Arc::new(couriers),
             spool: Arc::clone(&self.spool),
-            directory: self.directory,
-            maildir_root: self.maildir_root,
             notifier: Notifier {
                 intake: self.intake,
                 hostname: self.hostname,
@@ -178,7 +187,6 @@ impl Dispatcher {
             },
             schedule: self.schedule,
             policy: self.policy,
-            local_permits: Arc::new(Semaphore::new(self.concurrency)),
             max_hops: self.max_hops,
         };
         Some((Arc::new(ctx), self.concurrency, self.poll_interval))
@@ -189,14 +197,14 @@ impl Dispatcher {
     /// new or flushed messages, when an attempt ends, when the next message falls due, and at
     /// least every poll interval.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Some((ctx, concurrency, poll_interval)) = self.context() else {
+        let Some((ctx, concurrency, poll_interval)) = self.pipeline() else {
             return;
         };
-        let rpt = &ctx.remote.config.tls_rpt;
+        let rpt = &ctx.couriers.remote.config.tls_rpt;
         if let (true, Some(intake)) = (rpt.enabled, ctx.notifier.intake.clone()) {
             let period = rpt.interval.max(Duration::from_secs(1));
             tokio::spawn(crate::tlsrpt_mail::run(
-                Arc::clone(&ctx.remote),
+                Arc::clone(&ctx.couriers.remote),
                 ctx.notifier.hostname.clone(),
                 intake,
                 period,
@@ -238,7 +246,7 @@ impl Dispatcher {
 }
 
 struct Runner {
-    ctx: Arc<Context>,
+    ctx: Arc<Pipeline>,
     poll_interval: Duration,
 }
 

@@ -1,8 +1,9 @@
 //! Corvid's delivery: takes due messages from the spool and puts them where they belong.
 //!
-//! Owns: the queue runner ([`Dispatcher`]) and the lifecycle calls around each outcome
-//! (`deferred` may move a retry, `bounced` may suppress or annotate a DSN, `delivered` is told
-//! once the outcome is on record); routing ([`route`]: policy seam, static table,
+//! Owns: the queue runner ([`Dispatcher`]) and each recipient's pipeline in an attempt
+//! (route → deliver → decide → notify → record, `attempt.rs`), with the lifecycle calls in
+//! the decision (`deferred` may move a retry, `bounced` may suppress or annotate a DSN,
+//! `delivered` is told once the outcome is on record); routing ([`route`]: policy seam, static table,
 //! local domains, MX); DNS through hickory-resolver ([`dns`], the only crate that may use
 //! hickory) and MX ordering ([`mx`]); the SMTP and LMTP client on tokio with STARTTLS
 //! ([`client`]: verified or opportunistic per the destination's TLS policy, AUTH only over
@@ -34,11 +35,12 @@ pub mod config;
 mod content;
 pub mod dane;
 mod dane_policy;
+mod deliver;
 mod dispatcher;
 pub mod dns;
 mod endpoints;
 mod error;
-mod lifecycle;
+mod fate;
 mod local;
 mod loops;
 pub mod maildir;

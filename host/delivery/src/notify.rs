@@ -1,6 +1,7 @@
 //! Telling the sender: DSNs composed by the queue ([`corvid_queue::dsn`]) and queued as new
 //! messages through [`corvid_types::Intake`], from `<>`.
 
+use crate::content::LazyContent;
 use corvid_queue::dsn::{self, DsnContext};
 use corvid_queue::{QueuedMessage, Spool};
 use corvid_types::Intake;
@@ -20,14 +21,16 @@ pub(crate) struct Notifier {
     pub(crate) spool: Arc<dyn Spool>,
 }
 
-/// Queues the DSNs due for `msg` and marks its recipients as reported. A DSN is durably
+/// Queues the DSNs due for `msg` and marks its recipients as reported (also when nothing is
+/// due: what needs no report is never looked at again). The original content is read only
+/// when a DSN is due (it may return it). A DSN is durably
 /// queued before the marks are written, so a crash in between sends it twice, never not at
 /// all. When queueing fails the marks are not set and the next attempt of the message (if
 /// any recipient is still pending) tries again.
 pub(crate) async fn send_reports(
     ctx: &Notifier,
     msg: &mut QueuedMessage,
-    original: &[u8],
+    original: &LazyContent,
     now: u64,
 ) {
     let policy = ctx.spool.dsn_policy();
@@ -39,6 +42,11 @@ pub(crate) async fn send_reports(
         dsn::mark_reported(msg, &reports);
         return;
     };
+    if reports.is_empty() {
+        return dsn::mark_reported(msg, &reports);
+    }
+    // A message whose content cannot be read gets its DSN without the content.
+    let original = original.get().await.unwrap_or_default();
     let retry_until = msg.arrived_at.saturating_add(ctx.max_age.as_secs());
     for report in &reports {
         let dsn_id = intake.next_id();
@@ -49,7 +57,7 @@ pub(crate) async fn send_reports(
             retry_until: Some(retry_until),
             policy,
         };
-        let Some((envelope, content)) = dsn::compose(msg, original, report, &dctx) else {
+        let Some((envelope, content)) = dsn::compose(msg, &original, report, &dctx) else {
             continue;
         };
         match intake.submit(&dsn_id, &envelope, &content).await {

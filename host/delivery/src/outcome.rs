@@ -71,6 +71,13 @@ impl From<Outcome> for RcptReport {
     }
 }
 
+/// The same outcome for every recipient of a group (indexes into the message).
+pub(crate) fn uniform(idx: &[usize], outcome: Outcome) -> Vec<(usize, RcptReport)> {
+    idx.iter()
+        .map(|&i| (i, RcptReport::from(outcome.clone())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ pub(crate) async fn record(spool: Arc<dyn Spool>, msg: QueuedMessage) {
     blocking(move || record_now(spool.as_ref(), &msg)).await;
 }
 
-pub(crate) fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
+fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
     let id = &msg.id;
     let all_delivered = msg
         .recipients

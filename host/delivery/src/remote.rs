@@ -16,6 +16,7 @@ use crate::dane_policy::DaneHosts;
 use crate::dns::{Dns, HickoryDns};
 use crate::loops::LoopGuard;
 use crate::mta_sts::{FetchOptions, Lookup, MtaSts};
+use crate::outcome::uniform;
 use crate::pool::Pool;
 use crate::route::{Destination, NextHop};
 use crate::tls_policy::{filter_mx, idle_fits, requiretls_path};
@@ -415,11 +416,4 @@ fn outcome_text(outcome: &Outcome) -> String {
         Outcome::Delivered => String::new(),
         Outcome::Transient(t) | Outcome::Permanent(t) => t.clone(),
     }
-}
-
-fn uniform(index: &[usize], outcome: Outcome) -> Vec<(usize, RcptReport)> {
-    index
-        .iter()
-        .map(|&i| (i, RcptReport::from(outcome.clone())))
-        .collect()
 }
