@@ -1,10 +1,10 @@
 //! The addresses to try for a next hop: MX candidates without the ones that would loop back
 //! here, a route's host, or an LMTP socket.
 
+use super::Remote;
 use crate::client::Endpoint;
 use crate::dns::DnsError;
 use crate::mx::{self, MxOptions};
-use crate::remote::Remote;
 use crate::route::{HostPort, NextHop};
 use crate::Outcome;
 use std::net::{IpAddr, SocketAddr};

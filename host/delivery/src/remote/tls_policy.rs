@@ -5,10 +5,10 @@
 //! is to come before it); opportunistic TLS (`delivery.opportunistic_tls`), else none.
 //! A message with `TLS-Required: No` (RFC 8689 4.2.2) skips the MTA-STS step.
 
+use super::dane_policy::DaneHosts;
+use super::Remote;
 use crate::client::{Endpoint, Session, TlsPolicy};
-use crate::dane_policy::DaneHosts;
 use crate::mta_sts::{Applied, Lookup, Mode};
-use crate::remote::Remote;
 use crate::route::{Destination, NextHop, TlsMode};
 use crate::tlsrpt::result_type;
 use crate::Outcome;

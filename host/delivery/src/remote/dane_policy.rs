@@ -7,10 +7,10 @@
 //! certificate check and takes precedence over the domain's MTA-STS policy (RFC 8461 2: a
 //! sender that does both prefers DANE); without records the other policies apply as usual.
 
+use super::Remote;
 use crate::client::{ClientError, Endpoint, Session, SessionOptions, TlsPolicy};
 use crate::dane::verify::DaneVerifier;
 use crate::dane::{Dane, DaneState, HickoryTlsa, TlsaDns};
-use crate::remote::Remote;
 use crate::route::{Destination, NextHop, TlsMode};
 use crate::Outcome;
 use corvid_queue::TlsRecord;

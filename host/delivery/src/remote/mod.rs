@@ -4,31 +4,36 @@
 //! (per-destination limit), reuse an idle session or open one, trying the addresses in order
 //! until one greets (RFC 5321 5.1: a connection failure or a refusal at setup moves on to the
 //! next MX), then run one transaction for all the recipients.
+//!
+//! The parts: the TLS policy of a destination and its record (`tls_policy.rs`: MTA-STS,
+//! REQUIRETLS, TLS-RPT counts), DANE per MX host (`dane_policy.rs`), the addresses to try
+//! (`endpoints.rs`), opening a session (`open.rs`) and the replies as reports (`finish.rs`).
 
 use crate::client::tls::TlsConfigs;
-use crate::client::{
-    ClientError, Endpoint, Outbound, Protocol, Session, SessionOptions, TlsPolicy,
-    TransactionResult,
-};
+use crate::client::{ClientError, Outbound, Session};
 use crate::config::DeliveryConfig;
 use crate::content::LazyContent;
-use crate::dane_policy::DaneHosts;
 use crate::dns::{Dns, HickoryDns};
 use crate::loops::LoopGuard;
 use crate::mta_sts::{FetchOptions, Lookup, MtaSts};
 use crate::outcome::uniform;
 use crate::pool::Pool;
 use crate::route::{Destination, NextHop};
-use crate::tls_policy::{filter_mx, idle_fits, requiretls_path};
 use crate::tls_required::tls_optional;
 use crate::{Outcome, RcptReport};
-use corvid_queue::{Spool, SuccessReport, TlsRecord};
-use corvid_smtp::reply_parse::status_of;
-use corvid_smtp::Reply;
+use corvid_queue::{Spool, TlsRecord};
 use corvid_types::{Envelope, Recipient};
+use finish::stale;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use tls_policy::{filter_mx, idle_fits, requiretls_path};
 use tokio::sync::Semaphore;
+
+mod dane_policy;
+mod endpoints;
+mod finish;
+mod open;
+mod tls_policy;
 
 pub(crate) struct Remote {
     pub(crate) config: DeliveryConfig,
@@ -220,7 +225,7 @@ impl Remote {
             return self.finish(dest, &sts, session, res, &index);
         }
         let outcome = match &last {
-            Some(e) => crate::tls_policy::sts_outcome(&sts, e),
+            Some(e) => tls_policy::sts_outcome(&sts, e),
             None => Outcome::Transient(format!("4.4.4 no address to deliver to for {}", dest.hop)),
         };
         let failure = last.as_ref().map(|e| e.to_string());
@@ -249,158 +254,11 @@ impl Remote {
     fn precheck(&self, session: &Session, msg: &Outbound<'_>) -> Result<(), Outcome> {
         session.precheck(msg)
     }
-
-    fn finish(
-        &self,
-        dest: &Destination,
-        sts: &Lookup,
-        session: Session,
-        res: TransactionResult,
-        index: &[usize],
-    ) -> Vec<(usize, RcptReport)> {
-        let host = session.endpoint.host();
-        let record = self.tls_record(dest, sts, Some(&session), None);
-        self.count_tls(dest, sts, &host, &record, false);
-        let peer = session.peer().to_string();
-        let fallback = res.error.as_ref().map(|e| {
-            tracing::info!(peer = %peer, error = %e, "transaction failed");
-            (e.outcome(), e.reply().cloned())
-        });
-        // RFC 3461 5.2.2 and 6.2: LMTP is final delivery; an SMTP next hop that took the DSN
-        // parameters reports successes itself, one that did not leaves a `relayed` notice.
-        let success = match (&dest.hop, res.dsn_passed) {
-            (NextHop::Lmtp(_) | NextHop::LmtpUnix(_), _) => SuccessReport::Delivered,
-            (_, true) => SuccessReport::None,
-            (_, false) => SuccessReport::Relayed,
-        };
-        let reports = index
-            .iter()
-            .zip(res.replies)
-            .map(|(&i, reply)| {
-                let report = match (reply, &fallback) {
-                    (Some((stage, reply)), _) => reply_report(stage, &reply, &peer),
-                    (None, Some((outcome, reply))) => RcptReport {
-                        diagnostic: reply.as_ref().map(|r| format!("smtp; {r}")),
-                        reply: reply.clone(),
-                        ..RcptReport::from(outcome.clone())
-                    },
-                    (None, None) => RcptReport::from(Outcome::Transient(
-                        "4.5.0 no reply for this recipient".into(),
-                    )),
-                };
-                (
-                    i,
-                    RcptReport {
-                        remote_mta: Some(host.clone()),
-                        success,
-                        tls: session.tls_summary.clone(),
-                        tls_record: Some(record.clone()),
-                        ..report
-                    },
-                )
-            })
-            .collect();
-        if res.reusable {
-            self.pool.release(dest, session);
-        } else {
-            tokio::spawn(session.quit());
-        }
-        reports
-    }
-
-    /// Opens a session with the route's TLS policy. A failed opportunistic handshake is
-    /// retried once without TLS (as Postfix does): clear text beats no delivery there.
-    async fn open(
-        &self,
-        dest: &Destination,
-        endpoint: Endpoint,
-        sts: &Lookup,
-        requiretls: bool,
-        dane: &DaneHosts,
-    ) -> Result<Session, ClientError> {
-        let protocol = match dest.hop {
-            NextHop::Lmtp(_) | NextHop::LmtpUnix(_) => Protocol::Lmtp,
-            _ => Protocol::Smtp,
-        };
-        let (tls, verify) = self.tls_policy(dest, &endpoint, sts, requiretls);
-        let mut opts = SessionOptions {
-            protocol,
-            helo: self.helo.clone(),
-            tls,
-            tls_configs: self.tls.clone(),
-            verify,
-            auth: dest.auth.clone(),
-            timeouts: self.config.timeouts.clone(),
-        };
-        let by_dane = crate::dane_policy::apply(dane, &endpoint.host(), &mut opts)?;
-        let opened = self.open_with(endpoint, &mut opts).await.map(|mut s| {
-            s.dane = by_dane && s.tls;
-            s
-        });
-        if let Ok(s) = &opened {
-            match (&s.unverified_reason, s.tls) {
-                (Some(why), true) => tracing::info!(peer = s.peer(), verified = false,
-                    reason = %why, "TLS established, certificate not verified"),
-                (None, true) => {
-                    tracing::debug!(peer = s.peer(), verified = true, "TLS established")
-                }
-                _ => {}
-            }
-        }
-        opened
-    }
-
-    async fn open_with(
-        &self,
-        endpoint: Endpoint,
-        opts: &mut SessionOptions,
-    ) -> Result<Session, ClientError> {
-        let tls = opts.tls;
-        match Session::open(endpoint.clone(), opts).await {
-            Err(ClientError::Tls(e)) if tls == TlsPolicy::Opportunistic => {
-                tracing::warn!(peer = %endpoint.describe(), error = %e,
-                    "TLS handshake failed; retrying without TLS");
-                opts.tls = TlsPolicy::Off;
-                Session::open(endpoint, opts).await
-            }
-            other => other,
-        }
-    }
 }
 
 /// RFC 8689 4.2.1: MX delivery without an MTA-STS policy: only DANE can authenticate it.
 fn only_dane(dest: &Destination, sts: &Lookup) -> bool {
     matches!(dest.hop, NextHop::Mx(_)) && !matches!(sts, Lookup::Policy(_))
-}
-
-/// A reused session that was closed meanwhile (no reply at all), or that the server no
-/// longer serves (421 to MAIL, RFC 5321 3.8): the message goes on a fresh connection instead.
-fn stale(res: &TransactionResult) -> bool {
-    let closed = res.error.is_some() && res.replies.iter().all(Option::is_none);
-    let refused = res
-        .replies
-        .iter()
-        .all(|r| matches!(r, Some(("MAIL", reply)) if reply.code == 421));
-    closed || (refused && !res.replies.is_empty())
-}
-
-/// A recipient's final reply as a report: 2xx delivered, 4xx transient, 5xx permanent.
-fn reply_report(stage: &str, reply: &Reply, peer: &str) -> RcptReport {
-    let status = status_of(reply);
-    let said = format!("{peer} said: {reply} (in reply to {stage})");
-    let outcome = if reply.is_positive() {
-        Outcome::Delivered
-    } else if reply.is_transient() {
-        Outcome::Transient(format!("{status} {said}"))
-    } else {
-        Outcome::Permanent(format!("{status} {said}"))
-    };
-    RcptReport {
-        detail: Some(format!("{status} {said}")),
-        diagnostic: Some(format!("smtp; {reply}")),
-        reply: Some(reply.clone()),
-        ..RcptReport::from(outcome)
-    }
 }
 
 /// The attempt's TLS record on every report.
