@@ -5,9 +5,11 @@ mod conn;
 mod error;
 mod sanitize;
 mod session;
+mod timeouts;
 pub mod tls;
 mod transaction;
 
 pub use error::ClientError;
 pub use session::{Endpoint, Protocol, Session, SessionOptions, TlsPolicy};
+pub use timeouts::Timeouts;
 pub use transaction::{Outbound, TransactionResult};

@@ -3,7 +3,7 @@
 use super::conn::{AsyncStream, Conn};
 use super::tls::{is_certificate_error, server_name, TlsConfigs};
 use super::ClientError;
-use crate::config::Timeouts;
+use super::Timeouts;
 use crate::route::AuthConfig;
 use base64::Engine as _;
 use corvid_smtp::{Capabilities, Reply};
