@@ -167,3 +167,91 @@ def tail(path, n=30):
             return "".join(f.readlines()[-n:])
     except OSError as e:
         return f"(cannot read {path}: {e})"
+
+
+# ----------------------------------------------------------------------------------------------
+# PSS by mapping category (issue 17's memory target: what holds the memory)
+# ----------------------------------------------------------------------------------------------
+
+GLIBC_ARENA_BYTES = 64 << 20  # a glibc malloc arena heap: HEAP_MAX_SIZE (64 MiB), aligned to it
+RESERVATION_BYTES = 1 << 30   # wasmtime's pooling allocator reserves GiBs of address space
+
+
+def _smaps(pid):
+    """The mappings of /proc/PID/smaps: (lo, hi, perms, path, pss_kb)."""
+    maps = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 5)
+            if "-" in head[0] and not head[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                maps.append([lo, hi, head[1], head[5].strip() if len(head) > 5 else "", 0])
+            elif head[0] == "Pss:" and maps:
+                maps[-1][4] += int(head[1])
+    return maps
+
+
+def _wasm_spans(maps):
+    """Address ranges of wasmtime's pool: from the first to the last inaccessible (---p) mapping
+    of a run of adjacent anonymous mappings holding a reservation of >= 1 GiB. Mappings of the
+    run outside that range are malloc's or thread stacks that happen to be adjacent."""
+    spans, run = [], []
+    for m in maps + [[0, 0, "", "[end]", 0]]:
+        if m[3] == "" and run and run[-1][1] == m[0]:
+            run.append(m)
+            continue
+        if any(r[1] - r[0] >= RESERVATION_BYTES for r in run):
+            guards = [r for r in run if r[2].startswith("---")]
+            if guards:
+                spans.append((guards[0][0], guards[-1][1]))
+        run = [m] if m[3] == "" else []
+    return spans
+
+
+def _is_arena(m, nxt):
+    """A glibc thread arena's heap: 64 MiB-aligned, read-write, and either all of its 64 MiB
+    or followed by the inaccessible rest of them (a wasm memory slot, also aligned, is
+    followed by a guard of GiBs)."""
+    lo, hi = m[0], m[1]
+    if m[3] or lo % GLIBC_ARENA_BYTES or not m[2].startswith("rw"):
+        return False
+    if hi - lo == GLIBC_ARENA_BYTES:
+        return True
+    return (nxt is not None and nxt[3] == "" and nxt[0] == hi and nxt[2].startswith("---")
+            and nxt[1] == lo + GLIBC_ARENA_BYTES)
+
+
+def smaps_category(m, nxt, exe, spans):
+    """What one mapping holds, from its name, place, size and alignment (`nxt`: the mapping
+    after it)."""
+    lo, hi, path = m[0], m[1], m[3]
+    if path == "[heap]" or _is_arena(m, nxt):
+        return "malloc"
+    if path.startswith("/memfd:wasm") or any(a <= lo and hi <= b for a, b in spans):
+        return "wasm pooling allocator"
+    if path:
+        if path.startswith("["):
+            return "other"  # [stack], [vdso], [vvar]: the main thread's stack, the kernel's pages
+        return "binary" if exe and path.split(" (deleted)")[0] == exe else "libraries and files"
+    return "other anonymous (mmap'd allocations, thread stacks)"
+
+
+def pss_breakdown_kb(pid):
+    """{category: PSS in kB} for one process (empty if it is gone)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        maps = _smaps(pid)
+    except OSError:
+        return {}
+    spans = _wasm_spans(maps)
+    out = {}
+    for i, m in enumerate(maps):
+        c = smaps_category(m, maps[i + 1] if i + 1 < len(maps) else None, exe, spans)
+        out[c] = out.get(c, 0) + m[4]
+    return out
+
+
+def breakdown_text(kb_by_category):
+    """`binary 9.1, malloc 3.0, ...` in MB, largest first."""
+    items = sorted(kb_by_category.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v / 1024:.1f}" for k, v in items if v >= 102)

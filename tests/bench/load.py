@@ -310,6 +310,9 @@ class Sampler(threading.Thread):
         self.peak_pss_kb = 0
         self.peak_procs = 0
         self.samples = 0
+        # Corvid is one process: its PSS at the peak by mapping category (benchutil).
+        self.breakdown = server.name.startswith("corvid")
+        self.peak_breakdown_kb = {}
 
     def run(self):
         while not self.stop_event.is_set():
@@ -321,6 +324,9 @@ class Sampler(threading.Thread):
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
             if self.samples % PSS_EVERY == 0:  # smaps_rollup is ~10x dearer to read than status
                 pss = sum(read_pss_kb(p) for p in pids)
+                if pss > self.peak_pss_kb and self.breakdown:
+                    # What holds the memory at the peak (full smaps, read only on a new peak).
+                    self.peak_breakdown_kb = pss_breakdown_kb(pids[0])
                 self.peak_pss_kb = max(self.peak_pss_kb, pss)
             self.peak_procs = max(self.peak_procs, len(pids))
             self.samples += 1
@@ -438,6 +444,7 @@ def run_one(server, size, conc, count, run_timeout, delivery_timeout, settle):
         "other_load_pct": round(other_pct, 1),
         "sampled_peak_rss_mb": round(sampler.peak_rss_kb / 1024, 1),
         "sampled_peak_pss_mb": round(sampler.peak_pss_kb / 1024, 1),
+        "peak_pss_breakdown_mb": {k: round(v / 1024, 1) for k, v in sampler.peak_breakdown_kb.items()},
         "peak_processes": sampler.peak_procs,
         "smtp_source_exit": proc.returncode, "smtp_source_timed_out": timed_out,
         "smtp_source_errors": err_lines[:20], "smtp_source_error_count": len(err_lines),
@@ -565,6 +572,9 @@ def measure_and_print(server, size, conc, n, args, rnd):
     r = run_one(server, size, conc, n, args.run_timeout, args.delivery_timeout, args.settle)
     r["round"] = rnd
     print(row_line(r), flush=True)
+    if r["peak_pss_breakdown_mb"]:
+        kb = {k: v * 1024 for k, v in r["peak_pss_breakdown_mb"].items()}
+        print(f"{'':>13}PSS at the peak, MB: {breakdown_text(kb)}")
     for line in r["smtp_source_errors"][:3]:
         print(f"{'':>13}smtp-source: {line}")
     if not r["delivery_complete"]:

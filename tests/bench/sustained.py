@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.request
 
-from benchutil import HELO, SENDER, SMTP_SOURCE, count_files, log, set_aside
+from benchutil import HELO, SENDER, SMTP_SOURCE, count_files, log, read_pss_kb, set_aside
 
 # The flow control log messages of host/server/src/flow.rs, by the state they enter.
 FLOW_MESSAGES = (
@@ -161,7 +161,7 @@ def run_sustained(server, seconds, conc, size, batch, drain_timeout, flow):
     print(f"\n# sustained: {server.name}, {seconds:g} s at concurrency {conc}, {size} byte messages, "
           f"smtp-source runs of {batch}; {shown}")
     print(f"{'t_s':>5} {'phase':<6} {'accepted':>8} {'delivered':>9} {'backlog':>7} {'queue_gauge':>11} "
-          f"{'in/s':>6} {'dlv/s':>6}  flow", flush=True)
+          f"{'in/s':>6} {'dlv/s':>6} {'pss_MB':>6}  flow", flush=True)
     loop = SourceLoop(server, conc, size, batch)
     samples = []
     t0 = time.monotonic()
@@ -183,12 +183,14 @@ def run_sustained(server, seconds, conc, size, batch, drain_timeout, flow):
             delivered = count_files(server.maildir_new)
             gauge = metric(text, "corvid_queue_messages", 'state="active"')
             follower.poll(t)
+            pss_mb = read_pss_kb(server.proc.pid) / 1024
             s = {"t": round(t, 1), "phase": phase, "accepted": accepted, "delivered": delivered,
-                 "backlog": accepted - delivered, "queue_gauge": gauge, "flow": follower.state}
+                 "backlog": accepted - delivered, "queue_gauge": gauge, "flow": follower.state,
+                 "pss_mb": round(pss_mb, 1)}
             samples.append(s)
             print(f"{t:>5.0f} {phase:<6} {accepted:>8} {delivered:>9} {accepted - delivered:>7} "
                   f"{'-' if gauge is None else int(gauge):>11} {accepted - prev_acc:>6} "
-                  f"{delivered - prev_dlv:>6}  {follower.state}", flush=True)
+                  f"{delivered - prev_dlv:>6} {pss_mb:>6.1f}  {follower.state}", flush=True)
             prev_acc, prev_dlv = accepted, delivered
             if phase == "drain" and (delivered >= accepted or t >= seconds + drain_timeout):
                 break
@@ -213,7 +215,8 @@ def run_sustained(server, seconds, conc, size, batch, drain_timeout, flow):
         "accepted": total_acc, "delivered": samples[-1]["delivered"] if samples else 0,
         "intake_msg_s": round(loaded[-1]["accepted"] / load_s, 1) if loaded and load_s else 0.0,
         "delivered_msg_s_under_load": round(loaded[-1]["delivered"] / load_s, 1) if loaded and load_s else 0.0,
-        "peak_backlog": peak, "backlog_middle_third_max": mid, "backlog_last_third_max": end,
+        "peak_backlog": peak, "peak_pss_mb": max((s["pss_mb"] for s in samples), default=0.0),
+        "backlog_middle_third_max": mid, "backlog_last_third_max": end,
         "drained": bool(samples) and samples[-1]["delivered"] >= samples[-1]["accepted"],
         "smtp_source_runs": loop.runs, "smtp_source_451_lines": tempfails,
         "smtp_source_error_count": len(loop.err_lines), "smtp_source_errors": loop.err_lines[:20],
@@ -222,7 +225,7 @@ def run_sustained(server, seconds, conc, size, batch, drain_timeout, flow):
     engaged = follower.counts["flow control on"] + follower.counts[FLOW_MESSAGES[2][0]]
     print(f"{'':>6}intake {res['intake_msg_s']:.0f} msg/s, delivered under load "
           f"{res['delivered_msg_s_under_load']:.0f} msg/s; peak backlog {peak} (middle third {mid}, "
-          f"last third {end}); drained: {'yes' if res['drained'] else 'NO'}")
+          f"last third {end}); drained: {'yes' if res['drained'] else 'NO'}; peak PSS {res['peak_pss_mb']:.1f} MB")
     print(f"{'':>6}flow control engaged: {'yes' if engaged else 'no'} (log: "
           + ", ".join(f"\"{k}\" x{v}" + (f" first at {follower.first[k]}s" if k in follower.first else "")
                       for k, v in follower.counts.items())
