@@ -25,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Domains whose policy is kept in memory at most; beyond, the memory copy starts over (the
-/// store still has them).
+/// Domains whose policy is kept in memory at most; beyond, the expired ones go, then the
+/// least recently fetched tenth (the store still has them).
 const MEMORY_ENTRIES: usize = 10_000;
+/// How often the memory copy drops the policies past their `max_age` even when not full.
+const SWEEP_INTERVAL: u64 = 3600;
 
 /// A policy as cached: the TXT `id` it was fetched for, and when (unix seconds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +82,48 @@ impl Fetcher for FetchOptions {
 pub struct MtaSts {
     fetcher: Arc<dyn Fetcher>,
     store: Option<Arc<dyn Spool>>,
-    memory: Mutex<HashMap<String, Cached>>,
+    memory: Mutex<Memory>,
+}
+
+/// The cache's copy in memory: bounded, and without policies past their `max_age` (RFC 8461
+/// 5.1: an expired policy no longer applies, so it is not worth its room).
+struct Memory {
+    map: HashMap<String, Cached>,
+    capacity: usize,
+    /// When the expired entries were last dropped (unix seconds).
+    swept_at: u64,
+}
+
+impl Memory {
+    fn new(capacity: usize) -> Self {
+        Memory {
+            map: HashMap::new(),
+            capacity: capacity.max(1),
+            swept_at: 0,
+        }
+    }
+
+    fn insert(&mut self, domain: &str, entry: &Cached, now: u64) {
+        let full = self.map.len() >= self.capacity && !self.map.contains_key(domain);
+        if full || now >= self.swept_at.saturating_add(SWEEP_INTERVAL) {
+            self.map.retain(|_, c| c.fresh(now));
+            self.swept_at = now;
+        }
+        if self.map.len() >= self.capacity && !self.map.contains_key(domain) {
+            // Full of live policies: the least recently fetched tenth goes (one pass to find
+            // the cut, one to drop; this happens once per tenth of the capacity filled).
+            let evict = (self.capacity / 10).max(1);
+            let mut fetched: Vec<u64> = self.map.values().map(|c| c.fetched_at).collect();
+            let cut = *fetched.select_nth_unstable(evict - 1).1;
+            let mut left = evict;
+            self.map.retain(|_, c| {
+                let keep = c.fetched_at > cut || left == 0;
+                left -= usize::from(!keep);
+                keep
+            });
+        }
+        self.map.insert(domain.to_string(), entry.clone());
+    }
 }
 
 impl MtaSts {
@@ -88,13 +131,13 @@ impl MtaSts {
         MtaSts {
             fetcher,
             store,
-            memory: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memory::new(MEMORY_ENTRIES)),
         }
     }
 
     /// The policy for mail to `domain` (lower case) at unix time `now`.
     pub async fn lookup(&self, dns: &dyn Dns, domain: &str, now: u64) -> Lookup {
-        let cached = self.cached(domain).await.filter(|c| c.fresh(now));
+        let cached = self.cached(domain, now).await.filter(|c| c.fresh(now));
         let use_cached = |why: &str| match &cached {
             Some(c) => {
                 tracing::debug!(domain, why, id = %c.id, "MTA-STS: using the cached policy");
@@ -128,7 +171,7 @@ impl MtaSts {
                 };
                 tracing::info!(domain, id = %entry.id, mode = entry.policy.mode.as_str(),
                     max_age = entry.policy.max_age, "MTA-STS policy fetched");
-                self.store(domain, &entry).await;
+                self.store(domain, &entry, now).await;
                 applied(domain, &entry, "fetched")
             }
             Err(e) => {
@@ -141,8 +184,8 @@ impl MtaSts {
         }
     }
 
-    async fn cached(&self, domain: &str) -> Option<Cached> {
-        if let Some(c) = lock(&self.memory).get(domain) {
+    async fn cached(&self, domain: &str, now: u64) -> Option<Cached> {
+        if let Some(c) = lock(&self.memory).map.get(domain) {
             return Some(c.clone());
         }
         let store = Arc::clone(self.store.as_ref()?);
@@ -152,12 +195,12 @@ impl MtaSts {
             .map_err(|e| tracing::warn!(error = %e, "cannot read the MTA-STS cache"))
             .ok()??;
         let entry: Cached = serde_json::from_slice(&raw).ok()?;
-        self.remember(domain, &entry);
+        lock(&self.memory).insert(domain, &entry, now);
         Some(entry)
     }
 
-    async fn store(&self, domain: &str, entry: &Cached) {
-        self.remember(domain, entry);
+    async fn store(&self, domain: &str, entry: &Cached, now: u64) {
+        lock(&self.memory).insert(domain, entry, now);
         let (Some(store), Ok(raw)) = (self.store.as_ref(), serde_json::to_vec(entry)) else {
             return;
         };
@@ -168,14 +211,6 @@ impl MtaSts {
         {
             tracing::warn!(error = %e, "cannot store the MTA-STS policy");
         }
-    }
-
-    fn remember(&self, domain: &str, entry: &Cached) {
-        let mut memory = lock(&self.memory);
-        if memory.len() >= MEMORY_ENTRIES && !memory.contains_key(domain) {
-            memory.clear();
-        }
-        memory.insert(domain.to_string(), entry.clone());
     }
 }
 

@@ -146,3 +146,60 @@ async fn no_record_no_policy_and_mode_none_is_none() {
         Lookup::FetchFailed(e) if e.starts_with("invalid policy")
     ));
 }
+
+fn cached(fetched_at: u64, max_age: u64) -> Cached {
+    let text = body("enforce", max_age).unwrap();
+    Cached {
+        id: "one".into(),
+        policy: policy::parse_policy(&text).unwrap(),
+        fetched_at,
+    }
+}
+
+fn domains(m: &Memory) -> Vec<String> {
+    let mut d: Vec<String> = m.map.keys().cloned().collect();
+    d.sort();
+    d
+}
+
+#[test]
+fn the_memory_copy_drops_expired_policies_first_then_the_oldest() {
+    let mut m = Memory::new(10);
+    for i in 0..5 {
+        m.insert(&format!("short{i}.test"), &cached(1000, 100), 1000);
+        m.insert(
+            &format!("long{i}.test"),
+            &cached(1000 + i, 100_000),
+            1000 + i,
+        );
+    }
+    assert_eq!(m.map.len(), 10);
+    // Full: the five past their max_age go, the live ones stay.
+    m.insert("new.test", &cached(1200, 100_000), 1200);
+    let mut want: Vec<String> = (0..5).map(|i| format!("long{i}.test")).collect();
+    want.push("new.test".into());
+    want.sort();
+    assert_eq!(domains(&m), want);
+    // Full of live policies: the least recently fetched one goes (a tenth of 10).
+    for i in 0..4 {
+        m.insert(&format!("more{i}.test"), &cached(1300, 100_000), 1300);
+    }
+    assert_eq!(m.map.len(), 10);
+    m.insert("last.test", &cached(1400, 100_000), 1400);
+    assert_eq!(m.map.len(), 10);
+    assert!(!m.map.contains_key("long0.test"), "{:?}", domains(&m));
+    assert!(m.map.contains_key("long1.test") && m.map.contains_key("last.test"));
+    // Replacing a domain's policy when full evicts nothing.
+    m.insert("long1.test", &cached(1500, 100_000), 1500);
+    assert_eq!(m.map.len(), 10);
+}
+
+#[test]
+fn the_memory_copy_is_swept_of_expired_policies_even_when_not_full() {
+    let mut m = Memory::new(10);
+    m.insert("a.test", &cached(0, 100), 0);
+    m.insert("b.test", &cached(50, 100), 50);
+    assert_eq!(m.map.len(), 2, "no sweep within the interval");
+    m.insert("c.test", &cached(SWEEP_INTERVAL, 100), SWEEP_INTERVAL);
+    assert_eq!(domains(&m), ["c.test"]);
+}
