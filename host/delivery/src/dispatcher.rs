@@ -10,15 +10,17 @@ use crate::notify::Notifier;
 use crate::remote::Remote;
 use crate::route::Router;
 use corvid_queue::{RetrySchedule, Spool};
-use corvid_types::{DeliveryPolicy, Directory, Intake, QueueId};
-use std::collections::HashSet;
+use corvid_types::{DeliveryPolicy, Directory, Intake};
+use running::{log_panic, pass_gap, Running};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod running;
 
 /// Messages attempted at the same time, by default.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -217,7 +219,17 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(MAX_ACTIVE));
         let mut running = Running::default();
         tracing::info!(concurrency, "delivery dispatcher started");
-        while runner.start_due(&permits, &mut running, &shutdown).await {
+        let mut next_pass = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(next_pass) => {}
+            }
+            running.reap();
+            let Some(listed) = runner.start_due(&permits, &mut running, &shutdown).await else {
+                break;
+            };
+            next_pass = Instant::now() + pass_gap(listed);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = wake.changed(), if wake_open => wake_open = changed.is_ok(),
@@ -251,32 +263,31 @@ struct Runner {
 }
 
 impl Runner {
-    /// Starts an attempt for every due message not already in progress. Returns false when
-    /// shutdown came while waiting for a free slot.
+    /// Starts an attempt for every due message not already in progress. Returns how many
+    /// messages the spool listed, or `None` when shutdown came while waiting for a free slot.
     async fn start_due(
         &self,
         permits: &Arc<Semaphore>,
         running: &mut Running,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Option<usize> {
         let due = match self.ctx.spool.due(SystemTime::now()) {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list due messages");
-                return true;
+                return Some(0);
             }
         };
-        for id in due {
-            let Some(claim) = running.claim(&id) else {
-                continue;
-            };
+        let listed = due.len();
+        for claim in running.claim_all(due) {
             let permit = tokio::select! {
                 p = Arc::clone(permits).acquire_owned() => p,
-                _ = shutdown.cancelled() => return false,
+                _ = shutdown.cancelled() => return None,
             };
             // The semaphore is never closed.
-            let Ok(permit) = permit else { return false };
+            let Ok(permit) = permit else { return None };
             let ctx = Arc::clone(&self.ctx);
+            let id = claim.id().clone();
             // Every line of this attempt (delivery hooks included) carries the queue id.
             let span = tracing::info_span!("delivery", queue_id = %id);
             let attempt = async move {
@@ -287,7 +298,7 @@ impl Runner {
                 .tasks
                 .spawn(tracing::Instrument::instrument(attempt, span));
         }
-        true
+        Some(listed)
     }
 
     /// Until the next message falls due, bounded by the poll interval. A due time in the past
@@ -301,41 +312,5 @@ impl Runner {
                 .min(self.poll_interval),
             _ => self.poll_interval,
         }
-    }
-}
-
-fn log_panic(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = joined {
-        tracing::error!(error = %e, "delivery attempt panicked");
-    }
-}
-
-/// The attempts in progress, so a message is never attempted twice at the same time.
-#[derive(Default)]
-struct Running {
-    tasks: JoinSet<()>,
-    ids: Arc<Mutex<HashSet<QueueId>>>,
-}
-
-impl Running {
-    fn claim(&self, id: &QueueId) -> Option<Claim> {
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        ids.insert(id.clone()).then(|| Claim {
-            ids: Arc::clone(&self.ids),
-            id: id.clone(),
-        })
-    }
-}
-
-/// Marks a message as in progress until dropped (also when the attempt panics).
-struct Claim {
-    ids: Arc<Mutex<HashSet<QueueId>>>,
-    id: QueueId,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        ids.remove(&self.id);
     }
 }
