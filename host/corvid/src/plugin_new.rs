@@ -1,8 +1,17 @@
-//! `corvid plugin new NAME --lang rust [--stages mail,rcpt,data]`: a plugin project that builds
-//! into a component with one command (`./build.sh`), has passing native unit tests and a
-//! `corvid plugin test` script, and a README. The fixed files are templates under
-//! host/corvid/templates/; the hooks, tests and script depend on the stages and are written
-//! here.
+//! `corvid plugin new NAME --lang rust|python|javascript|c [--stages mail,rcpt,data]`: a plugin
+//! project that builds into a component with one command (`./build.sh`), has passing native
+//! unit tests and a `corvid plugin test` script, and a README. Every language implements the
+//! same small policy at the chosen stages (see `Spec::behaviour`); the fixed files are
+//! templates under host/corvid/templates/, the parts that depend on the stages are written by
+//! the language's module.
+
+mod c;
+mod javascript;
+mod python;
+mod rust;
+mod script;
+
+use script::script;
 
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
@@ -30,17 +39,122 @@ const STAGES: &[&str] = &[
     "delivered",
 ];
 
-const CARGO: &str = include_str!("../templates/rust/Cargo.toml.in");
-const BUILD: &str = include_str!("../templates/rust/build.sh.in");
-const README: &str = include_str!("../templates/rust/README.md.in");
+/// The contract, written into the non-Rust projects' `wit/` so they build against the WIT this
+/// binary speaks (the Rust SDK carries its own copy). A test checks that none is missing.
+const WIT: &[(&str, &str)] = &[
+    ("auth.wit", include_str!("../../../wit/auth.wit")),
+    ("context.wit", include_str!("../../../wit/context.wit")),
+    ("host.wit", include_str!("../../../wit/host.wit")),
+    ("message.wit", include_str!("../../../wit/message.wit")),
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    ("world.wit", include_str!("../../../wit/world.wit")),
+];
 
-/// Where the SDK is when this binary runs from its source tree (development and CI).
-fn default_sdk() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/sdk");
-    p.join("Cargo.toml")
+/// The Corvid source tree this binary was built from, when it is still there: the SDK, the
+/// examples' toolchains (target/toolchains) and their JavaScript node_modules live in it.
+fn source_tree() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    p.join("plugins/sdk/Cargo.toml")
         .exists()
         .then(|| p.canonicalize().ok())
         .flatten()
+}
+
+/// What every language's template is made of.
+pub(crate) struct Spec<'a> {
+    name: &'a str,
+    stages: Vec<&'static str>,
+    /// The header field the `data` hook stamps by default (`X-` and the name in camel case).
+    header: String,
+}
+
+impl Spec<'_> {
+    fn has(&self, stage: &str) -> bool {
+        self.stages.contains(&stage)
+    }
+
+    /// The `mail` or `rcpt` hook refuses the domains of `blocked_domains`.
+    fn blocks(&self) -> bool {
+        self.has("mail") || self.has("rcpt")
+    }
+
+    /// The configuration keys the plugin knows (any other refuses the configuration).
+    fn keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.blocks() {
+            keys.push("blocked_domains");
+        }
+        if self.has("data") {
+            keys.push("header");
+        }
+        keys
+    }
+
+    /// What the plugin does, as README bullets.
+    fn behaviour(&self) -> String {
+        let mut b = String::new();
+        if self.blocks() {
+            b.push_str(
+                "- refuses senders and recipients in `blocked_domains` (550 5.7.1), at the MAIL \
+                 and RCPT stages it runs at;\n",
+            );
+        }
+        if self.has("data") {
+            let _ = writeln!(
+                b,
+                "- stamps each accepted message with a `{}: checked` field (`header` names it);",
+                self.header
+            );
+        }
+        b.push_str("- answers `continue` (no opinion) at its other stages.");
+        b
+    }
+
+    /// The README's "See it act" section: what a client sees on the development config.
+    fn see_it(&self) -> String {
+        let mut s = String::from(
+            "\n## See it act\n\nWith the server on Corvid's development config (SMTP on \
+             127.0.0.1:2525, domain `corvid.test`) and the plugin added to it:\n",
+        );
+        if self.has("mail") {
+            s.push_str(
+                "\n```sh\nswaks --server 127.0.0.1:2525 --from someone@spam.example --to \
+                 alice@corvid.test\n```\n\nis refused at MAIL: `550 5.7.1 Sender domain \
+                 refused`.\n",
+            );
+        } else if self.has("rcpt") {
+            s.push_str(
+                "\n```sh\nswaks --server 127.0.0.1:2525 --from you@example.org --to \
+                 someone@spam.example\n```\n\nis refused at RCPT: `550 5.7.1 Recipient \
+                 domain refused`.\n",
+            );
+        }
+        if self.has("data") {
+            let _ = write!(
+                s,
+                "\nA message the server accepts, such as\n\n```sh\nswaks --server \
+                 127.0.0.1:2525 --from you@example.org --to alice@corvid.test\n```\n\nis \
+                 delivered with the field `{}: checked` added.\n",
+                self.header
+            );
+        }
+        if !self.has("mail") && !self.has("rcpt") && !self.has("data") {
+            s.push_str("\nIt answers `continue`, so mail flows as before.\n");
+        }
+        s
+    }
+
+    /// The `[plugin.config]` lines of the README's server config.
+    fn config_snippet(&self) -> String {
+        let mut c = String::new();
+        if self.blocks() {
+            c.push_str("blocked_domains = [\"spam.example\"]\n");
+        }
+        if self.has("data") {
+            let _ = writeln!(c, "header = \"{}\"", self.header);
+        }
+        c.trim_end().to_string()
+    }
 }
 
 pub fn run(
@@ -51,62 +165,108 @@ pub fn run(
     sdk: Option<&Path>,
 ) -> Result<()> {
     check_name(name)?;
-    let stages: Vec<&str> = if stages.is_empty() {
-        vec!["mail", "rcpt", "data"]
-    } else {
-        let mut v = Vec::new();
-        for s in stages {
-            let s = s.trim().to_ascii_lowercase();
-            let Some(known) = STAGES.iter().find(|k| **k == s) else {
-                bail!("unknown stage {s:?} (stages: {})", STAGES.join(", "));
-            };
-            if !v.contains(known) {
-                v.push(*known);
-            }
-        }
-        v
+    let spec = Spec {
+        name,
+        stages: parse_stages(stages)?,
+        header: format!("X-{}", camel(name)),
     };
-    if lang != Lang::Rust {
-        bail!(
-            "--lang {lang:?}: only the Rust template exists so far; start from \
-             examples/greylist/{} in the Corvid sources",
-            format!("{lang:?}").to_ascii_lowercase()
-        );
-    }
-    let sdk = match sdk.map(Path::to_path_buf).or_else(default_sdk) {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("the SDK at {}", p.display()))?,
-        None => bail!("where is the Corvid SDK (plugins/sdk of the sources)? pass --sdk PATH"),
+    let tree = source_tree();
+    let files = match lang {
+        Lang::Rust => {
+            let sdk = match sdk
+                .map(Path::to_path_buf)
+                .or_else(|| tree.as_ref().map(|t| t.join("plugins/sdk")))
+            {
+                Some(p) => p
+                    .canonicalize()
+                    .with_context(|| format!("the SDK at {}", p.display()))?,
+                None => {
+                    bail!("where is the Corvid SDK (plugins/sdk of the sources)? pass --sdk PATH")
+                }
+            };
+            rust::project(&spec, &sdk.display().to_string())
+        }
+        Lang::Python => python::project(&spec, &toolchains(tree.as_deref())),
+        Lang::Javascript => javascript::project(&spec, tree.as_deref())?,
+        Lang::C => c::project(&spec, &toolchains(tree.as_deref())),
     };
     let dir = dir.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
     if dir.exists() {
         bail!("{} exists already", dir.display());
     }
-    std::fs::create_dir_all(dir.join("src"))?;
-    let files = rust_project(name, &stages, &sdk.display().to_string());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The README's server config names the component where build.sh writes it.
+    let abs = dir.canonicalize()?.display().to_string();
+    let see_it = spec.see_it();
     for (path, text) in &files {
-        let p = dir.join(path);
-        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        let text = fill(text, &[("dir", abs.as_str()), ("see_it", see_it.as_str())]);
+        write(&dir.join(path), &text)?;
     }
-    // The hooks are written without layout; rustfmt (when installed) lays them out as
-    // `cargo fmt` would, so the author's first `cargo fmt` changes nothing.
-    let _ = std::process::Command::new("rustfmt")
-        .args(["--edition", "2021"])
-        .arg(dir.join("src/lib.rs"))
-        .status();
+    if lang == Lang::Rust {
+        // The hooks are written without layout; rustfmt (when installed) lays them out as
+        // `cargo fmt` would, so the author's first `cargo fmt` changes nothing.
+        let _ = std::process::Command::new("rustfmt")
+            .args(["--edition", "2021"])
+            .arg(dir.join("src/lib.rs"))
+            .status();
+    } else {
+        for (file, text) in WIT {
+            write(&dir.join("wit").join(file), text)?;
+        }
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("build.sh"), std::fs::Permissions::from_mode(0o755))?;
     }
+    let test = match lang {
+        Lang::Rust => "cargo test",
+        Lang::Python => "python3 -m unittest",
+        Lang::Javascript => "node --test",
+        Lang::C => "make test",
+    };
+    let language = format!("{lang:?}").to_ascii_lowercase();
     println!(
-        "created {} (Rust plugin, stages {}): cd {0} && ./build.sh && cargo test && \
+        "created {} ({language} plugin, stages {}): cd {0} && ./build.sh && {test} && \
          corvid plugin test {name}.wasm --script plugin-test.toml",
         dir.display(),
-        stages.join(", ")
+        spec.stages.join(", ")
     );
     Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn parse_stages(stages: &[String]) -> Result<Vec<&'static str>> {
+    if stages.is_empty() {
+        return Ok(vec!["mail", "rcpt", "data"]);
+    }
+    let mut v = Vec::new();
+    for s in stages {
+        let s = s.trim().to_ascii_lowercase();
+        let Some(known) = STAGES.iter().find(|k| **k == s) else {
+            bail!("unknown stage {s:?} (stages: {})", STAGES.join(", "));
+        };
+        if !v.contains(known) {
+            v.push(*known);
+        }
+    }
+    Ok(v)
+}
+
+/// Where the Python and C projects' build.sh looks for (and installs) its toolchain when
+/// CORVID_TOOLCHAINS is not set: the source tree's target/toolchains, which the examples'
+/// build scripts fill, or else a per-user cache.
+fn toolchains(tree: Option<&Path>) -> String {
+    match tree {
+        Some(t) => t.join("target/toolchains").display().to_string(),
+        None => "${XDG_CACHE_HOME:-$HOME/.cache}/corvid/toolchains".to_string(),
+    }
 }
 
 /// Lower-case letters, digits and `-`, starting with a letter: a crate name, a kv namespace
@@ -135,209 +295,82 @@ fn camel(name: &str) -> String {
         .collect()
 }
 
-fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+fn fill<V: AsRef<str>>(template: &str, vars: &[(&str, V)]) -> String {
     let mut s = template.to_string();
     for (k, v) in vars {
-        s = s.replace(&format!("{{{{{k}}}}}"), v);
+        s = s.replace(&format!("{{{{{k}}}}}"), v.as_ref());
     }
     s
 }
 
-fn rust_project(name: &str, stages: &[&str], sdk: &str) -> Vec<(&'static str, String)> {
-    let has = |s: &str| stages.contains(&s);
-    let crate_name = name.replace('-', "_");
-    let header = format!("X-{}", camel(name));
-    let mut behaviour = String::new();
-    let mut config = String::new();
-    if has("mail") || has("rcpt") {
-        behaviour.push_str(
-            "- refuses senders and recipients in `blocked_domains` (550 5.7.1), at the MAIL and \
-             RCPT stages it runs at;\n",
-        );
-        config.push_str("blocked_domains = [\"spam.example\"]\n");
+/// A stage's hook in a template's language: `own` for the stages the plugin runs at,
+/// `default` (a no-opinion body) for the others, which the world exports all the same.
+type Hook = fn(&str) -> &'static str;
+
+/// The variables the Python, JavaScript and C templates share. `stages` and `keys` are the
+/// language's spelling of the stage list and the known config keys.
+fn template_vars(
+    spec: &Spec,
+    stages: &[String],
+    keys: &[String],
+    own: Hook,
+    default: Hook,
+) -> Vec<(&'static str, String)> {
+    let mut hooks = String::new();
+    let mut others = String::new();
+    for stage in STAGES {
+        if spec.has(stage) {
+            hooks.push_str(own(stage));
+        } else {
+            others.push_str(default(stage));
+        }
     }
-    if has("data") {
-        let _ = writeln!(
-            behaviour,
-            "- stamps each accepted message with a `{header}: checked` field (`header` names it);"
-        );
-        let _ = writeln!(config, "header = \"{header}\"");
-    }
-    behaviour.push_str("- answers `continue` (no opinion) at its other stages.");
-    let vars = [
-        ("name", name),
-        ("crate", crate_name.as_str()),
-        ("sdk", sdk),
-        ("stages", &stages.join(", ")),
-        ("behaviour", behaviour.as_str()),
-        ("config", config.trim_end()),
-    ];
     vec![
-        ("Cargo.toml", fill(CARGO, &vars)),
-        ("build.sh", fill(BUILD, &vars)),
-        ("README.md", fill(README, &vars)),
-        (".gitignore", format!("/target\n/{name}.wasm\n")),
-        ("src/lib.rs", rust_lib(name, stages, &header)),
-        ("plugin-test.toml", script(name, stages, &header)),
+        ("name", spec.name.to_string()),
+        ("header", spec.header.clone()),
+        ("stages", stages.join(", ")),
+        ("stage_names", spec.stages.join(", ")),
+        ("keys", keys.join(", ")),
+        ("hooks", hooks),
+        ("others", others.trim_end().to_string()),
+        ("behaviour", spec.behaviour()),
+        ("config", spec.config_snippet()),
     ]
 }
 
-fn stage_variant(s: &str) -> String {
-    camel(s)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn rust_lib(name: &str, stages: &[&str], header: &str) -> String {
-    let has = |s: &str| stages.contains(&s);
-    let ty = camel(name);
-    let blocks = has("mail") || has("rcpt");
-    let variants: Vec<String> = stages
-        .iter()
-        .map(|s| format!("Stage::{}", stage_variant(s)))
-        .collect();
-    let mut keys = Vec::new();
-    let mut fields = String::new();
-    let mut init = String::new();
-    if blocks {
-        keys.push("\"blocked_domains\"");
-        fields.push_str("    /// Lower-cased domains whose senders and recipients are refused.\n    blocked: Vec<String>,\n");
-        init.push_str("            blocked: config\n                .get_list::<String>(\"blocked_domains\")?\n                .iter()\n                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())\n                .collect(),\n");
+    #[test]
+    fn every_wit_file_is_written_into_the_projects() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".wit"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<&str> = WIT.iter().map(|(n, _)| *n).collect();
+        assert_eq!(on_disk, embedded);
     }
-    if has("data") {
-        keys.push("\"header\"");
-        fields.push_str(
-            "    /// The header field stamped on accepted messages.\n    header: String,\n",
-        );
-        let _ = writeln!(
-            init,
-            "            header: config.get_or(\"header\", \"{header}\".to_string())?,"
-        );
-    }
-    let mut hooks = String::new();
-    for s in stages {
-        hooks.push_str(hook(s));
-    }
-    let helper = if blocks {
-        format!("\nimpl {ty} {{\n    /// Domains compare case-insensitively and without the root dot (RFC 5321 §2.4).\n    fn blocked(&self, domain: &str) -> bool {{\n        let d = domain.trim_end_matches('.').to_ascii_lowercase();\n        self.blocked.contains(&d)\n    }}\n}}\n")
-    } else {
-        String::new()
-    };
-    let fields = if fields.is_empty() {
-        ";".to_string()
-    } else {
-        format!(" {{\n{fields}}}")
-    };
-    let ctor = if init.is_empty() {
-        ty.clone()
-    } else {
-        format!("{ty} {{\n{init}        }}")
-    };
-    format!(
-        "//! {name}: a Corvid mail-policy plugin (README.md says what it does and how to build,\n\
-         //! test and install it; the SDK's README is the author guide).\n\n\
-         use corvid_plugin_sdk::*;\n\n\
-         pub struct {ty}{fields}\n\n\
-         impl Plugin for {ty} {{\n    const NAME: &'static str = \"{name}\";\n    \
-         // VERSION is the crate's (Cargo.toml). A hook for a stage missing here is refused.\n    \
-         const STAGES: &'static [Stage] = &[{}];\n\n    \
-         fn new(config: &Config) -> Result<Self, String> {{\n        \
-         // An unknown key is an error, so a typo in the server config is caught at load.\n        \
-         config.check_keys(&[{}])?;\n        Ok({ctor})\n    }}\n{hooks}}}\n{helper}\n\
-         export_plugin!({ty});\n\n{}",
-        variants.join(", "),
-        keys.join(", "),
-        tests(&ty, stages, header)
-    )
-}
 
-fn hook(stage: &str) -> &'static str {
-    match stage {
-        "connect" => "\n    fn on_connect(&mut self, conn: &ConnectionInfo) -> Decision {\n        host::log(LogLevel::Debug, &format!(\"connection from {}\", conn.client_ip));\n        proceed()\n    }\n",
-        "helo" => "\n    fn on_helo(&mut self, _conn: &ConnectionInfo) -> Decision {\n        proceed()\n    }\n",
-        "auth" => "\n    /// `proceed()` lets the next plugin, then the users file, decide.\n    fn on_auth(&mut self, _conn: &ConnectionInfo, _auth: &AuthInfo) -> Decision {\n        proceed()\n    }\n",
-        "mail" => "\n    fn on_mail(&mut self, _conn: &ConnectionInfo, env: &Envelope) -> Decision {\n        match &env.sender {\n            Some(s) if self.blocked(&s.domain) => reject(550, \"5.7.1\", \"Sender domain refused\"),\n            _ => proceed(),\n        }\n    }\n",
-        "rcpt" => "\n    fn on_rcpt(&mut self, _conn: &ConnectionInfo, _env: &Envelope, rcpt: &Recipient) -> Decision {\n        if self.blocked(&rcpt.address.domain) {\n            return reject(550, \"5.7.1\", \"Recipient domain refused\");\n        }\n        proceed()\n    }\n",
-        "data" => "\n    fn on_data(&mut self, _conn: &ConnectionInfo, _env: &Envelope, _msg: &dyn MailMessage) -> Decision {\n        proceed().add_header(&self.header, \"checked\")\n    }\n",
-        "route" => "\n    fn on_route(&mut self, _req: &RouteRequest) -> RouteDecision {\n        RouteDecision::Continue\n    }\n",
-        "deferred" => "\n    fn on_deferred(&mut self, _info: &DeliveryInfo) -> DeferredDecision {\n        DeferredDecision::Continue\n    }\n",
-        "bounced" => "\n    fn on_bounced(&mut self, _info: &DeliveryInfo) -> BounceDecision {\n        BounceDecision::Continue\n    }\n",
-        _ => "\n    fn on_delivered(&mut self, info: &DeliveryInfo) {\n        host::log(LogLevel::Debug, &format!(\"delivered to {}\", info.recipient));\n    }\n",
+    #[test]
+    fn the_toolchain_pins_are_the_examples() {
+        let py = include_str!("../../../examples/greylist/python/build.sh");
+        assert!(py.contains(&format!(
+            "COMPONENTIZE_PY_VERSION={}\n",
+            python::COMPONENTIZE_PY
+        )));
+        let c = include_str!("../../../examples/greylist/c/build.sh");
+        assert!(c.contains(&format!("WIT_BINDGEN_VERSION=\"{}\"", c::WIT_BINDGEN)));
     }
-}
 
-fn tests(ty: &str, stages: &[&str], header: &str) -> String {
-    let has = |s: &str| stages.contains(&s);
-    let config = if has("mail") || has("rcpt") {
-        "&[(\"blocked_domains\", r#\"[\"Spam.Example\"]\"#)]"
-    } else {
-        "&[]"
-    };
-    let mut t = format!(
-        "#[cfg(test)]\nmod tests {{\n    use super::*;\n    use corvid_plugin_sdk::testing::*;\n\n    \
-         fn plugin() -> {ty} {{\n        configured({config})\n    }}\n\n    \
-         #[test]\n    fn a_typo_in_the_config_is_refused() {{\n        \
-         assert!(refused::<{ty}>(&[(\"no_such_key\", \"1\")]).contains(\"unknown key\"));\n    }}\n"
-    );
-    if has("mail") {
-        t.push_str("\n    #[test]\n    fn blocked_senders_are_refused() {\n        let mut p = plugin();\n        let d = p.on_mail(&conn(\"192.0.2.1\"), &envelope(\"a@spam.example\", &[]));\n        assert_eq!(reply_of(&d), (550, \"5.7.1\".into(), \"Sender domain refused\".into()));\n        assert!(p.on_mail(&conn(\"192.0.2.1\"), &envelope(\"a@ok.example\", &[])).is_continue());\n    }\n");
+    #[test]
+    fn stages_are_checked_and_deduplicated() {
+        let s = |v: &[&str]| parse_stages(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&[]).unwrap(), ["mail", "rcpt", "data"]);
+        assert_eq!(s(&["Data", "mail", "data"]).unwrap(), ["data", "mail"]);
+        assert!(s(&["mial"]).is_err());
     }
-    if has("rcpt") {
-        t.push_str("\n    #[test]\n    fn blocked_recipients_are_refused() {\n        let mut p = plugin();\n        let env = envelope(\"a@ok.example\", &[]);\n        let d = p.on_rcpt(&conn(\"192.0.2.1\"), &env, &rcpt(\"b@SPAM.example.\"));\n        assert_eq!(code_of(&d), Some(550));\n        assert!(p.on_rcpt(&conn(\"192.0.2.1\"), &env, &rcpt(\"b@ok.example\")).is_continue());\n    }\n");
-    }
-    if has("data") {
-        let _ = write!(t, "\n    #[test]\n    fn messages_are_stamped() {{\n        let mut p = plugin();\n        let msg = TestMessage::new(\"Subject: hi\\n\\nbody\\n\");\n        let d = p.on_data(&conn(\"192.0.2.1\"), &envelope(\"a@ok.example\", &[\"b@ok.example\"]), &msg);\n        assert!(d.is_continue());\n        assert_eq!(d, proceed().add_header(\"{header}\", \"checked\"));\n    }}\n");
-    }
-    t.push_str("}\n");
-    t
-}
-
-fn script(name: &str, stages: &[&str], header: &str) -> String {
-    let has = |s: &str| stages.contains(&s);
-    let mut s = format!(
-        "# `corvid plugin test {name}.wasm --script plugin-test.toml`: the component in the real\n\
-         # plugin host; a decision other than the expected one is a failure (exit status 1).\n\
-         [plugin]\nname = \"{name}\"\n"
-    );
-    if has("mail") || has("rcpt") {
-        s.push_str("config = { blocked_domains = [\"spam.example\"] }\n");
-    }
-    s.push_str("\n[connection]\nclient = \"192.0.2.10:40000\"\nhelo = \"client.example\"\n");
-    for st in ["connect", "helo"] {
-        if has(st) {
-            let _ = writeln!(s, "expect.{st} = {{ verdict = \"continue\" }}");
-        }
-    }
-    if has("auth") {
-        s.push_str("\n[auth]\nuser = \"alice\"\npassword = \"secret\"\nexpect = { verdict = \"continue\" }\n");
-    }
-    s.push_str("\n[[transaction]]\nmail_from = \"friend@example.net\"\n");
-    if has("rcpt") {
-        s.push_str("rcpt_to = [\"user@example.org\", \"someone@spam.example\"]\n");
-    } else {
-        s.push_str("rcpt_to = [\"user@example.org\"]\n");
-    }
-    s.push_str("data = \"\"\"\nFrom: friend@example.net\nTo: user@example.org\nSubject: hello\n\nHello!\n\"\"\"\n");
-    if has("mail") {
-        s.push_str("expect.mail = { verdict = \"continue\" }\n");
-    }
-    if has("rcpt") {
-        s.push_str("expect.rcpt = [\n  { verdict = \"continue\" },\n  { verdict = \"reject\", code = 550, enhanced = \"5.7.1\", text = \"Recipient domain refused\" },\n]\n");
-    }
-    if has("data") {
-        let _ = writeln!(s, "expect.data = {{ verdict = \"continue\", modifications = [\"add-header {header}: checked\"] }}");
-    }
-    if has("mail") {
-        s.push_str("\n[[transaction]]\nmail_from = \"someone@Spam.Example\"\nrcpt_to = [\"user@example.org\"]\nexpect.mail = { verdict = \"reject\", code = 550, enhanced = \"5.7.1\", text = \"Sender domain refused\" }\n");
-    }
-    if has("route") {
-        s.push_str("\n[[route]]\nrecipient = \"user@example.org\"\nexpect = \"continue\"\n");
-    }
-    for st in ["deferred", "bounced"] {
-        if has(st) {
-            let _ = write!(s, "\n[[{st}]]\nrecipient = \"user@example.org\"\nreply = \"451 4.3.0 try later\"\nexpect = \"continue\"\n");
-        }
-    }
-    if has("delivered") {
-        s.push_str("\n[[delivered]]\nrecipient = \"user@example.org\"\n");
-    }
-    s
 }

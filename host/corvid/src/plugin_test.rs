@@ -33,6 +33,17 @@ pub fn run(
     cache: Option<PathBuf>,
 ) -> Result<()> {
     let script = script::load(script_path)?;
+    // The plugin's log lines and the host's account of a failed hook (a trap with its wasm
+    // backtrace, a spent budget), tagged with the plugin's name and the session id as in the
+    // server's log, go to stderr: warnings and errors by default, more with RUST_LOG
+    // (`RUST_LOG=corvid_plugin_host=debug`). stdout keeps only the report.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("corvid_plugin_host=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
