@@ -105,3 +105,22 @@ def test_the_readme_config_makes_it_act_in_a_running_server(project, make_server
     (path,) = srv.wait_mail("alice")
     assert b"\r\nX-E2ePolicy: checked\r\n" in split_delivered(path).data, lang
 
+
+
+def test_plugin_test_shows_why_a_hook_failed(tmp_path):
+    """docs/plugin-debugging.md: a trapping hook's error and backtrace reach stderr unasked."""
+    if why := missing_toolchain("c"):
+        pytest.skip(f"c toolchain absent: {why}")
+    d = tmp_path / "trap"
+    r = run(BIN, "plugin", "new", "trap", "--lang", "c", "--stages", "mail", "--dir", d)
+    assert r.returncode == 0, r.stderr
+    plugin = d / "plugin.c"
+    plugin.write_text(plugin.read_text().replace(
+        "    const policy_reply *r = policy_sender(", "    if (sender) abort();\n"
+        "    const policy_reply *r = policy_sender(", 1))
+    assert run("./build.sh", cwd=d).returncode == 0
+    r = run(BIN, "plugin", "test", "trap.wasm", "--script", "plugin-test.toml", cwd=d)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL mail <friend@example.net>: tempfail 451 4.3.0" in r.stdout, r.stdout
+    assert "plugin failed, applying its failure policy" in r.stderr, r.stderr
+    assert "wasm backtrace" in r.stderr and 'plugin="trap" stage="mail" session=1' in r.stderr
