@@ -260,10 +260,9 @@ pub(crate) fn write(msg: &mut QueuedMessage, fates: &[Fate]) {
             Notice::AsAsked => {}
             Notice::Annotated(text) => r.note = Some(text.clone()),
             Notice::Suppressed => {
-                // The queue's record has no state of its own for this: "reported" is what
-                // keeps `dsn::due_reports` from ever reporting it (the field's meaning:
-                // reported, or needing no report).
-                r.reported = true;
+                // Its own state in the queue's record: `dsn::due_reports` never picks it, and
+                // `corvid queue show` tells it apart from a report that went out.
+                r.dsn_suppressed = true;
                 tracing::info!(queue_id = %id, rcpt = %rcpt, "DSN suppressed by the policy");
             }
         }

@@ -109,7 +109,7 @@ pub fn due_reports_with(
             .collect(),
     };
     let failed = pick(
-        &|r| r.status == RecipientStatus::Failed && !r.reported,
+        &|r| r.status == RecipientStatus::Failed && !r.reported && !r.dsn_suppressed,
         DsnAction::Failed,
     );
     let late = delay_warning.is_some_and(|d| now.saturating_sub(msg.arrived_at) >= d.as_secs());
@@ -122,6 +122,7 @@ pub fn due_reports_with(
             successes
                 && r.status == RecipientStatus::Delivered
                 && !r.reported
+                && !r.dsn_suppressed
                 && r.success_report == kind
         }
     };
@@ -137,7 +138,7 @@ pub fn due_reports_with(
 /// (reported or not wanted) and the recipients of the delay reports. Call after the DSNs were
 /// queued.
 pub fn mark_reported(msg: &mut QueuedMessage, reports: &[DsnReport]) {
-    for r in msg.recipients.iter_mut() {
+    for r in msg.recipients.iter_mut().filter(|r| !r.dsn_suppressed) {
         if matches!(
             r.status,
             RecipientStatus::Failed | RecipientStatus::Delivered

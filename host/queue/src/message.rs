@@ -56,6 +56,11 @@ pub struct RecipientState {
     /// again.
     #[serde(default)]
     pub reported: bool,
+    /// A policy (`bounced` stage) asked that this recipient's outcome is never reported: no DSN
+    /// is sent whatever NOTIFY asked, and `corvid queue show` says so (distinct from `reported`,
+    /// which also means a report went out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dsn_suppressed: bool,
     /// The sender was warned that delivery to this recipient is delayed (RFC 3464 `delayed`).
     #[serde(default)]
     pub delay_notified: bool,
@@ -146,6 +151,7 @@ impl QueuedMessage {
                 remote_mta: None,
                 diagnostic: None,
                 reported: false,
+                dsn_suppressed: false,
                 delay_notified: false,
                 success_report: SuccessReport::default(),
                 note: None,

@@ -75,6 +75,30 @@ fn one_report_for_all_failures_and_none_twice() {
 }
 
 #[test]
+fn a_suppressed_recipient_is_never_reported_nor_marked_as_reported() {
+    let mut m = message(
+        sender(),
+        vec![rcpt("a", None, None), rcpt("b", None, None)],
+        None,
+    );
+    fail(&mut m, 0, "5.1.1 no such user");
+    fail(&mut m, 1, "5.1.1 no such user");
+    m.recipients[0].dsn_suppressed = true;
+    let reports = due_reports(&m, 2_000, None);
+    assert_eq!(
+        reports,
+        [DsnReport {
+            action: DsnAction::Failed,
+            recipients: vec![1]
+        }]
+    );
+    mark_reported(&mut m, &reports);
+    assert!(!m.recipients[0].reported, "suppressed is not sent");
+    assert!(m.recipients[1].reported);
+    assert!(due_reports(&m, 2_000, None).is_empty());
+}
+
+#[test]
 fn null_sender_and_notify_never_get_nothing() {
     let mut m = message(None, vec![rcpt("a", None, None)], None);
     fail(&mut m, 0, "5.1.1 x");
