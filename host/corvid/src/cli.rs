@@ -200,7 +200,7 @@ pub enum PluginAction {
     New {
         /// The plugin's name: lower-case letters, digits and -.
         name: String,
-        /// The language (only rust has a template so far).
+        /// The language: rust, python, javascript or c.
         #[arg(long, value_enum, default_value = "rust")]
         lang: crate::plugin_new::Lang,
         /// The stages to implement, comma-separated. Default: mail,rcpt,data.
