@@ -5,90 +5,99 @@ use crate::results::AuthResults;
 
 /// The complete header field, `Authentication-Results: ...\r\n`, folded one method per line.
 /// Peer-supplied text (domains, addresses, reasons) is sanitised so that it can neither
-/// break the field nor start a new one.
+/// break the field nor start a new one. Written into one buffer: it is built for every
+/// checked message.
 pub fn authentication_results(authserv_id: &str, r: &AuthResults) -> String {
-    let mut parts: Vec<String> = Vec::new();
+    let mut out = String::with_capacity(256);
+    out.push_str("Authentication-Results: ");
+    push_value(&mut out, authserv_id);
     if let Some(spf) = &r.spf {
-        let mut p = format!("spf={}", spf.result.as_str());
+        method(&mut out, "spf", spf.result.as_str());
         match spf.identity {
-            crate::SpfIdentity::Mailfrom => {
-                p.push_str(&format!(" smtp.mailfrom={}", value(&spf.mail_from)));
-            }
-            crate::SpfIdentity::Helo => p.push_str(&format!(" smtp.helo={}", value(&spf.helo))),
+            crate::SpfIdentity::Mailfrom => property(&mut out, "smtp.mailfrom", &spf.mail_from),
+            crate::SpfIdentity::Helo => property(&mut out, "smtp.helo", &spf.helo),
         }
-        parts.push(p);
     }
     for d in &r.dkim {
-        let mut p = format!("dkim={}", d.result.as_str());
+        method(&mut out, "dkim", d.result.as_str());
         if let Some(reason) = &d.reason {
-            p.push_str(&format!(" {}", comment(reason)));
+            out.push(' ');
+            push_comment(&mut out, reason);
         }
         if !d.domain.is_empty() {
-            p.push_str(&format!(" header.d={}", value(&d.domain)));
-            p.push_str(&format!(" header.s={}", value(&d.selector)));
+            property(&mut out, "header.d", &d.domain);
+            property(&mut out, "header.s", &d.selector);
             if !d.algorithm.is_empty() {
-                p.push_str(&format!(" header.a={}", value(&d.algorithm)));
+                property(&mut out, "header.a", &d.algorithm);
             }
             if !d.header_b.is_empty() {
-                p.push_str(&format!(" header.b={}", value(&d.header_b)));
+                property(&mut out, "header.b", &d.header_b);
             }
         }
-        parts.push(p);
     }
     if r.dkim.is_empty() {
-        parts.push("dkim=none".to_string());
+        method(&mut out, "dkim", "none");
     }
     let dm = &r.dmarc;
-    let mut p = format!("dmarc={}", dm.result.as_str());
+    method(&mut out, "dmarc", dm.result.as_str());
     if !dm.from_domain.is_empty() {
-        p.push_str(&format!(
-            " (p={} pct={}) header.from={}",
-            dm.policy.as_str(),
-            dm.pct,
-            value(&dm.from_domain)
-        ));
+        out.push_str(" (p=");
+        out.push_str(dm.policy.as_str());
+        out.push_str(" pct=");
+        out.push_str(&dm.pct.to_string());
+        out.push(')');
+        property(&mut out, "header.from", &dm.from_domain);
     }
-    parts.push(p);
-    parts.push(format!("arc={}", r.arc.result.as_str()));
-    let mut out = format!("Authentication-Results: {}", value(authserv_id));
-    for p in parts {
-        out.push_str(";\r\n\t");
-        out.push_str(&p);
-    }
+    method(&mut out, "arc", r.arc.result.as_str());
     out.push_str("\r\n");
     out
 }
 
+/// `;` and a fold before each method (one per line), then `method=result`.
+fn method(out: &mut String, name: &str, result: &str) {
+    out.push_str(";\r\n\t");
+    out.push_str(name);
+    out.push('=');
+    out.push_str(result);
+}
+
+/// ` ptype.property=value`.
+fn property(out: &mut String, name: &str, v: &str) {
+    out.push(' ');
+    out.push_str(name);
+    out.push('=');
+    push_value(out, v);
+}
+
 /// A `value` (RFC 8601 section 2.2: token, or a quoted-string; addresses as addr-spec):
 /// plain text stays, anything else is quoted; control characters are dropped.
-fn value(s: &str) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
-    let plain = !clean.is_empty()
-        && clean
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-./=?^_`{|}~@".contains(c));
+fn push_value(out: &mut String, s: &str) {
+    let plain_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-./=?^_`{|}~@".contains(c);
+    let clean = s.chars().filter(|c| !c.is_control());
+    let plain = clean.clone().next().is_some() && clean.clone().all(plain_char);
     if plain {
-        clean
-    } else {
-        let escaped: String = clean
-            .chars()
-            .flat_map(|c| match c {
-                '"' | '\\' => vec!['\\', c],
-                _ => vec![c],
-            })
-            .collect();
-        format!("\"{escaped}\"")
+        out.extend(clean);
+        return;
     }
+    out.push('"');
+    for c in clean {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// A comment (RFC 5322 section 3.2.2) of printable text without parentheses or backslashes.
-fn comment(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .filter(|c| !c.is_control() && !matches!(c, '(' | ')' | '\\'))
-        .take(200)
-        .collect();
-    format!("({clean})")
+fn push_comment(out: &mut String, s: &str) {
+    out.push('(');
+    out.extend(
+        s.chars()
+            .filter(|c| !c.is_control() && !matches!(c, '(' | ')' | '\\'))
+            .take(200),
+    );
+    out.push(')');
 }
 
 /// Removes every `Authentication-Results:` field whose authserv-id is `authserv_id`
@@ -97,29 +106,49 @@ fn comment(s: &str) -> String {
 /// are kept byte for byte.
 pub fn strip_authentication_results(header_section: &[u8], authserv_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(header_section.len());
-    let mut fields = Vec::new();
-    // Split into fields: a field is a line plus its continuation lines (RFC 5322 section
-    // 2.2.3, folding).
-    let mut start = 0;
-    let mut i = 0;
-    while let Some(nl) = header_section[i..].iter().position(|&b| b == b'\n') {
-        let next = i + nl + 1;
-        let continues = matches!(header_section.get(next), Some(b' ' | b'\t'));
-        if !continues {
-            fields.push(&header_section[start..next]);
-            start = next;
-        }
-        i = next;
-    }
-    if start < header_section.len() {
-        fields.push(&header_section[start..]);
-    }
-    for f in fields {
+    strip_authentication_results_into(header_section, authserv_id, &mut out);
+    out
+}
+
+/// [`strip_authentication_results`] appending to `out`, without a copy of its own.
+pub fn strip_authentication_results_into(
+    header_section: &[u8],
+    authserv_id: &str,
+    out: &mut Vec<u8>,
+) {
+    for f in fields(header_section) {
         if !is_ours(f, authserv_id) {
             out.extend_from_slice(f);
         }
     }
-    out
+}
+
+/// Whether `header_section` has an `Authentication-Results:` field with `authserv_id`.
+pub fn has_authentication_results(header_section: &[u8], authserv_id: &str) -> bool {
+    fields(header_section).any(|f| is_ours(f, authserv_id))
+}
+
+/// The header fields, each a line plus its continuation lines (RFC 5322 section 2.2.3,
+/// folding), line ends included.
+fn fields(header_section: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = header_section.get(start..).filter(|r| !r.is_empty())?;
+        let mut i = 0;
+        let end = loop {
+            match rest[i..].iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    i += nl + 1;
+                    if !matches!(rest.get(i), Some(b' ' | b'\t')) {
+                        break i;
+                    }
+                }
+                None => break rest.len(),
+            }
+        };
+        start += end;
+        Some(&rest[..end])
+    })
 }
 
 fn is_ours(field: &[u8], authserv_id: &str) -> bool {
@@ -178,6 +207,21 @@ mod tests {
         assert_eq!(
             strip_authentication_results(h2, "mx.corvid.test"),
             h2.to_vec()
+        );
+        assert!(has_authentication_results(h, "mx.corvid.test"));
+        assert!(!has_authentication_results(h2, "mx.corvid.test"));
+        // The last field without a line end, folded fields kept whole.
+        let h3 = b"Subject: a\r\n b\r\nAuthentication-Results: mx.corvid.test; x";
+        assert!(has_authentication_results(h3, "MX.corvid.test"));
+        assert_eq!(
+            strip_authentication_results(h3, "mx.corvid.test"),
+            b"Subject: a\r\n b\r\n".to_vec()
+        );
+        let mut out = b"X: 1\r\n".to_vec();
+        strip_authentication_results_into(h, "mx.corvid.test", &mut out);
+        assert_eq!(
+            out,
+            b"X: 1\r\nReceived: by x\r\nAuthentication-Results: mx.other.test; spf=fail\r\nSubject: hi\r\n\r\n".to_vec()
         );
     }
 

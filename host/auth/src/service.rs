@@ -156,9 +156,9 @@ impl MailAuth for AuthService {
 
     fn strip_forged(&self, content: &mut Vec<u8>) {
         let end = header_end(content);
-        let stripped = crate::strip_authentication_results(&content[..end], &self.authserv_id);
-        // Stripping only removes fields: the same length means nothing was ours.
-        if stripped.len() != end {
+        // The usual case (none of ours) costs a scan, no copy.
+        if crate::header::has_authentication_results(&content[..end], &self.authserv_id) {
+            let stripped = crate::strip_authentication_results(&content[..end], &self.authserv_id);
             content.splice(..end, stripped);
         }
     }
@@ -166,10 +166,15 @@ impl MailAuth for AuthService {
     fn stamp(&self, content: &[u8], results: &AuthResults) -> Vec<u8> {
         let end = header_end(content);
         let header = crate::authentication_results(&self.authserv_id, results);
-        let stripped = crate::strip_authentication_results(&content[..end], &self.authserv_id);
+        // One copy of the message: our field, the header section without forged ones, the
+        // body.
         let mut out = Vec::with_capacity(header.len() + content.len());
         out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(&stripped);
+        crate::header::strip_authentication_results_into(
+            &content[..end],
+            &self.authserv_id,
+            &mut out,
+        );
         out.extend_from_slice(&content[end..]);
         out
     }
