@@ -11,11 +11,14 @@ Corvid's cache, as on a busy server. The report gives intake msg/s and server CP
 for each concurrency (default 10 and 50), their medians over --repeat rounds (the two servers
 alternate who goes first), and the cost: 1 - (msg/s with checks) / (msg/s without), and the CPU
 added per message. The first delivered message with checks is printed: it must say
-spf=pass, dkim=pass and dmarc=pass, or the numbers measure a failure path.
+spf=pass, dkim=pass and dmarc=pass, or the numbers measure a failure path. --perf adds, per
+message, the server's context switches, CPU migrations and task-clock (CPU time in ns, not
+ticks) from `perf stat -p`: counts that another load on the machine barely moves.
 
     cargo build --release -p corvid
     python3 tests/bench/auth_load.py                       # c10 and c50, 3000 messages, 3 rounds
     python3 tests/bench/auth_load.py --quick               # a smoke run
+    python3 tests/bench/auth_load.py --perf                # + perf stat counts per message
 
 Needs smtp-source (postfix package) and the Python packages dkimpy, dnslib and pynacl (the e2e
 tests' dependencies). Runs as any user; as root the servers run with `allow_root`.
@@ -27,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -139,6 +143,36 @@ class AuthCorvid(Corvid):
             raise SystemExit(f"corvid check-config failed:\n{r.stdout}{r.stderr}")
 
 
+class PerfStat:
+    """`perf stat` on the server for one run: context switches, CPU migrations and (where the
+    CPU exposes it; not in most VMs) instructions. These do not depend on what else loads
+    the machine, unlike wall-clock rates."""
+
+    EVENTS = "instructions,context-switches,cpu-migrations,task-clock"
+
+    def __init__(self, pid, path):
+        self.path = path
+        self.proc = subprocess.Popen(["perf", "stat", "-x", ",", "-e", self.EVENTS, "-p",
+                                      str(pid), "-o", path], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.2)  # perf attaches before the run starts
+
+    def stop(self):
+        """{event: count}; an event the machine does not support is left out."""
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        counts = {}
+        with open(self.path) as f:
+            for line in f:
+                parts = line.strip().split(",")
+                if len(parts) > 2 and parts[2] in self.EVENTS.split(","):
+                    try:
+                        counts[parts[2]] = float(parts[0])
+                    except ValueError:
+                        pass  # <not supported> / <not counted>
+        return counts
+
+
 def first_ar(server):
     """The Authentication-Results: field of a delivered message (unfolded), or None."""
     for d in (server.maildir_new, os.path.join(os.path.dirname(server.maildir_new), "bench-done")):
@@ -170,6 +204,9 @@ def main():
     ap.add_argument("--workdir", help="parent of the temporary directory")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", metavar="FILE", help="write all runs as JSON")
+    ap.add_argument("--perf", action="store_true",
+                    help="also count the server's context switches (and instructions where "
+                         "supported) per message with perf stat: load-independent numbers")
     args = ap.parse_args()
     if args.quick:
         args.messages, args.repeat = 500, 1
@@ -208,17 +245,29 @@ def main():
               f"binary={args.binary}  size={args.size}  messages={args.messages}  "
               f"DKIM={args.algorithm}  loadavg at start={os.getloadavg()}")
         print(f"{'round':>5} {'conc':>4} {'server':<12} {'intake/s':>9} {'cpu_us/msg':>10} "
-              f"{'other%':>6} {'loadavg1':>8}")
+              f"{'other%':>6} {'loadavg1':>8}" + (f" {'cs/msg':>7} {'migr/msg':>8} {'Minstr/msg':>10}"
+                                                   if args.perf else ""))
         for rnd in range(args.repeat):
             for conc in concs:
                 order = servers if rnd % 2 == 0 else servers[::-1]
                 for s in order:
+                    perf = PerfStat(s.proc.pid, os.path.join(tmp, "perf.txt")) if args.perf else None
                     r = run_one(s, args.size, conc, args.messages, 300, 120, 0.5)
                     r["round"], r["loadavg1"] = rnd, round(os.getloadavg()[0], 2)
+                    extra = ""
+                    if perf:
+                        c = perf.stop()
+                        n = max(r["accepted"], 1)
+                        r["perf_per_msg"] = {k: v / n for k, v in c.items()}
+                        instr = c.get("instructions")
+                        extra = (f" {c.get('context-switches', 0) / n:>7.1f}"
+                                 f" {c.get('cpu-migrations', 0) / n:>8.2f}"
+                                 f" {c.get('task-clock', 0) * 1e3 / n:>11.1f}"
+                                 f" {instr / n / 1e6 if instr else float('nan'):>10.3f}")
                     runs.append(r)
                     print(f"{rnd:>5} {conc:>4} {s.name:<12} {r['intake_msg_s']:>9.1f} "
                           f"{r['cpu_us_per_msg']:>10.1f} {r['other_load_pct']:>6.1f} "
-                          f"{r['loadavg1']:>8}", flush=True)
+                          f"{r['loadavg1']:>8}{extra}", flush=True)
                     if r["accepted"] < args.messages:
                         log(f"{s.name}: only {r['accepted']} of {args.messages} accepted: "
                             f"{r['smtp_source_errors'][:3]}")
@@ -231,6 +280,12 @@ def main():
                 rs = [r for r in runs if r["server"] == s.name and r["concurrency"] == conc]
                 med[s.name] = (statistics.median(r["intake_msg_s"] for r in rs),
                                statistics.median(r["cpu_us_per_msg"] for r in rs))
+                if args.perf:
+                    pm = [r["perf_per_msg"] for r in rs]
+                    cs = statistics.median(p.get("context-switches", 0) for p in pm)
+                    task = statistics.median(p.get("task-clock", 0) * 1e3 for p in pm)
+                    print(f"c{conc} {s.name}: {cs:.1f} context switches, {task:.0f} us task-clock "
+                          "per message (medians, perf stat)")
             (off, cpu_off), (on, cpu_on) = med["corvid"], med["corvid+auth"]
             cost = 1 - on / off if off else float("nan")
             print(f"c{conc}: checks off {off:.1f} msg/s ({cpu_off:.0f} us CPU/msg), "
