@@ -46,6 +46,8 @@ pub use message::{
     TlsRecord,
 };
 pub use retry::RetrySchedule;
-pub use settings::{QuarantineExpiry, SpoolSettings, DEFAULT_QUARANTINE_MAX_AGE};
+pub use settings::{
+    QuarantineExpiry, SpoolSettings, DEFAULT_CACHE_BYTES, DEFAULT_QUARANTINE_MAX_AGE,
+};
 pub use sled_spool::SledSpool;
 pub use spool::Spool;

@@ -16,17 +16,14 @@ const REOPEN_PATIENCE: Duration = Duration::from_secs(3);
 /// sled locks the directory (`flock`) and its internal thread pool may hold the file for a few
 /// milliseconds after the last handle is dropped; reopening in the same process (tests, a
 /// reload) then sees the lock taken. Another process holding it fails after the wait too.
-/// sled's page cache; its default (1 GiB) would let a busy server grow far beyond what a
-/// queue of messages in flight needs.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
-pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, QueueError> {
+/// `cache_bytes` is sled's page cache (see [`crate::DEFAULT_CACHE_BYTES`]).
+pub(crate) fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, QueueError> {
     let started = Instant::now();
     loop {
         match sled::Config::new()
             .path(dir)
             .flush_every_ms(None)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
         {
             Err(sled::Error::Io(e)) if is_lock_busy(&e) && started.elapsed() < REOPEN_PATIENCE => {

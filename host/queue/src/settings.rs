@@ -9,6 +9,12 @@ use std::time::Duration;
 /// Held mail is kept this long by default (`queue.quarantine_max_age`).
 pub const DEFAULT_QUARANTINE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// sled's page cache by default (`queue.cache_mb`). sled's own default (1 GiB) would let a
+/// busy server grow far beyond what the messages in flight need; a read that misses the cache
+/// is served by the kernel's page cache. sled evicts in batches (64 accesses per shard), so
+/// the cache may exceed this for a while.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// What becomes of held mail older than `queue.quarantine_max_age`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
