@@ -145,9 +145,19 @@ pub struct QueueSection {
     pub flow_delay: Option<std::time::Duration>,
     /// Messages still to deliver beyond which MAIL gets 451 4.3.1.
     pub flow_hard_backlog: Option<u64>,
+    /// sled's page cache in MiB; default 16 (corvid_queue::DEFAULT_CACHE_BYTES).
+    pub cache_mb: Option<u64>,
 }
 
 impl QueueSection {
+    /// `cache_mb` in bytes, the default where unset.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb
+            .map_or(corvid_queue::DEFAULT_CACHE_BYTES, |mb| {
+                mb.saturating_mul(1 << 20)
+            })
+    }
+
     /// The `flow_*` keys, defaults where unset.
     pub fn flow(&self) -> corvid_server::FlowControl {
         let d = corvid_server::FlowControl::default();
@@ -224,6 +234,10 @@ impl Config {
             if l.proxy_protocol && l.proxy_from.is_empty() {
                 bail!("key `listener[{i}].proxy_from`: proxy_protocol = true needs the load balancers' networks");
             }
+        }
+        // sled refuses a page cache under 256 bytes (it panics at open).
+        if self.queue.cache_mb == Some(0) {
+            bail!("key `queue.cache_mb`: at least 1");
         }
         if let Err(e) = self.delivery.check() {
             bail!("key `delivery`: {e}");
@@ -340,6 +354,19 @@ mod tests {
         let f = Config::parse(&set).unwrap().server_config().flow;
         assert_eq!((f.delay_backlog, f.hard_backlog), (5, 9));
         assert_eq!(f.delay, std::time::Duration::from_millis(250));
+    }
+
+    #[test]
+    fn cache_mb_reaches_the_queue_with_the_documented_default() {
+        let reference = Config::parse(include_str!("../../../config/corvid.toml")).unwrap();
+        let dev = Config::parse(DEV_CONFIG).unwrap();
+        assert_eq!(reference.queue.cache_bytes(), dev.queue.cache_bytes());
+        assert_eq!(dev.queue.cache_bytes(), 16 << 20);
+        let set = DEV_CONFIG.replace("[queue]", "[queue]\ncache_mb = 4");
+        assert_eq!(Config::parse(&set).unwrap().queue.cache_bytes(), 4 << 20);
+        let zero = DEV_CONFIG.replace("[queue]", "[queue]\ncache_mb = 0");
+        let err = format!("{:#}", Config::parse(&zero).unwrap_err());
+        assert!(err.contains("queue.cache_mb"), "{err}");
     }
 
     #[test]

@@ -68,8 +68,13 @@ async fn serve(
         Some(address) => Some(start_metrics(address, stop_metrics.clone()).await?),
         None => None,
     };
-    let spool = crate::queue_cmd::open_spool(&config)
-        .with_context(|| format!("opening the queue in {}", config.queue_dir().display()))?;
+    crate::queue_cmd::ensure_data_dir(&config)?;
+    let spool = corvid_queue::SledSpool::open_with_cache(
+        &config.queue_dir(),
+        crate::queue_cmd::spool_settings(&config),
+        config.queue.cache_bytes(),
+    )
+    .with_context(|| format!("opening the queue in {}", config.queue_dir().display()))?;
     let directory = Arc::new(config.directory()?);
     let admin_path = config.admin_socket();
     let admin_listener = admin::bind(&admin_path).await?;
@@ -153,6 +158,7 @@ async fn serve(
     let route_table = dispatcher.route_table();
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
     // Held mail expiry and the kv sweep; a pass in progress finishes before shutdown.
+    tokio::spawn(trim_memory(stop_delivery.clone()));
     let maintenance = tokio::spawn(Arc::clone(&spool).maintain(
         corvid_queue::MAINTENANCE_INTERVAL,
         stop_delivery.clone().cancelled_owned(),
@@ -213,6 +219,27 @@ async fn serve(
     stop_metrics.cancel();
     info!("corvid stopped");
     Ok(())
+}
+
+/// How often freed heap memory is handed back to the system.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hands freed heap memory back to the system every [`TRIM_INTERVAL`] until `stop`. glibc
+/// returns only the top of an arena by itself; the buffers of a burst of messages, freed in
+/// any order by dozens of threads, otherwise stay resident (at concurrency 50 with 100 KB
+/// messages, 70 MB of 226 MB after the queue had drained). A pass takes milliseconds.
+async fn trim_memory(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(TRIM_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free pages; it takes each arena's own lock.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
 }
 
 /// Binds the metrics endpoint and serves it until `stop`.
