@@ -1,15 +1,22 @@
 //! The circuit breaker of one loaded plugin: after `failures` failures (trap, CPU budget,
-//! timeout, out of memory, invalid decision) within `window_ms`, the plugin is bypassed for
-//! `cooldown_ms` (its failure policy applies at once, without an instance), then one
-//! transaction probes it (half-open): success closes the breaker, failure opens it again.
+//! timeout, out of memory, invalid decision) within `window_ms`, or `consecutive` failures in
+//! a row, the plugin is bypassed for `cooldown_ms` (its failure policy applies at once,
+//! without an instance), then one transaction probes it (half-open): success closes the
+//! breaker, failure opens it again.
 //!
-//! The closed state costs one atomic load per instance taken; the lock is taken only on a
-//! failure or while the breaker is open.
+//! A trip also stops the plugin's calls already running: each call notes the trip count when
+//! it starts ([`Breaker::trips`] is shared with the stores), and the epoch callback ends a call
+//! that sees it change. Under load the calls of a plugin failing on every message run side by
+//! side (the guest yields every tick); without this each of them would still spend its whole
+//! budget (e.g. grow its memory to the limit) after the trip.
+//!
+//! The closed state costs one atomic load per instance taken and one per successful call; the
+//! lock is taken only on a failure or while the breaker is open.
 
 use crate::manifest::BreakerConfig;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the breaker says about taking an instance now.
@@ -38,6 +45,8 @@ pub enum BreakerState {
 struct Inner {
     /// Failures within the window (closed state).
     recent: VecDeque<Instant>,
+    /// When the current run of failures in a row started.
+    streak_since: Option<Instant>,
     /// Open until then (`None`: closed).
     open_until: Option<Instant>,
     /// A probe is running (half-open).
@@ -47,18 +56,28 @@ struct Inner {
 pub(crate) struct Breaker {
     config: BreakerConfig,
     open: AtomicBool,
-    trips: AtomicU64,
+    /// Times the breaker opened; shared with the plugin's stores (see the module docs).
+    trips: Arc<AtomicU64>,
+    /// Failures since the last success (lock-free so that a success costs no lock).
+    streak: AtomicU32,
     inner: Mutex<Inner>,
 }
 
 impl Breaker {
-    pub(crate) fn new(config: BreakerConfig) -> Self {
+    /// A closed breaker counting its trips in `trips` (which the plugin's stores watch).
+    pub(crate) fn new(config: BreakerConfig, trips: Arc<AtomicU64>) -> Self {
         Breaker {
             config,
             open: AtomicBool::new(false),
-            trips: AtomicU64::new(0),
+            trips,
+            streak: AtomicU32::new(0),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// True while the breaker is open or half-open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
     }
 
     fn cooldown(&self) -> Duration {
@@ -84,8 +103,12 @@ impl Breaker {
         }
     }
 
-    /// A call succeeded; a successful probe closes the breaker.
+    /// A call succeeded: it ends a run of failures; a successful probe closes the breaker.
     pub(crate) fn success(&self, plugin: &str, probe: bool) {
+        // Load first: a healthy plugin's calls only read the shared line.
+        if self.streak.load(Ordering::Relaxed) != 0 {
+            self.streak.store(0, Ordering::Relaxed);
+        }
         if !probe {
             return;
         }
@@ -128,16 +151,34 @@ impl Breaker {
             g.recent.pop_front();
         }
         g.recent.push_back(now);
-        if g.recent.len() < self.config.failures as usize {
+        // A run of failures in a row counts within the window too: a plugin that failed
+        // twice an hour ago and once now is not failing on every call.
+        let mut streak = self
+            .streak
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        match g.streak_since {
+            Some(t) if streak > 1 && now.duration_since(t) <= window => {}
+            _ => {
+                streak = 1;
+                self.streak.store(1, Ordering::Relaxed);
+                g.streak_since = Some(now);
+            }
+        }
+        let in_a_row = self.config.consecutive != 0 && streak >= self.config.consecutive;
+        if g.recent.len() < self.config.failures as usize && !in_a_row {
             return false;
         }
         g.recent.clear();
+        g.streak_since = None;
+        self.streak.store(0, Ordering::Relaxed);
         g.open_until = Some(now + self.cooldown());
         self.open.store(true, Ordering::Release);
         self.trips.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             plugin,
             failures = self.config.failures,
+            consecutive = self.config.consecutive,
             window_ms = self.config.window_ms,
             cooldown_ms = self.config.cooldown_ms,
             "circuit breaker open: the plugin fails repeatedly and is bypassed by its failure policy"
@@ -145,7 +186,7 @@ impl Breaker {
         true
     }
 
-    /// Times the breaker opened.
+    /// Times the breaker opened (the count the stores watch).
     pub(crate) fn trips(&self) -> u64 {
         self.trips.load(Ordering::Relaxed)
     }
@@ -172,11 +213,17 @@ mod tests {
     use super::*;
 
     fn breaker(failures: u32, window_ms: u64, cooldown_ms: u64) -> Breaker {
-        Breaker::new(BreakerConfig {
+        in_a_row(failures, 0, window_ms, cooldown_ms)
+    }
+
+    fn in_a_row(failures: u32, consecutive: u32, window_ms: u64, cooldown_ms: u64) -> Breaker {
+        let config = BreakerConfig {
             failures,
+            consecutive,
             window_ms,
             cooldown_ms,
-        })
+        };
+        Breaker::new(config, Arc::default())
     }
 
     #[test]
@@ -212,5 +259,42 @@ mod tests {
             assert!(!off.failure("p", false));
         }
         assert_eq!(off.admit(), Admit::Run);
+    }
+
+    #[test]
+    fn failures_in_a_row_trip_before_the_window_count() {
+        let b = in_a_row(5, 3, 10_000, 1_000);
+        let trips = b.trips.clone();
+        assert!(!b.failure("p", false));
+        b.success("p", false);
+        assert!(!b.failure("p", false), "a success ended the first run");
+        assert!(!b.failure("p", false));
+        assert_eq!(b.admit(), Admit::Run);
+        assert!(
+            b.failure("p", false),
+            "three in a row trip (four in the window)"
+        );
+        assert_eq!(b.admit(), Admit::Bypass);
+        assert!(b.is_open());
+        assert_eq!(trips.load(Ordering::Relaxed), 1, "the stores see the trip");
+        assert!(
+            !b.failure("p", false),
+            "calls admitted before the trip: tripped once"
+        );
+        assert_eq!(b.trips(), 1);
+    }
+
+    #[test]
+    fn a_run_of_failures_counts_within_the_window_only() {
+        let b = in_a_row(10, 2, 20, 1_000);
+        assert!(!b.failure("p", false));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!b.failure("p", false), "the first failure left the window");
+        assert!(b.failure("p", false), "two in a row within the window");
+        let off = in_a_row(10, 0, 10_000, 1_000);
+        for _ in 0..9 {
+            assert!(!off.failure("p", false), "consecutive = 0: the window only");
+        }
+        assert!(off.failure("p", false));
     }
 }

@@ -63,6 +63,18 @@ impl Facts {
         }
     }
 
+    /// The same facts: the same record numbers (unique per content) and the same
+    /// authentication results.
+    pub(crate) fn same(&self, other: &Facts) -> bool {
+        fn id<T>(n: &Option<Named<T>>) -> u64 {
+            n.as_ref().map_or(0, |r| r.1)
+        }
+        self.conn.1 == other.conn.1
+            && id(&self.env) == id(&other.env)
+            && id(&self.rcpt) == id(&other.rcpt)
+            && Arc::ptr_eq(&self.auth, &other.auth)
+    }
+
     pub(crate) fn stamp(&self, lease: u64) -> Stamp {
         Stamp {
             lease,

@@ -125,6 +125,10 @@ pub(crate) async fn call<R>(
         }
         Err((o, detail)) => {
             p.stats.record(stage, o, started.elapsed());
+            if o == Outcome::Bypassed {
+                // Stopped by the breaker's trip (logged once, by the breaker).
+                return None;
+            }
             if o != Outcome::Exhausted && p.breaker.failure(name, probe) {
                 p.stats.tripped();
             }

@@ -234,6 +234,7 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         "plugin loaded"
     );
     let total = env.total.clone();
+    let breaker_trips = env.breaker_trips.clone();
     Ok(LoadedPlugin {
         manifest: m.clone(),
         pre,
@@ -246,6 +247,6 @@ pub(crate) fn load_one(m: &Manifest, cx: LoadContext<'_>) -> Result<LoadedPlugin
         generation: cx.generation,
         cache,
         pool: crate::warm::Pool::new(total),
-        breaker: crate::breaker::Breaker::new(m.breaker),
+        breaker: crate::breaker::Breaker::new(m.breaker, breaker_trips),
     })
 }

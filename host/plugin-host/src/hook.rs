@@ -37,6 +37,11 @@ pub(crate) async fn call_plugin(
     let name = p.manifest.name.as_str();
     let fail = |slot: &mut Slot, probe: bool, outcome: Outcome, detail: &str| {
         p.stats.record(stage, outcome, started.elapsed());
+        *slot = Slot::Failed;
+        if outcome == Outcome::Bypassed {
+            // Stopped by the breaker's trip (logged once, by the breaker).
+            return Err(());
+        }
         tracing::warn!(
             plugin = name,
             stage = stage.as_str(),
@@ -47,7 +52,6 @@ pub(crate) async fn call_plugin(
         if outcome != Outcome::Exhausted && p.breaker.failure(name, probe) {
             p.stats.tripped();
         }
-        *slot = Slot::Failed;
         Err(())
     };
     // The wall-time limit counts from here; a new instance restarts it after instantiation.
@@ -62,7 +66,9 @@ pub(crate) async fn call_plugin(
             Admit::Run => false,
         };
         if !matches!(slot, Slot::Bypassed) {
-            match warm::acquire(p, session).await {
+            // Boxed: instantiation is the cold path, and its future is large; inline it would
+            // grow every warm call's future, which is moved (copied) at each call.
+            match Box::pin(warm::acquire(p, session)).await {
                 Ok(live) => {
                     *slot = Slot::Live { live, probe };
                     now = Instant::now();
@@ -70,6 +76,10 @@ pub(crate) async fn call_plugin(
                 Err((outcome, detail)) => return fail(slot, probe, outcome, &detail),
             }
         }
+    }
+    // The breaker opened since this transaction took its instance: bypass it from now on.
+    if matches!(slot, Slot::Live { probe: false, .. }) && p.breaker.is_open() {
+        *slot = Slot::Bypassed;
     }
     let (live, probe) = match slot {
         Slot::Live { live, probe } => (live, *probe),
@@ -95,8 +105,8 @@ pub(crate) async fn call_plugin(
             p.stats
                 .record(stage, validate::outcome(&d.verdict), started.elapsed());
             tracing::debug!(plugin = name, stage = stage.as_str(), session, verdict = ?d.verdict, "plugin decided");
+            p.breaker.success(name, probe);
             if probe {
-                p.breaker.success(name, true);
                 if let Slot::Live { probe, .. } = slot {
                     *probe = false;
                 }

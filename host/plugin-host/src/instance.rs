@@ -7,9 +7,10 @@ use crate::context::{Facts, Hooks};
 use crate::generation::LoadedPlugin;
 use crate::manifest::Capability;
 use crate::message::{HostMessage, MessageData};
-use crate::state::{new_store, DeadlineExceeded, HostState};
+use crate::state::{new_store, BreakerTripped, DeadlineExceeded, HostState};
 use crate::stats::Outcome;
 use corvid_types::Stage;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
@@ -39,7 +40,10 @@ pub(crate) fn arm(store: &mut Store<HostState>, budget: Budget) {
 
 /// [`arm`] for a call that started at `now` (saves a clock read on the hot path).
 pub(crate) fn arm_at(store: &mut Store<HostState>, budget: Budget, now: Instant) {
-    store.data_mut().deadline = now + budget.time;
+    let state = store.data_mut();
+    state.deadline = now + budget.time;
+    // A call that starts after a trip (the probe, or one admitted just before) runs.
+    state.trips_seen = state.env.breaker_trips.load(Ordering::Relaxed);
     store.set_epoch_deadline(1);
     // Only fails on an engine without fuel, which `engine::build_engine` never makes.
     let _ = store.set_fuel(budget.fuel);
@@ -47,7 +51,9 @@ pub(crate) fn arm_at(store: &mut Store<HostState>, budget: Budget, now: Instant)
 
 /// Classifies a wasmtime error into a stats outcome and a log text.
 pub(crate) fn classify(e: wasmtime::Error, store: &Store<HostState>) -> (Outcome, String) {
-    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+    if e.downcast_ref::<BreakerTripped>().is_some() {
+        (Outcome::Bypassed, BreakerTripped.to_string())
+    } else if e.downcast_ref::<DeadlineExceeded>().is_some() {
         (Outcome::Timeout, "wall-time limit exceeded".to_string())
     } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
         (
@@ -160,6 +166,7 @@ impl Live {
         let state = self.store.data_mut();
         state.session_id = session_id;
         state.lease = crate::state::next_lease();
+        state.facts = None;
         state.quarantined = None;
         state.limiter.refused = false;
         state.limiter.refused_total = false;
@@ -173,8 +180,13 @@ impl Live {
     ) -> Result<R, (Outcome, String)> {
         let now = Instant::now();
         self.arm(budget, now);
-        let fut = f(&self.bindings, &mut self.store);
-        match backstop(now + budget.time + GRACE, fut).await {
+        // The delivery hooks read no SMTP facts (`auth-results` answers empty).
+        self.store.data_mut().facts = None;
+        let result = {
+            let fut = std::pin::pin!(f(&self.bindings, &mut self.store));
+            backstop(now + budget.time + GRACE, fut).await
+        };
+        match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(classify(e, &self.store)),
             Err(_) => Err((
@@ -197,63 +209,69 @@ impl Live {
         let credentials = store.data().env.grants(Capability::Credentials);
         let lease = store.data().lease;
         let hooks = self.hooks.as_ref();
-        let fut = async {
-            // Facts on demand: the plugin fetches through `context` what it does not hold.
-            if let (Some(h), Some(f)) = (hooks, call.facts()) {
-                store.data_mut().facts = Some(f.clone());
-                let stamp = f.stamp(lease);
+        // The call's facts stay in the store after it: the next call of the same transaction
+        // usually has the same ones, and then nothing is cloned or dropped.
+        let facts = call.facts();
+        let held = &mut store.data_mut().facts;
+        if !matches!((&*held, facts), (Some(a), Some(b)) if a.same(b)) {
+            *held = facts.cloned();
+        }
+        let result = {
+            let fut = std::pin::pin!(async {
+                // Facts on demand: the plugin fetches through `context` what it does not hold.
+                if let (Some(h), Some(f)) = (hooks, facts) {
+                    let stamp = f.stamp(lease);
+                    let d = match *call {
+                        Call::Connect(_) => Hooks::call(&h.connect, store, stamp).await,
+                        Call::Helo(_) => Hooks::call(&h.helo, store, stamp).await,
+                        Call::Mail(_) => Hooks::call(&h.mail, store, stamp).await,
+                        Call::Rcpt(_) => Hooks::call(&h.rcpt, store, stamp).await,
+                        Call::Data(_, m) => {
+                            let res = store
+                                .data_mut()
+                                .table
+                                .push(HostMessage { data: m.clone() })?;
+                            let borrowed = Resource::new_borrow(res.rep());
+                            let d = h.call_data(store, stamp, borrowed).await;
+                            store.data_mut().table.delete(res)?;
+                            d
+                        }
+                        Call::Auth(..) => Err(wasmtime::Error::msg("auth has no facts")),
+                    };
+                    return d;
+                }
+                // The `plugin` world's hooks may still import `auth-results` (it reads the facts).
                 let d = match *call {
-                    Call::Connect(_) => Hooks::call(&h.connect, store, stamp).await,
-                    Call::Helo(_) => Hooks::call(&h.helo, store, stamp).await,
-                    Call::Mail(_) => Hooks::call(&h.mail, store, stamp).await,
-                    Call::Rcpt(_) => Hooks::call(&h.rcpt, store, stamp).await,
-                    Call::Data(_, m) => {
+                    Call::Connect(f) => b.call_on_connect(&mut *store, &f.conn.0).await,
+                    Call::Helo(f) => b.call_on_helo(&mut *store, &f.conn.0).await,
+                    Call::Auth(c, full, redacted) => {
+                        let a = if credentials { full } else { redacted };
+                        b.call_on_auth(&mut *store, c, a).await
+                    }
+                    Call::Mail(f) => b.call_on_mail(&mut *store, &f.conn.0, f.envelope()?).await,
+                    Call::Rcpt(f) => {
+                        let r = f.recipient()?;
+                        b.call_on_rcpt(&mut *store, &f.conn.0, f.envelope()?, r)
+                            .await
+                    }
+                    Call::Data(f, m) => {
                         let res = store
                             .data_mut()
                             .table
                             .push(HostMessage { data: m.clone() })?;
                         let borrowed = Resource::new_borrow(res.rep());
-                        let d = h.call_data(store, stamp, borrowed).await;
+                        let d = b
+                            .call_on_data(&mut *store, &f.conn.0, f.envelope()?, borrowed)
+                            .await;
                         store.data_mut().table.delete(res)?;
                         d
                     }
-                    Call::Auth(..) => Err(wasmtime::Error::msg("auth has no facts")),
                 };
-                store.data_mut().facts = None;
-                return d;
-            }
-            // The `plugin` world's hooks may still import `auth-results` (it reads the facts).
-            store.data_mut().facts = call.facts().cloned();
-            let d = match *call {
-                Call::Connect(f) => b.call_on_connect(&mut *store, &f.conn.0).await,
-                Call::Helo(f) => b.call_on_helo(&mut *store, &f.conn.0).await,
-                Call::Auth(c, full, redacted) => {
-                    let a = if credentials { full } else { redacted };
-                    b.call_on_auth(&mut *store, c, a).await
-                }
-                Call::Mail(f) => b.call_on_mail(&mut *store, &f.conn.0, f.envelope()?).await,
-                Call::Rcpt(f) => {
-                    let r = f.recipient()?;
-                    b.call_on_rcpt(&mut *store, &f.conn.0, f.envelope()?, r)
-                        .await
-                }
-                Call::Data(f, m) => {
-                    let res = store
-                        .data_mut()
-                        .table
-                        .push(HostMessage { data: m.clone() })?;
-                    let borrowed = Resource::new_borrow(res.rep());
-                    let d = b
-                        .call_on_data(&mut *store, &f.conn.0, f.envelope()?, borrowed)
-                        .await;
-                    store.data_mut().table.delete(res)?;
-                    d
-                }
-            };
-            store.data_mut().facts = None;
-            d
+                d
+            });
+            backstop(now + budget.time + GRACE, fut).await
         };
-        match backstop(now + budget.time + GRACE, fut).await {
+        match result {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(classify(e, &self.store)),
             Err(_) => Err((
@@ -267,11 +285,13 @@ impl Live {
 /// Runs `fut` with a wall-time limit at `deadline`. Most hook calls finish in their first
 /// poll (nothing to wait for), so the timer is only set up when the call has to wait: for a
 /// host call such as DNS, or at an epoch yield of a long-running guest.
+///
+/// `fut` is pinned by the caller: moving a hook call's (large) future into this one would copy
+/// it at every call.
 async fn backstop<F: std::future::Future>(
     deadline: Instant,
-    fut: F,
+    mut fut: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
     let first = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(match fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => Some(v),

@@ -8,7 +8,7 @@
 //! stages = ["connect"]            # optional: else the plugin's own `describe`
 //! listeners = ["smtp"]            # optional: else every listener
 //! failure_policy = "tempfail"     # or "continue"
-//! breaker = { failures = 5, window_ms = 10000, cooldown_ms = 30000 }
+//! breaker = { failures = 5, consecutive = 3, window_ms = 10000, cooldown_ms = 30000 }
 //! capabilities = ["log", "config", "dns"]
 //! limits = { hook_fuel = 100_000_000, hook_time_ms = 5000, memory_mb = 32 }
 //! http = ["http://127.0.0.1:11333/"]  # optional: URL prefixes for wasi:http requests
@@ -139,15 +139,20 @@ impl Default for Limits {
 }
 
 /// The circuit breaker of a plugin: after `failures` failures (trap, CPU budget, timeout, out
-/// of memory, invalid decision) within `window_ms`, the plugin is bypassed by its failure
-/// policy for `cooldown_ms`, without being instantiated; then one transaction probes it.
-/// The defaults trip within a fraction of a second of a plugin failing under load (five
-/// failures), so throughput recovers at once, and retry every 30 s.
+/// of memory, invalid decision) within `window_ms`, or `consecutive` failures in a row with no
+/// success between them, the plugin is bypassed by its failure policy for `cooldown_ms`,
+/// without being instantiated; then one transaction probes it. Calls of the plugin still
+/// running when it trips are stopped at their next epoch tick (the failure policy applies).
+/// The defaults trip within a fraction of a second of a plugin failing under load (three
+/// failures in a row), so throughput recovers at once, and retry every 30 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
-    /// Failures that open the breaker (0: never open it).
+    /// Failures within the window that open the breaker (0: never open it).
     pub failures: u32,
+    /// Failures in a row (no success between them) that open the breaker, within the window
+    /// too; 0: only `failures` counts. A plugin failing on every call trips at once.
+    pub consecutive: u32,
     /// The window the failures are counted in.
     pub window_ms: u64,
     /// How long the plugin is bypassed before it is probed again.
@@ -158,6 +163,7 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             failures: 5,
+            consecutive: 3,
             window_ms: 10_000,
             cooldown_ms: 30_000,
         }
@@ -269,6 +275,7 @@ mod tests {
             m.breaker,
             BreakerConfig {
                 failures: 2,
+                consecutive: 3,
                 window_ms: 10_000,
                 cooldown_ms: 500
             }

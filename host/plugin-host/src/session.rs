@@ -34,6 +34,19 @@ pub(crate) fn policy_failure() -> Decision {
     Decision::tempfail(Reply::new(451, "4.3.0", "Temporary policy failure"))
 }
 
+/// The WIT form of `value` from `cache`, converted (and numbered) anew when it changed.
+fn cached<'a, T: PartialEq + Clone, W>(
+    cache: &'a mut Option<(T, Named<W>)>,
+    value: &T,
+    convert: impl FnOnce(&T) -> W,
+) -> &'a Named<W> {
+    if !matches!(cache, Some(c) if c.0 == *value) {
+        *cache = None;
+    }
+    let c = cache.get_or_insert_with(|| (value.clone(), (Arc::new(convert(value)), next_id())));
+    &c.1
+}
+
 /// The [`PolicySession`] of [`crate::PluginHost`].
 pub(crate) struct PluginSession {
     current: Box<dyn Fn() -> Arc<Generation> + Send + Sync>,
@@ -48,6 +61,8 @@ pub(crate) struct PluginSession {
     /// The same for the envelope and the recipient.
     env_cache: Option<(Envelope, Named<wit::Envelope>)>,
     rcpt_cache: Option<(Recipient, Named<wit::Recipient>)>,
+    /// The facts of the last hook call, reused as they are when nothing changed.
+    last_facts: Option<Facts>,
     /// Authentication results and the signing choice (`auth-results`).
     auth: Arc<AuthShared>,
 }
@@ -66,6 +81,7 @@ impl PluginSession {
             conn_cache: None,
             env_cache: None,
             rcpt_cache: None,
+            last_facts: None,
             auth: Arc::default(),
         }
     }
@@ -81,54 +97,61 @@ impl PluginSession {
     }
 
     /// The WIT form of `conn`, from the cache when the facts did not change.
-    fn conn(&mut self, conn: &ConnectionInfo) -> Named<wit::ConnectionInfo> {
-        match &self.conn_cache {
-            Some(c) if c.0 == *conn && c.1 == self.transaction => c.2.clone(),
-            _ => {
-                let named = (Arc::new(convert::conn(conn, self.transaction)), next_id());
-                self.conn_cache = Some((conn.clone(), self.transaction, named.clone()));
-                named
-            }
+    fn conn_named(&mut self, conn: &ConnectionInfo) -> &Named<wit::ConnectionInfo> {
+        let t = self.transaction;
+        if !matches!(&self.conn_cache, Some(c) if c.1 == t && c.0 == *conn) {
+            self.conn_cache = None;
         }
+        let c = self.conn_cache.get_or_insert_with(|| {
+            let named = (Arc::new(convert::conn(conn, t)), next_id());
+            (conn.clone(), t, named)
+        });
+        &c.2
+    }
+
+    fn conn(&mut self, conn: &ConnectionInfo) -> Named<wit::ConnectionInfo> {
+        self.conn_named(conn).clone()
     }
 
     /// The WIT form of `env`, from the cache when it did not change.
-    fn env(&mut self, env: &Envelope) -> Named<wit::Envelope> {
-        match &self.env_cache {
-            Some(c) if c.0 == *env => c.1.clone(),
-            _ => {
-                let named = (Arc::new(convert::envelope(env)), next_id());
-                self.env_cache = Some((env.clone(), named.clone()));
-                named
-            }
-        }
+    fn env_named(&mut self, env: &Envelope) -> &Named<wit::Envelope> {
+        cached(&mut self.env_cache, env, convert::envelope)
     }
 
     /// The WIT form of `rcpt`, from the cache when it did not change.
-    fn rcpt(&mut self, rcpt: &Recipient) -> Named<wit::Recipient> {
-        match &self.rcpt_cache {
-            Some(c) if c.0 == *rcpt => c.1.clone(),
-            _ => {
-                let named = (Arc::new(convert::recipient(rcpt)), next_id());
-                self.rcpt_cache = Some((rcpt.clone(), named.clone()));
-                named
-            }
-        }
+    fn rcpt_named(&mut self, rcpt: &Recipient) -> &Named<wit::Recipient> {
+        cached(&mut self.rcpt_cache, rcpt, convert::recipient)
     }
 
-    /// The facts of a hook call.
+    /// The facts of a hook call: those of the previous call when nothing changed (no
+    /// reference counts touched), else new ones from the caches. Give them back with
+    /// [`Self::keep`] after the call.
     fn facts(
         &mut self,
         conn: &ConnectionInfo,
         env: Option<&Envelope>,
         rcpt: Option<&Recipient>,
     ) -> Facts {
+        let c = self.conn_named(conn).1;
+        let e = env.map(|e| self.env_named(e).1);
+        let r = rcpt.map(|r| self.rcpt_named(r).1);
+        if let Some(f) = self.last_facts.take() {
+            let (fe, fr) = (f.env.as_ref().map(|n| n.1), f.rcpt.as_ref().map(|n| n.1));
+            if f.conn.1 == c && fe == e && fr == r {
+                return f;
+            }
+        }
         Facts {
             conn: self.conn(conn),
-            env: env.map(|e| self.env(e)),
-            rcpt: rcpt.map(|r| self.rcpt(r)),
+            env: env.map(|e| self.env_named(e).clone()),
+            rcpt: rcpt.map(|r| self.rcpt_named(r).clone()),
             auth: self.auth.clone(),
         }
+    }
+
+    /// Keeps the facts of the call that just ended for the next one.
+    fn keep(&mut self, facts: Facts) {
+        self.last_facts = Some(facts);
     }
 
     /// The transaction's generation and instances, starting the transaction if needed.
@@ -192,6 +215,7 @@ impl PolicySession for PluginSession {
         }
         let f = self.facts(conn, None, None);
         let d = self.run(Call::Connect(&f)).await;
+        self.keep(f);
         // Outside a transaction, instances are taken per hook call: an idle connection
         // holds none.
         self.release_txn();
@@ -204,6 +228,7 @@ impl PolicySession for PluginSession {
         }
         let f = self.facts(conn, None, None);
         let d = self.run(Call::Helo(&f)).await;
+        self.keep(f);
         // Outside a transaction, instances are taken per hook call: an idle connection
         // holds none.
         self.release_txn();
@@ -238,7 +263,9 @@ impl PolicySession for PluginSession {
             return Decision::proceed();
         }
         let f = self.facts(conn, Some(env), None);
-        self.run(Call::Mail(&f)).await
+        let d = self.run(Call::Mail(&f)).await;
+        self.keep(f);
+        d
     }
 
     async fn rcpt(&mut self, conn: &ConnectionInfo, env: &Envelope, rcpt: &Recipient) -> Decision {
@@ -246,7 +273,9 @@ impl PolicySession for PluginSession {
             return Decision::proceed();
         }
         let f = self.facts(conn, Some(env), Some(rcpt));
-        self.run(Call::Rcpt(&f)).await
+        let d = self.run(Call::Rcpt(&f)).await;
+        self.keep(f);
+        d
     }
 
     async fn data(
@@ -260,7 +289,9 @@ impl PolicySession for PluginSession {
         }
         let f = self.facts(conn, Some(env), None);
         let m = MessageData::new(message.content);
-        self.run(Call::Data(&f, &m)).await
+        let d = self.run(Call::Data(&f, &m)).await;
+        self.keep(f);
+        d
     }
 
     fn end_transaction(&mut self) {

@@ -14,6 +14,18 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+/// Marks the trap raised when the plugin's circuit breaker opened during a call.
+#[derive(Debug)]
+pub(crate) struct BreakerTripped;
+
+impl std::fmt::Display for BreakerTripped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the plugin's circuit breaker opened during the call")
+    }
+}
+
+impl std::error::Error for BreakerTripped {}
+
 /// Marks the trap raised when a hook runs past its deadline.
 #[derive(Debug)]
 pub(crate) struct DeadlineExceeded;
@@ -41,6 +53,8 @@ pub(crate) struct PluginEnv {
     pub(crate) http: Arc<crate::http::HttpPolicy>,
     /// Instances created so far (each one's serial seeds its random generator).
     instances: AtomicU64,
+    /// Times the plugin's circuit breaker opened (the breaker counts, the stores watch).
+    pub(crate) breaker_trips: Arc<AtomicU64>,
 }
 
 impl PluginEnv {
@@ -72,6 +86,7 @@ impl PluginEnv {
             total,
             http: Arc::new(crate::http::HttpPolicy::from_manifest(m).unwrap_or_default()),
             instances: AtomicU64::new(0),
+            breaker_trips: Arc::default(),
         }
     }
 
@@ -89,12 +104,16 @@ pub(crate) struct HostState {
     pub(crate) env: Arc<PluginEnv>,
     pub(crate) session_id: u64,
     pub(crate) deadline: Instant,
+    /// The breaker's trip count when the current call started: a call that sees it change
+    /// is stopped ([`BreakerTripped`]).
+    pub(crate) trips_seen: u64,
     /// The unit of work the instance serves (`lifecycle.lease`).
     pub(crate) lease: u64,
     /// The quarantine reason of the message of the current delivery hook
     /// (`lifecycle.quarantined`).
     pub(crate) quarantined: Option<String>,
-    /// The facts of the SMTP hook being called (`context` import); `None` between calls.
+    /// The facts of the SMTP hook being called (`context` import), kept after the call for
+    /// the next one of the same unit of work; `None` on a new lease and at delivery hooks.
     pub(crate) facts: Option<crate::context::Facts>,
 }
 
@@ -126,8 +145,9 @@ impl WasiHttpView for HostState {
 }
 
 /// A store for one instance of the plugin: WASI without files, env, args or network, with
-/// clocks and random as the capabilities say ([`crate::sandbox`]), the memory limiter, and an epoch callback that yields to the executor every tick and traps with
-/// [`DeadlineExceeded`] once the hook's deadline passed.
+/// clocks and random as the capabilities say ([`crate::sandbox`]), the memory limiter, and an
+/// epoch callback that yields to the executor every tick and traps with [`DeadlineExceeded`]
+/// once the hook's deadline passed, or with [`BreakerTripped`] once the breaker opened.
 pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -> Store<HostState> {
     let serial = env.instances.fetch_add(1, Ordering::Relaxed);
     let wasi = crate::sandbox::wasi(&env, serial);
@@ -137,6 +157,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         plugin: env.name.clone(),
         deadline: Instant::now(),
     };
+    let trips_seen = env.breaker_trips.load(Ordering::Relaxed);
     let state = HostState {
         wasi,
         http: WasiHttpCtx::new(),
@@ -146,6 +167,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         env,
         session_id,
         deadline: Instant::now(),
+        trips_seen,
         lease: next_lease(),
         quarantined: None,
         facts: None,
@@ -153,7 +175,10 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_callback(|ctx| {
-        if Instant::now() >= ctx.data().deadline {
+        let s = ctx.data();
+        if s.env.breaker_trips.load(Ordering::Relaxed) != s.trips_seen {
+            Err(wasmtime::Error::new(BreakerTripped))
+        } else if Instant::now() >= s.deadline {
             Err(wasmtime::Error::new(DeadlineExceeded))
         } else {
             Ok(UpdateDeadline::Yield(1))

@@ -92,7 +92,10 @@ impl PluginStats {
         c.calls.fetch_add(1, Relaxed);
         c.outcomes[outcome as usize].fetch_add(1, Relaxed);
         c.latency_ns.fetch_add(ns, Relaxed);
-        c.max_latency_ns.fetch_max(ns, Relaxed);
+        // A read first: a new maximum is rare, and an RMW on every call is not free.
+        if ns > c.max_latency_ns.load(Relaxed) {
+            c.max_latency_ns.fetch_max(ns, Relaxed);
+        }
         let secs = elapsed.as_secs_f64();
         if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
             c.buckets[i].fetch_add(1, Relaxed);
@@ -101,9 +104,10 @@ impl PluginStats {
 
     /// Notes the fuel one call of `stage` used.
     pub(crate) fn fuel(&self, stage: Stage, used: u64) {
-        self.hooks[stage_index(stage)]
-            .fuel_max
-            .fetch_max(used, Relaxed);
+        let max = &self.hooks[stage_index(stage)].fuel_max;
+        if used > max.load(Relaxed) {
+            max.fetch_max(used, Relaxed);
+        }
     }
 
     /// Notes that the plugin's circuit breaker opened.

@@ -45,6 +45,7 @@ async fn a_failing_plugin_trips_is_bypassed_for_free_then_probed() {
         failures: 3,
         window_ms: 10_000,
         cooldown_ms: 700,
+        ..BreakerConfig::default()
     };
     host.reload(vec![m]).await.expect("loads");
 
@@ -93,4 +94,35 @@ async fn with_the_tempfail_policy_a_bypassed_plugin_tempfails() {
     }
     let s = mail_stats(&host);
     assert_eq!((s.invalid, s.bypassed, s.instantiations), (2, 2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trip_stops_the_calls_of_the_plugin_still_running() {
+    let host = host();
+    let mut m = behave("looper", &[("mail", "loop"), ("helo", "trap")]);
+    m.failure_policy = FailurePolicy::Continue;
+    // The loop would run until the 20 s backstop: only the trip can end it in time.
+    m.limits.hook_fuel = 1_000_000_000_000_000;
+    m.limits.hook_time_ms = 20_000;
+    m.breaker.failures = 1;
+    host.reload(vec![m]).await.expect("loads");
+
+    let looping = {
+        let host = host.clone();
+        tokio::spawn(async move { mail(&host, 1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!looping.is_finished(), "the mail hook loops");
+    let started = std::time::Instant::now();
+    let c = conn(2);
+    let mut s = host.session(&c);
+    assert_eq!(s.helo(&c).await, Decision::proceed(), "the trap trips");
+    let d = tokio::time::timeout(Duration::from_secs(10), looping)
+        .await
+        .expect("the loop stops at the trip, not at its backstop")
+        .expect("joins");
+    assert_eq!(d, Decision::proceed(), "failure policy");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = mail_stats(&host);
+    assert_eq!((s.bypassed, s.timeouts, s.breaker_trips), (1, 0, 1));
 }

@@ -56,8 +56,14 @@ pub fn engine() -> PluginEngine {
     static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
+            // CORVID_TEST_MAX_INSTANCES: a smaller pool for valgrind, which cannot reserve
+            // the address space of 200 slots (callgrind on the hooks bench).
+            let max_instances = std::env::var("CORVID_TEST_MAX_INSTANCES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(200);
             PluginEngine::new(EngineOptions {
-                max_instances: 200,
+                max_instances,
                 ..EngineOptions::default()
             })
             .expect("engine")
