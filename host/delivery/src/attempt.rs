@@ -64,8 +64,9 @@ pub(crate) async fn process(p: Arc<Pipeline>, id: QueueId) {
     // Notify: the DSNs due are queued before the marks that say so are recorded.
     notify::send_reports(&p.notifier, &mut msg, &content, now).await;
     // Record.
-    record(Arc::clone(&p.spool), msg).await;
-    fate::tell(p.policy.as_ref(), fates);
+    if record(Arc::clone(&p.spool), msg).await {
+        fate::tell(p.policy.as_ref(), fates);
+    }
 }
 
 /// The message and its recipients due at `now`; `None` when it is gone or was handled since

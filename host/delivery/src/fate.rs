@@ -261,8 +261,10 @@ pub(crate) fn write(msg: &mut QueuedMessage, fates: &[Fate]) {
             Notice::Annotated(text) => r.note = Some(text.clone()),
             Notice::Suppressed => {
                 // Its own state in the queue's record: `dsn::due_reports` never picks it, and
-                // `corvid queue show` tells it apart from a report that went out.
+                // `corvid queue show` tells it apart from a report that went out. `reported`
+                // too, so that an older Corvid reading the record never sends it either.
                 r.dsn_suppressed = true;
+                r.reported = true;
                 tracing::info!(queue_id = %id, rcpt = %rcpt, "DSN suppressed by the policy");
             }
         }

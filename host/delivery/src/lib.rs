@@ -4,8 +4,8 @@
 //! (route → deliver → decide → notify → record, `attempt.rs`), with the lifecycle calls in
 //! the decision (`deferred` may move a retry, `bounced` may suppress or annotate a DSN,
 //! `delivered` is told once the outcome is on record); routing ([`route`]: policy seam,
-//! static table, local domains, MX); DNS through hickory-resolver ([`dns`], the only crate that may use
-//! hickory) and MX ordering ([`mx`]); the SMTP and LMTP client on tokio with STARTTLS
+//! static table, local domains, MX); DNS through hickory-resolver ([`dns`], the only crate
+//! that may use hickory) and MX ordering ([`mx`]); the SMTP and LMTP client on tokio with STARTTLS
 //! ([`client`]: verified or opportunistic per the destination's TLS policy, AUTH only over
 //! verified TLS), per-destination session limits and connection reuse; delivery slots (local
 //! delivery has permits of its own, a remote destination at most `max_per_destination` of

@@ -21,12 +21,16 @@ pub(crate) struct Notifier {
     pub(crate) spool: Arc<dyn Spool>,
 }
 
+/// How long a message waits before queueing a DSN is tried again after the intake refused it
+/// (a full or failing queue store).
+const DSN_RETRY: Duration = Duration::from_secs(300);
+
 /// Queues the DSNs due for `msg` and marks its recipients as reported (also when nothing is
 /// due: what needs no report is never looked at again). The original content is read only
 /// when a DSN is due (it may return it). A DSN is durably
 /// queued before the marks are written, so a crash in between sends it twice, never not at
-/// all. When queueing fails the marks are not set and the next attempt of the message (if
-/// any recipient is still pending) tries again.
+/// all. When queueing fails the marks are not set and `msg.dsn_retry_at` keeps the message in
+/// the queue, due again after [`DSN_RETRY`] for the reports alone.
 pub(crate) async fn send_reports(
     ctx: &Notifier,
     msg: &mut QueuedMessage,
@@ -40,9 +44,11 @@ pub(crate) async fn send_reports(
             tracing::warn!(queue_id = %msg.id, "no intake for DSNs; the sender is not notified");
         }
         dsn::mark_reported(msg, &reports);
+        msg.dsn_retry_at = None;
         return;
     };
     if reports.is_empty() {
+        msg.dsn_retry_at = None;
         return dsn::mark_reported(msg, &reports);
     }
     // A message whose content cannot be read gets its DSN without the content.
@@ -65,10 +71,12 @@ pub(crate) async fn send_reports(
                 action = ?report.action, recipients = report.recipients.len(),
                 to = %envelope.recipients[0].address, "DSN queued"),
             Err(e) => {
+                msg.dsn_retry_at = Some(now.saturating_add(DSN_RETRY.as_secs()));
                 return tracing::error!(queue_id = %msg.id, error = %e,
-                    "cannot queue the DSN; will try again at the next attempt");
+                    retry_in_s = DSN_RETRY.as_secs(), "cannot queue the DSN; the message stays queued to try again");
             }
         }
     }
     dsn::mark_reported(msg, &reports);
+    msg.dsn_retry_at = None;
 }

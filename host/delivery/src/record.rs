@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 /// Stores the new state, and removes the message once nothing is pending. Local writes and
 /// remote 250s happened before this: a crash before the update means the recipients are
-/// attempted again after restart (a duplicate, never a loss).
-pub(crate) async fn record(spool: Arc<dyn Spool>, msg: QueuedMessage) {
-    blocking(move || record_now(spool.as_ref(), &msg)).await;
+/// attempted again after restart (a duplicate, never a loss). True when the outcome is on
+/// record, so that the `delivered` stage is told only of what will not be attempted again.
+pub(crate) async fn record(spool: Arc<dyn Spool>, msg: QueuedMessage) -> bool {
+    blocking(move || record_now(spool.as_ref(), &msg))
+        .await
+        .unwrap_or(false)
 }
 
-fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
+fn record_now(spool: &dyn Spool, msg: &QueuedMessage) -> bool {
     let id = &msg.id;
     let all_delivered = msg
         .recipients
@@ -22,25 +25,37 @@ fn record_now(spool: &dyn Spool, msg: &QueuedMessage) {
         // The common case: one durable removal, no update before it (a second flush on the
         // hot path). A failed message is updated first so its final state is on record; a
         // crash between that update and the removal is cleaned up when the queue is opened.
-        return match spool.remove(id) {
-            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
-            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
-        };
+        return remove(spool, id);
     }
     match spool.update(msg) {
         Ok(()) => {}
         Err(QueueError::NotFound(_)) => {
-            tracing::warn!(queue_id = %id, "message was removed during delivery")
+            tracing::warn!(queue_id = %id, "message was removed during delivery");
+            return false;
         }
         Err(e) => {
-            return tracing::error!(queue_id = %id, error = %e,
-                "cannot record delivery outcome; recipients will be attempted again")
+            tracing::error!(queue_id = %id, error = %e,
+                "cannot record delivery outcome; recipients will be attempted again");
+            return false;
         }
     }
+    // The outcome is on record even if the removal fails (the message is then cleaned up when
+    // the queue is next opened).
     if !msg.has_pending() {
-        match spool.remove(id) {
-            Ok(_) => tracing::debug!(queue_id = %id, "message done, removed from queue"),
-            Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot remove finished message"),
+        remove(spool, id);
+    }
+    true
+}
+
+fn remove(spool: &dyn Spool, id: &corvid_types::QueueId) -> bool {
+    match spool.remove(id) {
+        Ok(_) => {
+            tracing::debug!(queue_id = %id, "message done, removed from queue");
+            true
+        }
+        Err(e) => {
+            tracing::error!(queue_id = %id, error = %e, "cannot remove finished message");
+            false
         }
     }
 }

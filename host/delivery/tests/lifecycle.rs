@@ -11,7 +11,7 @@ use corvid_types::{
     Stage, SubmitOptions,
 };
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use support::{directory, envelope, wait_until, LOCAL};
@@ -57,6 +57,9 @@ impl DeliveryPolicy for Script {
 struct Dsns {
     sent: Mutex<Vec<Vec<u8>>>,
     ids: AtomicUsize,
+    /// Refuse every DSN, as a failing queue store does.
+    refuse: AtomicBool,
+    refused: AtomicUsize,
 }
 
 #[async_trait]
@@ -71,6 +74,10 @@ impl Intake for Dsns {
         content: &[u8],
         _options: &SubmitOptions,
     ) -> Result<(), IntakeError> {
+        if self.refuse.load(Ordering::Relaxed) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(IntakeError::Storage("disk full".into()));
+        }
         self.sent.lock().unwrap().push(content.to_vec());
         Ok(())
     }
@@ -231,4 +238,47 @@ async fn delivered_is_told_once_on_record() {
     );
     assert!(script.deferred.lock().unwrap().is_empty());
     assert!(script.bounced.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_dsn_the_intake_refuses_keeps_the_message_until_it_is_queued() {
+    let (_tmp, spool, root) = setup();
+    let id = submit(&spool, "nobody").await;
+    let dsns = Arc::new(Dsns::default());
+    dsns.refuse.store(true, Ordering::Relaxed);
+    let d = Arc::clone(&dsns);
+    run(
+        spool.clone(),
+        &root,
+        Arc::default(),
+        dsns.clone(),
+        "a refused DSN",
+        || d.refused.load(Ordering::Relaxed) > 0,
+    )
+    .await;
+    // Not removed with its report unsent: kept, due again for the report alone.
+    let msg = spool.get(&id).unwrap().expect("the message stays queued");
+    assert_eq!(msg.recipients[0].status, RecipientStatus::Failed);
+    assert!(!msg.recipients[0].reported);
+    let retry = msg.dsn_retry_at.expect("a retry time for the DSN");
+    assert!(retry > unix_secs(SystemTime::now()) + 200, "{retry}");
+
+    // The retry comes (moved to now here) and the intake takes it: sent once, then removed.
+    let mut due_now = msg.clone();
+    due_now.dsn_retry_at = Some(unix_secs(SystemTime::now()));
+    spool.update(&due_now).unwrap();
+    dsns.refuse.store(false, Ordering::Relaxed);
+    let s = Arc::clone(&spool);
+    run(
+        spool.clone(),
+        &root,
+        Arc::default(),
+        dsns.clone(),
+        "removed",
+        || s.get(&id).unwrap().is_none(),
+    )
+    .await;
+    let sent = dsns.sent.lock().unwrap();
+    assert_eq!(sent.len(), 1);
+    assert!(String::from_utf8_lossy(&sent[0]).contains("Action: failed"));
 }

@@ -52,13 +52,13 @@ pub struct RecipientState {
     /// `Diagnostic-Code:` (RFC 3464 2.3.6).
     #[serde(default)]
     pub diagnostic: Option<String>,
-    /// A failure of this recipient was reported (or needed no report): it is never reported
-    /// again.
+    /// A failure of this recipient was reported (or needed no report, or its report was
+    /// suppressed): it is never reported again.
     #[serde(default)]
     pub reported: bool,
     /// A policy (`bounced` stage) asked that this recipient's outcome is never reported: no DSN
-    /// is sent whatever NOTIFY asked, and `corvid queue show` says so (distinct from `reported`,
-    /// which also means a report went out).
+    /// is sent whatever NOTIFY asked, and `corvid queue show` says so. `reported` is set too,
+    /// so that an older Corvid reading this record never sends the report either.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dsn_suppressed: bool,
     /// The sender was warned that delivery to this recipient is delayed (RFC 3464 `delayed`).
@@ -133,6 +133,11 @@ pub struct QueuedMessage {
     /// The message is itself a delivery report: it never gets one (see `dsn`).
     #[serde(default)]
     pub is_report: bool,
+    /// A DSN that was due could not be queued (the intake refused it): the message stays in
+    /// the queue, due again at this time (Unix seconds) for that report alone, instead of
+    /// being removed with the report never sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn_retry_at: Option<u64>,
 }
 
 impl QueuedMessage {
@@ -169,16 +174,19 @@ impl QueuedMessage {
             released_hold: None,
             trusted_client: false,
             is_report: false,
+            dsn_retry_at: None,
         }
     }
 
-    /// True while some recipient still waits for delivery.
+    /// True while some recipient still waits for delivery, or a DSN still waits to be
+    /// queued ([`QueuedMessage::dsn_retry_at`]): the message must stay in the queue.
     pub fn has_pending(&self) -> bool {
-        self.recipients.iter().any(RecipientState::is_pending)
+        self.dsn_retry_at.is_some() || self.recipients.iter().any(RecipientState::is_pending)
     }
 
-    /// When the message is next due: the earliest `next_attempt` of a pending recipient, or
-    /// `None` when nothing is pending or the message is quarantined.
+    /// When the message is next due: the earliest `next_attempt` of a pending recipient or
+    /// the retry of a DSN that could not be queued, or `None` when nothing is pending or the
+    /// message is quarantined.
     pub fn next_due(&self) -> Option<u64> {
         if self.quarantined.is_some() {
             return None;
@@ -187,6 +195,7 @@ impl QueuedMessage {
             .iter()
             .filter(|r| r.is_pending())
             .map(|r| r.next_attempt)
+            .chain(self.dsn_retry_at)
             .min()
     }
 }

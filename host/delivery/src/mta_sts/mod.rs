@@ -195,7 +195,10 @@ impl MtaSts {
             .map_err(|e| tracing::warn!(error = %e, "cannot read the MTA-STS cache"))
             .ok()??;
         let entry: Cached = serde_json::from_slice(&raw).ok()?;
-        lock(&self.memory).insert(domain, &entry, now);
+        // An expired entry is of no use past this lookup: it must not push live ones out.
+        if entry.fresh(now) {
+            lock(&self.memory).insert(domain, &entry, now);
+        }
         Some(entry)
     }
 
