@@ -66,6 +66,12 @@ impl DueIndex {
         Arc::clone(&self.scheduled)
     }
 
+    /// How many messages are held, and how many are scheduled (a recipient or a DSN still to
+    /// deliver, not held): [`crate::SledSpool::depth`] without a scan of the records.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.held.len(), self.by_id.len())
+    }
+
     /// Ids due at or before `now`, earliest first (ties in id, that is arrival, order).
     pub(crate) fn due(&self, now: u64) -> Vec<QueueId> {
         self.by_time

@@ -21,6 +21,7 @@
 //! crate that may use sled; no sled type appears in its public API.
 
 mod commit;
+mod depth;
 mod disk_sync;
 pub mod dsn;
 mod dsn_text;
@@ -37,6 +38,7 @@ mod settings;
 mod sled_spool;
 mod spool;
 
+pub use depth::QueueDepth;
 pub use error::QueueError;
 pub use hold::printable;
 pub use kv::{KvEntry, KvError, KvLimits, SledKv};

@@ -10,7 +10,7 @@ mod plugins;
 pub use http::serve as serve_http;
 
 use async_trait::async_trait;
-use corvid_queue::{SledSpool, Spool};
+use corvid_queue::SledSpool;
 use corvid_types::{Envelope, Intake, IntakeError, QueueId, Reply, SubmitOptions};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// How often the queue gauges are sampled: a listing of the queue reads every message's
-/// record, so it runs on a timer rather than on every scrape.
+/// How often the queue gauges are sampled (`SledSpool::depth`: the due index's counts and the
+/// oldest record, no scan of the queue).
 const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 type Labels1 = [(&'static str, String); 1];
@@ -232,16 +232,17 @@ impl Metrics {
     ) {
         loop {
             let s = Arc::clone(&spool);
-            if let Ok(Ok(list)) = tokio::task::spawn_blocking(move || s.list()).await {
+            if let Ok(Ok(depth)) = tokio::task::spawn_blocking(move || s.depth()).await {
                 let now = corvid_queue::unix_secs(SystemTime::now());
-                let held = list.iter().filter(|m| m.quarantined.is_some()).count();
-                let oldest = list.iter().map(|m| m.arrived_at).min();
-                let age = oldest.map(|t| now.saturating_sub(t)).unwrap_or(0);
+                let age = depth
+                    .oldest_arrived_at
+                    .map(|t| now.saturating_sub(t))
+                    .unwrap_or(0);
                 let q = &self.server.queue_messages;
                 q.get_or_create(&[("state", "active".into())])
-                    .set(i64::try_from(list.len() - held).unwrap_or(i64::MAX));
+                    .set(i64::try_from(depth.active).unwrap_or(i64::MAX));
                 q.get_or_create(&[("state", "held".into())])
-                    .set(i64::try_from(held).unwrap_or(i64::MAX));
+                    .set(i64::try_from(depth.held).unwrap_or(i64::MAX));
                 self.server
                     .queue_oldest
                     .set(i64::try_from(age).unwrap_or(i64::MAX));
