@@ -37,6 +37,7 @@ mod retry;
 mod settings;
 mod sled_spool;
 mod spool;
+mod tlsrpt_store;
 
 pub use depth::QueueDepth;
 pub use error::QueueError;

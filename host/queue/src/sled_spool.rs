@@ -24,6 +24,8 @@ pub struct SledSpool {
     pub(crate) content: sled::Tree,
     /// Delivery's MTA-STS policy cache, by recipient domain (opaque to the spool).
     sts: sled::Tree,
+    /// Delivery's TLS-RPT counts, by policy domain (`tlsrpt_store.rs`).
+    pub(crate) tlsrpt: sled::Tree,
     committer: Arc<Committer>,
     /// Also serialises metadata writes, so a read-modify-write (`flush_all`, `hold`) cannot
     /// interleave with an `update` or `remove` of the same message.
@@ -58,6 +60,7 @@ impl SledSpool {
         let meta = db.open_tree("meta")?;
         let content = db.open_tree("content")?;
         let sts = db.open_tree("mta_sts")?;
+        let tlsrpt = db.open_tree("tlsrpt")?;
         remove_orphan_content(&meta, &content)?;
         remove_finished(&meta, &content)?;
         db.flush()?;
@@ -73,6 +76,7 @@ impl SledSpool {
             meta,
             content,
             sts,
+            tlsrpt,
             index: Mutex::new(index),
             backlog,
             ids: IdGenerator::default(),
@@ -373,6 +377,18 @@ impl Spool for SledSpool {
     fn set_sts_policy(&self, domain: &str, policy: &[u8]) -> Result<(), QueueError> {
         self.sts.insert(domain.as_bytes(), policy)?;
         Ok(())
+    }
+
+    fn tlsrpt_counts(&self) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
+        self.tlsrpt_entries()
+    }
+
+    fn set_tlsrpt_counts(&self, domain: &str, counts: &[u8]) -> Result<(), QueueError> {
+        self.put_tlsrpt_entry(domain, counts)
+    }
+
+    fn clear_tlsrpt_counts(&self) -> Result<(), QueueError> {
+        self.clear_tlsrpt_entries()
     }
 }
 

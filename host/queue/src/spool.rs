@@ -72,4 +72,22 @@ pub trait Spool: Send + Sync {
     fn set_sts_policy(&self, _domain: &str, _policy: &[u8]) -> Result<(), QueueError> {
         Ok(())
     }
+
+    /// Delivery's TLS-RPT (RFC 8460) counts of the current report period, one opaque entry
+    /// per policy domain, as delivery stored them; empty for spools that keep none.
+    fn tlsrpt_counts(&self) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
+        Ok(Vec::new())
+    }
+
+    /// Stores (replaces) the TLS-RPT counts of `domain`. Not synced on its own: it becomes
+    /// durable with the next commit, like [`Spool::set_sts_policy`] (a power cut may lose the
+    /// last counts, never mail).
+    fn set_tlsrpt_counts(&self, _domain: &str, _counts: &[u8]) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// Forgets every TLS-RPT count: a report period was taken. Not synced on its own either.
+    fn clear_tlsrpt_counts(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
