@@ -54,6 +54,7 @@ pub mod route;
 mod tls_required;
 pub mod tlsrpt;
 mod tlsrpt_mail;
+mod tlsrpt_persist;
 
 pub use config::{DaneSettings, DeliveryConfig, MtaStsSettings, Timeouts, TlsRptSettings};
 pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};

@@ -5,11 +5,16 @@
 //! (and, under an MTA-STS policy, verified) is a success; a certificate that failed a required
 //! check, a missing STARTTLS under a policy, an MX the policy does not list and a policy that
 //! could not be fetched are failures.
+//!
+//! With a store (the queue, [`TlsCounters::with_store`]) the counts outlive a restart: each
+//! count writes its domain's counts through (`tlsrpt_persist.rs`), and taking a period clears
+//! them.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The counts of one policy domain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,6 +28,9 @@ pub struct DomainCounts {
     pub failure: u64,
     /// (result type, receiving MX host) → sessions.
     pub details: HashMap<(String, String), u64>,
+    /// Unix seconds of the first session counted in this period (0: none yet); a report's
+    /// period starts no later (the counts may predate a restart).
+    pub since: u64,
 }
 
 /// One attempt's result for the counters.
@@ -41,12 +49,29 @@ pub struct Session<'a> {
 #[derive(Default)]
 pub struct TlsCounters {
     domains: Mutex<HashMap<String, DomainCounts>>,
+    /// Where the counts are kept across restarts, if anywhere.
+    store: Option<Arc<dyn corvid_queue::Spool>>,
 }
 
 impl TlsCounters {
+    /// Counters kept in `store` too, starting from what it holds (the period a restart
+    /// interrupted).
+    pub fn with_store(store: Arc<dyn corvid_queue::Spool>) -> Self {
+        TlsCounters {
+            domains: Mutex::new(crate::tlsrpt_persist::load(store.as_ref())),
+            store: Some(store),
+        }
+    }
+
+    /// Counts one attempt. With a store, one small write of the domain's counts (not synced:
+    /// it becomes durable with the queue's next commit, see `Spool::set_tlsrpt_counts`).
     pub fn count(&self, s: Session<'_>) {
         let mut map = self.domains.lock().unwrap_or_else(|p| p.into_inner());
-        let c = map.entry(s.domain.to_ascii_lowercase()).or_default();
+        let domain = s.domain.to_ascii_lowercase();
+        let c = map.entry(domain.clone()).or_default();
+        if c.since == 0 {
+            c.since = now_secs();
+        }
         match s.policy {
             _ if s.tlsa => c.policy_type = "tlsa".into(),
             Some(p) => {
@@ -66,6 +91,12 @@ impl TlsCounters {
                     .or_default() += 1;
             }
         }
+        if let Some(store) = &self.store {
+            // Under the lock, so the stored counts are written in the order they were made.
+            if let Err(e) = store.set_tlsrpt_counts(&domain, &crate::tlsrpt_persist::encode(c)) {
+                tracing::warn!(%domain, error = %e, "cannot store the TLS-RPT counts");
+            }
+        }
     }
 
     /// (successes, failures) of a domain so far.
@@ -75,10 +106,24 @@ impl TlsCounters {
             .map_or((0, 0), |c| (c.success, c.failure))
     }
 
-    /// Everything counted, and the counters start over (one report period ends).
+    /// Everything counted, and the counters start over (one report period ends), in the store
+    /// too (not synced on its own: a crash before the next commit counts them again).
     pub fn take(&self) -> HashMap<String, DomainCounts> {
-        std::mem::take(&mut *self.domains.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut map = self.domains.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = &self.store {
+            if let Err(e) = store.clear_tlsrpt_counts() {
+                tracing::warn!(error = %e, "cannot clear the stored TLS-RPT counts");
+            }
+        }
+        std::mem::take(&mut *map)
     }
+}
+
+/// Unix seconds now.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn policy_lines(p: &crate::mta_sts::Policy) -> Vec<String> {

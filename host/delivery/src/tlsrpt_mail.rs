@@ -5,11 +5,11 @@
 //! any mail. `https:` reporting addresses are not used (not implemented).
 
 use crate::remote::Remote;
-use crate::tlsrpt::{gzip, report, DomainCounts, ReportMeta};
+use crate::tlsrpt::{gzip, now_secs, report, DomainCounts, ReportMeta};
 use base64::Engine as _;
 use corvid_types::{Address, Envelope, Intake, Recipient};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`: every `period`, reports what was counted during it.
@@ -30,25 +30,15 @@ pub(crate) async fn run(
         let end = now_secs();
         let counts = remote.tls_counters.take();
         for (domain, c) in counts {
-            send(
-                &remote,
-                &submitter,
-                intake.as_ref(),
-                &domain,
-                &c,
-                start,
-                end,
-            )
-            .await;
+            // Counts kept across a restart predate this process's first period.
+            let from = match c.since {
+                0 => start,
+                since => start.min(since),
+            };
+            send(&remote, &submitter, intake.as_ref(), &domain, &c, from, end).await;
         }
         start = end;
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The `mailto:` addresses of a `_smtp._tls` record (RFC 8460 3: `v=TLSRPTv1; rua=...`,

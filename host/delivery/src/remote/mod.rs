@@ -75,6 +75,10 @@ impl Remote {
             config.connection_reuse_time,
             config.max_messages_per_connection,
         );
+        let tls_counters = Arc::new(match &store {
+            Some(store) => crate::tlsrpt::TlsCounters::with_store(Arc::clone(store)),
+            None => crate::tlsrpt::TlsCounters::default(),
+        });
         let sts = config.mta_sts.enabled.then(|| {
             let fetch = FetchOptions {
                 port: config.mta_sts.port,
@@ -86,7 +90,7 @@ impl Remote {
         });
         Remote {
             sts,
-            tls_counters: Arc::default(),
+            tls_counters,
             dane: Mutex::new(None),
             config,
             helo,
