@@ -34,6 +34,9 @@ fn hooks(c: &mut Criterion) {
 
     let mut session = host.session(&conn);
     rt.block_on(session.mail(&conn, &env));
+    // `#[async_trait]` boxes this future at every call (tests/context.rs bounds it).
+    let size = std::mem::size_of_val(&*session.rcpt(&conn, &env, &rcpt));
+    eprintln!("warm_hook: the rcpt future is {size} bytes");
     c.bench_function("warm_hook", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {

@@ -90,7 +90,8 @@ pub(crate) async fn call_plugin(
         // Failed earlier in this transaction (already counted and logged).
         _ => return Err(()),
     };
-    let raw = live.invoke(call, p.budget(), now).await;
+    let deadline = live.prepare(call, p.budget(), now);
+    let raw = live.invoke(call, deadline).await;
     p.stats.fuel(stage, live.fuel_used());
     let raw = match raw {
         Ok(d) => d,

@@ -1,6 +1,7 @@
 //! One live instance of a plugin: its store, limits on every call into it, and how a failed
 //! call is classified (trap, timeout, out of memory).
 
+use crate::backstop::backstop;
 use crate::bindings::corvid::plugin::types as wit;
 use crate::bindings::Plugin as Bindings;
 use crate::context::{Facts, Hooks};
@@ -196,80 +197,36 @@ impl Live {
         }
     }
 
-    /// Calls the hook for `call` under `budget`; the call started at `now`.
-    pub(crate) async fn invoke(
-        &mut self,
-        call: &Call<'_>,
-        budget: Budget,
-        now: Instant,
-    ) -> Result<wit::Decision, (Outcome, String)> {
+    /// Arms the instance for `call` under `budget` (the call started at `now`) and leaves the
+    /// call's facts in the store: the next call of the same transaction usually has the same
+    /// ones, and then nothing is cloned or dropped. Returns the wall-time deadline of
+    /// [`Self::invoke`].
+    pub(crate) fn prepare(&mut self, call: &Call<'_>, budget: Budget, now: Instant) -> Instant {
         self.arm(budget, now);
-        let (store, b) = (&mut self.store, &self.bindings);
-        // The password goes only to plugins granted `credentials`.
-        let credentials = store.data().env.grants(Capability::Credentials);
-        let lease = store.data().lease;
-        let hooks = self.hooks.as_ref();
-        // The call's facts stay in the store after it: the next call of the same transaction
-        // usually has the same ones, and then nothing is cloned or dropped.
         let facts = call.facts();
-        let held = &mut store.data_mut().facts;
+        let held = &mut self.store.data_mut().facts;
         if !matches!((&*held, facts), (Some(a), Some(b)) if a.same(b)) {
             *held = facts.cloned();
         }
+        now + budget.time + GRACE
+    }
+
+    /// Calls the hook for `call`, prepared by [`Self::prepare`], with a wall-time backstop at
+    /// `deadline`. The set-up is not in this future: every byte kept across its await is in
+    /// each hook call's box (see [`backstop`]).
+    pub(crate) async fn invoke(
+        &mut self,
+        call: &Call<'_>,
+        deadline: Instant,
+    ) -> Result<wit::Decision, (Outcome, String)> {
         let result = {
-            let fut = std::pin::pin!(async {
-                // Facts on demand: the plugin fetches through `context` what it does not hold.
-                if let (Some(h), Some(f)) = (hooks, facts) {
-                    let stamp = f.stamp(lease);
-                    let d = match *call {
-                        Call::Connect(_) => Hooks::call(&h.connect, store, stamp).await,
-                        Call::Helo(_) => Hooks::call(&h.helo, store, stamp).await,
-                        Call::Mail(_) => Hooks::call(&h.mail, store, stamp).await,
-                        Call::Rcpt(_) => Hooks::call(&h.rcpt, store, stamp).await,
-                        Call::Data(_, m) => {
-                            let res = store
-                                .data_mut()
-                                .table
-                                .push(HostMessage { data: m.clone() })?;
-                            let borrowed = Resource::new_borrow(res.rep());
-                            let d = h.call_data(store, stamp, borrowed).await;
-                            store.data_mut().table.delete(res)?;
-                            d
-                        }
-                        Call::Auth(..) => Err(wasmtime::Error::msg("auth has no facts")),
-                    };
-                    return d;
-                }
-                // The `plugin` world's hooks may still import `auth-results` (it reads the facts).
-                let d = match *call {
-                    Call::Connect(f) => b.call_on_connect(&mut *store, &f.conn.0).await,
-                    Call::Helo(f) => b.call_on_helo(&mut *store, &f.conn.0).await,
-                    Call::Auth(c, full, redacted) => {
-                        let a = if credentials { full } else { redacted };
-                        b.call_on_auth(&mut *store, c, a).await
-                    }
-                    Call::Mail(f) => b.call_on_mail(&mut *store, &f.conn.0, f.envelope()?).await,
-                    Call::Rcpt(f) => {
-                        let r = f.recipient()?;
-                        b.call_on_rcpt(&mut *store, &f.conn.0, f.envelope()?, r)
-                            .await
-                    }
-                    Call::Data(f, m) => {
-                        let res = store
-                            .data_mut()
-                            .table
-                            .push(HostMessage { data: m.clone() })?;
-                        let borrowed = Resource::new_borrow(res.rep());
-                        let d = b
-                            .call_on_data(&mut *store, &f.conn.0, f.envelope()?, borrowed)
-                            .await;
-                        store.data_mut().table.delete(res)?;
-                        d
-                    }
-                };
-                d
-            });
-            backstop(now + budget.time + GRACE, fut).await
+            let fut = std::pin::pin!(call_hook(
+                &mut self.store,
+                &self.bindings,
+                self.hooks.as_ref(),
+                call
+            ));
+            backstop(deadline, fut).await
         };
         match result {
             Ok(Ok(d)) => Ok(d),
@@ -282,27 +239,68 @@ impl Live {
     }
 }
 
-/// Runs `fut` with a wall-time limit at `deadline`. Most hook calls finish in their first
-/// poll (nothing to wait for), so the timer is only set up when the call has to wait: for a
-/// host call such as DNS, or at an epoch yield of a long-running guest.
-///
-/// `fut` is pinned by the caller: moving a hook call's (large) future into this one would copy
-/// it at every call.
-async fn backstop<F: std::future::Future>(
-    deadline: Instant,
-    mut fut: std::pin::Pin<&mut F>,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let first = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(match fut.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => Some(v),
-            std::task::Poll::Pending => None,
-        })
-    })
-    .await;
-    match first {
-        Some(v) => Ok(v),
-        None => tokio::time::timeout_at(deadline.into(), fut).await,
+/// The call into the instance for [`Live::invoke`].
+async fn call_hook(
+    store: &mut Store<HostState>,
+    b: &Bindings,
+    hooks: Option<&Hooks>,
+    call: &Call<'_>,
+) -> wasmtime::Result<wit::Decision> {
+    // The password goes only to plugins granted `credentials`.
+    let credentials = store.data().env.grants(Capability::Credentials);
+    let lease = store.data().lease;
+    let facts = call.facts();
+    // Facts on demand: the plugin fetches through `context` what it does not hold.
+    if let (Some(h), Some(f)) = (hooks, facts) {
+        let stamp = f.stamp(lease);
+        let d = match *call {
+            Call::Connect(_) => Hooks::call(&h.connect, store, stamp).await,
+            Call::Helo(_) => Hooks::call(&h.helo, store, stamp).await,
+            Call::Mail(_) => Hooks::call(&h.mail, store, stamp).await,
+            Call::Rcpt(_) => Hooks::call(&h.rcpt, store, stamp).await,
+            Call::Data(_, m) => {
+                let res = store
+                    .data_mut()
+                    .table
+                    .push(HostMessage { data: m.clone() })?;
+                let borrowed = Resource::new_borrow(res.rep());
+                // Boxed (once per message): the largest call, it would set the size of
+                // every hook's future (see [`backstop`]).
+                let d = Box::pin(h.call_data(store, stamp, borrowed)).await;
+                store.data_mut().table.delete(res)?;
+                d
+            }
+            Call::Auth(..) => Err(wasmtime::Error::msg("auth has no facts")),
+        };
+        return d;
     }
+    // The `plugin` world's hooks may still import `auth-results` (it reads the facts).
+    let d = match *call {
+        Call::Connect(f) => b.call_on_connect(&mut *store, &f.conn.0).await,
+        Call::Helo(f) => b.call_on_helo(&mut *store, &f.conn.0).await,
+        Call::Auth(c, full, redacted) => {
+            let a = if credentials { full } else { redacted };
+            b.call_on_auth(&mut *store, c, a).await
+        }
+        Call::Mail(f) => b.call_on_mail(&mut *store, &f.conn.0, f.envelope()?).await,
+        Call::Rcpt(f) => {
+            let r = f.recipient()?;
+            b.call_on_rcpt(&mut *store, &f.conn.0, f.envelope()?, r)
+                .await
+        }
+        Call::Data(f, m) => {
+            let res = store
+                .data_mut()
+                .table
+                .push(HostMessage { data: m.clone() })?;
+            let borrowed = Resource::new_borrow(res.rep());
+            let env = f.envelope()?;
+            let d = Box::pin(b.call_on_data(&mut *store, &f.conn.0, env, borrowed)).await;
+            store.data_mut().table.delete(res)?;
+            d
+        }
+    };
+    d
 }
 
 /// The arguments of one SMTP-stage hook, already converted to WIT types.

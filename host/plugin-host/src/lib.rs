@@ -38,6 +38,7 @@
 //!   skipped, these stages cannot lose mail).
 
 mod auth_results;
+mod backstop;
 mod bindings;
 mod breaker;
 mod cache;

@@ -180,7 +180,14 @@ impl PluginSession {
             return Decision::proceed();
         };
         let mut modifications = Vec::new();
-        for (plugin, slot) in txn.generation.plugins.iter().zip(txn.slots.iter_mut()) {
+        // By index rather than a zip of two iterators: the loop's state is kept across the
+        // await in the hook's future, which `#[async_trait]` boxes at every call (see
+        // `backstop`), and a zip is 56 bytes.
+        for i in 0..txn.slots.len() {
+            let (Some(plugin), Some(slot)) = (txn.generation.plugins.get(i), txn.slots.get_mut(i))
+            else {
+                break;
+            };
             if !plugin.applies(stage, &self.listener) {
                 continue;
             }

@@ -102,3 +102,19 @@ async fn a_pooled_instance_serving_another_connection_sees_its_facts() {
     let made = host.stats().iter().map(|s| s.instantiations).max();
     assert_eq!(made, Some(1), "one pooled instance served both connections");
 }
+
+/// `#[async_trait]` boxes each hook's whole future, at every call. The warm `rcpt` call's must
+/// fit glibc's per-thread cache (tcache: requests up to 1032 bytes): above it, malloc and free
+/// cost several hundred instructions more per hook call (callgrind on the `hooks` bench).
+#[test]
+fn warm_hook_future_fits_the_allocators_cache() {
+    let host = host();
+    let conn = conn(1);
+    let (env, to) = (envelope(), common::rcpt());
+    let mut session = host.session(&conn);
+    // Only made, not polled: its size is that of every call's.
+    let fut = session.rcpt(&conn, &env, &to);
+    let size = std::mem::size_of_val(&*fut);
+    eprintln!("the rcpt hook's future: {size} bytes");
+    assert!(size <= 1024, "the rcpt hook's future is {size} bytes");
+}
