@@ -379,6 +379,10 @@ impl Spool for SledSpool {
         Ok(())
     }
 
+    fn prune_sts_policies(&self, keep: &dyn Fn(&[u8]) -> bool) -> Result<usize, QueueError> {
+        crate::tlsrpt_store::prune(&self.sts, keep)
+    }
+
     fn tlsrpt_counts(&self) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
         self.tlsrpt_entries()
     }

@@ -73,6 +73,13 @@ pub trait Spool: Send + Sync {
         Ok(())
     }
 
+    /// Removes the cached MTA-STS policies `keep` refuses (it gets the bytes as delivery stored
+    /// them) and returns how many went, so that the cache does not grow with every domain
+    /// ever seen. Not synced on its own.
+    fn prune_sts_policies(&self, _keep: &dyn Fn(&[u8]) -> bool) -> Result<usize, QueueError> {
+        Ok(0)
+    }
+
     /// Delivery's TLS-RPT (RFC 8460) counts of the current report period, one opaque entry
     /// per policy domain, as delivery stored them; empty for spools that keep none.
     fn tlsrpt_counts(&self) -> Result<Vec<(String, Vec<u8>)>, QueueError> {

@@ -1,4 +1,5 @@
-//! Delivery's TLS-RPT counters (RFC 8460) in the queue's database, so that a restart before
+//! Delivery's TLS-RPT counters (RFC 8460) in the queue's database (and the pruning of its
+//! MTA-STS cache, the other opaque store of delivery's), so that a restart before
 //! the daily report does not lose the period's counts: one entry per policy domain, its value
 //! opaque to the spool (delivery serializes it).
 //!
@@ -32,9 +33,38 @@ impl SledSpool {
     }
 }
 
+/// Removes the entries of `tree` that `keep` refuses; how many went. Used for delivery's
+/// MTA-STS cache, whose values are as opaque to the spool as the counts above.
+pub(crate) fn prune(tree: &sled::Tree, keep: &dyn Fn(&[u8]) -> bool) -> Result<usize, QueueError> {
+    let mut gone = 0;
+    for item in tree.iter() {
+        let (key, value) = item?;
+        if !keep(&value) {
+            tree.remove(&key)?;
+            gone += 1;
+        }
+    }
+    Ok(gone)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{SledSpool, Spool};
+
+    #[tokio::test]
+    async fn sts_policies_the_caller_refuses_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SledSpool::open(dir.path()).unwrap();
+        spool.set_sts_policy("old.test", b"stale").unwrap();
+        spool.set_sts_policy("new.test", b"fresh").unwrap();
+        let gone = spool.prune_sts_policies(&|raw| raw == b"fresh").unwrap();
+        assert_eq!(gone, 1);
+        assert_eq!(spool.sts_policy("old.test").unwrap(), None);
+        assert_eq!(
+            spool.sts_policy("new.test").unwrap(),
+            Some(b"fresh".to_vec())
+        );
+    }
 
     #[tokio::test]
     async fn counts_survive_a_reopen_and_are_cleared() {

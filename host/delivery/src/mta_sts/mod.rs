@@ -23,6 +23,7 @@ pub use fetch::FetchOptions;
 pub use policy::{Mode, Policy};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Domains whose policy is kept in memory at most; beyond, the expired ones go, then the
@@ -83,6 +84,8 @@ pub struct MtaSts {
     fetcher: Arc<dyn Fetcher>,
     store: Option<Arc<dyn Spool>>,
     memory: Mutex<Memory>,
+    /// When the store's copy was last pruned of expired policies (unix seconds).
+    store_swept_at: AtomicU64,
 }
 
 /// The cache's copy in memory: bounded, and without policies past their `max_age` (RFC 8461
@@ -132,6 +135,7 @@ impl MtaSts {
             fetcher,
             store,
             memory: Mutex::new(Memory::new(MEMORY_ENTRIES)),
+            store_swept_at: AtomicU64::new(0),
         }
     }
 
@@ -209,8 +213,24 @@ impl MtaSts {
         };
         let store = Arc::clone(store);
         let key = domain.to_string();
-        if let Some(Err(e)) =
-            crate::blocking::blocking(move || store.set_sts_policy(&key, &raw)).await
+        let swept_at = self.store_swept_at.load(Ordering::Relaxed);
+        let sweep = now >= swept_at.saturating_add(SWEEP_INTERVAL)
+            && self
+                .store_swept_at
+                .compare_exchange(swept_at, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if let Some(Err(e)) = crate::blocking::blocking(move || {
+            store.set_sts_policy(&key, &raw)?;
+            // At most hourly: the stored copy drops what `lookup` would ignore anyway.
+            if sweep {
+                let gone = store.prune_sts_policies(&|raw| {
+                    serde_json::from_slice::<Cached>(raw).is_ok_and(|c| c.fresh(now))
+                })?;
+                tracing::debug!(gone, "MTA-STS: expired policies pruned from the store");
+            }
+            Ok::<_, corvid_queue::QueueError>(())
+        })
+        .await
         {
             tracing::warn!(error = %e, "cannot store the MTA-STS policy");
         }

@@ -203,3 +203,27 @@ fn the_memory_copy_is_swept_of_expired_policies_even_when_not_full() {
     m.insert("c.test", &cached(SWEEP_INTERVAL, 100), SWEEP_INTERVAL);
     assert_eq!(domains(&m), ["c.test"]);
 }
+
+#[tokio::test]
+async fn storing_a_policy_prunes_expired_ones_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = corvid_queue::SledSpool::open(dir.path()).unwrap();
+    let expired = serde_json::to_vec(&cached(1_000, 100)).unwrap();
+    spool.set_sts_policy("gone.test", &expired).unwrap();
+    let dns = FakeDns::default();
+    let fetch = Arc::new(FakeFetch::default());
+    let sts = MtaSts::new(fetch.clone(), Some(spool.clone() as Arc<dyn Spool>));
+    dns.set(Ok(vec!["v=STSv1; id=one".into()]));
+    *lock(&fetch.body) = body("enforce", 86_400);
+    let l = sts.lookup(&dns, "far.test", 100_000).await;
+    assert_eq!(mode_of(&l), Some((Mode::Enforce, "fetched")));
+    assert_eq!(
+        spool.sts_policy("gone.test").unwrap(),
+        None,
+        "expired: pruned"
+    );
+    assert!(
+        spool.sts_policy("far.test").unwrap().is_some(),
+        "fresh: kept"
+    );
+}
