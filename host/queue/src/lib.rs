@@ -26,6 +26,7 @@ mod disk_sync;
 pub mod dsn;
 mod dsn_text;
 mod error;
+mod etrn;
 mod hold;
 mod id;
 mod index;

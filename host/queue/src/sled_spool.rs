@@ -88,7 +88,7 @@ impl SledSpool {
 
     /// Makes every pending recipient for which `wanted` holds due now; returns the number of
     /// messages touched.
-    fn flush_matching(
+    pub(crate) fn flush_matching(
         &self,
         wanted: impl Fn(&corvid_types::Address) -> bool,
     ) -> Result<usize, QueueError> {
@@ -393,21 +393,5 @@ impl Spool for SledSpool {
 
     fn clear_tlsrpt_counts(&self) -> Result<(), QueueError> {
         self.clear_tlsrpt_entries()
-    }
-}
-
-/// ETRN (RFC 1985): a queue run for one domain, or with `@` for it and its subdomains.
-impl corvid_types::QueueControl for SledSpool {
-    fn start_run(&self, node: &str) -> Result<usize, corvid_types::IntakeError> {
-        let (domain, subdomains) = match node.strip_prefix('@') {
-            Some(d) => (d.to_ascii_lowercase(), true),
-            None => (node.to_ascii_lowercase(), false),
-        };
-        let suffix = format!(".{domain}");
-        self.flush_matching(|a| {
-            let d = a.domain_lower();
-            d == domain || (subdomains && d.ends_with(&suffix))
-        })
-        .map_err(|e| corvid_types::IntakeError::Storage(e.to_string()))
     }
 }
