@@ -75,9 +75,13 @@ impl Remote {
             config.connection_reuse_time,
             config.max_messages_per_connection,
         );
+        // Kept in the store only when reports are sent: otherwise nothing ever takes (and
+        // clears) them, and each attempt would write for nothing.
         let tls_counters = Arc::new(match &store {
-            Some(store) => crate::tlsrpt::TlsCounters::with_store(Arc::clone(store)),
-            None => crate::tlsrpt::TlsCounters::default(),
+            Some(store) if config.tls_rpt.enabled => {
+                crate::tlsrpt::TlsCounters::with_store(Arc::clone(store))
+            }
+            _ => crate::tlsrpt::TlsCounters::default(),
         });
         let sts = config.mta_sts.enabled.then(|| {
             let fetch = FetchOptions {
