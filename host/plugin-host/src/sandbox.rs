@@ -2,7 +2,9 @@
 //! clocks and randomness only as the manifest grants them.
 //!
 //! - Without `clock`, both WASI clocks are frozen at the Unix epoch (wall clock 0, monotonic
-//!   clock 0), like the `clock` import's `now-ms`, so a plugin cannot time anything.
+//!   clock 0), like the `clock` import's `now-ms`, so a plugin cannot time anything. With
+//!   `clock` they read the clock the embedder installed ([`crate::clock::install`]: `corvid
+//!   plugin test`'s scripted clock), else the system's.
 //! - Without `random`, both WASI random sources (`random` and `insecure`, and the insecure
 //!   seed) come from a ChaCha generator seeded from the plugin's name and the instance's
 //!   serial number: deterministic (a reload or restart replays the same sequences), never the
@@ -56,6 +58,9 @@ pub(crate) fn wasi(env: &PluginEnv, serial: u64) -> WasiCtx {
         .allow_ip_name_lookup(false);
     if !env.grants(Capability::Clock) {
         b.wall_clock(Frozen).monotonic_clock(Frozen);
+    } else if let Some(clock) = crate::clock::installed() {
+        b.wall_clock(crate::clock::Wasi(clock.clone()))
+            .monotonic_clock(crate::clock::Wasi(clock.clone()));
     }
     if !env.grants(Capability::Random) {
         let mut seeded = rand::rngs::StdRng::from_seed(seed(&env.name, serial));
