@@ -2,20 +2,25 @@
 //! delivery events, no server. Every hook's decision is printed and checked against the
 //! script's expectations; any mismatch makes the command fail (exit status 1).
 //!
-//! The plugin runs in the real plugin host with an in-memory kv store (seeded from `[kv]`) and
-//! a static resolver (`[dns]`). The session follows the server's rules: a refusal at
-//! `connect` ends the session, a refused MAIL skips its RCPTs and DATA, DATA runs only with an
-//! accepted recipient (RFC 5321 §3.3: "no valid recipients").
+//! The plugin runs in the real plugin host with an in-memory kv store (seeded from `[kv]`,
+//! its TTLs on the script's clock), a static resolver (`[dns]`), the script's clock
+//! (`[clock]`, moved by the steps' `advance`) and its `http` answers (`[[http]]`: nothing
+//! reaches the network). The session follows the server's rules: a refusal at `connect` ends
+//! the session, a refused MAIL skips its RCPTs and DATA, DATA runs only with an accepted
+//! recipient (RFC 5321 §3.3: "no valid recipients").
 
+mod ambient;
+mod kv;
 mod report;
 mod script;
 
 pub use report::Format;
 
+use ambient::{Answers, ScriptClock};
 use anyhow::{bail, Result};
 use corvid_plugin_host::{
-    Capability, DeliveryInfo, DeliveryPolicy, EngineOptions, Manifest, MemoryKv, PluginEngine,
-    PluginHost, Services, StaticDns,
+    Capability, DeliveryInfo, DeliveryPolicy, EngineOptions, Manifest, PluginEngine, PluginHost,
+    Services, StaticDns,
 };
 use corvid_types::{
     Deferral, Envelope, KvStore, MessageView, Policy, PolicySession, Reply, Route, RouteRequest,
@@ -83,10 +88,13 @@ async fn run_script(
         .name
         .clone()
         .unwrap_or_else(|| "under-test".into());
-    let kv = Arc::new(MemoryKv::new());
+    let clock = ScriptClock::new(script.clock.as_ref())?;
+    let kv = Arc::new(kv::ClockedKv::new(clock.shared()));
     for (k, v) in &script.kv {
-        kv.set(&name, k.as_bytes(), v.as_bytes(), None)?;
+        kv.set(&name, k.as_bytes(), v.value().as_bytes(), v.ttl())?;
     }
+    // Always: a plugin under test never reaches the network.
+    let answers = Answers::install(&script.http)?;
     let services = Services {
         kv: kv.clone(),
         dns: Arc::new(dns),
@@ -96,6 +104,10 @@ async fn run_script(
     let mut manifest = Manifest::new(&name, component);
     manifest.config = script.plugin.config.clone();
     manifest.stages = script.plugin.stages.clone();
+    manifest.http = match &script.plugin.http {
+        Some(prefixes) => prefixes.clone(),
+        None => script.http.iter().map(|h| h.url.clone()).collect(),
+    };
     manifest.capabilities = script
         .plugin
         .capabilities
@@ -107,28 +119,22 @@ async fn run_script(
     }
     host.swap(generation);
     let mut out = Vec::new();
-    session(&host, &script, &mut out).await?;
-    delivery(&host, &script, &mut out).await?;
+    session(&host, &script, &clock, &mut out).await?;
+    delivery(&host, &script, &clock, &mut out).await?;
     for (k, want) in &script.expect_kv {
-        let have = kv.get(&name, k.as_bytes())?;
-        let have = have.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let want_opt = (!want.is_empty()).then_some(want.as_str());
-        let shown = have.clone().unwrap_or_else(|| "(absent)".into());
-        let mut o = report::text(format!("kv {k:?}"), None, shown.clone());
-        if have.as_deref() != want_opt {
-            let want_shown = want_opt.unwrap_or("(absent)");
-            o.diff = vec![
-                format!("- value: {want_shown}"),
-                format!("+ value: {shown}"),
-            ];
-        }
-        out.push(o);
+        out.push(kv::check(&kv, &name, k, want)?);
     }
+    out.extend(answers.unanswered_outcomes());
     Ok(out)
 }
 
 /// connect, helo, auth, then each transaction.
-async fn session(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) -> Result<()> {
+async fn session(
+    host: &PluginHost,
+    script: &Script,
+    clock: &ScriptClock,
+    out: &mut Vec<Outcome>,
+) -> Result<()> {
     let c = &script.connection;
     let mut conn = c.info();
     let mut s = host.session(&conn);
@@ -167,6 +173,8 @@ async fn session(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) -> 
         }
     }
     for tx in &script.transactions {
+        // Time passes between transactions whether or not the session still runs.
+        clock.advance(tx.advance)?;
         ended = transaction(s.as_mut(), &conn, tx, ended, out).await?;
     }
     Ok(())
@@ -240,8 +248,14 @@ async fn transaction(
 }
 
 /// The delivery hooks: route, deferred, bounced, delivered.
-async fn delivery(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) -> Result<()> {
+async fn delivery(
+    host: &PluginHost,
+    script: &Script,
+    clock: &ScriptClock,
+    out: &mut Vec<Outcome>,
+) -> Result<()> {
     for step in &script.route {
+        clock.advance(step.advance)?;
         let req = RouteRequest {
             queue_id: step.queue_id.clone(),
             sender: address(&step.sender)?,
@@ -261,6 +275,7 @@ async fn delivery(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) ->
         ));
     }
     for step in &script.deferred {
+        clock.advance(step.advance)?;
         let got = match host.deferred(&info(step)?).await {
             Deferral::Continue => "continue".to_string(),
             Deferral::RetryAfter(d) => format!("retry-after {}s", d.as_secs()),
@@ -270,6 +285,7 @@ async fn delivery(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) ->
         out.push(report::text(name, step.expect.as_deref(), got));
     }
     for step in &script.bounced {
+        clock.advance(step.advance)?;
         let got = match host.bounced(&info(step)?).await {
             corvid_types::BounceAction::Continue => "continue".to_string(),
             corvid_types::BounceAction::Suppress => "suppress".into(),
@@ -279,6 +295,7 @@ async fn delivery(host: &PluginHost, script: &Script, out: &mut Vec<Outcome>) ->
         out.push(report::text(name, step.expect.as_deref(), got));
     }
     for step in &script.delivered {
+        clock.advance(step.advance)?;
         if step.expect.is_some() {
             bail!("[[delivered]] takes no `expect`: the hook decides nothing");
         }

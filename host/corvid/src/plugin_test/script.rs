@@ -1,6 +1,7 @@
 //! The script format of `corvid plugin test` (TOML, or JSON for a `.json` file); documented in
 //! plugins/sdk/README.md, "Testing a component".
 
+use super::ambient::{ClockSection, HttpStep, KvEntry};
 use anyhow::{bail, Context, Result};
 use corvid_plugin_host::Capability;
 use corvid_types::{
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,9 +29,17 @@ pub struct Script {
     /// `"10 mx.example"`, TXT, PTR under the address).
     #[serde(default)]
     pub dns: BTreeMap<String, BTreeMap<String, Vec<String>>>,
-    /// Initial kv contents of the plugin's namespace: `[kv] "key" = "value"`.
+    /// Initial kv contents of the plugin's namespace: `[kv] "key" = "value"`, or with a TTL
+    /// `"key" = { value = "value", ttl = "10m" }`.
     #[serde(default)]
-    pub kv: BTreeMap<String, String>,
+    pub kv: BTreeMap<String, KvEntry>,
+    /// `[clock] start = "2026-12-07T13:00:00Z"`: the plugin's clocks (and the kv TTLs) stand
+    /// there until a step's `advance`. Without it: the system clock.
+    pub clock: Option<ClockSection>,
+    /// `[[http]] url = "...", status = 200, body = "..."`: the answers of the `http`
+    /// capability; a request to a URL not listed fails (no request reaches the network).
+    #[serde(default)]
+    pub http: Vec<HttpStep>,
     /// `[[route]]`, `[[deferred]]`, `[[bounced]]`, `[[delivered]]`: delivery hook calls.
     #[serde(default)]
     pub route: Vec<DeliveryStep>,
@@ -39,9 +49,10 @@ pub struct Script {
     pub bounced: Vec<DeliveryStep>,
     #[serde(default)]
     pub delivered: Vec<DeliveryStep>,
-    /// After every step: `[expect_kv] "key" = "value"` (`""`: the key must be absent).
+    /// After every step: `[expect_kv] "key" = "value"` (`""`: the key must be absent), or
+    /// `"key" = { value = "value", ttl = "1d" }` to check the time left too.
     #[serde(default)]
-    pub expect_kv: BTreeMap<String, String>,
+    pub expect_kv: BTreeMap<String, KvEntry>,
 }
 
 #[derive(Default, Deserialize)]
@@ -55,6 +66,8 @@ pub struct PluginSection {
     /// the plugin as it runs in a server granting them); `random` gives it the OS's entropy.
     pub capabilities: Option<Vec<Capability>>,
     pub stages: Option<Vec<Stage>>,
+    /// The `http` URL prefixes the plugin may request. Default: the `[[http]]` URLs.
+    pub http: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +144,9 @@ fn plain() -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transaction {
+    /// Moves the scripted clock forward before MAIL (e.g. `"5m"`; needs `[clock]`).
+    #[serde(default, with = "humantime_serde")]
+    pub advance: Option<Duration>,
     /// The reverse-path; `""` is the null sender.
     pub mail_from: String,
     #[serde(default)]
@@ -202,6 +218,9 @@ pub struct Expect {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryStep {
+    /// Moves the scripted clock forward before the call (needs `[clock]`).
+    #[serde(default, with = "humantime_serde")]
+    pub advance: Option<Duration>,
     pub recipient: String,
     #[serde(default)]
     pub sender: String,
@@ -345,3 +364,6 @@ impl RcptSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
