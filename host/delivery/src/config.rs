@@ -118,7 +118,8 @@ pub struct DaneSettings {
     pub enabled: bool,
     /// DNSKEY records (zone file syntax, as in `ldns-keygen`'s `.key` files) to validate
     /// from instead of the IANA root keys: a private or test zone's keys. Every DNSKEY of
-    /// that zone must be listed (no DS lookup is made for a listed zone).
+    /// that zone must be listed (no DS lookup is made for a listed zone). An insecure answer
+    /// below that zone counts only when the zone's DNSKEY RRset validates from these keys.
     pub trust_anchor: Option<PathBuf>,
 }
 

@@ -1,7 +1,8 @@
-//! TLSA lookups through a validating hickory resolver (RFC 4035 validation in hickory's
-//! `DnssecDnsHandle`), with the root trust anchors or those of `delivery.dane.trust_anchor`.
+//! TLSA, MX and address lookups through a validating hickory resolver (RFC 4035 validation
+//! in hickory's `DnssecDnsHandle`), with the root trust anchors or those of
+//! `delivery.dane.trust_anchor`.
 
-use super::{negative_ttl, Tlsa, TlsaAnswer, TlsaDns, TlsaError};
+use super::{negative_ttl, DnssecError, MxAnswer, SecureDns, Tlsa, TlsaAnswer};
 use async_trait::async_trait;
 use base64::Engine;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -16,14 +17,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The validating resolver for TLSA records.
-pub struct HickoryTlsa {
+/// The validating resolver for DANE's lookups.
+pub struct HickoryDnssec {
     resolver: TokioResolver,
     /// The zones of the configured trust anchor (lower case, no trailing dot).
     anchored: Vec<String>,
 }
 
-impl HickoryTlsa {
+impl HickoryDnssec {
     /// On `nameservers` (else `/etc/resolv.conf`), validating from the trust anchors in
     /// `trust_anchor` (DNSKEY records in zone file syntax) or else the IANA root keys.
     pub fn new(nameservers: &[SocketAddr], trust_anchor: Option<&Path>) -> Result<Self, String> {
@@ -49,7 +50,7 @@ impl HickoryTlsa {
         opts.attempts = 2;
         opts.ndots = 0;
         opts.validate = true;
-        Ok(HickoryTlsa {
+        Ok(HickoryDnssec {
             resolver: builder.build(),
             anchored,
         })
@@ -108,78 +109,161 @@ fn absolute(name: &str) -> String {
     }
 }
 
-#[async_trait]
-impl TlsaDns for HickoryTlsa {
-    async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, TlsaError> {
-        let lookup = match self.resolver.lookup(absolute(name), RecordType::TLSA).await {
+/// One RRset after validation: its data (empty: no records) and whether it is secure.
+struct Validated {
+    data: Vec<RData>,
+    secure: bool,
+    ttl: Duration,
+}
+
+impl HickoryDnssec {
+    /// The RRset of `rtype` at `name` (and any CNAME leading to it), validated: a bogus or
+    /// indeterminate record, or a denial of existence that did not validate, is an error
+    /// (RFC 4035 5.5, RFC 7672 2.1.1).
+    async fn validated(&self, name: &str, rtype: RecordType) -> Result<Validated, DnssecError> {
+        let what = format!("{name} {rtype}");
+        let lookup = match self.resolver.lookup(absolute(name), rtype).await {
             Ok(l) => l,
             Err(e) => {
                 if let ResolveErrorKind::Proto(p) = e.kind() {
                     match p.kind() {
                         ProtoErrorKind::NoRecordsFound {
-                            negative_ttl: t, ..
+                            negative_ttl: t,
+                            soa,
+                            ..
                         } => {
-                            return Ok(TlsaAnswer::NoRecords {
+                            // The denial is as secure as the SOA that came with it; hickory
+                            // has checked the NSEC records already when it is.
+                            let secure = soa.as_ref().is_some_and(|s| s.proof().is_secure());
+                            if !secure {
+                                self.insecure_allowed(name, &what).await?;
+                            }
+                            return Ok(Validated {
+                                data: Vec::new(),
+                                secure,
                                 ttl: negative_ttl(*t),
-                            })
+                            });
                         }
                         // A denial of existence that did not validate (RFC 4035 5.4).
                         ProtoErrorKind::Nsec { proof, .. } => {
-                            return Err(TlsaError(format!("DNSSEC denial of existence is {proof}")))
+                            return Err(DnssecError(format!(
+                                "DNSSEC denial of existence of {what} is {proof}"
+                            )))
                         }
                         _ => {}
                     }
                 }
-                return Err(TlsaError(e.to_string()));
+                return Err(DnssecError(format!("{what}: {e}")));
             }
         };
         let ttl = lookup
             .valid_until()
             .saturating_duration_since(Instant::now());
-        let mut records = Vec::new();
         let mut secure = true;
+        let mut data = Vec::new();
         for record in lookup.records() {
-            let RData::TLSA(tlsa) = record.data() else {
-                continue;
-            };
             match record.proof() {
                 Proof::Secure => {}
-                // Data of a zone with a configured trust anchor cannot be insecure (RFC 4035
-                // 4.3): hickory proves "no DS" from the zone's own NSEC when it asks the zone's
-                // authoritative server, so a key that does not match the anchor would pass as
-                // insecure. An unsigned zone below the anchor is refused with it.
-                Proof::Insecure => match under(name, &self.anchored) {
-                    Some(zone) => {
-                        return Err(TlsaError(format!(
-                            "DNSSEC validation of {name} TLSA: insecure below the trust anchor of {zone}"
-                        )))
-                    }
-                    None => secure = false,
-                },
-                // RFC 7672 2.2: a bogus (or indeterminate) RRset is a lookup failure.
-                other => {
-                    return Err(TlsaError(format!(
-                        "DNSSEC validation of {name} TLSA: {other}"
-                    )))
-                }
+                Proof::Insecure => secure = false,
+                other => return Err(DnssecError(format!("DNSSEC validation of {what}: {other}"))),
             }
-            records.push(Tlsa {
-                usage: u8::from(tlsa.cert_usage()),
-                selector: u8::from(tlsa.selector()),
-                matching: u8::from(tlsa.matching()),
-                data: tlsa.cert_data().to_vec(),
-            });
+            if record.record_type() == rtype {
+                data.push(record.data().clone());
+            }
         }
+        if !secure {
+            self.insecure_allowed(name, &what).await?;
+        }
+        Ok(Validated { data, secure, ttl })
+    }
+
+    /// An insecure answer below a zone of the configured trust anchor counts only when that
+    /// zone's own DNSKEY RRset validates: then the answer is insecure because a delegation on
+    /// the way has no DS, which the anchored zone's NSEC proved. When the anchor's keys are not
+    /// the zone's, hickory (0.25) still calls the zone insecure: it asks for the zone's DS,
+    /// the zone's own server denies it, and that denial passes. Such an answer is bogus
+    /// (RFC 4035 4.3: below a trust anchor, data is secure or provably insecure).
+    async fn insecure_allowed(&self, name: &str, what: &str) -> Result<(), DnssecError> {
+        let Some(zone) = under(name, &self.anchored) else {
+            return Ok(());
+        };
+        let keys = self
+            .resolver
+            .lookup(absolute(&zone), RecordType::DNSKEY)
+            .await;
+        let secure = keys.as_ref().is_ok_and(|k| {
+            k.records()
+                .iter()
+                .any(|r| r.record_type() == RecordType::DNSKEY)
+                && k.records().iter().all(|r| r.proof().is_secure())
+        });
+        match secure {
+            true => Ok(()),
+            false => Err(DnssecError(format!(
+                "DNSSEC validation of {what}: insecure below the trust anchor of {zone}, whose keys do not validate"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl SecureDns for HickoryDnssec {
+    async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, DnssecError> {
+        let v = self.validated(name, RecordType::TLSA).await?;
+        let records: Vec<Tlsa> = v
+            .data
+            .iter()
+            .filter_map(|d| match d {
+                RData::TLSA(tlsa) => Some(Tlsa {
+                    usage: u8::from(tlsa.cert_usage()),
+                    selector: u8::from(tlsa.selector()),
+                    matching: u8::from(tlsa.matching()),
+                    data: tlsa.cert_data().to_vec(),
+                }),
+                _ => None,
+            })
+            .collect();
         if records.is_empty() {
-            return Ok(TlsaAnswer::NoRecords {
-                ttl: negative_ttl(None),
-            });
+            return Ok(TlsaAnswer::NoRecords { ttl: v.ttl });
         }
         Ok(TlsaAnswer::Records {
             records,
-            secure,
-            ttl,
+            secure: v.secure,
+            ttl: v.ttl,
         })
+    }
+
+    async fn mx(&self, domain: &str) -> Result<MxAnswer, DnssecError> {
+        let v = self.validated(domain, RecordType::MX).await?;
+        let hosts = v
+            .data
+            .iter()
+            .filter_map(|d| match d {
+                RData::MX(mx) => Some(
+                    mx.exchange()
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                ),
+                _ => None,
+            })
+            .collect();
+        Ok(MxAnswer {
+            hosts,
+            secure: v.secure,
+        })
+    }
+
+    async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError> {
+        let v4 = self.validated(host, RecordType::A).await?;
+        let v6 = self.validated(host, RecordType::AAAA).await?;
+        // A family without records says nothing about the addresses used (a denial that
+        // did not validate was an error above).
+        let found: Vec<&Validated> = [&v4, &v6]
+            .into_iter()
+            .filter(|v| !v.data.is_empty())
+            .collect();
+        Ok(!found.is_empty() && found.iter().all(|v| v.secure))
     }
 }
 

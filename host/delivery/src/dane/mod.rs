@@ -13,15 +13,20 @@
 //! - **failed** (a bogus answer, a SERVFAIL, a timeout): the MX host must not be used now
 //!   (RFC 7672 2.2: a TLSA lookup failure is not "no records"), deferred with 4.7.5.
 //!
-//! Answers are cached for their TTL (negative answers for the SOA's negative TTL), failures
-//! not at all.
+//! TLSA records are looked up only for MX host names DNSSEC vouches for, and only when the
+//! host's address records are secure too ([`discovery`], RFC 7672 2.2.1 and 2.2.2).
+//!
+//! TLSA answers are cached for their TTL (negative answers for the SOA's negative TTL),
+//! failures not at all; MX and address answers are cached by the resolver.
 
+mod discovery;
 mod lookup;
 #[cfg(test)]
 mod tests;
 pub mod verify;
 
-pub use lookup::{load_trust_anchor, HickoryTlsa};
+pub use discovery::MxStatus;
+pub use lookup::{load_trust_anchor, HickoryDnssec};
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -59,15 +64,32 @@ pub enum TlsaAnswer {
     NoRecords { ttl: Duration },
 }
 
-/// A TLSA lookup that did not give an answer: bogus DNSSEC or a failed lookup.
+/// A validated lookup that did not give an answer: bogus DNSSEC (RFC 4033 5) or a failed
+/// lookup (SERVFAIL, a timeout).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct TlsaError(pub String);
+pub struct DnssecError(pub String);
 
-/// The TLSA lookup, behind a trait so that the policy can be tested without DNS.
+/// An MX RRset as DNSSEC validation left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxAnswer {
+    /// The exchanges, lower case without the trailing dot; empty: no MX records.
+    pub hosts: Vec<String>,
+    /// The RRset (or the proof that there is none) validated as secure; `false`: insecure.
+    pub secure: bool,
+}
+
+/// The validated lookups DANE needs, behind a trait so that the policy can be tested
+/// without DNS. A bogus answer is an error, never an insecure one.
 #[async_trait]
-pub trait TlsaDns: Send + Sync {
-    async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, TlsaError>;
+pub trait SecureDns: Send + Sync {
+    /// The TLSA RRset at `name`.
+    async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, DnssecError>;
+    /// The MX RRset of `domain`.
+    async fn mx(&self, domain: &str) -> Result<MxAnswer, DnssecError>;
+    /// Whether the address records (A and AAAA) of `host` are secure: each RRset that exists
+    /// validated as secure, and at least one exists.
+    async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError>;
 }
 
 /// What DANE says about one MX host.
@@ -77,7 +99,8 @@ pub enum DaneState {
     Usable(Arc<Vec<Tlsa>>),
     /// Only unusable records: TLS required, not authenticated.
     Unusable,
-    /// No secure records: DANE does not apply.
+    /// No secure records, or the MX host name or its addresses are not secure: DANE does
+    /// not apply.
     None,
     /// Bogus or failed: do not use this host now.
     Failed(String),
@@ -93,12 +116,12 @@ const MAX_ENTRIES: usize = 10_000;
 
 /// TLSA lookups with a TTL cache.
 pub struct Dane {
-    dns: Arc<dyn TlsaDns>,
+    dns: Arc<dyn SecureDns>,
     cache: Mutex<HashMap<String, (Instant, DaneState)>>,
 }
 
 impl Dane {
-    pub fn new(dns: Arc<dyn TlsaDns>) -> Self {
+    pub fn new(dns: Arc<dyn SecureDns>) -> Self {
         Dane {
             dns,
             cache: Mutex::default(),
@@ -110,7 +133,8 @@ impl Dane {
         format!("_{port}._tcp.{}", host.trim_end_matches('.'))
     }
 
-    /// What DANE says about `host` on `port`.
+    /// What `host`'s TLSA records on `port` say (the host name and its addresses already
+    /// found secure: [`Dane::host_state`]).
     pub async fn state(&self, host: &str, port: u16) -> DaneState {
         let name = Self::tlsa_name(host, port).to_ascii_lowercase();
         let now = Instant::now();

@@ -118,32 +118,63 @@ fn dane_ta_verifies_the_chain_and_the_name() {
 }
 
 struct Fake {
-    answer: Result<TlsaAnswer, TlsaError>,
+    answer: Result<TlsaAnswer, DnssecError>,
+    mx: Result<MxAnswer, DnssecError>,
+    addresses: Result<bool, DnssecError>,
     calls: AtomicUsize,
+    other_calls: AtomicUsize,
+}
+
+impl Fake {
+    fn new(answer: Result<TlsaAnswer, DnssecError>) -> Arc<Self> {
+        Arc::new(Fake {
+            answer,
+            mx: Ok(MxAnswer {
+                hosts: vec!["mx.dane.test".into()],
+                secure: true,
+            }),
+            addresses: Ok(true),
+            calls: AtomicUsize::new(0),
+            other_calls: AtomicUsize::new(0),
+        })
+    }
 }
 
 #[async_trait]
-impl TlsaDns for Fake {
-    async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, TlsaError> {
+impl SecureDns for Fake {
+    async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, DnssecError> {
         assert_eq!(name, "_25._tcp.mx.dane.test");
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.answer.clone()
     }
+
+    async fn mx(&self, domain: &str) -> Result<MxAnswer, DnssecError> {
+        assert_eq!(domain, "dane.test");
+        self.other_calls.fetch_add(1, Ordering::SeqCst);
+        self.mx.clone()
+    }
+
+    async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError> {
+        assert!(
+            host.trim_end_matches('.')
+                .eq_ignore_ascii_case("mx.dane.test"),
+            "{host}"
+        );
+        self.other_calls.fetch_add(1, Ordering::SeqCst);
+        self.addresses.clone()
+    }
 }
 
-async fn state_twice(answer: Result<TlsaAnswer, TlsaError>) -> (DaneState, usize) {
-    let fake = Arc::new(Fake {
-        answer,
-        calls: AtomicUsize::new(0),
-    });
-    let dane = Dane::new(Arc::clone(&fake) as Arc<dyn TlsaDns>);
+async fn state_twice(answer: Result<TlsaAnswer, DnssecError>) -> (DaneState, usize) {
+    let fake = Fake::new(answer);
+    let dane = Dane::new(Arc::clone(&fake) as Arc<dyn SecureDns>);
     let first = dane.state("mx.dane.test.", 25).await;
     let second = dane.state("MX.dane.test", 25).await;
     assert_eq!(first, second);
     (first, fake.calls.load(Ordering::SeqCst))
 }
 
-fn records(records: Vec<Tlsa>, secure: bool, ttl: u64) -> Result<TlsaAnswer, TlsaError> {
+fn records(records: Vec<Tlsa>, secure: bool, ttl: u64) -> Result<TlsaAnswer, DnssecError> {
     Ok(TlsaAnswer::Records {
         records,
         secure,
@@ -169,7 +200,7 @@ async fn states_follow_rfc_7672_and_answers_are_cached_by_ttl() {
         ttl: Duration::from_secs(60),
     });
     assert_eq!(state_twice(none).await, (DaneState::None, 1));
-    let (s, calls) = state_twice(Err(TlsaError("bogus".into()))).await;
+    let (s, calls) = state_twice(Err(DnssecError("bogus".into()))).await;
     assert!(
         matches!(s, DaneState::Failed(ref w) if w.contains("bogus")),
         "{s:?}"
@@ -192,4 +223,110 @@ fn trust_anchor_files_are_parsed() {
     assert!(super::lookup::load_trust_anchor(&path).is_err());
     std::fs::write(&path, "x. IN DNSKEY 257 3\n").unwrap();
     assert!(super::lookup::load_trust_anchor(&path).is_err());
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Dnssec {
+    Secure,
+    Insecure,
+    Bogus,
+}
+
+fn mx_answer(d: Dnssec) -> Result<MxAnswer, DnssecError> {
+    match d {
+        Dnssec::Bogus => Err(DnssecError("MX RRSIG does not verify".into())),
+        _ => Ok(MxAnswer {
+            hosts: vec!["mx.dane.test".into()],
+            secure: d == Dnssec::Secure,
+        }),
+    }
+}
+
+/// RFC 7672 2.2.1 and 2.2.2: MX RRset × address records × TLSA records.
+#[tokio::test]
+async fn tlsa_counts_only_under_a_secure_mx_and_secure_addresses() {
+    use Dnssec::*;
+    let ee = rec(3, 1, 1, vec![1; 32]);
+    for mx in [Secure, Insecure, Bogus] {
+        for addr in [Secure, Insecure, Bogus] {
+            for tlsa in [true, false] {
+                let answer = match tlsa {
+                    true => records(vec![ee.clone()], true, 300),
+                    false => Ok(TlsaAnswer::NoRecords {
+                        ttl: Duration::from_secs(60),
+                    }),
+                };
+                let fake = Arc::new(Fake {
+                    mx: mx_answer(mx),
+                    addresses: match addr {
+                        Bogus => Err(DnssecError("A RRSIG expired".into())),
+                        _ => Ok(addr == Secure),
+                    },
+                    ..Arc::into_inner(Fake::new(answer)).unwrap()
+                });
+                let dane = Dane::new(Arc::clone(&fake) as Arc<dyn SecureDns>);
+                let status = dane.mx_status("dane.test").await;
+                let state = dane
+                    .host_state(&status, "dane.test", "MX.dane.test", 25)
+                    .await;
+                let case = format!("MX {mx:?}, addresses {addr:?}, TLSA {tlsa}: {state:?}");
+                let looked_up = fake.calls.load(Ordering::SeqCst) > 0;
+                match (mx, addr) {
+                    (Bogus, _) => assert!(
+                        matches!(&state, DaneState::Failed(w) if w.contains("MX lookup for dane.test")),
+                        "{case}"
+                    ),
+                    (Insecure, _) => assert_eq!(state, DaneState::None, "{case}"),
+                    (Secure, Bogus) => assert!(
+                        matches!(&state, DaneState::Failed(w) if w.contains("address lookup")),
+                        "{case}"
+                    ),
+                    (Secure, Insecure) => assert_eq!(state, DaneState::None, "{case}"),
+                    (Secure, Secure) if tlsa => {
+                        assert_eq!(
+                            state,
+                            DaneState::Usable(Arc::new(vec![ee.clone()])),
+                            "{case}"
+                        )
+                    }
+                    (Secure, Secure) => assert_eq!(state, DaneState::None, "{case}"),
+                }
+                // TLSA records are looked up only for a secure name with secure addresses.
+                assert_eq!(looked_up, (mx, addr) == (Secure, Secure), "{case}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn mx_hosts_must_be_in_the_secure_rrset() {
+    let fake = Fake::new(records(vec![rec(3, 1, 1, vec![1; 32])], true, 300));
+    let dane = Dane::new(Arc::clone(&fake) as Arc<dyn SecureDns>);
+    let secure = MxStatus::Secure(vec!["mx.dane.test".into()]);
+    // A host the unvalidated lookup gave but the secure RRset does not name.
+    let s = dane.host_state(&secure, "dane.test", "evil.test", 25).await;
+    assert!(
+        matches!(&s, DaneState::Failed(w) if w.contains("not in the DNSSEC-validated MX RRset")),
+        "{s:?}"
+    );
+    // No MX records, securely: the domain itself is the host (RFC 7672 2.2.2).
+    let none = MxStatus::Secure(Vec::new());
+    let s = dane
+        .host_state(&none, "mx.dane.test", "mx.dane.test.", 25)
+        .await;
+    assert!(matches!(s, DaneState::Usable(_)), "{s:?}");
+    let s = dane
+        .host_state(&none, "dane.test", "mx.dane.test", 25)
+        .await;
+    assert!(matches!(s, DaneState::Failed(_)), "{s:?}");
+    assert_eq!(
+        fake.calls.load(Ordering::SeqCst),
+        1,
+        "only the trusted host's TLSA"
+    );
+    let failed = MxStatus::Failed("SERVFAIL".into());
+    let s = dane
+        .host_state(&failed, "dane.test", "mx.dane.test", 25)
+        .await;
+    assert_eq!(s, DaneState::Failed("SERVFAIL".into()));
 }

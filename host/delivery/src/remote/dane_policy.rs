@@ -3,14 +3,16 @@
 //!
 //! DANE applies to MX delivery whose domain has `tls = "dane"` or `"dane-only"`
 //! (`delivery.tls.domains` or a route), or that the config leaves without a TLS policy when
-//! `delivery.dane.enabled` is on. For an MX host with usable records DANE decides the
+//! `delivery.dane.enabled` is on, and then only to MX hosts whose names and addresses DNSSEC
+//! vouches for (`dane::discovery`, RFC 7672 2.2.1/2.2.2: an insecure MX RRset means no TLSA
+//! lookups, a bogus one defers). For an MX host with usable records DANE decides the
 //! certificate check and takes precedence over the domain's MTA-STS policy (RFC 8461 2: a
 //! sender that does both prefers DANE); without records the other policies apply as usual.
 
 use super::Remote;
 use crate::client::{ClientError, Endpoint, Session, SessionOptions, TlsPolicy};
 use crate::dane::verify::DaneVerifier;
-use crate::dane::{Dane, DaneState, HickoryTlsa, TlsaDns};
+use crate::dane::{Dane, DaneState, HickoryDnssec, MxStatus, SecureDns};
 use crate::route::{Destination, NextHop, TlsMode};
 use crate::Outcome;
 use corvid_queue::TlsRecord;
@@ -104,7 +106,7 @@ impl Remote {
         if let Some(d) = dane.as_ref() {
             return Ok(Arc::clone(d));
         }
-        let dns: Arc<dyn TlsaDns> = Arc::new(HickoryTlsa::new(
+        let dns: Arc<dyn SecureDns> = Arc::new(HickoryDnssec::new(
             &self.config.nameservers,
             self.config.dane.trust_anchor.as_deref(),
         )?);
@@ -113,12 +115,28 @@ impl Remote {
         Ok(made)
     }
 
-    async fn dane_state(&self, endpoint: &Endpoint) -> DaneState {
-        let Endpoint::Tcp { host, addr } = endpoint else {
+    /// The validated MX lookup of the destination's domain (RFC 7672 2.2.1).
+    async fn mx_status(&self, dest: &Destination) -> MxStatus {
+        let NextHop::Mx(domain) = &dest.hop else {
+            return MxStatus::Failed(format!("{} is not MX delivery", dest.hop));
+        };
+        match self.dane() {
+            Ok(dane) => dane.mx_status(domain).await,
+            Err(e) => MxStatus::Failed(format!("no DNSSEC resolver: {e}")),
+        }
+    }
+
+    async fn dane_state(
+        &self,
+        dest: &Destination,
+        mx: &MxStatus,
+        endpoint: &Endpoint,
+    ) -> DaneState {
+        let (Endpoint::Tcp { host, addr }, NextHop::Mx(domain)) = (endpoint, &dest.hop) else {
             return DaneState::None;
         };
         match self.dane() {
-            Ok(dane) => dane.state(host, addr.port()).await,
+            Ok(dane) => dane.host_state(mx, domain, host, addr.port()).await,
             Err(e) => DaneState::Failed(format!("no DNSSEC resolver: {e}")),
         }
     }
@@ -132,9 +150,11 @@ impl Remote {
             only,
             states: HashMap::new(),
         };
+        let mx = self.mx_status(dest).await;
+        tracing::debug!(destination = %dest.hop, mx = ?mx, "DANE MX status");
         for e in endpoints {
             if let std::collections::hash_map::Entry::Vacant(slot) = hosts.states.entry(e.host()) {
-                let state = self.dane_state(e).await;
+                let state = self.dane_state(dest, &mx, e).await;
                 tracing::debug!(host = %e.host(), state = ?state, "DANE TLSA state");
                 slot.insert(state);
             }
@@ -151,7 +171,8 @@ impl Remote {
         };
         // The session is not Sync: only its endpoint crosses the await.
         let (endpoint, dane, tls) = (s.endpoint.clone(), s.dane, s.tls);
-        let fits = match self.dane_state(&endpoint).await {
+        let mx = self.mx_status(dest).await;
+        let fits = match self.dane_state(dest, &mx, &endpoint).await {
             DaneState::Usable(_) => dane,
             DaneState::Unusable => tls,
             DaneState::None => !only,
