@@ -2,7 +2,11 @@
 with a zone signed by `ldns-signzone` (Debian `ldnsutils`), one ECDSA P-256 key that is both
 KSK and ZSK. That key's DNSKEY record is the trust anchor a validating resolver is given
 (`delivery.dane.trust_anchor`): with every DNSKEY of the zone anchored, no DS lookup in a
-parent zone is needed, so the authoritative server is all the DNS there is."""
+parent zone is needed, so the authoritative server is all the DNS there is.
+
+Unsigned child zones can be served next to it, delegated without a DS record: an insecure
+delegation (RFC 4035 5.2), which the signed zone's NSEC record at the cut proves. NSD answers
+a DS query at the cut from the parent, as RFC 4035 3.1.4.1 asks."""
 
 from __future__ import annotations
 
@@ -32,13 +36,19 @@ def make_key(directory: Path, zone: str) -> tuple[str, Path]:
 
 class SignedZone:
     """`zone` with `records` (zone-file lines, names relative to the zone), signed and
-    served by NSD on 127.0.0.1:<port> over UDP and TCP."""
+    served by NSD on 127.0.0.1:<port> over UDP and TCP; `children` maps a label to the
+    records of an unsigned child zone `<label>.<zone>`, delegated without DS."""
 
-    def __init__(self, zone: str, records: list[str]) -> None:
+    def __init__(self, zone: str, records: list[str],
+                 children: dict[str, list[str]] | None = None) -> None:
         self.zone = zone.rstrip(".")
         self.dir = shared_tmpdir("dnssec")
         self.key_base, self.anchor = make_key(self.dir, self.zone)
-        self.records = records
+        self.children = dict(children or {})
+        self.records = list(records)
+        for label in self.children:
+            # The delegation and its glue; no DS: the child is insecure.
+            self.records += [f"{label} IN NS ns.{label}", f"ns.{label} IN A 127.0.0.1"]
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.sign()
@@ -48,22 +58,29 @@ class SignedZone:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def sign(self, corrupt: list[str] = ()) -> None:
-        """Signs the zone; each name in `corrupt` (relative) gets its TLSA RRSIG damaged."""
-        z = self.zone
-        text = "\n".join([
+    @staticmethod
+    def zone_text(z: str, records: list[str]) -> str:
+        return "\n".join([
             f"$ORIGIN {z}.", "$TTL 300",
             f"@ IN SOA ns.{z}. hostmaster.{z}. 1 3600 600 86400 60",
-            f"@ IN NS ns.{z}.", "ns IN A 127.0.0.1", *self.records, ""])
-        (self.dir / "zone").write_text(text)
+            f"@ IN NS ns.{z}.", "ns IN A 127.0.0.1", *records, ""])
+
+    def sign(self, corrupt: list[str] = ()) -> None:
+        """Signs the zone; each name in `corrupt` (relative, `name` for its TLSA RRset or
+        `name/TYPE`) gets that RRset's RRSIG damaged. The child zones are written unsigned."""
+        z = self.zone
+        (self.dir / "zone").write_text(self.zone_text(z, self.records))
+        for label, records in self.children.items():
+            (self.dir / f"child.{label}").write_text(self.zone_text(f"{label}.{z}", records))
+        targets = {(n.split("/")[0].lower(), (n.split("/") + ["TLSA"])[1].upper()) for n in corrupt}
         subprocess.run(["ldns-signzone", "-f", "zone.signed", "zone", self.key_base],
                        cwd=self.dir, check=True, capture_output=True)
         if corrupt:
             signed = (self.dir / "zone.signed").read_text().splitlines()
             for i, line in enumerate(signed):
                 f = line.split()
-                if len(f) > 5 and f[3] == "RRSIG" and f[4] == "TLSA" and \
-                        any(f[0].lower() == f"{n}.{z}.".lower() for n in corrupt):
+                if len(f) > 5 and f[3] == "RRSIG" and \
+                        any(f[0].lower() == f"{n}.{z}.".lower() and f[4] == t for n, t in targets):
                     # Flip bits in the signature (the last field), keeping it valid base64.
                     sig = bytearray(base64.b64decode("".join(f[12:])))
                     sig[10] ^= 0xff
@@ -91,7 +108,10 @@ remote-control:
 zone:
   name: "{self.zone}"
   zonefile: "{self.dir}/zone.signed"
-""")
+""" + "".join(f"""zone:
+  name: "{label}.{self.zone}"
+  zonefile: "{self.dir}/child.{label}"
+""" for label in self.children))
         self.proc = subprocess.Popen([NSD, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10

@@ -13,7 +13,14 @@ signature is broken (bogus) defers 4.7.5, as does validating from a wrong trust 
 host without TLSA records (proven absent by NSEC) gets the usual opportunistic TLS; `dane-only`
 defers such a host; `tls = "dane"` for one domain works with `delivery.dane.enabled` off; a
 REQUIRETLS message goes to an MX host DANE authenticates, and bounces 5.7.30 to one without
-TLSA records (RFC 8689 4.2.1)."""
+TLSA records (RFC 8689 4.2.1).
+
+Which MX hosts get a TLSA lookup (RFC 7672 2.2.1, 2.2.2): `insecure.dane.test` is an unsigned
+child zone delegated without DS. Its (insecure) MX RRset names `mx-bad`, and a secure MX RRset
+names `mx-alias`, a CNAME into the unsigned zone (insecure addresses): both have secure TLSA
+records that do not match the peer, and both deliver with opportunistic TLS, as DANE does not
+apply; `dane-only` defers the insecure MX. A bogus MX RRset (broken RRSIG, pointing at `mx-good`
+whose TLSA record matches) and bogus address records defer 4.7.5 without a connection."""
 
 from __future__ import annotations
 
@@ -69,8 +76,16 @@ def world(tmp_path):
     ca_digest = cert_sha256(ca.pem)
     tlsa = f"_{peer.port}._tcp"
     records = []
-    for name in ("good", "bad", "bogus", "plain", "only", "pkix", "ta", "tawrong"):
+    for name in ("good", "bad", "bogus", "plain", "only", "pkix", "ta", "tawrong", "bogusa"):
         records += [f"{name} IN MX 10 mx-{name}", f"mx-{name} IN A 127.0.0.1"]
+    records += ["bogusmx IN MX 10 mx-good", "alias IN MX 10 mx-alias",
+                "mx-alias IN CNAME mx.insecure.dane.test.",
+                f"{tlsa}.mx-alias IN TLSA 3 1 1 {'00' * 32}",
+                f"{tlsa}.mx-bogusa IN TLSA 3 1 1 {digest}"]
+    # Unsigned, delegated without DS: its MX RRset is insecure. It names mx-bad (a secure TLSA
+    # record that does not match the peer).
+    children = {"insecure": ["@ IN MX 10 mx-bad.dane.test.", "mx IN A 127.0.0.1",
+                             f"{tlsa}.mx IN TLSA 3 1 1 {'00' * 32}"]}
     records += [f"{tlsa}.mx-good IN TLSA 3 1 1 {digest}",
                 f"{tlsa}.mx-bad IN TLSA 3 1 1 {'00' * 32}",
                 f"{tlsa}.mx-bogus IN TLSA 3 1 1 {digest}",
@@ -78,10 +93,10 @@ def world(tmp_path):
                 f"{tlsa}.mx-pkix IN TLSA 1 1 1 {digest}",
                 f"{tlsa}.mx-ta IN TLSA 2 0 1 {ca_digest}",
                 f"{tlsa}.mx-tawrong IN TLSA 2 0 1 {ca_digest}"]
-    zone = SignedZone("dane.test", records)
+    zone = SignedZone("dane.test", records, children)
     zone.proc.terminate()
     zone.proc.wait()
-    zone.sign(corrupt=[f"{tlsa}.mx-bogus"])
+    zone.sign(corrupt=[f"{tlsa}.mx-bogus", "bogusmx/MX", "mx-bogusa/A"])
     zone.start()
 
     class World:
@@ -243,3 +258,56 @@ def test_dane_ta_checks_the_chain_and_the_name(make_server, world):
     reason = deferred_reason(s, "x@tawrong.dane.test")
     assert reason.startswith("4.7.5 "), reason
     assert not delivered(w, "x@tawrong.dane.test")
+
+
+def send_deferred(server, w, rcpt: str) -> str:
+    """Sends to `rcpt`; the reason it is deferred with, once it is (and it was not delivered)."""
+    server.send(message(rcpt), sender="alice@corvid.test", rcpts=(rcpt,))
+    reason = deferred_reason(server, rcpt)
+    assert not delivered(w, rcpt), rcpt
+    return reason
+
+
+def send_done(server, w, rcpt: str) -> str:
+    """Sends to `rcpt`; the TLS summary of its delivery, once delivered."""
+    server.send(message(rcpt), sender="alice@corvid.test", rcpts=(rcpt,))
+    e = done(server, rcpt)
+    assert delivered(w, rcpt), rcpt
+    return e.get("tls", "")
+
+
+def test_no_tlsa_lookup_for_an_insecure_mx_or_insecure_addresses(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    # RFC 7672 2.2.1: the insecure MX RRset of insecure.dane.test names mx-bad, whose secure
+    # TLSA record does not match the peer: not looked at, so delivered opportunistically.
+    tls = send_done(s, w, "x@insecure.dane.test")
+    assert " unverified (" in tls, tls
+    # RFC 7672 2.2.2: a secure MX RRset, but the host's address records are insecure (a
+    # CNAME into the unsigned zone): its non-matching TLSA record is not looked at either.
+    tls = send_done(s, w, "x@alias.dane.test")
+    assert " unverified (" in tls, tls
+
+
+def test_dane_only_defers_an_insecure_mx(make_server, world):
+    w = world
+    overrides = relay_overrides(None, w.peer.port, dane={"trust_anchor": str(w.zone.anchor)},
+                                tls={"domains": {"insecure.dane.test": "dane-only"}})
+    overrides["delivery"]["nameservers"] = [w.zone.address]
+    s = make_server(overrides, name="onlyinsecure")
+    reason = send_deferred(s, w, "y@insecure.dane.test")
+    assert reason.startswith("4.7.5 ") and "dane-only" in reason, reason
+
+
+def test_a_bogus_mx_or_address_rrset_defers(make_server, world):
+    w = world
+    s = sender(make_server, w)
+    # The MX RRset's signature is broken; it names mx-good, whose TLSA record matches: a
+    # validator that let the bogus MX through would deliver.
+    reason = send_deferred(s, w, "x@bogusmx.dane.test")
+    assert reason.startswith("4.7.5 DANE: MX lookup for bogusmx.dane.test"), reason
+    # The address records' signature is broken (the TLSA record matches).
+    reason = send_deferred(s, w, "x@bogusa.dane.test")
+    assert reason.startswith("4.7.5 DANE: address lookup for mx-bogusa.dane.test"), reason
+    # Neither host was asked to take the mail.
+    assert not any("bogus" in c for c in w.peer.commands), w.peer.commands
