@@ -1,18 +1,29 @@
-//! The in-memory schedule: which message is due when.
+//! The in-memory schedule: which message is due when, and which a runner has claimed.
 //!
 //! Only one process can open a sled database, so the spool can keep this index in memory,
 //! rebuild it from the metadata at open, and keep it in step with every write. `due()` is then
 //! a range scan instead of decoding every record on disk.
+//!
+//! A runner takes due messages with [`DueIndex::take`]: the claimed ones leave the time order
+//! until [`DueIndex::release`], so a pass never walks past the messages in progress and costs
+//! O(taken x log n) whatever the backlog. Claims live in memory only: after a restart nothing
+//! is in progress, and the index rebuilt at open has no claims.
 
 use corvid_types::QueueId;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub(crate) struct DueIndex {
+    /// The scheduled messages no runner has claimed, by due time (ties in id order).
     by_time: BTreeSet<(u64, QueueId)>,
+    /// Every scheduled message's due time, claimed or not.
     by_id: HashMap<QueueId, u64>,
+    /// Messages a runner took and has not released. A claimed message rescheduled, held or
+    /// removed meanwhile changes only `by_id`; its release puts it back in time order if it
+    /// is still scheduled.
+    claimed: HashSet<QueueId>,
     /// Held messages and when they were held: an update from delivery (which never holds)
     /// must not undo a hold made meanwhile, and expiry needs no scan of the queue.
     held: HashMap<QueueId, u64>,
@@ -54,7 +65,9 @@ impl DueIndex {
         }
         if let Some(at) = at {
             self.by_id.insert(id.clone(), at);
-            self.by_time.insert((at, id.clone()));
+            if !self.claimed.contains(id) {
+                self.by_time.insert((at, id.clone()));
+            }
         }
         self.scheduled
             .store(self.by_id.len() as u64, Ordering::Relaxed);
@@ -72,16 +85,53 @@ impl DueIndex {
         (self.held.len(), self.by_id.len())
     }
 
-    /// Ids due at or before `now`, earliest first (ties in id, that is arrival, order).
+    /// Ids due at or before `now`, claimed or not, earliest first (ties in id, that is
+    /// arrival, order).
     pub(crate) fn due(&self, now: u64) -> Vec<QueueId> {
-        self.by_time
+        let mut due: Vec<(u64, &QueueId)> = self
+            .by_time
             .iter()
             .take_while(|(at, _)| *at <= now)
-            .map(|(_, id)| id.clone())
-            .collect()
+            .map(|(at, id)| (*at, id))
+            .collect();
+        if !self.claimed.is_empty() {
+            let claimed = self
+                .claimed
+                .iter()
+                .filter_map(|id| self.by_id.get(id).map(|&at| (at, id)));
+            due.extend(claimed.filter(|(at, _)| *at <= now));
+            due.sort_unstable();
+        }
+        due.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
-    /// The earliest time anything is due.
+    /// Claims up to `limit` unclaimed ids due at or before `now`, earliest first: each is
+    /// taken off the time order (O(log n)) and copied once.
+    pub(crate) fn take(&mut self, now: u64, limit: usize) -> Vec<QueueId> {
+        let mut taken = Vec::new();
+        while taken.len() < limit && self.by_time.first().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, id)) = self.by_time.pop_first() else {
+                break;
+            };
+            self.claimed.insert(id.clone());
+            taken.push(id);
+        }
+        taken
+    }
+
+    /// Ends the claim on `id`: if it is still scheduled, it is back in time order at the due
+    /// time its attempt recorded (or any change made meanwhile). Nothing for an unclaimed id.
+    pub(crate) fn release(&mut self, id: &QueueId) {
+        if !self.claimed.remove(id) {
+            return;
+        }
+        if let Some(&at) = self.by_id.get(id) {
+            self.by_time.insert((at, id.clone()));
+        }
+    }
+
+    /// The earliest time an unclaimed message is due: a claimed one is not waited for, its
+    /// runner learns when its attempt ends.
     pub(crate) fn earliest(&self) -> Option<u64> {
         self.by_time.first().map(|(at, _)| *at)
     }
@@ -108,5 +158,52 @@ mod tests {
         assert_eq!(ix.due(100), [id("c"), id("a")]);
         assert_eq!(ix.earliest(), Some(30));
         assert_eq!(ix.backlog_counter().load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn takes_in_due_order_and_never_twice() {
+        let mut ix = DueIndex::default();
+        for (name, at) in [("c", 5), ("a", 10), ("b", 10), ("d", 50)] {
+            ix.set(&id(name), Some(at));
+        }
+        assert_eq!(ix.take(10, 2), [id("c"), id("a")]);
+        assert_eq!(ix.take(10, 5), [id("b")], "only what is unclaimed and due");
+        assert!(ix.take(100, 0).is_empty());
+        assert!(ix.take(10, 5).is_empty(), "claims are not handed out again");
+        // The listing still shows the claimed messages; the wake-up time does not wait for them.
+        assert_eq!(ix.due(10), [id("c"), id("a"), id("b")]);
+        assert_eq!(ix.earliest(), Some(50));
+        assert_eq!(ix.take(100, 5), [id("d")]);
+        assert_eq!(ix.earliest(), None);
+        assert_eq!(ix.counts(), (0, 4), "claimed messages are still scheduled");
+    }
+
+    #[test]
+    fn a_release_restores_the_state_recorded_meanwhile() {
+        let mut ix = DueIndex::default();
+        for name in ["a", "b", "c", "d"] {
+            ix.set(&id(name), Some(10));
+        }
+        assert_eq!(ix.take(10, 4).len(), 4);
+        ix.set(&id("a"), Some(300)); // retried later
+        ix.set(&id("b"), None); // delivered and removed
+        ix.set(&id("c"), None); // held
+        ix.set_held(&id("c"), Some(10));
+        // d's attempt recorded nothing new: due again at its old time.
+        for name in ["a", "b", "c", "d"] {
+            ix.release(&id(name));
+        }
+        ix.release(&id("a")); // a second release does nothing
+        assert_eq!(ix.take(10, 10), [id("d")]);
+        assert_eq!(ix.take(300, 10), [id("a")]);
+        assert!(
+            ix.take(u64::MAX, 10).is_empty(),
+            "removed and held never come back"
+        );
+        assert_eq!(ix.due(u64::MAX), [id("d"), id("a")]);
+        ix.release(&id("d"));
+        ix.release(&id("a"));
+        assert_eq!(ix.due(u64::MAX), [id("d"), id("a")]);
+        assert_eq!(ix.earliest(), Some(10));
     }
 }

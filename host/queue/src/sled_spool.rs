@@ -345,6 +345,14 @@ impl Spool for SledSpool {
         Ok(self.lock_index().due(unix_secs(now)))
     }
 
+    fn take_due(&self, now: SystemTime, limit: usize) -> Result<Vec<QueueId>, QueueError> {
+        Ok(self.lock_index().take(unix_secs(now), limit))
+    }
+
+    fn release_claim(&self, id: &QueueId) {
+        self.lock_index().release(id);
+    }
+
     fn next_wakeup(&self) -> Option<SystemTime> {
         self.lock_index().earliest().map(from_unix_secs)
     }

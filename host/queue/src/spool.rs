@@ -33,10 +33,32 @@ pub trait Spool: Send + Sync {
     fn remove(&self, id: &QueueId) -> Result<bool, QueueError>;
 
     /// Messages with a pending recipient whose next attempt is at or before `now`, oldest
-    /// first. Quarantined messages are never due.
+    /// first, claimed ones included. Quarantined messages are never due.
     fn due(&self, now: SystemTime) -> Result<Vec<QueueId>, QueueError>;
 
-    /// The earliest next attempt of any message, so a runner can sleep until then.
+    /// Claims up to `limit` due messages for a queue runner and returns them, oldest first:
+    /// [`Spool::due`] without the messages claimed already, so a runner never gets one it is
+    /// attempting. On the sled spool a call costs O(limit + log n), not O(backlog). A claim
+    /// lasts until [`Spool::release_claim`]; it is kept in memory only, so a restart ends
+    /// every claim. A claimed message may still be rescheduled, held or removed: its release
+    /// applies that (held and removed mail is never due).
+    ///
+    /// The default, for spools that keep no claims, returns the whole [`Spool::due`] listing
+    /// whatever `limit`: the caller skips the messages it is attempting itself.
+    fn take_due(&self, now: SystemTime, limit: usize) -> Result<Vec<QueueId>, QueueError> {
+        let _ = limit;
+        self.due(now)
+    }
+
+    /// Ends the claim [`Spool::take_due`] gave on `id`, once its attempt has recorded its
+    /// outcome: the message is due again at the time now recorded, if it is still scheduled.
+    /// Nothing happens for an id not claimed. Memory only: it never waits for the disk.
+    fn release_claim(&self, id: &QueueId) {
+        let _ = id;
+    }
+
+    /// The earliest next attempt of any message not claimed, so a runner can sleep until
+    /// then (it learns of a claimed message when the attempt ends).
     fn next_wakeup(&self) -> Option<SystemTime>;
 
     /// Makes every pending recipient due now (`corvid queue flush`); returns how many messages
@@ -46,7 +68,7 @@ pub trait Spool: Send + Sync {
     /// A wake-up signal for queue runners: the value is a counter bumped whenever messages
     /// become due outside the schedule (a new message was accepted, or `flush_all`). Changes
     /// coalesce, and a change made before `changed()` is awaited is not lost, so a runner
-    /// simply re-reads [`Spool::due`] after each wake-up.
+    /// simply calls [`Spool::take_due`] again after each wake-up.
     fn subscribe(&self) -> watch::Receiver<u64>;
 
     /// Flushes everything to disk; called once at shutdown after the runners stopped.
