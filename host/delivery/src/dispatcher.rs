@@ -11,13 +11,12 @@ use crate::remote::Remote;
 use crate::route::Router;
 use corvid_queue::{RetrySchedule, Spool};
 use corvid_types::{DeliveryPolicy, Directory, Intake};
-use running::{log_panic, pass_gap, Running};
+use running::{log_panic, Running};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod running;
@@ -30,6 +29,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Postfix's `qmgr_message_active_limit`. The content is read only under a permit, so a
 /// waiting message costs its envelope and state only.
 const MAX_ACTIVE: usize = 10_000;
+/// Messages taken from the spool in one pass at most. A full batch is followed by another
+/// pass at once (after a yield), so a long due queue fills the free slots in short steps and
+/// each pass stays O(batch + log n) (`Spool::take_due`).
+const PASS_BATCH: usize = 256;
 /// How long a stopping runner waits for attempts in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -217,19 +220,18 @@ impl Dispatcher {
         let mut wake = runner.ctx.spool.subscribe();
         let mut wake_open = true;
         let permits = Arc::new(Semaphore::new(MAX_ACTIVE));
-        let mut running = Running::default();
+        let mut running = Running::new(Arc::clone(&runner.ctx.spool));
         tracing::info!(concurrency, "delivery dispatcher started");
-        let mut next_pass = Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(next_pass) => {}
-            }
+        while !shutdown.is_cancelled() {
             running.reap();
-            let Some(listed) = runner.start_due(&permits, &mut running, &shutdown).await else {
+            let Some(full) = runner.start_due(&permits, &mut running, &shutdown).await else {
                 break;
             };
-            next_pass = Instant::now() + pass_gap(listed);
+            if full {
+                // More may be due: the next batch after the tasks just started had a turn.
+                tokio::task::yield_now().await;
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = wake.changed(), if wake_open => wake_open = changed.is_ok(),
@@ -263,23 +265,31 @@ struct Runner {
 }
 
 impl Runner {
-    /// Starts an attempt for every due message not already in progress. Returns how many
-    /// messages the spool listed, or `None` when shutdown came while waiting for a free slot.
+    /// Claims due messages, as many as there are free slots (at most [`PASS_BATCH`]), and
+    /// starts an attempt for each. Returns whether the batch was full (more may be due), or
+    /// `None` when shutdown came while waiting for a free slot.
     async fn start_due(
         &self,
         permits: &Arc<Semaphore>,
         running: &mut Running,
         shutdown: &CancellationToken,
-    ) -> Option<usize> {
-        let due = match self.ctx.spool.due(SystemTime::now()) {
-            Ok(due) => due,
+    ) -> Option<bool> {
+        let limit = permits.available_permits().min(PASS_BATCH);
+        if limit == 0 {
+            // Every slot is taken: the end of an attempt wakes the runner.
+            return Some(false);
+        }
+        let taken = match self.ctx.spool.take_due(SystemTime::now(), limit) {
+            Ok(taken) => taken,
             Err(e) => {
-                tracing::error!(error = %e, "cannot list due messages");
-                return Some(0);
+                tracing::error!(error = %e, "cannot take due messages");
+                return Some(false);
             }
         };
-        let listed = due.len();
-        for claim in running.claim_all(due) {
+        let claims = running.claim_all(taken);
+        let full = claims.len() >= limit;
+        // A claim not started (shutdown while waiting) is released when the rest are dropped.
+        for claim in claims {
             let permit = tokio::select! {
                 p = Arc::clone(permits).acquire_owned() => p,
                 _ = shutdown.cancelled() => return None,
@@ -298,11 +308,11 @@ impl Runner {
                 .tasks
                 .spawn(tracing::Instrument::instrument(attempt, span));
         }
-        Some(listed)
+        Some(full)
     }
 
     /// Until the next message falls due, bounded by the poll interval. A due time in the past
-    /// belongs to a message in progress; its end wakes the runner anyway.
+    /// belongs to a message waiting for a free slot; the end of an attempt wakes the runner.
     fn nap(&self) -> Duration {
         let now = SystemTime::now();
         match self.ctx.spool.next_wakeup() {

@@ -1,53 +1,55 @@
-//! The attempts in progress, and how often the runner looks at the queue.
+//! The attempts in progress.
 //!
-//! The spool lists every due message, those in progress included (they keep their due time
-//! until their attempt records a new one). A pass over that listing is O(listed), and one ran
-//! after every attempt's end: with thousands in progress, O(backlog) per message. Now the ids
-//! in progress cost one hash lookup each and are never copied, the claims are taken under one
-//! lock per pass, and passes are spaced by [`pass_gap`], so their cost per message stays
-//! bounded however long the listing is. Attempts that end in between are reaped together.
+//! The runner takes due messages from the spool with [`Spool::take_due`], which claims them:
+//! the spool hands out each message once until its claim is released, so a pass costs
+//! O(taken + log n) however long the queue, and passes no longer need spacing (the listing of
+//! every due message, in progress included, made each pass O(backlog)). A [`Claim`] ends both
+//! the runner's own mark and the spool's claim when its attempt ends (also when it panics or is
+//! abandoned at shutdown). The runner's own set of ids stays as a guard for spools that keep
+//! no claims (the trait's default lists every due message): one hash lookup per id.
 
+use corvid_queue::Spool;
 use corvid_types::QueueId;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 use tokio::task::JoinSet;
 
-/// The spacing of passes, per message the last pass listed: a listing costs about a
-/// microsecond per message (an id copied by the spool, one lookup here), so passes then cost
-/// at most a few percent of a core.
-const GAP_PER_LISTED: Duration = Duration::from_micros(20);
-/// The longest spacing: what a new message waits at most, beyond its due time, for its
-/// attempt to start when the queue is long.
-const MAX_GAP: Duration = Duration::from_millis(250);
-
-/// How long after a pass that listed `listed` messages the next one may run.
-pub(super) fn pass_gap(listed: usize) -> Duration {
-    GAP_PER_LISTED
-        .saturating_mul(u32::try_from(listed).unwrap_or(u32::MAX))
-        .min(MAX_GAP)
-}
-
 /// The attempts in progress, so a message is never attempted twice at the same time.
-#[derive(Default)]
 pub(super) struct Running {
     pub(super) tasks: JoinSet<()>,
-    ids: Arc<Mutex<HashSet<QueueId>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    ids: Mutex<HashSet<QueueId>>,
+    spool: Arc<dyn Spool>,
 }
 
 impl Running {
-    /// Claims the messages of `due` that are not in progress, in their order, under one lock.
-    /// An id in progress costs one lookup; a claimed one is copied once (the claim keeps it).
-    pub(super) fn claim_all(&self, due: Vec<QueueId>) -> Vec<Claim> {
-        let mut ids = lock(&self.ids);
-        due.into_iter()
+    pub(super) fn new(spool: Arc<dyn Spool>) -> Self {
+        Running {
+            tasks: JoinSet::new(),
+            shared: Arc::new(Shared {
+                ids: Mutex::default(),
+                spool,
+            }),
+        }
+    }
+
+    /// Marks the messages of `taken` (claimed from the spool) that are not in progress, in
+    /// their order, under one lock. An id already in progress comes only from a spool that
+    /// keeps no claims: it is skipped, and its running attempt keeps the claim.
+    pub(super) fn claim_all(&self, taken: Vec<QueueId>) -> Vec<Claim> {
+        let mut ids = lock(&self.shared.ids);
+        taken
+            .into_iter()
             .filter_map(|id| {
                 if ids.contains(&id) {
                     return None;
                 }
                 ids.insert(id.clone());
                 Some(Claim {
-                    ids: Arc::clone(&self.ids),
+                    shared: Arc::clone(&self.shared),
                     id,
                 })
             })
@@ -70,7 +72,7 @@ pub(super) fn log_panic(joined: Result<(), tokio::task::JoinError>) {
 
 /// Marks a message as in progress until dropped (also when the attempt panics).
 pub(super) struct Claim {
-    ids: Arc<Mutex<HashSet<QueueId>>>,
+    shared: Arc<Shared>,
     id: QueueId,
 }
 
@@ -82,7 +84,10 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        lock(&self.ids).remove(&self.id);
+        // The runner's mark goes first: once the spool hands the message out again, it must
+        // not be skipped as in progress (it would stay claimed and never be attempted).
+        lock(&self.shared.ids).remove(&self.id);
+        self.shared.spool.release_claim(&self.id);
     }
 }
 
@@ -94,6 +99,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corvid_queue::SledSpool;
+    use corvid_types::{Address, Envelope, Intake, RcptParams, Recipient};
+    use std::time::{Duration, SystemTime};
 
     fn ids(names: &[&str]) -> Vec<QueueId> {
         names.iter().map(|n| QueueId(n.to_string())).collect()
@@ -103,28 +111,48 @@ mod tests {
         claims.iter().map(|c| c.id().0.as_str()).collect()
     }
 
+    fn soon() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(5)
+    }
+
     #[test]
     fn claims_skip_what_is_in_progress_and_end_when_dropped() {
-        let running = Running::default();
+        let dir = tempfile::tempdir().unwrap();
+        let running = Running::new(SledSpool::open(dir.path()).unwrap());
+        // As from a spool that keeps no claims: every due id, in progress or not.
         let first = running.claim_all(ids(&["a", "b", "a"]));
         assert_eq!(names(&first), ["a", "b"], "in order, each once");
-        // A pass listing them again, with a new one: only the new one is claimed.
         let second = running.claim_all(ids(&["a", "b", "c"]));
         assert_eq!(names(&second), ["c"]);
         drop(first);
         let third = running.claim_all(ids(&["a", "b", "c"]));
         assert_eq!(names(&third), ["a", "b"], "c is still in progress");
-        assert_eq!(lock(&running.ids).len(), 3);
+        assert_eq!(lock(&running.shared.ids).len(), 3);
         drop((second, third));
-        assert!(lock(&running.ids).is_empty());
+        assert!(lock(&running.shared.ids).is_empty());
     }
 
-    #[test]
-    fn a_long_listing_spaces_the_passes_a_short_one_does_not() {
-        assert_eq!(pass_gap(0), Duration::ZERO);
-        assert!(pass_gap(10) <= Duration::from_millis(1));
-        assert_eq!(pass_gap(5_000), Duration::from_millis(100));
-        assert_eq!(pass_gap(1_000_000), MAX_GAP);
-        assert_eq!(pass_gap(usize::MAX), MAX_GAP);
+    #[tokio::test]
+    async fn the_end_of_an_attempt_releases_the_spools_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SledSpool::open(dir.path()).unwrap();
+        let id = spool.next_id();
+        let envelope = Envelope {
+            recipients: vec![Recipient {
+                address: Address::new("a", "x.test"),
+                params: RcptParams::default(),
+            }],
+            ..Envelope::default()
+        };
+        spool.submit(&id, &envelope, b"x\r\n").await.unwrap();
+        let running = Running::new(spool.clone());
+        let claims = running.claim_all(spool.take_due(soon(), 8).unwrap());
+        assert_eq!(names(&claims), [id.0.as_str()]);
+        assert!(spool.take_due(soon(), 8).unwrap().is_empty(), "in progress");
+        drop(claims);
+        // Its attempt recorded nothing new (say the record failed): due again, and not
+        // skipped as in progress.
+        let again = running.claim_all(spool.take_due(soon(), 8).unwrap());
+        assert_eq!(names(&again), [id.0.as_str()]);
     }
 }
