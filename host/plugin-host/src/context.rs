@@ -123,7 +123,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         let r = facts(&store)?.rcpt.as_ref();
         Ok((r.map(|r| wit::Recipient::clone(&r.0)),))
     })?;
-    Ok(())
+    // The imports added to the contract since (`engine.rs` links this one and
+    // `auth-results`): DSN parameters of added recipients.
+    crate::added::add_to_linker(linker)
 }
 
 type Hook = TypedFunc<(Stamp,), (wit::Decision,)>;

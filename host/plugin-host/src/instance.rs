@@ -218,7 +218,7 @@ impl Live {
         &mut self,
         call: &Call<'_>,
         deadline: Instant,
-    ) -> Result<wit::Decision, (Outcome, String)> {
+    ) -> Result<crate::validate::Raw, (Outcome, String)> {
         let result = {
             let fut = std::pin::pin!(call_hook(
                 &mut self.store,
@@ -229,7 +229,11 @@ impl Live {
             backstop(deadline, fut).await
         };
         match result {
-            Ok(Ok(d)) => Ok(d),
+            // The DSN parameters the hook set go with its decision (`added-recipients`).
+            Ok(Ok(decision)) => Ok(crate::validate::Raw {
+                decision,
+                added: std::mem::take(&mut self.store.data_mut().added),
+            }),
             Ok(Err(e)) => Err(classify(e, &self.store)),
             Err(_) => Err((
                 Outcome::Timeout,

@@ -37,6 +37,7 @@
 //!   implements [`corvid_types::DeliveryPolicy`] (an instance per call; a failing plugin is
 //!   skipped, these stages cannot lose mail).
 
+mod added;
 mod auth_results;
 mod backstop;
 mod bindings;

@@ -115,6 +115,9 @@ pub(crate) struct HostState {
     /// The facts of the SMTP hook being called (`context` import), kept after the call for
     /// the next one of the same unit of work; `None` on a new lease and at delivery hooks.
     pub(crate) facts: Option<crate::context::Facts>,
+    /// DSN parameters the current SMTP hook gave recipients it adds (`added-recipients`),
+    /// taken with its decision.
+    pub(crate) added: crate::added::Pending,
 }
 
 /// A new `lifecycle.lease` number, unique in the process.
@@ -171,6 +174,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         lease: next_lease(),
         quarantined: None,
         facts: None,
+        added: Default::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -3,11 +3,31 @@
 //! Replies must fit their verdict (reject 5xx, tempfail 4xx, disconnect 4xx/5xx), enhanced
 //! codes must parse and match the code's class, text is sanitised by [`Reply::new`];
 //! modifications must be allowed at the stage and well-formed (no CR/LF injection into
-//! headers or addresses), and `replace-body` needs its capability.
+//! headers or addresses), and `replace-body` needs its capability. DSN parameters set for an
+//! added recipient (`added-recipients`) must pass a client's RCPT rules and name a recipient
+//! the decision adds.
 
+use crate::added::Pending;
 use crate::bindings::corvid::plugin::types as wit;
 use crate::stats::Outcome;
-use corvid_types::{Address, Decision, EnhancedCode, Modification, Reply, Stage, Verdict};
+use corvid_types::{dsn_params, Address, Decision, EnhancedCode, Modification, Reply, Stage};
+use corvid_types::{Notify, RcptParams, Recipient, Verdict};
+
+/// What a hook call produced: its decision, and the DSN parameters it set with
+/// `added-recipients.set-dsn-params` for recipients the decision adds.
+pub(crate) struct Raw {
+    pub(crate) decision: wit::Decision,
+    pub(crate) added: Pending,
+}
+
+impl From<wit::Decision> for Raw {
+    fn from(decision: wit::Decision) -> Self {
+        Raw {
+            decision,
+            added: Pending::default(),
+        }
+    }
+}
 
 const MAX_MODIFICATIONS: usize = 256;
 const MAX_FIELD: usize = 998;
@@ -54,12 +74,23 @@ fn field_value(v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks `d` given at `stage`. `Err` carries the reason (for the log only).
+/// Checks the decision of `raw` given at `stage`, with the DSN parameters the hook set. `Err`
+/// carries the reason (for the log only).
 pub(crate) fn decision(
     stage: Stage,
-    d: wit::Decision,
+    raw: impl Into<Raw>,
     replace_body: bool,
 ) -> Result<Decision, String> {
+    let Raw { decision: d, added } = raw.into();
+    let mut checked = plain(stage, d, replace_body)?;
+    if !added.is_empty() {
+        attach(&mut checked.modifications, added)?;
+    }
+    Ok(checked)
+}
+
+/// The decision itself, without DSN parameters.
+fn plain(stage: Stage, d: wit::Decision, replace_body: bool) -> Result<Decision, String> {
     let smtp_txn = matches!(stage, Stage::Mail | Stage::Rcpt | Stage::Data);
     let verdict = match d.verdict {
         wit::Verdict::Continue => Verdict::Continue,
@@ -142,6 +173,48 @@ pub(crate) fn decision(
         verdict,
         modifications: mods,
     })
+}
+
+/// Turns each `add-recipient` of an address the hook gave DSN parameters into an
+/// [`Modification::AddRecipientWithParams`], after checking the parameters as a client's RCPT
+/// (RFC 3461 4.1, 4.2). Parameters for an address the decision does not add are refused: the
+/// plugin meant a recipient that will not exist.
+fn attach(mods: &mut [Modification], added: Pending) -> Result<(), String> {
+    if added.overflow {
+        return Err("DSN parameters set for too many addresses".into());
+    }
+    for (a, p) in added.params {
+        let params = RcptParams {
+            notify: p.notify.map(|n| Notify {
+                never: n.never,
+                success: n.success,
+                failure: n.failure,
+                delay: n.delay,
+            }),
+            orcpt: p.orcpt,
+        };
+        let shown = format!("{}@{}", a.local.escape_debug(), a.domain.escape_debug());
+        dsn_params::check(&params).map_err(|e| format!("DSN parameters for {shown}: {e}"))?;
+        let mut found = false;
+        for m in mods.iter_mut() {
+            let Modification::AddRecipient(to) = m else {
+                continue;
+            };
+            if to.local == a.local && to.domain.eq_ignore_ascii_case(&a.domain) {
+                *m = Modification::AddRecipientWithParams(Recipient {
+                    address: to.clone(),
+                    params: params.clone(),
+                });
+                found = true;
+            }
+        }
+        if !found {
+            return Err(format!(
+                "DSN parameters for {shown}, which the decision does not add"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn kind(m: &wit::Modification) -> &'static str {
@@ -232,5 +305,82 @@ mod tests {
         };
         assert!(decision(Stage::Data, body.clone(), false).is_err());
         assert!(decision(Stage::Data, body, true).is_ok());
+    }
+
+    fn wa(local: &str, domain: &str) -> wit::Address {
+        wit::Address {
+            local: local.into(),
+            domain: domain.into(),
+        }
+    }
+
+    /// A decision adding `x@remote.test`, with `params` set for `to`.
+    fn adding(to: wit::Address, params: wit::RcptParams) -> Raw {
+        let mut added = Pending::default();
+        added.params.push((to, params));
+        Raw {
+            decision: wit::Decision {
+                verdict: wit::Verdict::Continue,
+                modifications: vec![wit::Modification::AddRecipient(wa("x", "remote.test"))],
+            },
+            added,
+        }
+    }
+
+    fn notify(never: bool, failure: bool) -> Option<wit::Notify> {
+        Some(wit::Notify {
+            never,
+            success: false,
+            failure,
+            delay: false,
+        })
+    }
+
+    #[test]
+    fn dsn_params_go_with_the_added_recipient_or_refuse_the_decision() {
+        let ok = wit::RcptParams {
+            notify: notify(true, false),
+            orcpt: Some("rfc822;orig+40a.test".into()),
+        };
+        let d = decision(
+            Stage::Rcpt,
+            adding(wa("x", "REMOTE.test"), ok.clone()),
+            false,
+        )
+        .expect("valid");
+        let [Modification::AddRecipientWithParams(r)] = d.modifications.as_slice() else {
+            panic!("{:?}", d.modifications);
+        };
+        assert_eq!(r.address, Address::new("x", "remote.test"));
+        assert!(r.params.notify.is_some_and(|n| n.never && !n.failure));
+        assert_eq!(r.params.orcpt.as_deref(), Some("rfc822;orig+40a.test"));
+        // A client's RCPT could not say these: the decision is invalid.
+        for bad in [
+            wit::RcptParams {
+                notify: notify(true, true),
+                orcpt: None,
+            },
+            wit::RcptParams {
+                notify: notify(false, false),
+                orcpt: None,
+            },
+            wit::RcptParams {
+                notify: None,
+                orcpt: Some("rfc822;a b".into()),
+            },
+            wit::RcptParams {
+                notify: None,
+                orcpt: Some(format!("rfc822;{}", "a".repeat(600))),
+            },
+        ] {
+            let e = decision(Stage::Rcpt, adding(wa("x", "remote.test"), bad), false);
+            assert!(
+                e.as_ref().is_err_and(|e| e.contains("x@remote.test")),
+                "{e:?}"
+            );
+        }
+        // Parameters for a recipient the decision does not add.
+        let e = decision(Stage::Rcpt, adding(wa("y", "remote.test"), ok), false);
+        assert!(e.is_err_and(|e| e.contains("does not add")));
     }
 }

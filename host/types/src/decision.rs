@@ -3,7 +3,7 @@
 //! The names follow Haraka and the IETF MTA Hooks draft so that plugin authors meet familiar
 //! words. Policies never change host state themselves; the host validates and applies these.
 
-use crate::{Address, Reply};
+use crate::{Address, Recipient, Reply};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,11 @@ pub enum Verdict {
 pub enum Modification {
     ChangeSender(Option<Address>),
     AddRecipient(Address),
+    /// Add a recipient with RCPT TO parameters (RFC 3461 `NOTIFY=`, `ORCPT=`): what a plugin's
+    /// `add-recipient` becomes when it set DSN parameters for that address in the same
+    /// decision (`wit/envelope.wit`). The plugin host checked them as a client's
+    /// ([`crate::dsn_params::check`]); the session applies it like [`Self::AddRecipient`].
+    AddRecipientWithParams(Recipient),
     RemoveRecipient(Address),
     /// Append a header field at the end of the header section.
     AddHeader {

@@ -14,6 +14,7 @@ pub mod decision;
 pub mod delivery;
 pub mod directory;
 pub mod dns;
+pub mod dsn_params;
 pub mod envelope;
 pub mod intake;
 pub mod kv;

@@ -5,7 +5,7 @@
 //! does not fit is refused and the plugin's failure policy applies instead.
 
 use crate::{Address, Decision, HeaderChange, HeaderField, HeaderInsert, HeaderRef};
-use crate::{Modification, Reply, Verdict};
+use crate::{Modification, RcptParams, Reply, Verdict};
 
 /// A reply with `code`, enhanced status `enhanced` (e.g. `"5.7.1"`, or `""`) and `text`
 /// (`\n` separates the lines of a multi-line reply).
@@ -108,6 +108,22 @@ impl Decision {
 
     /// Adds a recipient.
     pub fn add_recipient(self, rcpt: Address) -> Self {
+        self.with(Modification::AddRecipient(rcpt))
+    }
+
+    /// Adds a recipient with the RCPT TO parameters a client could give it (RFC 3461):
+    /// `NOTIFY=` (`never` alone, or any of `success`, `failure`, `delay`) and `ORCPT=`
+    /// (`addr-type;xtext`, e.g. `rfc822;alice+40example.org`).
+    ///
+    /// The parameters go to the host at once (`added-recipients.set-dsn-params`), for the
+    /// decision of the hook being called: return this decision from that hook. The host
+    /// checks them as a client's RCPT parameters; invalid ones, or ones for a recipient the
+    /// returned decision does not add, make the decision invalid (the failure policy applies).
+    /// Like [`Self::add_recipient`], the recipient is added only when the stage accepts and
+    /// the client's own rules allow it. The queued recipient then gets the delivery reports
+    /// it asks for: `NOTIFY=NEVER`, none at all.
+    pub fn add_recipient_with(self, rcpt: Address, params: RcptParams) -> Self {
+        crate::added::set_dsn_params(&rcpt, &params);
         self.with(Modification::AddRecipient(rcpt))
     }
 

@@ -35,6 +35,7 @@
 
 extern crate self as corvid_plugin_sdk;
 
+mod added;
 pub mod auth;
 pub mod bindings;
 mod config;

@@ -34,6 +34,9 @@ pub struct FakeHost {
     pub lease: u64,
     /// What `quarantined` returns.
     pub quarantined: Option<String>,
+    /// What [`crate::Decision::add_recipient_with`] told the host: the DSN parameters of each
+    /// added recipient (the last call for an address replaces earlier ones).
+    pub added_params: Vec<(Address, RcptParams)>,
 }
 
 impl Default for ConfigTable {

@@ -209,3 +209,30 @@ fn a_plugin_whose_reset_returns_true_is_built_once_and_reset_per_transaction() {
     assert_eq!(hook(), (1, 1));
     assert_eq!(NEW_CALLS.with(|n| n.get()), 1, "new ran once");
 }
+
+#[test]
+fn added_recipients_hand_their_dsn_parameters_to_the_host() {
+    reset();
+    let never = Notify {
+        never: true,
+        success: false,
+        failure: false,
+        delay: false,
+    };
+    let params = RcptParams {
+        notify: Some(never),
+        orcpt: Some("rfc822;orig+40example.org".into()),
+    };
+    let d = proceed()
+        .add_recipient_with(addr("copy@example.org"), params.clone())
+        .add_recipient(addr("plain@example.org"));
+    assert_eq!(
+        d.modifications,
+        vec![
+            Modification::AddRecipient(addr("copy@example.org")),
+            Modification::AddRecipient(addr("plain@example.org")),
+        ]
+    );
+    let sent = with_host(|h| h.added_params.clone());
+    assert_eq!(sent, vec![(addr("copy@example.org"), params)]);
+}

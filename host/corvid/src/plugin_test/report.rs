@@ -49,6 +49,24 @@ pub fn modification_text(m: &Modification) -> String {
         Modification::ChangeSender(Some(a)) => format!("change-sender {a}"),
         Modification::ChangeSender(None) => "change-sender <>".into(),
         Modification::AddRecipient(a) => format!("add-recipient {a}"),
+        // Written as the RCPT parameters they stand for (RFC 3461 4.1, 4.2).
+        Modification::AddRecipientWithParams(r) => {
+            let mut text = format!("add-recipient {}", r.address);
+            if let Some(n) = r.params.notify {
+                let names = [
+                    (n.never, "NEVER"),
+                    (n.success, "SUCCESS"),
+                    (n.failure, "FAILURE"),
+                    (n.delay, "DELAY"),
+                ];
+                let on: Vec<&str> = names.iter().filter(|x| x.0).map(|x| x.1).collect();
+                text.push_str(&format!(" NOTIFY={}", on.join(",")));
+            }
+            if let Some(o) = &r.params.orcpt {
+                text.push_str(&format!(" ORCPT={o}"));
+            }
+            text
+        }
         Modification::RemoveRecipient(a) => format!("remove-recipient {a}"),
         Modification::AddHeader { name, value } => format!("add-header {name}: {value}"),
         Modification::InsertHeader { index, name, value } => {

@@ -1,5 +1,5 @@
-//! Envelope modifications asked for by a policy (change-sender, add-recipient,
-//! remove-recipient), applied only once the stage's final verdict accepts.
+//! Envelope modifications asked for by a policy (change-sender, add-recipient with or without
+//! DSN parameters, remove-recipient), applied only once the stage's final verdict accepts.
 //!
 //! A plugin's change goes through the same rules as the client's own command: an added
 //! recipient must pass the built-in rule (a local mailbox, or relay rights for this client:
@@ -39,23 +39,15 @@ impl Session {
                     }
                 }
                 Modification::AddRecipient(a) => {
-                    if envelope.recipients.iter().any(|r| &r.address == a) {
-                        continue;
-                    }
-                    match self.added_recipient_refusal(envelope, *counted, a) {
-                        None => {
-                            *counted += 1;
-                            info!(session = self.conn.session_id, rcpt = %a, "recipient added by policy");
-                            envelope.recipients.push(Recipient {
-                                address: a.clone(),
-                                params: Default::default(),
-                            });
-                        }
-                        Some(why) => {
-                            refused += 1;
-                            warn!(session = self.conn.session_id, rcpt = %a, why = %why, "policy add-recipient dropped")
-                        }
-                    }
+                    let added = Recipient {
+                        address: a.clone(),
+                        params: Default::default(),
+                    };
+                    refused += self.add_recipient(envelope, counted, added);
+                }
+                // DSN parameters checked by the plugin host as a client's RCPT parameters.
+                Modification::AddRecipientWithParams(r) => {
+                    refused += self.add_recipient(envelope, counted, r.clone());
                 }
                 Modification::RemoveRecipient(a) => {
                     let before = envelope.recipients.len();
@@ -68,6 +60,27 @@ impl Session {
             }
         }
         refused
+    }
+
+    /// Adds `r` when the client's rules allow it; 1 when they refuse it. A recipient already
+    /// in the envelope is left as it is, with its own parameters.
+    fn add_recipient(&self, envelope: &mut Envelope, counted: &mut usize, r: Recipient) -> usize {
+        let a = &r.address;
+        if envelope.recipients.iter().any(|have| &have.address == a) {
+            return 0;
+        }
+        match self.added_recipient_refusal(envelope, *counted, a) {
+            None => {
+                *counted += 1;
+                info!(session = self.conn.session_id, rcpt = %a, dsn = ?r.params, "recipient added by policy");
+                envelope.recipients.push(r);
+                0
+            }
+            Some(why) => {
+                warn!(session = self.conn.session_id, rcpt = %a, why = %why, "policy add-recipient dropped");
+                1
+            }
+        }
     }
 
     /// Why a plugin may not make `sender` the envelope sender, if it may not.

@@ -39,6 +39,7 @@ fn is_content_change(m: &Modification) -> bool {
         m,
         Modification::ChangeSender(_)
             | Modification::AddRecipient(_)
+            | Modification::AddRecipientWithParams(_)
             | Modification::RemoveRecipient(_)
     )
 }
