@@ -1,6 +1,6 @@
 """The `contract` fixture plugin (host/plugin-host/tests/fixtures/contract) for the e2e tests
-of the contract's additions: DSN parameters of added recipients (wit/dsn.wit). Built like
-test_plugins.behave_wasm."""
+of the contract's additions: DSN parameters of added recipients (wit/dsn.wit) and the TLS of
+delivery attempts and routes (wit/delivery-tls.wit). Built like test_plugins.behave_wasm."""
 
 import subprocess
 

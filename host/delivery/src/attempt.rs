@@ -15,6 +15,7 @@ use crate::notify::{self, Notifier};
 use crate::record::record;
 use crate::route::{self, Destination, NextHop, Router};
 use corvid_queue::{unix_secs, QueuedMessage, RetrySchedule, Spool};
+use corvid_types::delivery_call::{self, CallFacts};
 use corvid_types::{DeliveryPolicy, QueueId, RouteRequest, Stage};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -107,19 +108,22 @@ async fn route_all(
     let policy = policy.filter(|p| p.observes(Stage::Route));
     for &i in due {
         let addr = &msg.recipients[i].recipient.address;
-        let hooked = match policy {
+        let (hooked, asked_tls) = match policy {
             Some(p) => {
                 let req = RouteRequest {
                     queue_id: msg.id.0.clone(),
                     sender: msg.envelope.sender.clone(),
                     recipient: addr.clone(),
                 };
-                route::from_policy(p.route(&req).await)
+                // The TLS policy a plugin asks for comes back beside the route.
+                let facts = CallFacts::attempt(None);
+                let route = delivery_call::within(Arc::clone(&facts), p.route(&req)).await;
+                (route::from_policy(route), facts.route_tls())
             }
-            None => None,
+            None => (None, None),
         };
         let dest = match hooked {
-            // A plugin's route carries no TLS policy: the recipient domain's applies.
+            // A plugin's route has the recipient domain's configured TLS policy.
             Some(d) => Destination {
                 tls: router.domain_tls(&addr.domain_lower()),
                 policy_domain: matches!(d.hop, NextHop::Mx(_)).then(|| addr.domain_lower()),
@@ -127,6 +131,8 @@ async fn route_all(
             },
             None => router.route(addr),
         };
+        // Whatever decided the hop, a plugin may have asked for stricter TLS.
+        let dest = dest.with_plugin_tls(asked_tls);
         match groups.iter_mut().find(|(d, _)| *d == dest) {
             Some((_, idx)) => idx.push(i),
             None => groups.push((dest, vec![i])),

@@ -9,9 +9,12 @@
 //! - `delivered` is told after the outcome is on record, off the runner's path ([`tell`]).
 //!
 //! None of these can lose mail: a policy that fails answers "no opinion" (its host's rule).
+//! Each stage is told the attempt's TLS record beside the [`DeliveryInfo`]
+//! ([`corvid_types::delivery_call`]: the plugins' `delivery-tls.attempt-tls`).
 
 use crate::{Outcome, RcptReport};
-use corvid_queue::{QueuedMessage, RecipientStatus, RetrySchedule};
+use corvid_queue::{QueuedMessage, RecipientStatus, RetrySchedule, TlsRecord};
+use corvid_types::delivery_call::{within, CallFacts, DeliveryTls};
 use corvid_types::{BounceAction, Deferral, DeliveryInfo, DeliveryPolicy, Stage};
 use std::sync::Arc;
 
@@ -26,8 +29,9 @@ pub(crate) struct Fate {
     pub(crate) report: RcptReport,
     pub(crate) verdict: Verdict,
     pub(crate) notice: Notice,
-    /// For the policy's `delivered` stage, once the outcome is on record.
-    told: Option<DeliveryInfo>,
+    /// For the policy's `delivered` stage, once the outcome is on record, with the
+    /// attempt's TLS.
+    told: Option<(DeliveryInfo, Arc<CallFacts>)>,
 }
 
 /// What the recipient's state becomes.
@@ -118,7 +122,11 @@ pub(crate) async fn decide(
         // Built only when a stage listens: it copies the recipient and the reply.
         let info = (hooks.observed.deferred || hooks.observed.bounced || hooks.observed.delivered)
             .then(|| info(msg, index, &report))
-            .flatten();
+            .flatten()
+            .map(|i| {
+                let tls = report.tls_record.as_ref().map(delivery_tls);
+                (i, CallFacts::attempt(tls))
+            });
         let policy = hooks.policy.zip(info.as_ref());
         let verdict = match &report.outcome {
             Outcome::Delivered => Verdict::Delivered,
@@ -127,7 +135,7 @@ pub(crate) async fn decide(
             },
             Outcome::Transient(reason) => {
                 let deferral = match policy.filter(|_| hooks.observed.deferred) {
-                    Some((p, ev)) => p.deferred(ev).await,
+                    Some((p, (ev, facts))) => within(Arc::clone(facts), p.deferred(ev)).await,
                     None => Deferral::Continue,
                 };
                 let reason = reason.clone();
@@ -155,7 +163,7 @@ pub(crate) async fn decide(
         };
         let failed = matches!(verdict, Verdict::Failed { .. } | Verdict::Expired { .. });
         let notice = match policy.filter(|_| failed && hooks.observed.bounced) {
-            Some((p, ev)) => match p.bounced(ev).await {
+            Some((p, (ev, facts))) => match within(Arc::clone(facts), p.bounced(ev)).await {
                 BounceAction::Continue => Notice::AsAsked,
                 BounceAction::Suppress => Notice::Suppressed,
                 BounceAction::Annotate(text) => Notice::Annotated(text),
@@ -198,6 +206,19 @@ fn info(msg: &QueuedMessage, i: usize, report: &RcptReport) -> Option<DeliveryIn
             .clone()
             .or_else(|| msg.released_hold.clone()),
     })
+}
+
+/// The attempt's TLS as the policy's stages see it.
+fn delivery_tls(r: &TlsRecord) -> DeliveryTls {
+    DeliveryTls {
+        version: r.version.clone(),
+        cipher: r.cipher.clone(),
+        verified: r.verified,
+        policy: r.policy.clone(),
+        source: r.source.clone(),
+        policy_domain: r.policy_domain.clone(),
+        failure: r.failure.clone(),
+    }
 }
 
 /// Writes the fates into the recipients' states, with the per-recipient log line and the
@@ -274,14 +295,15 @@ pub(crate) fn write(msg: &mut QueuedMessage, fates: &[Fate]) {
 /// Tells the policy's `delivered` stage about the deliveries, once they are on record,
 /// without holding up the runner.
 pub(crate) fn tell(policy: Option<&Arc<dyn DeliveryPolicy>>, fates: Vec<Fate>) {
-    let told: Vec<DeliveryInfo> = fates.into_iter().filter_map(|f| f.told).collect();
+    let told: Vec<(DeliveryInfo, Arc<CallFacts>)> =
+        fates.into_iter().filter_map(|f| f.told).collect();
     let Some(policy) = policy.filter(|_| !told.is_empty()) else {
         return;
     };
     let policy = Arc::clone(policy);
     tokio::spawn(async move {
-        for ev in &told {
-            policy.delivered(ev).await;
+        for (ev, facts) in told {
+            within(facts, policy.delivered(&ev)).await;
         }
     });
 }

@@ -11,6 +11,7 @@
 //! A local domain is only routed away by a route naming it exactly, so `*` to a smart host
 //! never sends local mail out.
 
+use corvid_types::delivery_call::TlsPolicy;
 #[cfg(doc)]
 use corvid_types::DeliveryPolicy;
 use corvid_types::{Address, Directory, Route};
@@ -229,6 +230,10 @@ pub struct Destination {
     /// policy is the recipient domain's, never the MX host's). It is part of the destination,
     /// so two domains routed to the same MX hosts never share a session or a policy.
     pub policy_domain: Option<String>,
+    /// `tls` is what a plugin's `route` stage asked for (`delivery-tls.set-route-tls`),
+    /// stricter than the configured one: it is recorded with the source `plugin`, and the
+    /// recipient domain's MTA-STS policy still applies under it.
+    pub tls_by_plugin: bool,
 }
 
 impl Destination {
@@ -239,6 +244,50 @@ impl Destination {
             auth: None,
             tls: None,
             policy_domain: None,
+            tls_by_plugin: false,
+        }
+    }
+
+    /// With the TLS policy a plugin's `route` stage asked for (`wit/delivery-tls.wit`): the
+    /// stricter of it and the configured one (without one, the default counts as
+    /// `opportunistic`); on a tie the configured one stays. What the configuration requires
+    /// beyond `tls` (`auth`'s verified TLS, `require_tls`) is kept by the delivery whatever
+    /// `tls` says.
+    pub fn with_plugin_tls(mut self, asked: Option<TlsPolicy>) -> Destination {
+        let Some(asked) = asked.map(TlsMode::from) else {
+            return self;
+        };
+        let configured = self.tls.unwrap_or(TlsMode::Opportunistic);
+        if asked.strictness() > configured.strictness() {
+            self.tls = Some(asked);
+            self.tls_by_plugin = true;
+        }
+        self
+    }
+}
+
+impl TlsMode {
+    /// How strict a mode is, for a plugin's ask: `none` < `opportunistic` < `verify` =
+    /// `dane` < `dane-only`. `verify` and `dane` both authenticate the next hop (by WebPKI,
+    /// by TLSA records) and neither replaces the other.
+    fn strictness(self) -> u8 {
+        match self {
+            TlsMode::None => 0,
+            TlsMode::Opportunistic => 1,
+            TlsMode::Verify | TlsMode::Dane => 2,
+            TlsMode::DaneOnly => 3,
+        }
+    }
+}
+
+impl From<TlsPolicy> for TlsMode {
+    fn from(p: TlsPolicy) -> Self {
+        match p {
+            TlsPolicy::None => TlsMode::None,
+            TlsPolicy::Opportunistic => TlsMode::Opportunistic,
+            TlsPolicy::Verify => TlsMode::Verify,
+            TlsPolicy::Dane => TlsMode::Dane,
+            TlsPolicy::DaneOnly => TlsMode::DaneOnly,
         }
     }
 }
@@ -333,6 +382,7 @@ impl Router {
                 require_tls: entry.require_tls,
                 auth: entry.auth.clone(),
                 tls: entry.tls.or(domain_tls),
+                tls_by_plugin: false,
             },
             None => Destination {
                 tls: domain_tls,

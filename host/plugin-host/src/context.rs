@@ -124,8 +124,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         Ok((r.map(|r| wit::Recipient::clone(&r.0)),))
     })?;
     // The imports added to the contract since (`engine.rs` links this one and
-    // `auth-results`): DSN parameters of added recipients.
-    crate::added::add_to_linker(linker)
+    // `auth-results`): DSN parameters of added recipients, TLS at the delivery stages.
+    crate::added::add_to_linker(linker)?;
+    crate::delivery_tls::add_to_linker(linker)
 }
 
 type Hook = TypedFunc<(Stamp,), (wit::Decision,)>;

@@ -4,15 +4,20 @@
 //! The request and answer types are `corvid-types`' delivery-policy seam.
 
 use crate::bindings::corvid::plugin::types as wit;
+use crate::bindings::Plugin;
 use crate::breaker::Admit;
 use crate::convert;
+use crate::delivery_tls::DeliveryCall;
 use crate::generation::LoadedPlugin;
 use crate::instance::BoxedCall;
+use crate::state::HostState;
 use crate::stats::Outcome;
 use crate::warm;
+use corvid_types::delivery_call::{self, DeliveryTls, TlsPolicy};
 use corvid_types::{BounceAction, Deferral, DeliveryInfo, Route, RouteRequest, Stage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wasmtime::Store;
 
 fn clean(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
@@ -81,16 +86,51 @@ pub(crate) fn request(r: &RouteRequest) -> wit::RouteRequest {
     }
 }
 
+/// A call into an instance, as [`crate::instance::Live::run`] takes it.
+trait HookCall<R>:
+    for<'a> FnOnce(&'a Plugin, &'a mut Store<HostState>) -> BoxedCall<'a, R> + Send + 'static
+{
+}
+
+impl<R, F> HookCall<R> for F where
+    F: for<'a> FnOnce(&'a Plugin, &'a mut Store<HostState>) -> BoxedCall<'a, R> + Send + 'static
+{
+}
+
+/// Makes a closure's signature the one [`HookCall`] needs (so that its return value is
+/// boxed as a [`BoxedCall`]).
+fn hook_call<R, F>(f: F) -> F
+where
+    F: for<'a> FnOnce(&'a Plugin, &'a mut Store<HostState>) -> BoxedCall<'a, R> + Send + 'static,
+{
+    f
+}
+
+/// `f` with the store serving the delivery hook call at `stage` (`delivery-tls`), and what
+/// the hook asked at `route` taken back after it.
+fn with_call<R: Send>(
+    stage: Stage,
+    tls: Option<&DeliveryTls>,
+    f: impl HookCall<R>,
+) -> impl HookCall<(R, Option<TlsPolicy>)> {
+    let call = DeliveryCall::new(stage, tls);
+    hook_call(move |b, s| {
+        s.data_mut().delivery = Some(call);
+        Box::pin(async move {
+            let r = f(b, &mut *s).await;
+            let asked = s.data_mut().delivery.take().and_then(|c| c.route_tls);
+            r.map(|r| (r, asked))
+        })
+    })
+}
+
 /// Calls one plugin's delivery hook on a fresh instance; `None` means "skip it" (failure,
 /// already logged and counted). `outcome` maps the answer to a stats bucket.
-pub(crate) async fn call<R>(
+pub(crate) async fn call<R: Send>(
     p: &Arc<LoadedPlugin>,
     stage: Stage,
     quarantined: Option<&str>,
-    f: impl for<'a> FnOnce(
-        &'a crate::bindings::Plugin,
-        &'a mut wasmtime::Store<crate::state::HostState>,
-    ) -> BoxedCall<'a, R>,
+    f: impl for<'a> FnOnce(&'a Plugin, &'a mut Store<HostState>) -> BoxedCall<'a, R> + Send + 'static,
     outcome: impl FnOnce(&R) -> Outcome,
 ) -> Option<R> {
     let started = Instant::now();
@@ -103,12 +143,24 @@ pub(crate) async fn call<R>(
         Admit::Probe => true,
         Admit::Run => false,
     };
+    // What the delivery hands over beside the arguments (`delivery-tls`).
+    let facts = delivery_call::current();
+    let tls = facts.as_ref().and_then(|f| f.tls().cloned());
     // `pool` (and `connection`) plugins get a warm instance, given back only when the call
     // succeeded; `transaction` ones a fresh instance per call.
     let result = match warm::acquire(p, 0).await {
         Ok(mut live) => {
             live.set_quarantined(quarantined);
-            let r = live.run(p.budget(), f).await;
+            let r = live
+                .run(p.budget(), with_call(stage, tls.as_ref(), f))
+                .await;
+            let r = r.map(|(r, route_tls)| {
+                // At `route`: the TLS policy the plugin asked for goes back to the delivery.
+                if let (Some(asked), Some(facts)) = (route_tls, facts.as_ref()) {
+                    facts.ask_route_tls(asked);
+                }
+                r
+            });
             p.stats.fuel(stage, live.fuel_used());
             if r.is_ok() {
                 warm::release(p, live);

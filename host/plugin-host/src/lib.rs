@@ -47,6 +47,7 @@ pub mod clock;
 mod context;
 mod convert;
 mod delivery;
+mod delivery_tls;
 pub mod dns;
 mod engine;
 mod error;

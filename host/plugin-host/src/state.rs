@@ -118,6 +118,8 @@ pub(crate) struct HostState {
     /// DSN parameters the current SMTP hook gave recipients it adds (`added-recipients`),
     /// taken with its decision.
     pub(crate) added: crate::added::Pending,
+    /// The delivery hook being called (`delivery-tls`); `None` outside one.
+    pub(crate) delivery: Option<crate::delivery_tls::DeliveryCall>,
 }
 
 /// A new `lifecycle.lease` number, unique in the process.
@@ -175,6 +177,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         quarantined: None,
         facts: None,
         added: Default::default(),
+        delivery: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

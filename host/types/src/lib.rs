@@ -12,6 +12,7 @@ pub mod address;
 pub mod connection;
 pub mod decision;
 pub mod delivery;
+pub mod delivery_call;
 pub mod directory;
 pub mod dns;
 pub mod dsn_params;

@@ -40,6 +40,7 @@ pub mod auth;
 pub mod bindings;
 mod config;
 mod decision;
+pub mod delivery_tls;
 pub mod host;
 pub mod http;
 mod message;

@@ -37,6 +37,10 @@ pub struct FakeHost {
     /// What [`crate::Decision::add_recipient_with`] told the host: the DSN parameters of each
     /// added recipient (the last call for an address replaces earlier ones).
     pub added_params: Vec<(Address, RcptParams)>,
+    /// What [`crate::delivery_tls::attempt_tls`] returns.
+    pub attempt_tls: Option<crate::delivery_tls::TlsResult>,
+    /// What [`crate::delivery_tls::set_route_tls`] asked last.
+    pub route_tls: Option<crate::delivery_tls::TlsPolicy>,
 }
 
 impl Default for ConfigTable {

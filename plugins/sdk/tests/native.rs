@@ -236,3 +236,23 @@ fn added_recipients_hand_their_dsn_parameters_to_the_host() {
     let sent = with_host(|h| h.added_params.clone());
     assert_eq!(sent, vec![(addr("copy@example.org"), params)]);
 }
+
+#[test]
+fn delivery_tls_is_faked_natively() {
+    use corvid_plugin_sdk::delivery_tls::{self, TlsPolicy, TlsResult};
+    reset();
+    assert_eq!(delivery_tls::attempt_tls(), None);
+    let tls = TlsResult {
+        version: Some("TLSv1_3".into()),
+        cipher: None,
+        verified: true,
+        policy: "verify".into(),
+        source: Some("config".into()),
+        policy_domain: None,
+        failure: None,
+    };
+    with_host(|h| h.attempt_tls = Some(tls.clone()));
+    assert_eq!(delivery_tls::attempt_tls(), Some(tls));
+    delivery_tls::set_route_tls(TlsPolicy::Verify);
+    assert_eq!(with_host(|h| h.route_tls), Some(TlsPolicy::Verify));
+}

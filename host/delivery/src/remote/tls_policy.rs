@@ -1,8 +1,9 @@
 //! Which TLS policy a delivery runs under, and the record of what it got.
 //!
 //! Precedence, first that applies: the config's (a route's `tls`, `delivery.tls.domains`, a
-//! route with `auth` or `require_tls`); the recipient domain's MTA-STS policy (RFC 8461; DANE
-//! is to come before it); opportunistic TLS (`delivery.opportunistic_tls`), else none.
+//! route with `auth` or `require_tls`), or a stricter one a plugin's `route` stage asked for;
+//! the recipient domain's MTA-STS policy (RFC 8461; DANE is to come before it); opportunistic
+//! TLS (`delivery.opportunistic_tls`), else none.
 //! A message with `TLS-Required: No` (RFC 8689 4.2.2) skips the MTA-STS step.
 
 use super::dane_policy::DaneHosts;
@@ -23,8 +24,10 @@ impl Remote {
         else {
             return Lookup::None;
         };
-        // `dane` modes keep MTA-STS for MX hosts without TLSA records.
-        if dest.tls.is_some_and(|t| !t.is_dane()) || dest.auth.is_some() {
+        // `dane` modes keep MTA-STS for MX hosts without TLSA records, and a plugin's
+        // stricter ask keeps it altogether (it may not lose an `enforce` policy's MX list).
+        let configured = dest.tls.filter(|_| !dest.tls_by_plugin);
+        if configured.is_some_and(|t| !t.is_dane()) || dest.auth.is_some() {
             return Lookup::None;
         }
         let Ok(dns) = self.dns() else {
@@ -88,12 +91,17 @@ impl Remote {
         failure: Option<String>,
     ) -> TlsRecord {
         let by_dane = session.is_some_and(|s| s.dane);
+        let mode_source = if dest.tls_by_plugin {
+            "plugin"
+        } else {
+            "config"
+        };
         let (policy, source, domain) = match (dest.tls, sts) {
             // RFC 7672: the certificate was checked against the MX host's TLSA records.
             _ if by_dane => ("dane", "tlsa".to_string(), dest.policy_domain.clone()),
             (Some(mode), _) => (
                 mode_name(mode),
-                "config".to_string(),
+                mode_source.to_string(),
                 dest.policy_domain.clone(),
             ),
             (None, _) if dest.auth.is_some() => ("verify", "config".into(), None),

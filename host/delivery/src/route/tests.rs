@@ -63,3 +63,30 @@ fn table_order() {
         "mx:x.test"
     );
 }
+
+#[test]
+fn a_plugin_can_make_tls_stricter_never_looser() {
+    use corvid_types::delivery_call::TlsPolicy as Asked;
+    let mx = || Destination::new(NextHop::Mx("far.test".into()));
+    let with = |tls: Option<TlsMode>, asked: Asked| {
+        let d = Destination { tls, ..mx() }.with_plugin_tls(Some(asked));
+        (d.tls, d.tls_by_plugin)
+    };
+    // Without a configured policy the default counts as opportunistic.
+    assert_eq!(with(None, Asked::Verify), (Some(TlsMode::Verify), true));
+    assert_eq!(with(None, Asked::Opportunistic), (None, false));
+    assert_eq!(with(None, Asked::None), (None, false));
+    // A configured policy is only ever raised.
+    let verify = Some(TlsMode::Verify);
+    assert_eq!(with(verify, Asked::None), (verify, false));
+    assert_eq!(with(verify, Asked::Dane), (verify, false));
+    assert_eq!(
+        with(verify, Asked::DaneOnly),
+        (Some(TlsMode::DaneOnly), true)
+    );
+    assert_eq!(
+        with(Some(TlsMode::None), Asked::Opportunistic),
+        (Some(TlsMode::Opportunistic), true)
+    );
+    assert_eq!(mx().with_plugin_tls(None), mx());
+}

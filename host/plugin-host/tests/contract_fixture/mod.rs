@@ -1,5 +1,5 @@
 //! The `contract` fixture plugin (`tests/fixtures/contract`): the contract's additions
-//! (DSN parameters of added recipients), built once per test binary like
+//! (DSN parameters of added recipients, delivery TLS), built once per test binary like
 //! [`crate::common::fixture`] builds `behave`.
 
 use corvid_plugin_host::Manifest;
