@@ -20,6 +20,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod running;
+#[cfg(test)]
+mod tests;
 
 /// Messages attempted at the same time, by default.
 pub const DEFAULT_CONCURRENCY: usize = 8;
