@@ -1,7 +1,8 @@
 """`corvid plugin test` with what a script sets around the plugin (issue 16): a scripted clock
 (`[clock]`, moved by the steps' `advance`) that the plugin's WASI clocks read and the kv TTLs
 run on, kv entries with a TTL (`[kv]`, `[expect_kv]`), and scripted answers of the `http`
-capability (`[[http]]`). A wrong expectation exits 1 with a readable diff."""
+capability (`[[http]]`); AUTH credentials and delivery-info reach the plugin. A wrong
+expectation exits 1 with a readable diff."""
 
 import re
 import subprocess
@@ -192,3 +193,43 @@ data = "Subject: x\\n\\nbody\\n"
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL http POST http://127.0.0.1:11333/checkv2: no scripted answer" in r.stdout
     assert "no scripted answer for POST http://127.0.0.1:11333/checkv2" in r.stderr
+
+
+AUTH_AND_DELIVERY = """
+[plugin]
+config = { auth = "check", deferred = "retry", bounced = "quarantined" }
+capabilities = ["log", "config", "kv"%s]
+
+[auth]
+user = "alice"
+password = "sesame"
+expect = { verdict = "accept" }
+
+[[deferred]]
+recipient = "b@example.org"
+attempt = 3
+reply = "451 4.3.0 try later"
+expect = "retry-after 180s"
+
+[[bounced]]
+recipient = "b@example.org"
+quarantined = "virus found"
+expect = 'annotate quarantined=Some("virus found")'
+
+[[delivered]]
+recipient = "b@example.org"
+
+[expect_kv]
+"delivered" = "1"
+"""
+
+
+def test_auth_credentials_and_delivery_info_reach_the_plugin(tmp_path):
+    # The behave fixture accepts the password `sesame`, which only the `credentials`
+    # capability shows it; its delivery hooks answer from the delivery-info the script gives.
+    wasm = WASM / "fixture_behave.wasm"
+    r = plugin_test(wasm, AUTH_AND_DELIVERY % ', "credentials"', tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = plugin_test(wasm, AUTH_AND_DELIVERY % "", tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL auth PLAIN alice: tempfail 454 4.7.0 no password" in r.stdout
