@@ -22,12 +22,19 @@ pub struct HickoryDnssec {
     resolver: TokioResolver,
     /// The zones of the configured trust anchor (lower case, no trailing dot).
     anchored: Vec<String>,
+    /// AAAA records count (`delivery.ipv6`): without IPv6 only the A records are used, so
+    /// only they are looked up and need to be secure.
+    ipv6: bool,
 }
 
 impl HickoryDnssec {
     /// On `nameservers` (else `/etc/resolv.conf`), validating from the trust anchors in
     /// `trust_anchor` (DNSKEY records in zone file syntax) or else the IANA root keys.
-    pub fn new(nameservers: &[SocketAddr], trust_anchor: Option<&Path>) -> Result<Self, String> {
+    pub fn new(
+        nameservers: &[SocketAddr],
+        trust_anchor: Option<&Path>,
+        ipv6: bool,
+    ) -> Result<Self, String> {
         let provider = TokioConnectionProvider::default();
         let mut builder = if nameservers.is_empty() {
             TokioResolver::builder(provider).map_err(|e| e.to_string())?
@@ -53,6 +60,7 @@ impl HickoryDnssec {
         Ok(HickoryDnssec {
             resolver: builder.build(),
             anchored,
+            ipv6,
         })
     }
 }
@@ -256,7 +264,14 @@ impl SecureDns for HickoryDnssec {
 
     async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError> {
         let v4 = self.validated(host, RecordType::A).await?;
-        let v6 = self.validated(host, RecordType::AAAA).await?;
+        let v6 = match self.ipv6 {
+            true => self.validated(host, RecordType::AAAA).await?,
+            false => Validated {
+                data: Vec::new(),
+                secure: true,
+                ttl: Duration::ZERO,
+            },
+        };
         // A family without records says nothing about the addresses used (a denial that
         // did not validate was an error above).
         let found: Vec<&Validated> = [&v4, &v6]

@@ -87,8 +87,8 @@ pub trait SecureDns: Send + Sync {
     async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, DnssecError>;
     /// The MX RRset of `domain`.
     async fn mx(&self, domain: &str) -> Result<MxAnswer, DnssecError>;
-    /// Whether the address records (A and AAAA) of `host` are secure: each RRset that exists
-    /// validated as secure, and at least one exists.
+    /// Whether the address records of `host` are secure: each RRset that exists (A, and AAAA
+    /// when IPv6 is used) validated as secure, and at least one exists.
     async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError>;
 }
 

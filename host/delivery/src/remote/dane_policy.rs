@@ -109,6 +109,7 @@ impl Remote {
         let dns: Arc<dyn SecureDns> = Arc::new(HickoryDnssec::new(
             &self.config.nameservers,
             self.config.dane.trust_anchor.as_deref(),
+            self.config.ipv6,
         )?);
         let made = Arc::new(Dane::new(dns));
         *dane = Some(Arc::clone(&made));
