@@ -162,7 +162,7 @@ expect.data = { verdict = "continue", modifications = ["add-header X-Greylist: p
 
 @pytest.mark.xfail(strict=True, reason="the greylist examples read the clock import's now-ms, "
                    "which reads the system clock until imports.rs calls crate::clock::now_ms()")
-@pytest.mark.parametrize("lang", ["rust", "python"])
+@pytest.mark.parametrize("lang", ["rust", "python", "javascript", "c"])
 def test_greylisting_passes_once_the_scripted_window_passed(tmp_path, lang):
     r = plugin_test(EXAMPLES / f"greylist-{lang}.wasm", GREYLIST % START_MS, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
