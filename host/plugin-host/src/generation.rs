@@ -9,7 +9,7 @@ use crate::cache::{self, CacheUse};
 use crate::convert;
 use crate::engine::PluginEngine;
 use crate::instance::{arm, classify, Budget, SETUP_BUDGETS};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, PluginMode};
 use crate::state::{new_store, PluginEnv};
 use crate::stats::PluginStats;
 use crate::Error;
@@ -47,6 +47,11 @@ impl LoadedPlugin {
         }
     }
 
+    /// Whether the plugin runs in shadow mode (beside the chain, never acted on).
+    pub(crate) fn shadow(&self) -> bool {
+        self.manifest.mode == PluginMode::Shadow
+    }
+
     /// Whether this plugin takes part in `stage` on the listener called `listener`.
     pub(crate) fn applies(&self, stage: Stage, listener: &str) -> bool {
         self.stages.contains(&stage)
@@ -77,6 +82,8 @@ pub struct PluginStatus {
     pub version: String,
     pub stages: Vec<Stage>,
     pub order: i32,
+    /// Active, or shadow (compared with the chain, never acted on).
+    pub mode: PluginMode,
     /// The generation the serving version was loaded in (0 when none serves).
     pub loaded_in: u64,
     /// Whether the compiled code came from the on-disk cache.
@@ -93,15 +100,36 @@ pub struct Generation {
     pub(crate) number: u64,
     pub(crate) plugins: Vec<Arc<LoadedPlugin>>,
     pub(crate) status: Vec<PluginStatus>,
+    /// The stages some shadow plugin takes part in, one bit per stage (`stats::STAGES`).
+    shadow_stages: u16,
 }
 
 impl Generation {
-    pub(crate) fn empty() -> Self {
+    pub(crate) fn new(
+        number: u64,
+        plugins: Vec<Arc<LoadedPlugin>>,
+        status: Vec<PluginStatus>,
+    ) -> Self {
+        let shadow_stages = plugins
+            .iter()
+            .filter(|p| p.shadow())
+            .flat_map(|p| p.stages.iter())
+            .fold(0, |bits, s| bits | (1 << crate::stats::stage_index(*s)));
         Generation {
-            number: 0,
-            plugins: Vec::new(),
-            status: Vec::new(),
+            number,
+            plugins,
+            status,
+            shadow_stages,
         }
+    }
+
+    pub(crate) fn empty() -> Self {
+        Self::new(0, Vec::new(), Vec::new())
+    }
+
+    /// Whether some shadow plugin takes part in `stage` (on some listener).
+    pub(crate) fn shadows(&self, stage: Stage) -> bool {
+        self.shadow_stages & (1 << crate::stats::stage_index(stage)) != 0
     }
 
     /// Its number; each load makes a higher one.
@@ -134,6 +162,7 @@ pub(crate) fn status_of(p: &LoadedPlugin, state: PluginState) -> PluginStatus {
         version: p.version.clone(),
         stages: p.stages.clone(),
         order: p.manifest.order,
+        mode: p.manifest.mode,
         loaded_in: p.generation,
         from_cache: p.cache == CacheUse::Hit,
         state,

@@ -42,12 +42,18 @@ pub(crate) async fn call_plugin(
             // Stopped by the breaker's trip (logged once, by the breaker).
             return Err(());
         }
+        // A shadow's failure policy is only what it is compared as: nothing is applied.
+        let what = if p.shadow() {
+            "shadow plugin failed"
+        } else {
+            "plugin failed, applying its failure policy"
+        };
         tracing::warn!(
             plugin = name,
             stage = stage.as_str(),
             session,
             ?outcome,
-            "plugin failed, applying its failure policy: {detail}"
+            "{what}: {detail}"
         );
         if outcome != Outcome::Exhausted && p.breaker.failure(name, probe) {
             p.stats.tripped();

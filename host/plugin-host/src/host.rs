@@ -6,8 +6,8 @@ use crate::dns::{DnsResolver, StaticDns};
 use crate::engine::PluginEngine;
 use crate::generation::LoadedPlugin;
 use crate::generation::{load_one, status_of, Generation, LoadContext, PluginState, PluginStatus};
-use crate::kv::{KvStore, MemoryKv};
-use crate::manifest::Manifest;
+use crate::kv::{KvStore, MemoryKv, ShadowKv};
+use crate::manifest::{Manifest, PluginMode};
 use crate::metrics::{MetricSample, Metrics};
 use crate::session::PluginSession;
 use crate::state::PluginEnv;
@@ -90,6 +90,13 @@ impl PluginHost {
             if !seen.insert(m.name.clone()) {
                 return Err(bad("duplicate plugin name".into()));
             }
+            // Shadow plugins keep their kv under `shadow:<name>`: no plugin may own that.
+            if m.name.starts_with(crate::kv::SHADOW_NS) {
+                return Err(bad(format!(
+                    "a plugin name may not start with `{}`",
+                    crate::kv::SHADOW_NS
+                )));
+            }
             if m.limits.memory_mb == 0 || m.limits.memory_mb > max_mb {
                 return Err(bad(format!("memory_mb must be within 1..={max_mb}")));
             }
@@ -113,7 +120,7 @@ impl PluginHost {
                 engine: &inner.engine,
                 env: PluginEnv::new(
                     m,
-                    inner.services.clone(),
+                    services_for(m, &inner.services),
                     inner.metrics.clone(),
                     inner.engine.inner.total.clone(),
                 ),
@@ -140,6 +147,7 @@ impl PluginHost {
                             version: String::new(),
                             stages: m.stages.clone().unwrap_or_default(),
                             order: m.order,
+                            mode: m.mode,
                             loaded_in: 0,
                             from_cache: false,
                             state: PluginState::Failed { error },
@@ -150,11 +158,7 @@ impl PluginHost {
                 }
             }
         }
-        Arc::new(Generation {
-            number,
-            plugins,
-            status,
-        })
+        Arc::new(Generation::new(number, plugins, status))
     }
 
     /// Installs `generation`: new transactions use it, running ones finish on theirs.
@@ -204,6 +208,14 @@ impl PluginHost {
         map.iter().flat_map(|(name, s)| s.snapshot(name)).collect()
     }
 
+    /// The recent differences of the shadow plugin `name` from the chain (at most
+    /// [`crate::DIFF_LOG_SIZE`], oldest first), since the host was created; `None` when no
+    /// plugin of that name was ever loaded. Its counters are in [`PluginHost::stats`].
+    pub fn shadow_diffs(&self, name: &str) -> Option<Vec<crate::ShadowDiff>> {
+        let map = self.inner.stats.lock().ok()?;
+        map.get(name).map(|s| s.diffs.recent())
+    }
+
     /// Metrics recorded by plugins.
     pub fn metrics(&self) -> Vec<MetricSample> {
         self.inner.metrics.snapshot()
@@ -217,25 +229,41 @@ impl PluginHost {
     }
 }
 
+/// The services of the plugin of `m`: a shadow's kv is its own namespace (see
+/// [`crate::kv::ShadowKv`]); DNS and `http` are the same (lookups and requests it makes,
+/// within its manifest's grants).
+fn services_for(m: &Manifest, services: &Services) -> Services {
+    match m.mode {
+        PluginMode::Active => services.clone(),
+        PluginMode::Shadow => Services {
+            kv: Arc::new(ShadowKv {
+                inner: services.kv.clone(),
+            }),
+            dns: services.dns.clone(),
+        },
+    }
+}
+
 impl PluginHost {
     fn delivery_chain(&self, stage: Stage) -> Vec<Arc<LoadedPlugin>> {
         let generation = self.current();
         let plugins = generation.plugins.iter();
         plugins
-            .filter(|p| p.stages.contains(&stage))
+            .filter(|p| !p.shadow() && p.stages.contains(&stage))
             .cloned()
             .collect()
     }
 }
 
 /// The delivery-side hooks: on the current generation, an instance per plugin per call, first
-/// answer other than `continue` wins, failing plugins are skipped.
+/// answer other than `continue` wins, failing plugins are skipped. Shadow plugins are not
+/// called here.
 #[async_trait]
 impl DeliveryPolicy for PluginHost {
     fn observes(&self, stage: Stage) -> bool {
         let generation = self.current();
         let mut plugins = generation.plugins.iter();
-        plugins.any(|p| p.stages.contains(&stage))
+        plugins.any(|p| !p.shadow() && p.stages.contains(&stage))
     }
 
     /// Where mail for `req.recipient` goes.

@@ -3,7 +3,7 @@
 //! tests and single-process setups without persistence.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use corvid_types::{KvError, KvStore};
@@ -118,6 +118,63 @@ impl KvStore for MemoryKv {
     }
 }
 
+/// The store a shadow plugin sees (`mode = "shadow"`): every namespace is prefixed with
+/// `shadow:`, reads as well as writes, so that a shadow never changes, nor depends on, what
+/// the active chain keeps. A shadow sees its own writes: a stateful plugin (greylisting,
+/// rate limits) behaves as it would alone, from an empty state when it starts shadowing.
+pub(crate) struct ShadowKv {
+    pub(crate) inner: Arc<dyn KvStore>,
+}
+
+/// The prefix of a shadow plugin's kv namespace; no active plugin may have a name with it.
+pub(crate) const SHADOW_NS: &str = "shadow:";
+
+fn shadow_ns(ns: &str) -> String {
+    format!("{SHADOW_NS}{ns}")
+}
+
+impl KvStore for ShadowKv {
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.inner.get(&shadow_ns(ns), key)
+    }
+
+    fn set(
+        &self,
+        ns: &str,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError> {
+        self.inner.set(&shadow_ns(ns), key, value, ttl)
+    }
+
+    fn delete(&self, ns: &str, key: &[u8]) -> Result<bool, KvError> {
+        self.inner.delete(&shadow_ns(ns), key)
+    }
+
+    fn increment(
+        &self,
+        ns: &str,
+        key: &[u8],
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, KvError> {
+        self.inner.increment(&shadow_ns(ns), key, delta, ttl)
+    }
+
+    fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        let ns = shadow_ns(ns);
+        self.inner.compare_and_swap(&ns, key, expected, new, ttl)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +193,18 @@ mod tests {
             .unwrap());
         assert_eq!(kv.increment("a", b"k", 1, None), Err(KvError::NotANumber));
         assert!(kv.delete("a", b"k").unwrap());
+    }
+
+    #[test]
+    fn a_shadow_reads_and_writes_its_own_namespace() {
+        let kv = Arc::new(MemoryKv::new());
+        kv.set("p", b"k", b"active", None).unwrap();
+        let shadow = ShadowKv { inner: kv.clone() };
+        assert_eq!(shadow.get("p", b"k").unwrap(), None);
+        assert_eq!(shadow.increment("p", b"n", 1, None).unwrap(), 1);
+        assert_eq!(kv.get("p", b"n").unwrap(), None);
+        assert_eq!(kv.get("shadow:p", b"n").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get("p", b"k").unwrap(), Some(b"active".to_vec()));
     }
 
     #[test]

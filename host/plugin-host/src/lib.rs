@@ -65,6 +65,8 @@ mod message;
 mod metrics;
 mod sandbox;
 mod session;
+mod shadow;
+mod shadow_run;
 mod state;
 mod stats;
 mod validate;
@@ -79,7 +81,9 @@ pub use generation::{Generation, PluginState, PluginStatus};
 pub use host::{PluginHost, Services};
 pub use kv::{KvError, KvStore, MemoryKv};
 pub use manifest::{
-    BreakerConfig, Capability, FailurePolicy, InstanceMode, Limits, Manifest, DEFAULT_HOOK_FUEL,
+    BreakerConfig, Capability, FailurePolicy, InstanceMode, Limits, Manifest, PluginMode,
+    DEFAULT_HOOK_FUEL,
 };
 pub use metrics::{MetricSample, MetricValue};
+pub use shadow::{verdict_text, ShadowDiff, DIFF_LOG_SIZE, SAMPLE_EVERY};
 pub use stats::{HookStats, LATENCY_BUCKETS};

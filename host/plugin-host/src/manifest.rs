@@ -13,6 +13,7 @@
 //! limits = { hook_fuel = 100_000_000, hook_time_ms = 5000, memory_mb = 32 }
 //! http = ["http://127.0.0.1:11333/"]  # optional: URL prefixes for wasi:http requests
 //! instance = "transaction"        # or "pool" (warm instances; "connection" is an alias)
+//! mode = "active"                 # or "shadow": decisions compared with the chain's, never acted on
 //! [plugin.config]
 //! zones = ["zen.example"]
 //! ```
@@ -50,6 +51,10 @@ pub struct Manifest {
     /// How instances are created and reused.
     #[serde(default)]
     pub instance: InstanceMode,
+    /// Whether the plugin's decisions count (`active`) or are only compared with the
+    /// chain's (`shadow`, see [`PluginMode::Shadow`]).
+    #[serde(default)]
+    pub mode: PluginMode,
     /// Pool mode: the most idle warm instances kept for reuse (default 64: enough for 50
     /// concurrent transactions without instantiating per message). All plugins' idle
     /// instances together never hold more than half of `plugin_engine.max_instances`.
@@ -84,6 +89,7 @@ impl Manifest {
             failure_policy: FailurePolicy::default(),
             breaker: BreakerConfig::default(),
             instance: InstanceMode::default(),
+            mode: PluginMode::default(),
             pool_size: default_pool_size(),
             max_reuse: default_max_reuse(),
             capabilities: default_capabilities(),
@@ -201,6 +207,21 @@ pub enum InstanceMode {
     Pool,
 }
 
+/// Whether a plugin's decisions are acted on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginMode {
+    /// In the chain: its verdicts and modifications apply.
+    #[default]
+    Active,
+    /// Beside the chain, at the SMTP stages (`connect` to `data`, `auth` included): called
+    /// after the chain decided a stage, off the session's path (the reply never waits for
+    /// it), its decision is compared with the chain's and counted, and never acted on; its
+    /// modifications are dropped, its kv is the namespace `shadow:<name>`. Never called at
+    /// the delivery stages.
+    Shadow,
+}
+
 fn default_pool_size() -> usize {
     // 16 made a pool churn at 50 sessions: a third of the transactions instantiated their
     // plugins afresh (about 280 us of CPU per message with the bundled chain, issue 11).
@@ -260,6 +281,7 @@ mod tests {
             http = ["http://127.0.0.1:11333/"]
             breaker = { failures = 2, cooldown_ms = 500 }
             instance = "pool"
+            mode = "shadow"
             pool_size = 4
             [config]
             zones = ["a", "b"]
@@ -284,6 +306,15 @@ mod tests {
         assert!(m.grants(Capability::ReplaceBody) && !m.grants(Capability::Kv));
         assert!(m.config.contains_key("zones"));
         assert_eq!((m.instance, m.pool_size), (InstanceMode::Pool, 4));
+        assert_eq!(m.mode, PluginMode::Shadow);
+    }
+
+    #[test]
+    fn an_unknown_mode_is_refused() {
+        let r: Result<Manifest, _> =
+            toml::from_str("name = \"x\"\npath = \"x.wasm\"\nmode = \"dry\"");
+        let e = r.expect_err("refused").to_string();
+        assert!(e.contains("active") && e.contains("shadow"), "{e}");
     }
 
     #[test]
@@ -298,6 +329,7 @@ mod tests {
         );
         assert_eq!(m.breaker.failures, 5);
         assert_eq!(m.instance, InstanceMode::Transaction);
+        assert_eq!(m.mode, PluginMode::Active);
         assert!(m.http.is_empty(), "no http grant by default");
         assert_eq!(
             (m.limits.http_timeout_ms, m.limits.http_max_response_bytes),

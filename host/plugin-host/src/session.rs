@@ -3,7 +3,8 @@
 //! DATA or RSET (taken at the plugin's first hook of the transaction, given back at
 //! `end_transaction` as its [`InstanceMode`] says), so an idle connection holds no instance;
 //! limits on every call, validation of every decision, and the failure policy when anything
-//! goes wrong.
+//! goes wrong. Shadow plugins (`mode = "shadow"`) are not part of the chain: once it decided
+//! a stage, the facts and its verdict go to the session's shadow task ([`crate::shadow_run`]).
 //!
 //! [`InstanceMode`]: crate::manifest::InstanceMode
 
@@ -16,6 +17,7 @@ use crate::hook::{call_plugin, Slot};
 use crate::instance::Call;
 use crate::manifest::FailurePolicy;
 use crate::message::MessageData;
+use crate::shadow_run::Shadows;
 use crate::warm;
 use async_trait::async_trait;
 use corvid_types::{AuthCredentials, ConnectionInfo, Decision, Envelope, MessageView};
@@ -65,6 +67,8 @@ pub(crate) struct PluginSession {
     last_facts: Option<Facts>,
     /// Authentication results and the signing choice (`auth-results`).
     auth: Arc<AuthShared>,
+    /// The queue to the session's shadow plugins (`mode = "shadow"`).
+    shadows: Shadows,
 }
 
 impl PluginSession {
@@ -83,6 +87,7 @@ impl PluginSession {
             rcpt_cache: None,
             last_facts: None,
             auth: Arc::default(),
+            shadows: Shadows::default(),
         }
     }
 
@@ -180,37 +185,47 @@ impl PluginSession {
             return Decision::proceed();
         };
         let mut modifications = Vec::new();
-        // By index rather than a zip of two iterators: the loop's state is kept across the
-        // await in the hook's future, which `#[async_trait]` boxes at every call (see
-        // `backstop`), and a zip is 56 bytes.
-        for i in 0..txn.slots.len() {
-            let (Some(plugin), Some(slot)) = (txn.generation.plugins.get(i), txn.slots.get_mut(i))
-            else {
-                break;
-            };
-            if !plugin.applies(stage, &self.listener) {
-                continue;
-            }
-            match call_plugin(plugin, slot, &call, self.session_id).await {
-                Ok(d) => {
-                    modifications.extend(d.modifications);
-                    if d.verdict != Verdict::Continue {
-                        return Decision {
-                            verdict: d.verdict,
-                            modifications,
-                        };
-                    }
+        let decision = 'chain: {
+            // By index rather than a zip of two iterators: the loop's state is kept across
+            // the await in the hook's future, which `#[async_trait]` boxes at every call (see
+            // `backstop`), and a zip is 56 bytes.
+            for i in 0..txn.slots.len() {
+                let (Some(plugin), Some(slot)) =
+                    (txn.generation.plugins.get(i), txn.slots.get_mut(i))
+                else {
+                    break;
+                };
+                if plugin.shadow() || !plugin.applies(stage, &self.listener) {
+                    continue;
                 }
-                Err(()) => match plugin.manifest.failure_policy {
-                    FailurePolicy::Tempfail => return policy_failure(),
-                    FailurePolicy::Continue => {}
-                },
+                match call_plugin(plugin, slot, &call, self.session_id).await {
+                    Ok(d) => {
+                        modifications.extend(d.modifications);
+                        if d.verdict != Verdict::Continue {
+                            break 'chain Decision {
+                                verdict: d.verdict,
+                                modifications,
+                            };
+                        }
+                    }
+                    Err(()) => match plugin.manifest.failure_policy {
+                        FailurePolicy::Tempfail => break 'chain policy_failure(),
+                        FailurePolicy::Continue => {}
+                    },
+                }
             }
+            Decision {
+                verdict: Verdict::Continue,
+                modifications,
+            }
+        };
+        // The chain has decided: the shadows see the stage after it, off this path.
+        if txn.generation.shadows(stage) {
+            let (t, listener) = (self.transaction, self.listener.as_str());
+            let (generation, session) = (&txn.generation, self.session_id);
+            (self.shadows).send(generation, t, &call, &decision.verdict, session, listener);
         }
-        Decision {
-            verdict: Verdict::Continue,
-            modifications,
-        }
+        decision
     }
 }
 
@@ -303,6 +318,7 @@ impl PolicySession for PluginSession {
 
     fn end_transaction(&mut self) {
         self.release_txn();
+        self.shadows.end_transaction();
         self.auth.new_transaction();
     }
 

@@ -68,6 +68,9 @@ struct Counters {
     /// Calls per latency bucket (not cumulative); slower than the last bound: none.
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     fuel_max: AtomicU64,
+    /// Shadow mode: decisions the same as the chain's, different, and calls not made
+    /// because the session's shadow queue was full.
+    shadow: [AtomicU64; 3],
 }
 
 /// The live counters of one plugin (all generations of it).
@@ -77,9 +80,24 @@ pub(crate) struct PluginStats {
     instantiations: AtomicU64,
     memory_peak: AtomicU64,
     breaker_trips: AtomicU64,
+    /// Shadow mode: the recent differences from the chain.
+    pub(crate) diffs: crate::shadow::DiffLog,
+}
+
+/// What became of one shadow call ([`PluginStats::shadow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShadowOutcome {
+    Agree = 0,
+    Differ = 1,
+    Skipped = 2,
 }
 
 impl PluginStats {
+    /// Counts a shadow call at `stage`.
+    pub(crate) fn shadow(&self, stage: Stage, outcome: ShadowOutcome) {
+        self.hooks[stage_index(stage)].shadow[outcome as usize].fetch_add(1, Relaxed);
+    }
+
     /// Notes an instance's linear memory size.
     pub(crate) fn memory(&self, bytes: usize) {
         let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
@@ -121,10 +139,11 @@ impl PluginStats {
 
     pub(crate) fn snapshot(&self, plugin: &str) -> Vec<HookStats> {
         let get = |c: &Counters, o: Outcome| c.outcomes[o as usize].load(Relaxed);
+        let shadow = |c: &Counters, o: ShadowOutcome| c.shadow[o as usize].load(Relaxed);
         STAGES
             .iter()
             .zip(self.hooks.iter())
-            .filter(|(_, c)| c.calls.load(Relaxed) > 0)
+            .filter(|(_, c)| c.calls.load(Relaxed) > 0 || shadow(c, ShadowOutcome::Skipped) > 0)
             .map(|(stage, c)| HookStats {
                 plugin: plugin.to_string(),
                 stage: *stage,
@@ -150,6 +169,9 @@ impl PluginStats {
                 latency_buckets: c.buckets.iter().map(|b| b.load(Relaxed)).collect(),
                 instantiations: self.instantiations.load(Relaxed),
                 memory_peak_bytes: self.memory_peak.load(Relaxed),
+                shadow_agree: shadow(c, ShadowOutcome::Agree),
+                shadow_differ: shadow(c, ShadowOutcome::Differ),
+                shadow_skipped: shadow(c, ShadowOutcome::Skipped),
             })
             .collect()
     }
@@ -198,4 +220,11 @@ pub struct HookStats {
     pub instantiations: u64,
     /// The largest linear memory one instance of the plugin has had.
     pub memory_peak_bytes: u64,
+    /// Shadow mode: decisions that matched the chain's final verdict at the stage (same
+    /// class, same reply code; `continue` and `accept` are one class).
+    pub shadow_agree: u64,
+    /// Shadow mode: decisions that did not (the recent ones: `PluginHost::shadow_diffs`).
+    pub shadow_differ: u64,
+    /// Shadow mode: calls not made because the session's shadow queue was full.
+    pub shadow_skipped: u64,
 }

@@ -1,0 +1,203 @@
+//! The shadow plugins of one SMTP session, run off the session's path: after the chain decided
+//! a stage, the session queues the stage's facts and the chain's verdict ([`Shadows::send`],
+//! which never waits) for a task of its own, which calls the shadow plugins in order, on
+//! their own instances, with their own limits and circuit breakers, and compares (see
+//! [`crate::shadow`]). Nothing a shadow returns reaches the session: its verdict is only
+//! compared, its modifications are dropped, and its failures and slowness cost the task's
+//! time only. A session whose shadows fall behind by [`QUEUE`] stages skips them (counted).
+//!
+//! Instances live as on the active side: per hook call at `connect`, `helo` and `auth`, per
+//! transaction from MAIL to its end.
+
+use crate::bindings::corvid::plugin::types as wit;
+use crate::context::Facts;
+use crate::generation::{Generation, LoadedPlugin};
+use crate::hook::{call_plugin, Slot};
+use crate::instance::Call;
+use crate::manifest::FailurePolicy;
+use crate::message::MessageData;
+use crate::stats::ShadowOutcome;
+use crate::warm;
+use corvid_types::{Stage, Verdict};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Stages a session's shadow task may be behind the session before it skips them: more
+/// than a transaction's stages at the default recipient limit's order of magnitude, and a
+/// bound on what one session keeps alive for its shadows (facts and a message each).
+pub(crate) const QUEUE: usize = 64;
+
+/// A hook call's arguments, owned (shared by reference count with the session).
+enum Owned {
+    Connect(Facts),
+    Helo(Facts),
+    /// The connection, and the credentials with and without the password.
+    Auth(
+        Arc<wit::ConnectionInfo>,
+        Box<(wit::AuthInfo, wit::AuthInfo)>,
+    ),
+    Mail(Facts),
+    Rcpt(Facts),
+    Data(Facts, Arc<MessageData>),
+}
+
+impl Owned {
+    fn of(call: &Call<'_>) -> Self {
+        match *call {
+            Call::Connect(f) => Owned::Connect(f.clone()),
+            Call::Helo(f) => Owned::Helo(f.clone()),
+            Call::Auth(c, full, redacted) => Owned::Auth(
+                Arc::new(c.clone()),
+                Box::new((full.clone(), redacted.clone())),
+            ),
+            Call::Mail(f) => Owned::Mail(f.clone()),
+            Call::Rcpt(f) => Owned::Rcpt(f.clone()),
+            Call::Data(f, m) => Owned::Data(f.clone(), m.clone()),
+        }
+    }
+
+    fn call(&self) -> Call<'_> {
+        match self {
+            Owned::Connect(f) => Call::Connect(f),
+            Owned::Helo(f) => Call::Helo(f),
+            Owned::Auth(c, creds) => Call::Auth(c, &creds.0, &creds.1),
+            Owned::Mail(f) => Call::Mail(f),
+            Owned::Rcpt(f) => Call::Rcpt(f),
+            Owned::Data(f, m) => Call::Data(f, m),
+        }
+    }
+}
+
+enum Job {
+    Stage {
+        generation: Arc<Generation>,
+        transaction: u32,
+        call: Owned,
+        chain: Verdict,
+    },
+    /// The transaction ended: its instances go back.
+    End,
+}
+
+/// The session's side: the queue to its shadow task, started at the first shadowed stage.
+#[derive(Default)]
+pub(crate) struct Shadows {
+    tx: Option<mpsc::Sender<Job>>,
+}
+
+impl Shadows {
+    /// Queues `call` for the shadow plugins of `generation`, with the chain's verdict.
+    pub(crate) fn send(
+        &mut self,
+        generation: &Arc<Generation>,
+        transaction: u32,
+        call: &Call<'_>,
+        chain: &Verdict,
+        session: u64,
+        listener: &str,
+    ) {
+        if self.tx.is_none() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                rt.spawn(run(rx, listener.to_string(), session));
+                self.tx = Some(tx);
+            }
+        }
+        let stage = call.stage();
+        let job = Job::Stage {
+            generation: generation.clone(),
+            transaction,
+            call: Owned::of(call),
+            chain: chain.clone(),
+        };
+        let queued = self.tx.as_ref().is_some_and(|tx| tx.try_send(job).is_ok());
+        if !queued {
+            let shadows = generation.plugins.iter().filter(|p| p.shadow());
+            for p in shadows.filter(|p| p.applies(stage, listener)) {
+                p.stats.shadow(stage, ShadowOutcome::Skipped);
+            }
+        }
+    }
+
+    /// The transaction ended (if the queue is full, the next transaction's first stage
+    /// releases its instances instead).
+    pub(crate) fn end_transaction(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Job::End);
+        }
+    }
+}
+
+/// The shadow plugins' instances in the current unit of work.
+struct Txn {
+    generation: Arc<Generation>,
+    transaction: u32,
+    slots: Vec<(Arc<LoadedPlugin>, Slot)>,
+}
+
+fn release(txn: &mut Option<Txn>) {
+    let Some(t) = txn.take() else { return };
+    for (p, slot) in t.slots {
+        if let Slot::Live { live, .. } = slot {
+            warm::release(&p, live);
+        }
+    }
+}
+
+/// The session's shadow task: until the session is gone and its queue drained.
+async fn run(mut rx: mpsc::Receiver<Job>, listener: String, session: u64) {
+    let mut txn: Option<Txn> = None;
+    while let Some(job) = rx.recv().await {
+        let Job::Stage {
+            generation,
+            transaction,
+            call: owned,
+            chain,
+        } = job
+        else {
+            release(&mut txn);
+            continue;
+        };
+        let call = owned.call();
+        let stage = call.stage();
+        let per_call = matches!(stage, Stage::Connect | Stage::Helo | Stage::Auth);
+        let current = matches!(&txn, Some(t) if t.transaction == transaction
+            && Arc::ptr_eq(&t.generation, &generation));
+        if per_call || !current {
+            release(&mut txn);
+        }
+        let t = txn.get_or_insert_with(|| Txn {
+            slots: (generation.plugins.iter())
+                .filter(|p| p.shadow())
+                .map(|p| (p.clone(), Slot::Empty))
+                .collect(),
+            generation,
+            transaction,
+        });
+        for (p, slot) in &mut t.slots {
+            if !p.applies(stage, &listener) {
+                continue;
+            }
+            let (verdict, failure) = match call_plugin(p, slot, &call, session).await {
+                // Its modifications are dropped here: a shadow changes nothing.
+                Ok(d) => (d.verdict, None),
+                Err(()) => {
+                    let why = match slot {
+                        Slot::Bypassed => "bypassed: its circuit breaker is open",
+                        _ => "the plugin failed (see the log); its failure policy stands",
+                    };
+                    let verdict = match p.manifest.failure_policy {
+                        FailurePolicy::Tempfail => crate::session::policy_failure().verdict,
+                        FailurePolicy::Continue => Verdict::Continue,
+                    };
+                    (verdict, Some(why))
+                }
+            };
+            crate::shadow::record(p, stage, session, &chain, &verdict, failure);
+        }
+        if per_call {
+            release(&mut txn);
+        }
+    }
+    release(&mut txn);
+}

@@ -1,0 +1,219 @@
+//! Shadow mode (`mode = "shadow"`): a shadow plugin's decisions change nothing for the
+//! session, are compared with the chain's and counted, the differences are kept, its kv is
+//! its own namespace, and it is never called at the delivery stages.
+
+mod common;
+
+use common::*;
+use corvid_plugin_host::{
+    Capability, DeliveryPolicy, HookStats, Manifest, MemoryKv, PluginHost, PluginMode, Services,
+    StaticDns,
+};
+use corvid_types::{Address, KvStore, MessageView, Policy, PolicySession, Stage, Verdict};
+use corvid_types::{Route, RouteRequest};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn shadow(name: &str, pairs: &[(&str, &str)]) -> Manifest {
+    let mut m = behave(name, pairs);
+    m.mode = PluginMode::Shadow;
+    m.capabilities.push(Capability::Kv);
+    m
+}
+
+fn host_with(kv: Arc<MemoryKv>) -> PluginHost {
+    let services = Services {
+        kv,
+        dns: Arc::new(StaticDns::new()),
+    };
+    PluginHost::new(&engine(), services, Some(cache_dir()))
+}
+
+fn stats_of(host: &PluginHost, plugin: &str, stage: Stage) -> Option<HookStats> {
+    let mut all = host.stats().into_iter();
+    all.find(|s| s.plugin == plugin && s.stage == stage)
+}
+
+/// Waits (bounded) until the shadow compared `n` decisions at `stage`: its task runs after
+/// the session's calls returned.
+async fn compared(host: &PluginHost, plugin: &str, stage: Stage, n: u64) -> HookStats {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = stats_of(host, plugin, stage) {
+            if s.shadow_agree + s.shadow_differ >= n {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "{plugin} never compared at {stage:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One transaction: connect, helo, mail, rcpt, data; the session's decisions.
+async fn transaction(s: &mut dyn PolicySession, session: u64) -> Vec<corvid_types::Decision> {
+    let (c, env) = (conn(session), envelope());
+    let out = vec![
+        s.connect(&c).await,
+        s.helo(&c).await,
+        s.mail(&c, &env).await,
+        s.rcpt(&c, &env, &rcpt()).await,
+        s.data(&c, &env, MessageView { content: MESSAGE }).await,
+    ];
+    s.end_transaction();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_that_rejects_everything_changes_nothing_and_its_differences_are_kept() {
+    let kv = Arc::new(MemoryKv::new());
+    let host = host_with(kv.clone());
+    let all = [
+        ("connect", "reject"),
+        ("helo", "reject"),
+        ("mail", "stamp"),
+        ("rcpt", "kv"),
+        ("data", "reject"),
+    ];
+    let active = behave("gate", &[("rcpt", "accept")]);
+    host.reload(vec![active, shadow("cand", &all)])
+        .await
+        .expect("loads");
+    let mut s = host.session(&conn(7));
+    for d in transaction(s.as_mut(), 7).await {
+        assert!(
+            matches!(d.verdict, Verdict::Continue | Verdict::Accept),
+            "{d:?}"
+        );
+        // The shadow's modifications (`stamp` at mail) are dropped.
+        assert!(d.modifications.is_empty(), "{d:?}");
+    }
+    drop(s);
+
+    for stage in [Stage::Connect, Stage::Helo, Stage::Rcpt, Stage::Data] {
+        let st = compared(&host, "cand", stage, 1).await;
+        assert_eq!((st.shadow_agree, st.shadow_differ), (0, 1), "{stage:?}");
+    }
+    // `stamp` continues: the same effect as the chain's.
+    let mail = compared(&host, "cand", Stage::Mail, 1).await;
+    assert_eq!((mail.shadow_agree, mail.shadow_differ), (1, 0));
+    // The active plugin has no shadow counters.
+    let gate = stats_of(&host, "gate", Stage::Rcpt).expect("called");
+    assert_eq!((gate.shadow_agree, gate.shadow_differ), (0, 0));
+
+    let diffs = host.shadow_diffs("cand").expect("known");
+    let rcpt = diffs.iter().find(|d| d.stage == Stage::Rcpt).expect("kept");
+    assert_eq!(rcpt.session, 7);
+    assert_eq!((rcpt.chain_verdict, rcpt.chain_code), ("accept", None));
+    assert_eq!(
+        (rcpt.shadow_verdict, rcpt.shadow_code),
+        ("reject", Some(550))
+    );
+    assert_eq!(rcpt.reason, "5.7.1 count=1");
+    assert_eq!(diffs.len(), 4);
+
+    // Its kv writes went to its own namespace only.
+    assert_eq!(kv.get("cand", b"count").expect("kv"), None);
+    assert_eq!(
+        kv.get("shadow:cand", b"count").expect("kv"),
+        Some(b"1".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_or_slow_shadow_neither_delays_nor_fails_the_session() {
+    let host = host();
+    let mut slow = shadow("slow", &[("rcpt", "spin"), ("spin_ms", "1500")]);
+    slow.limits.hook_time_ms = 10_000;
+    // Spinning on the clock for 1.5 s takes far more than the default CPU budget.
+    slow.limits.hook_fuel = 1 << 50;
+    let mut looping = shadow("loop", &[("rcpt", "loop")]);
+    looping.limits.hook_fuel = 1_000_000;
+    let trap = shadow("trap", &[("mail", "trap")]);
+    host.reload(vec![slow, looping, trap]).await.expect("loads");
+    let (c, env) = (conn(9), envelope());
+    let mut s = host.session(&c);
+    assert_eq!(s.mail(&c, &env).await.verdict, Verdict::Continue);
+    let started = Instant::now();
+    assert_eq!(s.rcpt(&c, &env, &rcpt()).await.verdict, Verdict::Continue);
+    let took = started.elapsed();
+    // The reply did not wait for the shadow that spins for 1.5 s: it has not even been
+    // compared yet.
+    let slow_rcpt = stats_of(&host, "slow", Stage::Rcpt).map_or(0, |s| s.shadow_agree);
+    assert!(
+        took < Duration::from_millis(1500) && slow_rcpt == 0,
+        "{took:?}"
+    );
+    s.end_transaction();
+    drop(s);
+
+    // Failures count as their failure policy's verdict (tempfail by default), reason given.
+    let looped = compared(&host, "loop", Stage::Rcpt, 1).await;
+    assert_eq!((looped.shadow_differ, looped.cpu_budget), (1, 1));
+    let trapped = compared(&host, "trap", Stage::Mail, 1).await;
+    assert_eq!((trapped.shadow_differ, trapped.traps), (1, 1));
+    let d = host.shadow_diffs("trap").expect("known");
+    let m = d.iter().find(|d| d.stage == Stage::Mail).expect("kept");
+    assert_eq!(
+        (m.shadow_verdict, m.shadow_code),
+        ("tempfail", Some(451)),
+        "{d:?}"
+    );
+    assert!(m.reason.contains("failed"), "{}", m.reason);
+    let slow = compared(&host, "slow", Stage::Rcpt, 1).await;
+    assert_eq!(slow.shadow_agree, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agreement_needs_the_same_reply_code_and_delivery_stages_skip_shadows() {
+    let host = host();
+    let active = behave("gate", &[("rcpt", "reject")]);
+    let same = shadow("same", &[("rcpt", "reject"), ("route", "local")]);
+    let other = shadow("other", &[("rcpt", "tempfail")]);
+    host.reload(vec![active, same, other]).await.expect("loads");
+    let (c, env) = (conn(3), envelope());
+    let mut s = host.session(&c);
+    s.mail(&c, &env).await;
+    assert!(matches!(
+        s.rcpt(&c, &env, &rcpt()).await.verdict,
+        Verdict::Reject(_)
+    ));
+    s.end_transaction();
+    drop(s);
+    assert_eq!(
+        compared(&host, "same", Stage::Rcpt, 1).await.shadow_agree,
+        1
+    );
+    assert_eq!(
+        compared(&host, "other", Stage::Rcpt, 1).await.shadow_differ,
+        1
+    );
+    let d = host.shadow_diffs("other").expect("known");
+    let r = d.iter().find(|d| d.stage == Stage::Rcpt).expect("kept");
+    assert_eq!(
+        (r.chain_verdict, r.chain_code, r.shadow_code),
+        ("reject", Some(550), Some(451)),
+        "{d:?}"
+    );
+    // A shadow is never consulted at the delivery stages ("same" would route locally).
+    let req = RouteRequest {
+        queue_id: "q1".into(),
+        sender: None,
+        recipient: Address::new("bob", "example.org"),
+    };
+    assert_eq!(host.route(&req).await, Route::Continue);
+    assert!(stats_of(&host, "same", Stage::Route).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_name_cannot_take_the_shadow_namespace() {
+    let host = host();
+    let err = host
+        .reload(vec![behave("shadow:x", &[])])
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("shadow:"), "{err}");
+}
