@@ -61,6 +61,10 @@ pub enum Request {
     PluginsList,
     PluginsStats,
     PluginsReload,
+    /// A shadow plugin's counters and recent differences (`corvid plugins diff`).
+    PluginsDiff {
+        name: String,
+    },
 }
 
 /// What admin requests act on.
@@ -84,6 +88,7 @@ pub async fn handle_async(ctx: Arc<Context>, req: Request) -> Result<Value> {
         Request::PluginsList => Ok(plugins()?.list()),
         Request::PluginsStats => Ok(plugins()?.stats()),
         Request::PluginsReload => plugins()?.reload().await,
+        Request::PluginsDiff { name } => crate::plugins_cmd::diff(&plugins()?.host, &name),
         Request::QueueBounce { id } => {
             let id = QueueId(id);
             let dsn = ctx
@@ -139,7 +144,8 @@ fn handle(spool: &SledSpool, req: Request) -> Result<Value> {
         | Request::QueueBounce { .. }
         | Request::PluginsList
         | Request::PluginsStats
-        | Request::PluginsReload => {
+        | Request::PluginsReload
+        | Request::PluginsDiff { .. } => {
             bail!("not a queue request")
         }
     })

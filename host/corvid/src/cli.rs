@@ -176,6 +176,15 @@ pub enum PluginsAction {
     },
     /// Read the [[plugin]] tables again and swap in the new chain.
     Reload,
+    /// A shadow plugin's (`mode = "shadow"`) agreement with the chain per stage, and its
+    /// recent decisions that differed from the chain's (the last 100).
+    Diff {
+        /// The plugin's name.
+        name: String,
+        /// Show at most this many differences (the most recent).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Clone)]

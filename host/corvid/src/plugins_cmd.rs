@@ -1,11 +1,14 @@
-//! `corvid plugins list [--stats]|reload`: through the running server's admin socket.
+//! `corvid plugins list [--stats]|reload|diff NAME`: through the running server's admin
+//! socket.
 
 use crate::admin::{self, Request};
 use crate::cli::PluginsAction;
 use crate::config::Config;
 use anyhow::{bail, Result};
-use serde_json::Value;
+use corvid_plugin_host::{verdict_text, PluginHost, PluginMode};
+use serde_json::{json, Value};
 use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
 
 pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
     let config = Config::load(config)?;
@@ -13,6 +16,7 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
         PluginsAction::List { stats: true } => Request::PluginsStats,
         PluginsAction::List { stats: false } => Request::PluginsList,
         PluginsAction::Reload => Request::PluginsReload,
+        PluginsAction::Diff { ref name, .. } => Request::PluginsDiff { name: name.clone() },
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -25,6 +29,7 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
     };
     match action {
         PluginsAction::List { stats: true } => print_stats(&data),
+        PluginsAction::Diff { limit, .. } => print_diff(&data, limit),
         PluginsAction::List { stats: false } => {
             let rows = data.as_array().cloned().unwrap_or_default();
             if rows.is_empty() {
@@ -115,6 +120,86 @@ fn print_stats(data: &Value) {
             n(r, "mean_us"),
             n(r, "max_us"),
             n(r, "memory_peak_bytes"),
+        );
+    }
+}
+
+/// The answer to `plugins-diff` (server side): the shadow plugin's counters per stage and
+/// its kept differences, oldest first.
+pub fn diff(host: &PluginHost, name: &str) -> Result<Value> {
+    let Some(status) = host.plugins().into_iter().find(|p| p.name == name) else {
+        bail!("no plugin {name} in the chain");
+    };
+    if status.mode != PluginMode::Shadow {
+        bail!("plugin {name} is not in shadow mode (mode = \"shadow\" in its [[plugin]] table)");
+    }
+    let stages: Vec<Value> = host
+        .stats()
+        .into_iter()
+        .filter(|s| s.plugin == name)
+        .map(|s| {
+            json!({ "stage": s.stage.as_str(), "agree": s.shadow_agree,
+                    "differ": s.shadow_differ, "skipped": s.shadow_skipped })
+        })
+        .collect();
+    let diffs: Vec<Value> = host
+        .shadow_diffs(name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| {
+            let at = d.at.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_secs());
+            json!({ "at": at, "stage": d.stage.as_str(), "session": d.session,
+                    "chain": verdict_text(d.chain_verdict, d.chain_code),
+                    "shadow": verdict_text(d.shadow_verdict, d.shadow_code),
+                    "reason": d.reason })
+        })
+        .collect();
+    Ok(json!({ "plugin": name, "stages": stages, "diffs": diffs }))
+}
+
+/// Counters per stage, then the `limit` most recent differences, oldest first.
+fn print_diff(data: &Value, limit: usize) {
+    let empty = Vec::new();
+    let n = |r: &Value, k: &str| r[k].as_u64().unwrap_or(0);
+    println!("shadow plugin {}", data["plugin"].as_str().unwrap_or("?"));
+    println!(
+        "{:<10} {:>8} {:>8} {:>8}",
+        "stage", "agree", "differ", "skipped"
+    );
+    for r in data["stages"].as_array().unwrap_or(&empty) {
+        println!(
+            "{:<10} {:>8} {:>8} {:>8}",
+            r["stage"].as_str().unwrap_or("?"),
+            n(r, "agree"),
+            n(r, "differ"),
+            n(r, "skipped")
+        );
+    }
+    let diffs = data["diffs"].as_array().unwrap_or(&empty);
+    if diffs.is_empty() {
+        println!("no differences kept");
+        return;
+    }
+    let shown = &diffs[diffs.len().saturating_sub(limit)..];
+    println!(
+        "{} of the last {} differences (oldest first):",
+        shown.len(),
+        diffs.len()
+    );
+    println!(
+        "{:<20} {:<10} {:>8}  {:<16} {:<16} reason",
+        "time", "stage", "session", "chain", "shadow"
+    );
+    for d in shown {
+        let at = UNIX_EPOCH + Duration::from_secs(n(d, "at"));
+        println!(
+            "{:<20} {:<10} {:>8}  {:<16} {:<16} {}",
+            humantime_serde::re::humantime::format_rfc3339_seconds(at).to_string(),
+            d["stage"].as_str().unwrap_or("?"),
+            n(d, "session"),
+            d["chain"].as_str().unwrap_or("?"),
+            d["shadow"].as_str().unwrap_or("?"),
+            d["reason"].as_str().unwrap_or(""),
         );
     }
 }

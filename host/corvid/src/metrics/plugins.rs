@@ -121,6 +121,12 @@ impl prometheus_client::collector::Collector for Collector {
             "Longest hook call, by plugin and stage",
             MetricType::Gauge,
         );
+        let mut shadow = Series::new(
+            "corvid_plugin_shadow_decisions",
+            "Decisions of shadow plugins compared with the chain's (agree, differ), and calls \
+             skipped because the shadows fell behind, by plugin and stage",
+            MetricType::Counter,
+        );
         // Per plugin, not per stage: the host counts these for the plugin as a whole.
         let mut per_plugin: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
         for h in &stats {
@@ -147,6 +153,19 @@ impl prometheus_client::collector::Collector for Collector {
                 l.push(("outcome".into(), outcome.into()));
                 outcomes.rows.push((l, n));
             }
+            let compared = [
+                ("agree", h.shadow_agree),
+                ("differ", h.shadow_differ),
+                ("skipped", h.shadow_skipped),
+            ];
+            // Only shadow plugins have these: no series of zeros for every active plugin.
+            if compared.iter().any(|(_, n)| *n > 0) {
+                for (result, n) in compared {
+                    let mut l = l.clone();
+                    l.push(("result".into(), result.into()));
+                    shadow.rows.push((l, n));
+                }
+            }
             traps.rows.push((l.clone(), h.traps));
             timeouts.rows.push((l.clone(), h.timeouts));
             fuel.rows.push((l.clone(), h.fuel_max));
@@ -156,7 +175,7 @@ impl prometheus_client::collector::Collector for Collector {
                 (h.breaker_trips, h.instantiations, h.memory_peak_bytes),
             );
         }
-        for s in [&calls, &outcomes, &traps, &timeouts, &fuel] {
+        for s in [&calls, &outcomes, &shadow, &traps, &timeouts, &fuel] {
             write_u64(&mut enc, s)?;
         }
         // Buckets from 1 µs to 5 s (corvid_plugin_host::LATENCY_BUCKETS), then +Inf; each
