@@ -250,11 +250,16 @@ impl Destination {
 
     /// With the TLS policy a plugin's `route` stage asked for (`wit/delivery-tls.wit`): the
     /// stricter of it and the configured one (without one, the default counts as
-    /// `opportunistic`); on a tie the configured one stays. What the configuration requires
+    /// `opportunistic`); on a tie the configured one stays. Hops without TLS (local, dropped,
+    /// an LMTP socket) keep their destination. What the configuration requires
     /// beyond `tls` (`auth`'s verified TLS, `require_tls`) is kept by the delivery whatever
     /// `tls` says.
     pub fn with_plugin_tls(mut self, asked: Option<TlsPolicy>) -> Destination {
-        let Some(asked) = asked.map(TlsMode::from) else {
+        let local = matches!(
+            self.hop,
+            NextHop::Local | NextHop::Discard | NextHop::LmtpUnix(_)
+        );
+        let Some(asked) = asked.map(TlsMode::from).filter(|_| !local) else {
             return self;
         };
         let configured = self.tls.unwrap_or(TlsMode::Opportunistic);

@@ -45,8 +45,9 @@ pub(crate) fn same(a: &wit::Address, b: &wit::Address) -> bool {
     a.local == b.local && a.domain.eq_ignore_ascii_case(&b.domain)
 }
 
-/// Defines the `added-recipients` import. Outside an SMTP hook (a delivery hook, or
-/// `configure`) there is no decision to attach the parameters to: the call traps.
+/// Defines the `added-recipients` import. Where no facts are in the store (`auth`, a
+/// delivery hook, `configure`) there is no decision that could add a recipient: the call
+/// traps.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(ADDED)?;
     i.func_wrap(

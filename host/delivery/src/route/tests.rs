@@ -89,4 +89,7 @@ fn a_plugin_can_make_tls_stricter_never_looser() {
         (Some(TlsMode::Opportunistic), true)
     );
     assert_eq!(mx().with_plugin_tls(None), mx());
+    // Local delivery has no TLS: its destination (and group) stays the same.
+    let local = Destination::new(NextHop::Local);
+    assert_eq!(local.clone().with_plugin_tls(Some(Asked::Verify)), local);
 }
