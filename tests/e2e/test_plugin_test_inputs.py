@@ -57,8 +57,6 @@ def test_wasi_clocks_read_the_scripted_clock(tmp_path):
     assert walls == [START_MS, later], r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="the clock import's now-ms reads the system clock until "
-                   "imports.rs calls crate::clock::now_ms() (see the H5 report)")
 def test_the_clock_import_reads_the_scripted_clock(tmp_path):
     script = SENSES % (START_MS, START_MS + 3630 * 1000)
     r = plugin_test(WASM / "fixture_behave.wasm", script, tmp_path)
@@ -160,23 +158,18 @@ expect.data = { verdict = "continue", modifications = ["add-header X-Greylist: p
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the greylist examples read the clock import's now-ms, "
-                   "which reads the system clock until imports.rs calls crate::clock::now_ms()")
 @pytest.mark.parametrize("lang", ["rust", "python", "javascript", "c"])
 def test_greylisting_passes_once_the_scripted_window_passed(tmp_path, lang):
     r = plugin_test(EXAMPLES / f"greylist-{lang}.wasm", GREYLIST % START_MS, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="wasi:http requests reach the network until "
-                   "http.rs's send_request consults crate::http_answers (see the H5 report)")
 def test_rspamd_answers_are_scripted(tmp_path):
     r = plugin_test(WASM / "rspamd.wasm", (REPO / "plugins" / "rspamd" / "plugin-test.toml").read_text(),
                     tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="as above: http.rs does not consult the answers yet")
 def test_an_unscripted_url_fails_clearly(tmp_path):
     script = """
 [plugin]

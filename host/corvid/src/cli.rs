@@ -79,8 +79,11 @@ pub enum Command {
         stages), [connection] (client, local, rdns, helo, esmtp, listener, tls = { version, \
         cipher, sni }, auth_user, expect.connect, expect.helo), [auth] (mechanism, user, \
         password, authzid, expect), [[transaction]] (mail_from, mail_params, rcpt_to, data, \
-        expect.mail, expect.rcpt, expect.data), [dns] answers, [kv] initial contents, \
-        [[route]]/[[deferred]]/[[bounced]]/[[delivered]] delivery events, [expect_kv]. An \
+        expect.mail, expect.rcpt, expect.data, advance), [dns] answers, [kv] initial contents \
+        (\"k\" = \"v\" or { value, ttl }), [clock] start (the plugin's clocks and the kv TTLs \
+        stand there until a step's advance), [[http]] answers (url, method, status, headers, \
+        body), [[route]]/[[deferred]]/[[bounced]]/[[delivered]] delivery events (advance), \
+        [expect_kv] (\"\" is absent, or { value, ttl }). An \
         expectation is { verdict, code, enhanced, text, modifications }. See \
         plugins/sdk/README.md, \"Testing a component\"."
     )]

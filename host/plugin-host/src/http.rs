@@ -180,6 +180,10 @@ impl WasiHttpHooks for HttpHooks {
             tracing::warn!(plugin = %self.plugin, %uri, "http request denied: not in the plugin's http prefixes");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        // `corvid plugin test`: the script's answers, never the network.
+        if let Some(answers) = crate::http_answers::installed() {
+            return crate::http_answers::send(answers.as_ref(), &self.plugin, request);
+        }
         let until = (Instant::now() + self.policy.timeout).min(self.deadline);
         let left = until.saturating_duration_since(Instant::now());
         // The plugin's own request options cannot extend the deadline.

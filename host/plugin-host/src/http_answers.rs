@@ -35,8 +35,6 @@ pub fn install(answers: Arc<dyn HttpAnswers>) -> Result<(), Arc<dyn HttpAnswers>
 }
 
 /// The installed answers, if any.
-// Called by `http::HttpHooks::send_request` once it consults the answers (see `send`).
-#[allow(dead_code)]
 pub(crate) fn installed() -> Option<&'static Arc<dyn HttpAnswers>> {
     INSTALLED.get()
 }
@@ -45,9 +43,7 @@ type Io = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 type Sent = Box<dyn Future<Output = Result<(http::Response<WasiBody>, Io), HttpError>> + Send>;
 
 /// Answers `request` from `answers`, without any I/O: what `send_request` returns for it,
-/// after its prefix check, when answers are installed:
-/// `if let Some(a) = crate::http_answers::installed() { return crate::http_answers::send(a.as_ref(), &self.plugin, request); }`
-#[allow(dead_code)]
+/// after its prefix check, when answers are installed.
 pub(crate) fn send(
     answers: &dyn HttpAnswers,
     plugin: &str,

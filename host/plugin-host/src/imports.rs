@@ -235,10 +235,7 @@ impl clock::Host for HostState {
         if !self.env.grants(Capability::Clock) {
             return Ok(0);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Ok(u64::try_from(now.as_millis()).unwrap_or(u64::MAX))
+        Ok(crate::clock::now_ms())
     }
 }
 
