@@ -4,7 +4,6 @@
 //! `555 5.5.4` (RFC 5321 4.1.1.11 and 3.3, RFC 3463 3.6). Keywords are case-insensitive.
 
 use crate::xtext;
-use corvid_types::address::is_atext;
 use corvid_types::{BodyType, MailParams, Notify, RcptParams, Reply, Ret};
 
 /// RFC 1870 `size-value ::= 1*20DIGIT`.
@@ -169,16 +168,8 @@ fn parse_notify(v: &str) -> Option<Notify> {
 /// RFC 3461 4.2 `ORCPT=addr-type ";" xtext`, addr-type an atom. With addr-type `utf-8`
 /// (RFC 6533 3) the address is `utf-8-addr-xtext`, checked only as an esmtp-value.
 fn is_orcpt(v: &str) -> bool {
-    let Some((addr_type, addr)) = v.split_once(';') else {
-        return false;
-    };
-    let atom = !addr_type.is_empty() && addr_type.chars().all(|c| c.is_ascii() && is_atext(c));
-    let addr_ok = if addr_type.eq_ignore_ascii_case("utf-8") {
-        !addr.is_empty()
-    } else {
-        xtext::decode(addr).is_some_and(|d| !d.is_empty())
-    };
-    atom && addr_ok
+    // One check for a client's ORCPT and a plugin's (corvid-types owns it).
+    corvid_types::dsn_params::is_orcpt(v)
 }
 
 #[cfg(test)]
