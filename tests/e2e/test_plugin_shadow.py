@@ -74,6 +74,10 @@ def test_a_shadow_that_rejects_everything_changes_no_outcome(make_server, behave
     assert m.value(family, plugin="cand", stage="mail", result="agree") == 2, m.samples[family]
     assert not [l for l, _ in m.samples[family] if l["plugin"] == "gate"], m.samples[family]
 
+    listed = cli(srv, "plugins", "list").stdout
+    assert re.search(r"^cand .* active, shadow$", listed, re.M), listed
+    assert re.search(r"^gate .* active$", listed, re.M), listed
+
     r = cli(srv, "plugins", "diff", "gate")
     assert r.returncode != 0 and "not in shadow mode" in r.stderr, (r.stdout, r.stderr)
 

@@ -48,8 +48,13 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
                     .as_str()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default();
+                // Shadow plugins are marked (`corvid plugins diff NAME` for their counts).
+                let shadow = match p["mode"].as_str() {
+                    Some("shadow") => ", shadow",
+                    _ => "",
+                };
                 println!(
-                    "{:<20} {:<10} {:<6} {:<8} {:<30} {:<12} {}{error}",
+                    "{:<20} {:<10} {:<6} {:<8} {:<30} {:<12} {}{shadow}{error}",
                     p["name"].as_str().unwrap_or("?"),
                     p["version"].as_str().unwrap_or(""),
                     p["order"].to_string(),
@@ -122,6 +127,21 @@ fn print_stats(data: &Value) {
             n(r, "memory_peak_bytes"),
         );
     }
+}
+
+/// `list` (the answer to `plugins-list`) with each plugin's `mode` (`active`, `shadow`).
+pub fn with_modes(host: &PluginHost, mut list: Value) -> Value {
+    let modes = host.plugins();
+    for row in list.as_array_mut().into_iter().flatten() {
+        let mode = modes.iter().find(|p| row["name"] == p.name.as_str());
+        if let Some(p) = mode {
+            row["mode"] = json!(match p.mode {
+                PluginMode::Active => "active",
+                PluginMode::Shadow => "shadow",
+            });
+        }
+    }
+    list
 }
 
 /// The answer to `plugins-diff` (server side): the shadow plugin's counters per stage and
