@@ -534,6 +534,17 @@ class Corvid:
         return sorted(p for p in self.mail_root.rglob("*") if p.is_file() and p.parent.name in ("new", "cur", "tmp"))
 
 
+def build_wasm(crate_dir: Path, wasm: Path, timeout: float = 900) -> Path:
+    """Builds the plugin crate at `crate_dir` for wasm32-wasip2 into target/plugins (a no-op when
+    `make plugins` or an earlier test already did) and returns `wasm`, which must then exist."""
+    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(crate_dir / "Cargo.toml"),
+                        "--target", "wasm32-wasip2", "--release", "--target-dir", str(REPO / "target" / "plugins")],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    assert wasm.exists(), wasm
+    return wasm
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     assert BIN.exists(), f"{BIN} not found: run `cargo build -p corvid` or set CORVID_BIN"
     return subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,

@@ -2,11 +2,10 @@
 of the contract's additions: DSN parameters of added recipients (wit/dsn.wit) and the TLS of
 delivery attempts and routes (wit/delivery-tls.wit). Built like test_plugins.behave_wasm."""
 
-import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import build_wasm, REPO
 
 FIXTURE = REPO / "host" / "plugin-host" / "tests" / "fixtures" / "contract"
 WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixture_contract.wasm"
@@ -15,12 +14,7 @@ WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixture_cont
 @pytest.fixture(scope="session")
 def contract_wasm():
     """The fixture plugin, built for wasm32-wasip2 inside the test run."""
-    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(FIXTURE / "Cargo.toml"),
-                        "--target", "wasm32-wasip2", "--release", "--target-dir", str(REPO / "target" / "plugins")],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    assert WASM.exists()
-    return WASM
+    return build_wasm(FIXTURE, WASM)
 
 
 def contract(wasm, adds=(), **settings) -> dict:

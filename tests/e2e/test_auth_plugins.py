@@ -8,11 +8,10 @@ comes from the loopback server of test_mail_auth, signatures are checked by dkim
 from __future__ import annotations
 
 import smtplib
-import subprocess
 
 import pytest
 
-from conftest import IO_TIMEOUT, REPO, split_delivered
+from conftest import build_wasm, IO_TIMEOUT, REPO, split_delivered
 from test_auth_smtp import SENDER, ar_fields, checking_server, delivered, publish, send
 from test_mail_auth import MESSAGE, dkimpy_dns_verify
 from test_mail_auth import dns  # noqa: F401  (the loopback DNS fixture)
@@ -26,12 +25,7 @@ WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixture_auth
 
 @pytest.fixture(scope="session")
 def authwit_wasm():
-    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(FIXTURE / "Cargo.toml"),
-                        "--target", "wasm32-wasip2", "--release",
-                        "--target-dir", str(REPO / "target" / "plugins")],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return WASM
+    return build_wasm(FIXTURE, WASM)
 
 
 def authwit(wasm, **config) -> dict:

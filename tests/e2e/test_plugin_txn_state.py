@@ -10,11 +10,10 @@ a second connection."""
 
 import re
 import smtplib
-import subprocess
 
 import pytest
 
-from conftest import REPO, IO_TIMEOUT
+from conftest import build_wasm, IO_TIMEOUT, REPO
 
 FIXTURE = REPO / "host" / "plugin-host" / "tests" / "fixtures" / "txn-state"
 FIXTURE_WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixture_txn_state.wasm"
@@ -28,12 +27,7 @@ STATE = re.compile(
 @pytest.fixture(scope="session")
 def txn_state_wasm():
     """The fixture plugin, built for wasm32-wasip2 inside the test run."""
-    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(FIXTURE / "Cargo.toml"),
-                        "--target", "wasm32-wasip2", "--release", "--target-dir", str(REPO / "target" / "plugins")],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    assert FIXTURE_WASM.exists()
-    return FIXTURE_WASM
+    return build_wasm(FIXTURE, FIXTURE_WASM)
 
 
 def transaction(s: smtplib.SMTP, sender: str, rcpts: list[str], subject: str) -> None:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BIN, IO_TIMEOUT, REPO, bundled_plugins, split_delivered
+from conftest import BIN, build_wasm, bundled_plugins, IO_TIMEOUT, REPO, split_delivered
 
 FIXTURE = REPO / "host" / "plugin-host" / "tests" / "fixtures" / "behave"
 FIXTURE_WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixture_behave.wasm"
@@ -18,12 +18,7 @@ FIXTURE_WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixt
 @pytest.fixture(scope="session")
 def behave_wasm():
     """The fixture plugin, built for wasm32-wasip2 inside the test run."""
-    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(FIXTURE / "Cargo.toml"),
-                        "--target", "wasm32-wasip2", "--release", "--target-dir", str(REPO / "target" / "plugins")],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    assert FIXTURE_WASM.exists()
-    return FIXTURE_WASM
+    return build_wasm(FIXTURE, FIXTURE_WASM)
 
 
 def behave(wasm, **stages) -> dict:

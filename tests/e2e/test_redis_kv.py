@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PLUGIN_DIR, REPO, bundled_plugins
+from conftest import build_wasm, bundled_plugins, PLUGIN_DIR, REPO
 
 RATE_LIMIT = str(PLUGIN_DIR / "rate_limit.wasm")
 BEHAVE_WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release" / "fixture_behave.wasm"
@@ -68,11 +68,7 @@ def redis(tmp_path):
 
 @pytest.fixture(scope="module")
 def behave_wasm():
-    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(BEHAVE / "Cargo.toml"),
-                        "--target", "wasm32-wasip2", "--release", "--target-dir", str(REPO / "target" / "plugins")],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return str(BEHAVE_WASM)
+    return str(build_wasm(BEHAVE, BEHAVE_WASM))
 
 
 def rate_limit(messages: int) -> dict:

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, split_delivered
+from conftest import build_wasm, REPO, split_delivered
 
 pytestmark = pytest.mark.skipif(shutil.which("rspamd") is None, reason="rspamd is not installed")
 
@@ -113,11 +113,7 @@ def rspamd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rspamd_wasm():
     """The plugin, built for wasm32-wasip2 (a no-op when `make plugins` already did)."""
-    r = subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(PLUGIN / "Cargo.toml"),
-                        "--target", "wasm32-wasip2", "--release", "--target-dir", str(REPO / "target" / "plugins")],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr
-    return WASM
+    return build_wasm(PLUGIN, WASM)
 
 
 def plugin(wasm, url: str, fail: str = "open") -> dict:
