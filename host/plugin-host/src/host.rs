@@ -50,6 +50,8 @@ struct Inner {
     next_generation: AtomicU64,
     stats: Mutex<BTreeMap<String, Arc<PluginStats>>>,
     metrics: Arc<Metrics>,
+    /// The instances shadow plugins may hold at once, across sessions.
+    shadow_budget: Arc<crate::shadow_run::Budget>,
 }
 
 /// The plugin chain. Cheap to clone; every clone shares the same generations.
@@ -70,6 +72,9 @@ impl PluginHost {
                 next_generation: AtomicU64::new(1),
                 stats: Mutex::new(BTreeMap::new()),
                 metrics: Arc::new(Metrics::default()),
+                shadow_budget: Arc::new(crate::shadow_run::Budget::new(
+                    engine.options().max_instances,
+                )),
             }),
         }
     }
@@ -357,9 +362,11 @@ impl DeliveryPolicy for PluginHost {
 impl Policy for PluginHost {
     fn session(&self, conn: &ConnectionInfo) -> Box<dyn PolicySession> {
         let inner = self.inner.clone();
+        let budget = inner.shadow_budget.clone();
         Box::new(PluginSession::new(
             Box::new(move || inner.current.load_full()),
             conn,
+            budget,
         ))
     }
 }

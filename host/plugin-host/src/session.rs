@@ -75,6 +75,7 @@ impl PluginSession {
     pub(crate) fn new(
         current: Box<dyn Fn() -> Arc<Generation> + Send + Sync>,
         conn: &ConnectionInfo,
+        shadow_budget: Arc<crate::shadow_run::Budget>,
     ) -> Self {
         PluginSession {
             current,
@@ -87,7 +88,7 @@ impl PluginSession {
             rcpt_cache: None,
             last_facts: None,
             auth: Arc::default(),
-            shadows: Shadows::default(),
+            shadows: Shadows::new(shadow_budget),
         }
     }
 

@@ -5,6 +5,9 @@
 //! [`crate::shadow`]). Nothing a shadow returns reaches the session: its verdict is only
 //! compared, its modifications are dropped, and its failures and slowness cost the task's
 //! time only. A session whose shadows fall behind by [`QUEUE`] stages skips them (counted).
+//! Shadows hold at most a quarter of the engine's instances at once ([`Budget`]): beyond, a
+//! shadow sits out the transaction (counted as skipped), so that shadows cannot leave the
+//! active chain without instances.
 //!
 //! Instances live as on the active side: per hook call at `connect`, `helo` and `auth`, per
 //! transaction from MAIL to its end.
@@ -19,6 +22,7 @@ use crate::message::MessageData;
 use crate::stats::ShadowOutcome;
 use crate::warm;
 use corvid_types::{Stage, Verdict};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -26,6 +30,36 @@ use tokio::sync::mpsc;
 /// than a transaction's stages at the default recipient limit's order of magnitude, and a
 /// bound on what one session keeps alive for its shadows (facts and a message each).
 pub(crate) const QUEUE: usize = 64;
+
+/// The instances all sessions' shadows may hold at once (shared by a host's sessions).
+pub(crate) struct Budget {
+    in_use: AtomicUsize,
+    cap: usize,
+}
+
+impl Budget {
+    /// A quarter of the engine's `max_instances` (at least one).
+    pub(crate) fn new(max_instances: u32) -> Self {
+        Budget {
+            in_use: AtomicUsize::new(0),
+            cap: usize::try_from(max_instances / 4)
+                .unwrap_or(usize::MAX)
+                .max(1),
+        }
+    }
+
+    fn take(&self) -> bool {
+        let more = |n: usize| (n < self.cap).then_some(n + 1);
+        let r = self
+            .in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, more);
+        r.is_ok()
+    }
+
+    fn give(&self) {
+        self.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A hook call's arguments, owned (shared by reference count with the session).
 enum Owned {
@@ -80,12 +114,16 @@ enum Job {
 }
 
 /// The session's side: the queue to its shadow task, started at the first shadowed stage.
-#[derive(Default)]
 pub(crate) struct Shadows {
     tx: Option<mpsc::Sender<Job>>,
+    budget: Arc<Budget>,
 }
 
 impl Shadows {
+    pub(crate) fn new(budget: Arc<Budget>) -> Self {
+        Shadows { tx: None, budget }
+    }
+
     /// Queues `call` for the shadow plugins of `generation`, with the chain's verdict.
     pub(crate) fn send(
         &mut self,
@@ -99,7 +137,8 @@ impl Shadows {
         if self.tx.is_none() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                rt.spawn(run(rx, listener.to_string(), session));
+                let budget = self.budget.clone();
+                rt.spawn(run(rx, listener.to_string(), session, budget));
                 self.tx = Some(tx);
             }
         }
@@ -128,24 +167,71 @@ impl Shadows {
     }
 }
 
+/// One shadow plugin in the current unit of work.
+struct Shadow {
+    plugin: Arc<LoadedPlugin>,
+    slot: Slot,
+    /// It holds a unit of the [`Budget`] (from its first call to the unit's end).
+    held: bool,
+    /// The budget was spent at its first call: it sits out the rest of the unit.
+    out: bool,
+}
+
 /// The shadow plugins' instances in the current unit of work.
 struct Txn {
     generation: Arc<Generation>,
     transaction: u32,
-    slots: Vec<(Arc<LoadedPlugin>, Slot)>,
+    shadows: Vec<Shadow>,
 }
 
-fn release(txn: &mut Option<Txn>) {
+fn release(txn: &mut Option<Txn>, budget: &Budget) {
     let Some(t) = txn.take() else { return };
-    for (p, slot) in t.slots {
-        if let Slot::Live { live, .. } = slot {
-            warm::release(&p, live);
+    for s in t.shadows {
+        if let Slot::Live { live, .. } = s.slot {
+            warm::release(&s.plugin, live);
+        }
+        if s.held {
+            budget.give();
         }
     }
 }
 
+/// Calls the shadow at `stage`: its verdict, or its failure policy's and why it failed;
+/// `None` when it sits out this unit of work.
+async fn call(
+    s: &mut Shadow,
+    call: &Call<'_>,
+    session: u64,
+    budget: &Budget,
+) -> Option<(Verdict, Option<&'static str>)> {
+    if !s.held && !s.out {
+        s.held = budget.take();
+        s.out = !s.held;
+    }
+    if s.out {
+        return None;
+    }
+    Some(
+        match call_plugin(&s.plugin, &mut s.slot, call, session).await {
+            // Its modifications are dropped here: a shadow changes nothing.
+            Ok(d) => (d.verdict, None),
+            Err(()) => {
+                let why = match s.slot {
+                    Slot::Bypassed => "bypassed: its circuit breaker is open",
+                    _ => "the plugin failed (see the log); its failure policy stands",
+                };
+                let verdict = match s.plugin.manifest.failure_policy {
+                    FailurePolicy::Tempfail => crate::session::policy_failure().verdict,
+                    FailurePolicy::Continue => Verdict::Continue,
+                };
+                (verdict, Some(why))
+            }
+        },
+    )
+}
+
 /// The session's shadow task: until the session is gone and its queue drained.
-async fn run(mut rx: mpsc::Receiver<Job>, listener: String, session: u64) {
+async fn run(mut rx: mpsc::Receiver<Job>, listener: String, session: u64, budget: Arc<Budget>) {
     let mut txn: Option<Txn> = None;
     while let Some(job) = rx.recv().await {
         let Job::Stage {
@@ -155,49 +241,44 @@ async fn run(mut rx: mpsc::Receiver<Job>, listener: String, session: u64) {
             chain,
         } = job
         else {
-            release(&mut txn);
+            release(&mut txn, &budget);
             continue;
         };
-        let call = owned.call();
-        let stage = call.stage();
+        let c = owned.call();
+        let stage = c.stage();
         let per_call = matches!(stage, Stage::Connect | Stage::Helo | Stage::Auth);
         let current = matches!(&txn, Some(t) if t.transaction == transaction
             && Arc::ptr_eq(&t.generation, &generation));
         if per_call || !current {
-            release(&mut txn);
+            release(&mut txn, &budget);
         }
         let t = txn.get_or_insert_with(|| Txn {
-            slots: (generation.plugins.iter())
+            shadows: (generation.plugins.iter())
                 .filter(|p| p.shadow())
-                .map(|p| (p.clone(), Slot::Empty))
+                .map(|p| Shadow {
+                    plugin: p.clone(),
+                    slot: Slot::Empty,
+                    held: false,
+                    out: false,
+                })
                 .collect(),
             generation,
             transaction,
         });
-        for (p, slot) in &mut t.slots {
-            if !p.applies(stage, &listener) {
+        for s in &mut t.shadows {
+            if !s.plugin.applies(stage, &listener) {
                 continue;
             }
-            let (verdict, failure) = match call_plugin(p, slot, &call, session).await {
-                // Its modifications are dropped here: a shadow changes nothing.
-                Ok(d) => (d.verdict, None),
-                Err(()) => {
-                    let why = match slot {
-                        Slot::Bypassed => "bypassed: its circuit breaker is open",
-                        _ => "the plugin failed (see the log); its failure policy stands",
-                    };
-                    let verdict = match p.manifest.failure_policy {
-                        FailurePolicy::Tempfail => crate::session::policy_failure().verdict,
-                        FailurePolicy::Continue => Verdict::Continue,
-                    };
-                    (verdict, Some(why))
+            match call(s, &c, session, &budget).await {
+                Some((verdict, failure)) => {
+                    crate::shadow::record(&s.plugin, stage, session, &chain, &verdict, failure)
                 }
-            };
-            crate::shadow::record(p, stage, session, &chain, &verdict, failure);
+                None => s.plugin.stats.shadow(stage, ShadowOutcome::Skipped),
+            }
         }
         if per_call {
-            release(&mut txn);
+            release(&mut txn, &budget);
         }
     }
-    release(&mut txn);
+    release(&mut txn, &budget);
 }

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use corvid_plugin_host::{
-    Capability, DeliveryPolicy, HookStats, Manifest, MemoryKv, PluginHost, PluginMode, Services,
-    StaticDns,
+    Capability, DeliveryPolicy, EngineOptions, HookStats, Manifest, MemoryKv, PluginEngine,
+    PluginHost, PluginMode, Services, StaticDns,
 };
 use corvid_types::{Address, KvStore, MessageView, Policy, PolicySession, Stage, Verdict};
 use corvid_types::{Route, RouteRequest};
@@ -216,4 +216,50 @@ async fn a_plugin_name_cannot_take_the_shadow_namespace() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("shadow:"), "{err}");
+}
+
+/// Shadows hold at most a quarter of the engine's instances (here 1 of 4): a second session's
+/// shadow sits out its transaction (counted as skipped) while the first one holds the only
+/// unit, and runs again once it is given back.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadows_hold_at_most_a_quarter_of_the_engines_instances() {
+    let options = EngineOptions {
+        max_instances: 4,
+        ..EngineOptions::default()
+    };
+    let engine = PluginEngine::new(options).expect("engine");
+    let host = PluginHost::new(&engine, Services::in_memory(), Some(cache_dir()));
+    host.reload(vec![shadow("s", &[])]).await.expect("loads");
+    let env = envelope();
+    let (a, b) = (conn(1), conn(2));
+    let mut first = host.session(&a);
+    first.mail(&a, &env).await;
+    compared(&host, "s", Stage::Mail, 1).await;
+    let mut second = host.session(&b);
+    second.mail(&b, &env).await;
+    second.rcpt(&b, &env, &rcpt()).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    while stats_of(&host, "s", Stage::Rcpt).map_or(0, |s| s.shadow_skipped) == 0 {
+        assert!(
+            Instant::now() < until,
+            "the second shadow was never skipped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mail = stats_of(&host, "s", Stage::Mail).expect("counted");
+    assert_eq!((mail.shadow_agree, mail.shadow_skipped), (1, 1));
+    // The first transaction ends: its unit is given back (by its task, soon), and a next
+    // transaction of the second session is compared.
+    first.end_transaction();
+    drop(first);
+    loop {
+        second.end_transaction();
+        second.mail(&b, &env).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mail = stats_of(&host, "s", Stage::Mail).expect("counted");
+        if mail.shadow_agree == 2 {
+            break;
+        }
+        assert!(Instant::now() < until, "the unit was never given back");
+    }
 }
