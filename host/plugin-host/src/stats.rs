@@ -69,7 +69,7 @@ struct Counters {
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     fuel_max: AtomicU64,
     /// Shadow mode: decisions the same as the chain's, different, and calls not made
-    /// because the session's shadow queue was full.
+    /// because the session's shadow queue was full or the shadows held their instance share.
     shadow: [AtomicU64; 3],
 }
 
@@ -225,6 +225,7 @@ pub struct HookStats {
     pub shadow_agree: u64,
     /// Shadow mode: decisions that did not (the recent ones: `PluginHost::shadow_diffs`).
     pub shadow_differ: u64,
-    /// Shadow mode: calls not made because the session's shadow queue was full.
+    /// Shadow mode: calls not made because the session's shadow queue was full, or the
+    /// shadows already held their share of the engine's instances.
     pub shadow_skipped: u64,
 }
