@@ -9,7 +9,9 @@ use corvid_plugin_host::{
     Capability, DeliveryPolicy, EngineOptions, HookStats, Manifest, MemoryKv, PluginEngine,
     PluginHost, PluginMode, Services, StaticDns,
 };
-use corvid_types::{Address, KvStore, MessageView, Policy, PolicySession, Stage, Verdict};
+use corvid_types::{
+    Address, AuthCredentials, KvStore, MessageView, Policy, PolicySession, Stage, Verdict,
+};
 use corvid_types::{Route, RouteRequest};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -262,4 +264,42 @@ async fn shadows_hold_at_most_a_quarter_of_the_engines_instances() {
         }
         assert!(Instant::now() < until, "the unit was never given back");
     }
+}
+
+/// `auth` is shadowed too, and a shadow gets the password only with `credentials`, as an
+/// active plugin does.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_is_shadowed_and_the_password_needs_the_credentials_capability() {
+    let host = host();
+    let mut gate = behave("gate", &[("auth", "check")]);
+    gate.capabilities.push(Capability::Credentials);
+    let blind = shadow("blind", &[("auth", "check")]);
+    let mut sees = shadow("sees", &[("auth", "check")]);
+    sees.capabilities.push(Capability::Credentials);
+    host.reload(vec![gate, blind, sees]).await.expect("loads");
+    let c = conn(4);
+    let mut s = host.session(&c);
+    let creds = AuthCredentials {
+        mechanism: "PLAIN".into(),
+        username: "carol".into(),
+        authzid: None,
+        password: "sesame".into(),
+    };
+    assert_eq!(s.auth(&c, &creds).await.verdict, Verdict::Accept);
+    drop(s);
+    assert_eq!(
+        compared(&host, "sees", Stage::Auth, 1).await.shadow_agree,
+        1
+    );
+    assert_eq!(
+        compared(&host, "blind", Stage::Auth, 1).await.shadow_differ,
+        1
+    );
+    let d = host.shadow_diffs("blind").expect("known");
+    assert_eq!(
+        (d[0].chain_verdict, d[0].shadow_verdict, d[0].shadow_code),
+        ("accept", "tempfail", Some(454)),
+        "{d:?}"
+    );
+    assert_eq!(d[0].reason, "4.7.0 no password");
 }
