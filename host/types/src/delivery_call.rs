@@ -46,6 +46,20 @@ pub enum TlsPolicy {
     DaneOnly,
 }
 
+impl TlsPolicy {
+    /// How strict a policy is: `none` < `opportunistic` < `verify` = `dane` < `dane-only`.
+    /// `verify` and `dane` both authenticate the next hop (by WebPKI, by TLSA records) and
+    /// neither replaces the other.
+    pub fn strictness(self) -> u8 {
+        match self {
+            TlsPolicy::None => 0,
+            TlsPolicy::Opportunistic => 1,
+            TlsPolicy::Verify | TlsPolicy::Dane => 2,
+            TlsPolicy::DaneOnly => 3,
+        }
+    }
+}
+
 /// The facts of one delivery-policy call; see the module documentation.
 #[derive(Debug, Default)]
 pub struct CallFacts {
@@ -68,10 +82,15 @@ impl CallFacts {
         self.tls.as_ref()
     }
 
-    /// At `route`: the policy asks for `policy` for the recipient (the last ask wins).
+    /// At `route`: the policy asks for `policy` for the recipient. Of several asks (plugins
+    /// of one chain) the strictest stays, so that a later plugin never loosens what an
+    /// earlier one asked for; on a tie (`verify`, `dane`) the earlier one.
     pub fn ask_route_tls(&self, policy: TlsPolicy) {
         // A poisoned lock only means a panic elsewhere; the value is a plain enum.
-        *self.route_tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+        let mut asked = self.route_tls.lock().unwrap_or_else(|e| e.into_inner());
+        if asked.is_none_or(|a| policy.strictness() > a.strictness()) {
+            *asked = Some(policy);
+        }
     }
 
     /// What the `route` call asked for, if anything.
@@ -160,5 +179,19 @@ mod tests {
         assert_eq!(seen, (Some(tls), None, true));
         assert!(current().is_none());
         assert_eq!(facts.route_tls(), Some(TlsPolicy::Verify));
+    }
+
+    #[test]
+    fn of_several_asks_the_strictest_stays() {
+        let facts = CallFacts::attempt(None);
+        facts.ask_route_tls(TlsPolicy::DaneOnly);
+        facts.ask_route_tls(TlsPolicy::Opportunistic);
+        facts.ask_route_tls(TlsPolicy::None);
+        assert_eq!(facts.route_tls(), Some(TlsPolicy::DaneOnly));
+        // A tie keeps the earlier ask.
+        let facts = CallFacts::attempt(None);
+        facts.ask_route_tls(TlsPolicy::Dane);
+        facts.ask_route_tls(TlsPolicy::Verify);
+        assert_eq!(facts.route_tls(), Some(TlsPolicy::Dane));
     }
 }

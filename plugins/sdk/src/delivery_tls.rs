@@ -49,7 +49,7 @@ pub fn attempt_tls() -> Option<TlsResult> {
 /// hop. It can only make TLS stricter: the stricter of it and the configured policy wins
 /// (`None` < `Opportunistic` < `Verify` = `Dane` < `DaneOnly`, the configured one on a tie,
 /// the default counting as `Opportunistic`), and what the configuration requires (a smart
-/// host with `auth`: verified TLS) holds. The last call of the chain wins. Called at another
+/// host with `auth`: verified TLS) holds. Of several asks in the chain the strictest counts. Called at another
 /// stage, the host traps. In a native build: [`crate::testing::FakeHost::route_tls`].
 pub fn set_route_tls(policy: TlsPolicy) {
     #[cfg(target_arch = "wasm32")]
