@@ -124,7 +124,7 @@ impl prometheus_client::collector::Collector for Collector {
         let mut shadow = Series::new(
             "corvid_plugin_shadow_decisions",
             "Decisions of shadow plugins compared with the chain's (agree, differ), and calls \
-             skipped because the shadows fell behind, by plugin and stage",
+             skipped (shadows behind or out of instances), by plugin and stage",
             MetricType::Counter,
         );
         // Per plugin, not per stage: the host counts these for the plugin as a whole.
