@@ -10,9 +10,14 @@
 //! is in progress, and the index rebuilt at open has no claims.
 
 use corvid_types::QueueId;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// How long a message whose attempt recorded nothing waits before the next one (in memory
+/// only: after a restart it is due at its recorded time). A minute, like the first retry a
+/// failed connection gets, and well below any retry schedule's later steps.
+pub(crate) const UNRECORDED_RETRY_SECS: u64 = 60;
 
 #[derive(Debug, Default)]
 pub(crate) struct DueIndex {
@@ -20,10 +25,10 @@ pub(crate) struct DueIndex {
     by_time: BTreeSet<(u64, QueueId)>,
     /// Every scheduled message's due time, claimed or not.
     by_id: HashMap<QueueId, u64>,
-    /// Messages a runner took and has not released. A claimed message rescheduled, held or
-    /// removed meanwhile changes only `by_id`; its release puts it back in time order if it
-    /// is still scheduled.
-    claimed: HashSet<QueueId>,
+    /// Messages a runner took and has not released, and whether anything was recorded for
+    /// them since (a reschedule, hold, removal, ETRN). Such a change touches only `by_id`;
+    /// the release puts the message back in time order if it is still scheduled.
+    claimed: HashMap<QueueId, bool>,
     /// Held messages and when they were held: an update from delivery (which never holds)
     /// must not undo a hold made meanwhile, and expiry needs no scan of the queue.
     held: HashMap<QueueId, u64>,
@@ -63,9 +68,12 @@ impl DueIndex {
         if let Some(old) = self.by_id.remove(id) {
             self.by_time.remove(&(old, id.clone()));
         }
+        if let Some(recorded) = self.claimed.get_mut(id) {
+            *recorded = true;
+        }
         if let Some(at) = at {
             self.by_id.insert(id.clone(), at);
-            if !self.claimed.contains(id) {
+            if !self.claimed.contains_key(id) {
                 self.by_time.insert((at, id.clone()));
             }
         }
@@ -97,7 +105,7 @@ impl DueIndex {
         if !self.claimed.is_empty() {
             let claimed = self
                 .claimed
-                .iter()
+                .keys()
                 .filter_map(|id| self.by_id.get(id).map(|&at| (at, id)));
             due.extend(claimed.filter(|(at, _)| *at <= now));
             due.sort_unstable();
@@ -113,20 +121,27 @@ impl DueIndex {
             let Some((_, id)) = self.by_time.pop_first() else {
                 break;
             };
-            self.claimed.insert(id.clone());
+            self.claimed.insert(id.clone(), false);
             taken.push(id);
         }
         taken
     }
 
     /// Ends the claim on `id`: if it is still scheduled, it is back in time order at the due
-    /// time its attempt recorded (or any change made meanwhile). Nothing for an unclaimed id.
-    pub(crate) fn release(&mut self, id: &QueueId) {
-        if !self.claimed.remove(id) {
+    /// time its attempt recorded (or any change made meanwhile). An attempt that recorded
+    /// nothing (its record failed to write, its content could not be read) leaves the old,
+    /// past due time: the message is then due again `UNRECORDED_RETRY_SECS` after `now`,
+    /// not at once, so that a storage failure does not turn into a loop re-delivering it.
+    /// Nothing for an unclaimed id.
+    pub(crate) fn release(&mut self, id: &QueueId, now: u64) {
+        let Some(recorded) = self.claimed.remove(id) else {
             return;
-        }
-        if let Some(&at) = self.by_id.get(id) {
-            self.by_time.insert((at, id.clone()));
+        };
+        if let Some(at) = self.by_id.get_mut(id) {
+            if !recorded {
+                *at = (*at).max(now.saturating_add(UNRECORDED_RETRY_SECS));
+            }
+            self.by_time.insert((*at, id.clone()));
         }
     }
 
@@ -189,20 +204,25 @@ mod tests {
         ix.set(&id("b"), None); // delivered and removed
         ix.set(&id("c"), None); // held
         ix.set_held(&id("c"), Some(10));
-        // d's attempt recorded nothing new: due again at its old time.
+        // d's attempt recorded nothing (its record failed): due again a minute after the
+        // release, not at once.
         for name in ["a", "b", "c", "d"] {
-            ix.release(&id(name));
+            ix.release(&id(name), 20);
         }
-        ix.release(&id("a")); // a second release does nothing
-        assert_eq!(ix.take(10, 10), [id("d")]);
+        ix.release(&id("a"), 20); // a second release does nothing
+        assert!(ix.take(79, 10).is_empty(), "no immediate retry of d");
+        assert_eq!(ix.take(80, 10), [id("d")]);
         assert_eq!(ix.take(300, 10), [id("a")]);
         assert!(
             ix.take(u64::MAX, 10).is_empty(),
             "removed and held never come back"
         );
         assert_eq!(ix.due(u64::MAX), [id("d"), id("a")]);
-        ix.release(&id("d"));
-        ix.release(&id("a"));
+        // Both recorded something this time (a's reschedule to the same time counts).
+        ix.set(&id("d"), Some(10));
+        ix.set(&id("a"), Some(300));
+        ix.release(&id("d"), 400);
+        ix.release(&id("a"), 400);
         assert_eq!(ix.due(u64::MAX), [id("d"), id("a")]);
         assert_eq!(ix.earliest(), Some(10));
     }

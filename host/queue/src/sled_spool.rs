@@ -350,7 +350,8 @@ impl Spool for SledSpool {
     }
 
     fn release_claim(&self, id: &QueueId) {
-        self.lock_index().release(id);
+        let now = unix_secs(SystemTime::now());
+        self.lock_index().release(id, now);
     }
 
     fn next_wakeup(&self) -> Option<SystemTime> {

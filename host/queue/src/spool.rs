@@ -52,7 +52,9 @@ pub trait Spool: Send + Sync {
 
     /// Ends the claim [`Spool::take_due`] gave on `id`, once its attempt has recorded its
     /// outcome: the message is due again at the time now recorded, if it is still scheduled.
-    /// Nothing happens for an id not claimed. Memory only: it never waits for the disk.
+    /// When the attempt recorded nothing (its record failed to write), a minute from now
+    /// instead of at once. Nothing happens for an id not claimed. Memory only: it never
+    /// waits for the disk.
     fn release_claim(&self, id: &QueueId) {
         let _ = id;
     }

@@ -150,9 +150,11 @@ mod tests {
         assert_eq!(names(&claims), [id.0.as_str()]);
         assert!(spool.take_due(soon(), 8).unwrap().is_empty(), "in progress");
         drop(claims);
-        // Its attempt recorded nothing new (say the record failed): due again, and not
-        // skipped as in progress.
-        let again = running.claim_all(spool.take_due(soon(), 8).unwrap());
+        // Its attempt recorded nothing new (say the record failed): due again a minute
+        // later (not at once: no loop re-delivering it), and not skipped as in progress.
+        assert!(spool.take_due(soon(), 8).unwrap().is_empty(), "no retry at once");
+        let minute = SystemTime::now() + Duration::from_secs(61);
+        let again = running.claim_all(spool.take_due(minute, 8).unwrap());
         assert_eq!(names(&again), [id.0.as_str()]);
     }
 }
