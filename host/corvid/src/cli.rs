@@ -207,6 +207,27 @@ pub enum PluginAction {
         #[arg(long)]
         cache: Option<PathBuf>,
     },
+    /// Replay a session recorded by `[record]` (a capture file) offline through the recorded
+    /// chain, or through new builds of some of its plugins, and show every decision that
+    /// differs from the recorded one (exit status 1 when any does).
+    Replay {
+        /// The capture file (JSON), from `[record] dir` (default data_dir/captures).
+        capture: PathBuf,
+        /// The server's config file: where the chain's components and their `[plugin.config]`
+        /// come from. Without it, every plugin of the capture needs a --plugin.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// NAME=PATH.wasm: run this component as the plugin NAME (a new build of a recorded
+        /// plugin, or a plugin added at the end of the chain). Repeatable.
+        #[arg(long = "plugin", value_name = "NAME=PATH.wasm")]
+        plugins: Vec<String>,
+        /// Output: text (a diff under each differing decision), tap or junit.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::plugin_test::Format,
+        /// Keep compiled components in DIR (by content hash), as `plugin test --cache` does.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
     /// Write a new plugin project: it builds into a component with one command, has passing
     /// unit tests and a `plugin test` script, and a README saying how to run it in a server.
     New {

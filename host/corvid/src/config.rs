@@ -52,6 +52,8 @@ pub struct Config {
     /// The Prometheus endpoint (`/metrics`, `/healthz`); off unless `listen` is set.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Sampled sessions written as capture files for `corvid plugin replay`; off when absent.
+    pub record: Option<crate::record::RecordSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,7 +20,9 @@ mod plugins;
 mod plugins_cmd;
 mod privdrop;
 mod queue_cmd;
+mod record;
 mod reload;
+mod replay;
 mod sd_notify;
 mod serve;
 mod tls_setup;
@@ -48,6 +50,16 @@ fn main() -> ExitCode {
                     cache,
                 },
         } => plugin_test::run(&component, &script, format, cache),
+        Command::Plugin {
+            action:
+                cli::PluginAction::Replay {
+                    capture,
+                    config,
+                    plugins,
+                    format,
+                    cache,
+                },
+        } => replay::run(&capture, config.as_deref(), &plugins, format, cache),
         Command::Plugin {
             action:
                 cli::PluginAction::New {

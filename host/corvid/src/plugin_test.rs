@@ -10,9 +10,10 @@
 //! recipient (RFC 5321 §3.3: "no valid recipients").
 
 mod ambient;
+mod envelope;
 mod kv;
-mod report;
-mod script;
+pub(crate) mod report;
+pub(crate) mod script;
 
 pub use report::Format;
 
@@ -38,17 +39,7 @@ pub fn run(
     cache: Option<PathBuf>,
 ) -> Result<()> {
     let script = script::load(script_path)?;
-    // The plugin's log lines and the host's account of a failed hook (a trap with its wasm
-    // backtrace, a spent budget), tagged with the plugin's name and the session id as in the
-    // server's log, go to stderr: warnings and errors by default, more with RUST_LOG
-    // (`RUST_LOG=corvid_plugin_host=debug`). stdout keeps only the report.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("corvid_plugin_host=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -64,6 +55,20 @@ pub fn run(
     Ok(())
 }
 
+/// The plugin's log lines and the host's account of a failed hook (a trap with its wasm
+/// backtrace, a spent budget), tagged with the plugin's name and the session id as in the
+/// server's log, go to stderr: warnings and errors by default, more with RUST_LOG
+/// (`RUST_LOG=corvid_plugin_host=debug`). stdout keeps only the report.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("corvid_plugin_host=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn is_refusal(v: &Verdict) -> bool {
     matches!(
         v,
@@ -76,31 +81,11 @@ async fn run_script(
     script: Script,
     cache: Option<PathBuf>,
 ) -> Result<Vec<Outcome>> {
-    let dns = StaticDns::new();
-    for (name, kinds) in &script.dns {
-        for (kind, answers) in kinds {
-            let answers: Vec<&str> = answers.iter().map(String::as_str).collect();
-            dns.insert(kind, name, &answers);
-        }
-    }
     let name = script
         .plugin
         .name
         .clone()
         .unwrap_or_else(|| "under-test".into());
-    let clock = ScriptClock::new(script.clock.as_ref())?;
-    let kv = Arc::new(kv::ClockedKv::new(clock.shared()));
-    for (k, v) in &script.kv {
-        kv.set(&name, k.as_bytes(), v.value().as_bytes(), v.ttl())?;
-    }
-    // Always: a plugin under test never reaches the network.
-    let answers = Answers::install(&script.http)?;
-    let services = Services {
-        kv: kv.clone(),
-        dns: Arc::new(dns),
-    };
-    let engine = PluginEngine::new(EngineOptions::default())?;
-    let host = PluginHost::new(&engine, services, cache);
     let mut manifest = Manifest::new(&name, component);
     manifest.config = script.plugin.config.clone();
     manifest.stages = script.plugin.stages.clone();
@@ -113,16 +98,48 @@ async fn run_script(
         .capabilities
         .clone()
         .unwrap_or_else(all_capabilities);
-    let generation = host.load(vec![manifest]).await?;
-    if let Some((_, error)) = generation.errors().first() {
-        bail!("the plugin did not load: {error}");
+    run_chain(vec![manifest], &name, &script, cache).await
+}
+
+/// Runs `script` through the chain of `manifests` (in that order), with the script's DNS
+/// answers, clock and http answers, and its `[kv]` seeded into the namespace `kv_ns`.
+/// `corvid plugin test` runs a chain of one; `corvid plugin replay` the recorded chain.
+pub(crate) async fn run_chain(
+    manifests: Vec<Manifest>,
+    kv_ns: &str,
+    script: &Script,
+    cache: Option<PathBuf>,
+) -> Result<Vec<Outcome>> {
+    let dns = StaticDns::new();
+    for (name, kinds) in &script.dns {
+        for (kind, answers) in kinds {
+            let answers: Vec<&str> = answers.iter().map(String::as_str).collect();
+            dns.insert(kind, name, &answers);
+        }
+    }
+    let clock = ScriptClock::new(script.clock.as_ref())?;
+    let kv = Arc::new(kv::ClockedKv::new(clock.shared()));
+    for (k, v) in &script.kv {
+        kv.set(kv_ns, k.as_bytes(), v.value().as_bytes(), v.ttl())?;
+    }
+    // Always: a plugin under test never reaches the network.
+    let answers = Answers::install(&script.http)?;
+    let services = Services {
+        kv: kv.clone(),
+        dns: Arc::new(dns),
+    };
+    let engine = PluginEngine::new(EngineOptions::default())?;
+    let host = PluginHost::new(&engine, services, cache);
+    let generation = host.load(manifests).await?;
+    if let Some((name, error)) = generation.errors().first() {
+        bail!("the plugin {name} did not load: {error}");
     }
     host.swap(generation);
     let mut out = Vec::new();
-    session(&host, &script, &clock, &mut out).await?;
-    delivery(&host, &script, &clock, &mut out).await?;
+    session(&host, script, &clock, &mut out).await?;
+    delivery(&host, script, &clock, &mut out).await?;
     for (k, want) in &script.expect_kv {
-        out.push(kv::check(&kv, &name, k, want)?);
+        out.push(kv::check(&kv, kv_ns, k, want)?);
     }
     out.extend(answers.unanswered_outcomes());
     Ok(out)
@@ -201,6 +218,8 @@ async fn transaction(
             let d = s.mail(conn, &env).await;
             if is_refusal(&d.verdict) {
                 skip = Some("MAIL was refused");
+            } else {
+                envelope::apply(&mut env, &d.modifications);
             }
             if matches!(d.verdict, Verdict::Disconnect(_)) {
                 ended = Some("the session was disconnected");
@@ -222,7 +241,10 @@ async fn transaction(
             skip = ended;
         }
         if !is_refusal(&d.verdict) {
+            // As the server: the recipient, then the decision's envelope changes (which may
+            // remove it again).
             env.recipients.push(rcpt);
+            envelope::apply(&mut env, &d.modifications);
         }
         out.push(report::decision(name, expect, &d));
     }
@@ -342,7 +364,7 @@ fn info(step: &DeliveryStep) -> Result<DeliveryInfo> {
     })
 }
 
-fn all_capabilities() -> Vec<Capability> {
+pub(crate) fn all_capabilities() -> Vec<Capability> {
     use Capability::*;
     vec![Log, Config, Kv, Dns, Clock, Metrics, Random]
 }

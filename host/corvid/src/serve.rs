@@ -103,8 +103,26 @@ async fn serve(
     if let Some(m) = &metrics {
         m.set_plugins(plugins.host.clone(), plugins.engine.clone());
     }
+    let mut policy: Arc<dyn corvid_types::Policy> = Arc::new(plugins.host.clone());
+    let recorder = match &config.record {
+        Some(r) => {
+            let rec = Arc::new(crate::record::Recorder::new(
+                r,
+                data_dir,
+                active_chain(&config.plugins),
+            ));
+            crate::record::prepare(rec.dir())
+                .with_context(|| format!("creating {}", rec.dir().display()))?;
+            policy = Arc::new(crate::record::RecordPolicy {
+                inner: policy,
+                recorder: Arc::clone(&rec),
+            });
+            Some((rec.dir().to_path_buf(), r.retention))
+        }
+        None => None,
+    };
     let services = Services {
-        policy: Arc::new(plugins.host.clone()),
+        policy,
         intake,
         directory: Arc::clone(&directory),
         tls: Some(Arc::clone(&tls)),
@@ -157,6 +175,9 @@ async fn serve(
         .with_policy(Arc::new(plugins.host.clone()));
     let route_table = dispatcher.route_table();
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
+    if let Some((dir, retention)) = recorder {
+        tokio::spawn(crate::record::retain(dir, retention, stop_delivery.clone()));
+    }
     // Held mail expiry and the kv sweep; a pass in progress finishes before shutdown.
     tokio::spawn(trim_memory(stop_delivery.clone()));
     let maintenance = tokio::spawn(Arc::clone(&spool).maintain(
@@ -296,4 +317,15 @@ impl Signals {
             return;
         }
     }
+}
+
+/// The names of the chain's active plugins in the order they run (by `order`, ties in config
+/// order), as a capture lists them.
+fn active_chain(plugins: &[corvid_plugin_host::Manifest]) -> Vec<String> {
+    let mut active: Vec<&corvid_plugin_host::Manifest> = plugins
+        .iter()
+        .filter(|m| m.mode == corvid_plugin_host::PluginMode::Active)
+        .collect();
+    active.sort_by_key(|m| m.order);
+    active.into_iter().map(|m| m.name.clone()).collect()
 }

@@ -52,15 +52,9 @@ pub fn modification_text(m: &Modification) -> String {
         // Written as the RCPT parameters they stand for (RFC 3461 4.1, 4.2).
         Modification::AddRecipientWithParams(r) => {
             let mut text = format!("add-recipient {}", r.address);
-            if let Some(n) = r.params.notify {
-                let names = [
-                    (n.never, "NEVER"),
-                    (n.success, "SUCCESS"),
-                    (n.failure, "FAILURE"),
-                    (n.delay, "DELAY"),
-                ];
-                let on: Vec<&str> = names.iter().filter(|x| x.0).map(|x| x.1).collect();
-                text.push_str(&format!(" NOTIFY={}", on.join(",")));
+            if let Some(n) = &r.params.notify {
+                let on = notify_words(n).join(",").to_ascii_uppercase();
+                text.push_str(&format!(" NOTIFY={on}"));
             }
             if let Some(o) = &r.params.orcpt {
                 text.push_str(&format!(" ORCPT={o}"));
@@ -80,7 +74,18 @@ pub fn modification_text(m: &Modification) -> String {
     }
 }
 
-fn verdict_name(v: &Verdict) -> &'static str {
+/// The NOTIFY words set in `n` (RFC 3461 4.1), lower-case, in the RFC's order.
+pub fn notify_words(n: &corvid_types::Notify) -> Vec<&'static str> {
+    let words = [
+        (n.never, "never"),
+        (n.success, "success"),
+        (n.failure, "failure"),
+        (n.delay, "delay"),
+    ];
+    words.iter().filter(|w| w.0).map(|w| w.1).collect()
+}
+
+pub fn verdict_name(v: &Verdict) -> &'static str {
     match v {
         Verdict::Continue => "continue",
         Verdict::Accept => "accept",

@@ -1,0 +1,520 @@
+//! `[record]`: sampled SMTP sessions written as capture files that `corvid plugin replay`
+//! runs again offline (see [`crate::replay`]).
+//!
+//! The recorder wraps the plugin chain's [`Policy`]: a sampled session's hooks pass through a
+//! [`RecordSession`] that notes the facts each hook got (connection, HELO, AUTH mechanism and
+//! user, envelope, message) and the chain's decision, and writes them when the session ends,
+//! in the format of a `corvid plugin test` script whose expectations are the recorded
+//! decisions. An unsampled session gets the chain's own session: with `[record]` off or a
+//! session not sampled, nothing is added to any hook call.
+//!
+//! Never recorded: the AUTH password (the auth hook's credentials) — a replay gives the auth
+//! hook an empty one, and says so.
+
+use crate::plugin_test::report::{modification_text, notify_words, verdict_name};
+use crate::replay::CAPTURE_VERSION;
+use async_trait::async_trait;
+use corvid_types::{
+    AuthCredentials, AuthResults, BodyType, ConnectionInfo, Decision, Envelope, MessageView,
+    Policy, PolicySession, Recipient, Ret, SigningRequest, SpfCheck, Verdict,
+};
+use humantime_serde::re::humantime;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::warn;
+
+/// The `[record]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSection {
+    /// The share of sessions recorded, 0 to 1 (evenly spaced: 0.1 is every tenth).
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// `all` (default) or `refused`: only sessions in which the chain refused something
+    /// (reject, tempfail or disconnect) are kept.
+    #[serde(default)]
+    pub only: RecordOnly,
+    /// Where the capture files go; default `<data_dir>/captures`.
+    pub dir: Option<PathBuf>,
+    /// The most bytes of messages one capture holds; a longer message is cut there and
+    /// later transactions are left out (the capture says so: it is partial). Default 1 MiB.
+    #[serde(default = "max_bytes")]
+    pub max_bytes: usize,
+    /// Captures older than this are removed (checked at start and then hourly). Default 7d.
+    #[serde(default = "retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordOnly {
+    #[default]
+    All,
+    Refused,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn max_bytes() -> usize {
+    1 << 20
+}
+
+fn retention() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+
+/// What every recorded session shares.
+pub struct Recorder {
+    dir: PathBuf,
+    rate: f64,
+    only: RecordOnly,
+    max_bytes: usize,
+    /// The names of the active plugins of the chain, in order.
+    chain: Vec<String>,
+    sessions: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new(section: &RecordSection, data_dir: &Path, chain: Vec<String>) -> Self {
+        Recorder {
+            dir: section
+                .dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("captures")),
+            rate: section.rate.clamp(0.0, 1.0),
+            only: section.only,
+            max_bytes: section.max_bytes,
+            chain,
+            sessions: AtomicU64::new(0),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Evenly spaced sampling: session n is taken when ⌊(n+1)·rate⌋ passes ⌊n·rate⌋.
+    fn sample(&self) -> bool {
+        let n = self.sessions.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.rate).floor() > (n * self.rate).floor()
+    }
+}
+
+/// The chain's policy, recording the sampled sessions.
+pub struct RecordPolicy {
+    pub inner: Arc<dyn Policy>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Policy for RecordPolicy {
+    fn session(&self, conn: &ConnectionInfo) -> Box<dyn PolicySession> {
+        let inner = self.inner.session(conn);
+        if !self.recorder.sample() {
+            return inner;
+        }
+        Box::new(RecordSession {
+            inner,
+            rec: Arc::clone(&self.recorder),
+            started: SystemTime::now(),
+            mark: SystemTime::now(),
+            session_id: conn.session_id,
+            conn: Map::new(),
+            conn_expect: Map::new(),
+            auth: None,
+            txs: Vec::new(),
+            tx: None,
+            partial: Vec::new(),
+            refused: false,
+            bytes: 0,
+        })
+    }
+}
+
+/// One sampled session.
+pub struct RecordSession {
+    inner: Box<dyn PolicySession>,
+    rec: Arc<Recorder>,
+    started: SystemTime,
+    /// The clock of the last recorded step (connect, or the last MAIL).
+    mark: SystemTime,
+    session_id: u64,
+    conn: Map<String, Value>,
+    conn_expect: Map<String, Value>,
+    auth: Option<Value>,
+    txs: Vec<Value>,
+    tx: Option<Map<String, Value>>,
+    partial: Vec<String>,
+    refused: bool,
+    /// Message bytes kept so far (against `max_bytes`).
+    bytes: usize,
+}
+
+/// The expectation a recorded decision becomes: the whole decision.
+pub fn expect(d: &Decision) -> Value {
+    let mut e = Map::new();
+    e.insert("verdict".into(), verdict_name(&d.verdict).into());
+    let text = match &d.verdict {
+        Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => {
+            e.insert("code".into(), r.code.into());
+            if let Some(c) = r.enhanced {
+                e.insert("enhanced".into(), c.to_string().into());
+            }
+            Some(r.text())
+        }
+        Verdict::Quarantine(why) => Some(why.clone()),
+        _ => None,
+    };
+    if let Some(t) = text {
+        e.insert("text".into(), t.into());
+    }
+    let mods: Vec<String> = d.modifications.iter().map(modification_text).collect();
+    e.insert("modifications".into(), mods.into());
+    Value::Object(e)
+}
+
+fn refusal(d: &Decision) -> bool {
+    matches!(
+        d.verdict,
+        Verdict::Reject(_) | Verdict::Tempfail(_) | Verdict::Disconnect(_)
+    )
+}
+
+fn mail_params(env: &Envelope) -> Value {
+    let p = &env.params;
+    let mut m = Map::new();
+    if let Some(s) = p.size {
+        m.insert("size".into(), s.into());
+    }
+    if p.body == BodyType::EightBitMime {
+        m.insert("body".into(), "8bitmime".into());
+    }
+    if p.smtputf8 {
+        m.insert("smtputf8".into(), true.into());
+    }
+    match p.ret {
+        Some(Ret::Full) => _ = m.insert("ret".into(), "full".into()),
+        Some(Ret::Headers) => _ = m.insert("ret".into(), "hdrs".into()),
+        None => {}
+    }
+    if let Some(e) = &p.envid {
+        m.insert("envid".into(), e.clone().into());
+    }
+    if let Some(a) = &p.auth {
+        m.insert("auth".into(), a.clone().into());
+    }
+    if p.requiretls {
+        m.insert("requiretls".into(), true.into());
+    }
+    Value::Object(m)
+}
+
+fn rcpt_spec(r: &Recipient) -> Value {
+    let address = r.address.to_string();
+    if r.params.notify.is_none() && r.params.orcpt.is_none() {
+        return address.into();
+    }
+    let mut m = Map::new();
+    m.insert("address".into(), address.into());
+    if let Some(n) = &r.params.notify {
+        m.insert("notify".into(), notify_words(n).into());
+    }
+    if let Some(o) = &r.params.orcpt {
+        m.insert("orcpt".into(), o.clone().into());
+    }
+    Value::Object(m)
+}
+
+impl RecordSession {
+    fn note(&mut self, d: &Decision) {
+        self.refused |= refusal(d);
+    }
+
+    /// The connection facts, as the test script's `[connection]` has them.
+    fn connection(&mut self, conn: &ConnectionInfo) {
+        let c = &mut self.conn;
+        c.insert("client".into(), conn.peer_addr.to_string().into());
+        c.insert("local".into(), conn.local_addr.to_string().into());
+        c.insert("listener".into(), conn.listener.clone().into());
+        if let Some(r) = &conn.peer_rdns {
+            c.insert("rdns".into(), r.clone().into());
+        }
+        if let Some(t) = &conn.tls {
+            let mut tls = json!({"version": t.version, "cipher": t.cipher});
+            if let Some(sni) = &t.sni {
+                tls["sni"] = sni.clone().into();
+            }
+            c.insert("tls".into(), tls);
+        }
+        if let Some(u) = &conn.auth_user {
+            c.insert("auth_user".into(), u.clone().into());
+        }
+    }
+
+    fn close_tx(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            self.txs.push(Value::Object(tx));
+        }
+    }
+
+    /// The capture file's contents.
+    fn capture(&mut self) -> Value {
+        self.close_tx();
+        let mut conn = std::mem::take(&mut self.conn);
+        conn.insert(
+            "expect".into(),
+            Value::Object(std::mem::take(&mut self.conn_expect)),
+        );
+        let mut script = Map::new();
+        script.insert("connection".into(), Value::Object(conn));
+        if let Some(a) = self.auth.take() {
+            script.insert("auth".into(), a);
+        }
+        script.insert(
+            "transaction".into(),
+            Value::Array(std::mem::take(&mut self.txs)),
+        );
+        let start = humantime::format_rfc3339_millis(self.started).to_string();
+        script.insert("clock".into(), json!({ "start": start }));
+        json!({
+            "corvid_capture": CAPTURE_VERSION,
+            "recorded_at": start,
+            "plugins": self.rec.chain,
+            "partial": self.partial,
+            "script": script,
+        })
+    }
+}
+
+#[async_trait]
+impl PolicySession for RecordSession {
+    async fn connect(&mut self, conn: &ConnectionInfo) -> Decision {
+        self.connection(conn);
+        let d = self.inner.connect(conn).await;
+        self.note(&d);
+        self.conn_expect.insert("connect".into(), expect(&d));
+        d
+    }
+
+    async fn helo(&mut self, conn: &ConnectionInfo) -> Decision {
+        if let Some(h) = &conn.helo {
+            self.conn.insert("helo".into(), h.clone().into());
+        }
+        self.conn.insert("esmtp".into(), conn.esmtp.into());
+        let d = self.inner.helo(conn).await;
+        self.note(&d);
+        // A second EHLO (after STARTTLS) replaces the first: the replay runs one.
+        self.conn_expect.insert("helo".into(), expect(&d));
+        d
+    }
+
+    async fn auth(&mut self, conn: &ConnectionInfo, creds: &AuthCredentials) -> Decision {
+        let d = self.inner.auth(conn, creds).await;
+        self.note(&d);
+        // The password stays out (secrets are never recorded).
+        let mut a = json!({
+            "mechanism": creds.mechanism,
+            "user": creds.username,
+            "expect": expect(&d),
+        });
+        if let Some(z) = &creds.authzid {
+            a["authzid"] = z.clone().into();
+        }
+        self.auth = Some(a);
+        let note = "the AUTH password is not recorded: the replayed auth hook gets an empty one";
+        if !self.partial.iter().any(|p| p == note) {
+            self.partial.push(note.into());
+        }
+        d
+    }
+
+    async fn mail(&mut self, conn: &ConnectionInfo, env: &Envelope) -> Decision {
+        self.close_tx();
+        let d = self.inner.mail(conn, env).await;
+        self.note(&d);
+        if self.bytes >= self.rec.max_bytes {
+            if self.tx.is_none() && !self.partial.iter().any(|p| p.starts_with("transactions")) {
+                self.partial.push(format!(
+                    "transactions after the first {} are left out (record.max_bytes)",
+                    self.txs.len()
+                ));
+            }
+            return d;
+        }
+        let now = SystemTime::now();
+        let advance = now.duration_since(self.mark).unwrap_or_default();
+        self.mark = now;
+        let mut tx = Map::new();
+        tx.insert(
+            "advance".into(),
+            format!("{}ms", advance.as_millis()).into(),
+        );
+        let from = env
+            .sender
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tx.insert("mail_from".into(), from.into());
+        tx.insert("mail_params".into(), mail_params(env));
+        tx.insert("rcpt_to".into(), Value::Array(Vec::new()));
+        tx.insert("expect".into(), json!({ "mail": expect(&d), "rcpt": [] }));
+        self.tx = Some(tx);
+        d
+    }
+
+    async fn rcpt(&mut self, conn: &ConnectionInfo, env: &Envelope, rcpt: &Recipient) -> Decision {
+        let d = self.inner.rcpt(conn, env, rcpt).await;
+        self.note(&d);
+        if let Some(tx) = &mut self.tx {
+            if let Some(Value::Array(list)) = tx.get_mut("rcpt_to") {
+                list.push(rcpt_spec(rcpt));
+            }
+            if let Some(Value::Array(list)) = tx.get_mut("expect").and_then(|e| e.get_mut("rcpt")) {
+                list.push(expect(&d));
+            }
+        }
+        d
+    }
+
+    async fn data(
+        &mut self,
+        conn: &ConnectionInfo,
+        env: &Envelope,
+        message: MessageView<'_>,
+    ) -> Decision {
+        let d = self.inner.data(conn, env, message).await;
+        self.note(&d);
+        let room = self.rec.max_bytes.saturating_sub(self.bytes);
+        let content = message.content;
+        let kept = &content[..content.len().min(room)];
+        self.bytes += kept.len();
+        if kept.len() < content.len() {
+            self.partial.push(format!(
+                "a message was cut at {} of its {} bytes (record.max_bytes)",
+                kept.len(),
+                content.len()
+            ));
+        }
+        let text = String::from_utf8_lossy(kept);
+        if matches!(text, std::borrow::Cow::Owned(_)) {
+            self.partial
+                .push("a message is not UTF-8: its other bytes were replaced".into());
+        }
+        if let Some(tx) = &mut self.tx {
+            tx.insert("data".into(), text.into_owned().into());
+            if let Some(Value::Object(e)) = tx.get_mut("expect") {
+                e.insert("data".into(), expect(&d));
+            }
+        }
+        d
+    }
+
+    fn end_transaction(&mut self) {
+        self.close_tx();
+        self.inner.end_transaction();
+    }
+
+    fn auth_results(&mut self, spf: Option<&SpfCheck>, message: Option<&AuthResults>) {
+        self.inner.auth_results(spf, message);
+    }
+
+    fn signing(&mut self) -> SigningRequest {
+        self.inner.signing()
+    }
+}
+
+impl Drop for RecordSession {
+    fn drop(&mut self) {
+        if self.rec.only == RecordOnly::Refused && !self.refused {
+            return;
+        }
+        let capture = self.capture();
+        let millis = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let path = self
+            .rec
+            .dir
+            .join(format!("{millis}-{}.json", self.session_id));
+        let write = move || {
+            if let Err(e) = write_capture(&path, &capture) {
+                warn!(path = %path.display(), error = %e, "record: cannot write the capture");
+            }
+        };
+        // Off the SMTP task: the file is written on the blocking pool.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(write)),
+            Err(_) => write(),
+        }
+    }
+}
+
+/// Writes a capture readable by its owner only (it holds mail).
+fn write_capture(path: &Path, capture: &Value) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(capture)?)?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// Creates the capture directory (owner-only).
+pub fn prepare(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Removes the captures older than `retention`; the number removed.
+pub fn sweep(dir: &Path, retention: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > retention));
+        if old && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The retention sweep: at start, then hourly, until `stop`.
+pub async fn retain(dir: PathBuf, retention: Duration, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let d = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || sweep(&d, retention)).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! `corvid plugin replay CAPTURE`: runs a session recorded by `[record]` (see
+//! [`crate::record`]) offline through the recorded chain, or through new builds of some of its
+//! plugins (`--plugin NAME=PATH.wasm`), and prints every hook decision that differs from the
+//! recorded one (exit status 1 when any does).
+//!
+//! A capture is a `corvid plugin test` script (the connection facts, the AUTH mechanism and
+//! user, the transactions with their messages, the clock, and the chain's decisions as the
+//! expectations) with the names of the plugins of the chain, so the replay is the test runner
+//! run on a chain instead of one plugin.
+
+use crate::plugin_test::script::Script;
+use crate::plugin_test::{report, run_chain, Format};
+use anyhow::{bail, Context, Result};
+use corvid_plugin_host::{Manifest, PluginMode};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The format version written by the recorder.
+pub const CAPTURE_VERSION: u32 = 1;
+
+/// A capture file (JSON).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capture {
+    /// The format version ([`CAPTURE_VERSION`]).
+    pub corvid_capture: u32,
+    /// When the session started (RFC 3339).
+    #[serde(default)]
+    pub recorded_at: Option<String>,
+    /// The names of the active plugins of the chain, in the order they ran.
+    pub plugins: Vec<String>,
+    /// What the recorder left out (a truncated message, the AUTH password, ...): a replay
+    /// of a partial capture may differ for that reason alone.
+    #[serde(default)]
+    pub partial: Vec<String>,
+    pub script: Script,
+}
+
+/// Reads a capture (JSON, or TOML when the name ends in `.toml`).
+pub fn load(path: &Path) -> Result<Capture> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let parsed: Capture = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).map_err(anyhow::Error::from)
+    } else {
+        serde_json::from_str(&text).map_err(anyhow::Error::from)
+    }
+    .with_context(|| format!("in {}", path.display()))?;
+    if parsed.corvid_capture != CAPTURE_VERSION {
+        bail!(
+            "{}: capture format {} (this corvid reads {CAPTURE_VERSION})",
+            path.display(),
+            parsed.corvid_capture
+        );
+    }
+    Ok(parsed)
+}
+
+/// `NAME=PATH.wasm`.
+pub fn parse_override(text: &str) -> Result<(String, PathBuf)> {
+    match text.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
+        _ => bail!("--plugin {text:?}: expected NAME=PATH.wasm"),
+    }
+}
+
+/// The chain to replay: each recorded plugin as the config describes it (its component
+/// replaced by an override), then the overrides naming no recorded plugin (a plugin tried
+/// on recorded traffic). A plugin known only from `--plugin` gets the capabilities `plugin
+/// test` grants and an empty config.
+pub fn chain(
+    recorded: &[String],
+    configured: &[Manifest],
+    overrides: &[(String, PathBuf)],
+) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    let names = recorded.iter().chain(
+        overrides
+            .iter()
+            .map(|o| &o.0)
+            .filter(|n| !recorded.contains(n)),
+    );
+    for name in names {
+        let over = overrides.iter().find(|o| &o.0 == name).map(|o| &o.1);
+        let mut m = match (configured.iter().find(|m| &m.name == name), over) {
+            (Some(m), _) => m.clone(),
+            (None, Some(path)) => {
+                let mut m = Manifest::new(name, path);
+                m.capabilities = crate::plugin_test::all_capabilities();
+                m
+            }
+            (None, None) => bail!(
+                "the capture's plugin {name:?} is in neither the --config file nor a --plugin"
+            ),
+        };
+        if let Some(path) = over {
+            m.path = path.clone();
+        }
+        // A shadow plugin in the config is replayed as a member of the chain: that is the
+        // point of trying it on recorded traffic.
+        m.mode = PluginMode::Active;
+        // The replay keeps the chain's order as recorded (or as listed).
+        m.order = 0;
+        out.push(m);
+    }
+    Ok(out)
+}
+
+pub fn run(
+    capture_path: &Path,
+    config: Option<&Path>,
+    overrides: &[String],
+    format: Format,
+    cache: Option<PathBuf>,
+) -> Result<()> {
+    let capture = load(capture_path)?;
+    let configured = match config {
+        Some(p) => crate::config::Config::load(Some(p))?.plugins,
+        None => Vec::new(),
+    };
+    let overrides = overrides
+        .iter()
+        .map(|o| parse_override(o))
+        .collect::<Result<Vec<_>>>()?;
+    let manifests = chain(&capture.plugins, &configured, &overrides)?;
+    crate::plugin_test::init_logging();
+    let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
+    if format == Format::Text {
+        println!(
+            "replaying {} (recorded {}) through {}",
+            capture_path.display(),
+            capture
+                .recorded_at
+                .as_deref()
+                .unwrap_or("at an unknown time"),
+            names.join(", ")
+        );
+        for note in &capture.partial {
+            println!("partial capture: {note}");
+        }
+        println!("(under a differing decision: - recorded, + replayed)");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcomes = rt.block_on(run_chain(manifests, "", &capture.script, cache))?;
+    let failed = report::print(&capture_path.display().to_string(), &outcomes, format);
+    if failed > 0 {
+        bail!(
+            "{failed} of {} decisions differ from the recording in {}",
+            outcomes.len(),
+            capture_path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

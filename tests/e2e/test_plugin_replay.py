@@ -1,0 +1,173 @@
+"""Record and replay: a server with `[record]` writes each sampled SMTP session as a capture
+file; `corvid plugin replay` runs it offline through the same chain with identical decisions,
+and through a changed chain (another config, another component) showing what differs."""
+
+import copy
+import json
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, PLUGIN_CACHE, PLUGIN_DIR, base_config, bundled_plugins, to_toml
+
+
+def replay(capture, *extra):
+    return subprocess.run([str(BIN), "plugin", "replay", str(capture), "--cache", str(PLUGIN_CACHE), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def wait_captures(srv, count, timeout=20.0):
+    """The capture files (written when a session ends) of sessions with a transaction, once
+    there are `count` of them (the test harness's readiness probe is a session without one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = []
+        for f in sorted((srv.data_dir / "captures").glob("*.json")):
+            if json.loads(f.read_text())["script"]["transaction"]:
+                files.append(f)
+        if len(files) >= count or time.monotonic() > deadline:
+            return files
+        time.sleep(0.05)
+
+
+def changed_config(srv, tmp_path, deny):
+    """The server's config with recipient-list refusing `deny` too."""
+    cfg = copy.deepcopy(srv.config)
+    for p in cfg["plugin"]:
+        if p["name"] == "recipient-list":
+            p["config"]["deny"] = p["config"]["deny"] + [deny]
+    path = tmp_path / "changed.toml"
+    path.write_text(to_toml(cfg), encoding="utf-8")
+    return path
+
+
+HAND_WRITTEN = {
+    "corvid_capture": 1,
+    "plugins": ["recipient-list"],
+    "script": {
+        "connection": {"client": "192.0.2.7:40000", "helo": "client.example"},
+        "clock": {"start": "2026-12-07T13:00:00Z"},
+        "transaction": [{
+            "mail_from": "a@sender.example",
+            "rcpt_to": ["x@spam.example", "y@ok.example"],
+            "expect": {"rcpt": [{"verdict": "reject", "code": 550, "enhanced": "5.7.1"},
+                                {"verdict": "continue", "modifications": []}]},
+        }],
+    },
+}
+
+
+def test_a_hand_written_capture_replays_and_an_override_shows_the_difference(tmp_path):
+    capture = tmp_path / "c.json"
+    capture.write_text(json.dumps(HAND_WRITTEN))
+    cfg = base_config(tmp_path / "data")
+    cfg["plugin"] = [{"name": "recipient-list", "path": str(PLUGIN_DIR / "recipient_list.wasm"),
+                      "config": {"deny": ["@spam.example"]}}]
+    config = tmp_path / "replay.toml"
+    config.write_text(to_toml(cfg), encoding="utf-8")
+    r = replay(capture, "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rcpt <x@spam.example>: reject 550 5.7.1" in r.stdout and "5 checks, 0 failed" in r.stdout, r.stdout
+    # A new component under the same name (here the fixture plugin, which lets everything
+    # through): the refusal it would no longer make is the difference.
+    behave = PLUGIN_DIR / "fixture_behave.wasm"
+    if not behave.exists():
+        pytest.skip(f"{behave} is not built")
+    r = replay(capture, "--config", str(config), "--plugin", f"recipient-list={behave}")
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout
+    assert "FAIL rcpt <x@spam.example>: continue" in out, out
+    for line in ["- verdict: reject", "+ verdict: continue", "- code: 550", "+ code: (none)"]:
+        assert line in out, out
+    assert "rcpt <y@ok.example>: continue" in out and "FAIL rcpt <y@ok.example>" not in out, out
+    assert "1 of 5 decisions differ from the recording" in r.stderr, r.stderr
+    # Without a config every plugin must come from --plugin.
+    r = replay(capture)
+    assert r.returncode == 1 and "neither the --config file nor a --plugin" in r.stderr, r.stderr
+
+
+@pytest.fixture
+def recording_server(make_server):
+    return make_server({"plugin": bundled_plugins(), "record": {"rate": 1.0}})
+
+
+def run_sessions(srv, sessions, per_session):
+    """`sessions` SMTP sessions of `per_session` transactions each: accepted mail, a refused
+    recipient (recipient-list), a rewritten one (address-rewrite), stamped messages
+    (header-stamp)."""
+    for i in range(sessions):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.ehlo("client.test")
+            for j in range(per_session):
+                rcpts = ["alice@corvid.test"]
+                if j % 2:
+                    rcpts.append("blocked@corvid.test")
+                if j % 3 == 2:
+                    rcpts.append("webmaster@corvid.test")
+                msg = f"Subject: replay {i}.{j}\r\n\r\nbody {i}.{j}\r\n".encode()
+                refused = s.sendmail(f"sender{i}@example.org", rcpts, msg)
+                assert set(refused) == ({"blocked@corvid.test"} if j % 2 else set()), refused
+
+
+def test_recorded_transactions_replay_identically_and_a_changed_chain_differs(recording_server, tmp_path):
+    srv = recording_server
+    sessions, per_session = 25, 4
+    run_sessions(srv, sessions, per_session)
+    files = wait_captures(srv, sessions)
+    assert len(files) == sessions, files
+    transactions = 0
+    for f in files:
+        capture = json.loads(f.read_text())
+        assert capture["partial"] == []
+        assert capture["plugins"][:3] == ["dnsbl", "rate-limit", "recipient-list"]
+        transactions += len(capture["script"]["transaction"])
+        r = replay(f, "--config", str(srv.config_path))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "FAIL" not in r.stdout and ", 0 failed" in r.stdout, r.stdout
+    assert transactions == sessions * per_session
+    # The recorded decisions are the server's: the refusal and the stamp are in the capture.
+    last = json.loads(files[-1].read_text())["script"]["transaction"][1]
+    assert last["expect"]["rcpt"][1]["code"] == 550
+    assert any(m.startswith("insert-header 0 X-Corvid-Stamp:") for m in last["expect"]["data"]["modifications"])
+
+    # Another config: recipient-list now refuses alice too; every transaction differs.
+    changed = changed_config(srv, tmp_path, "alice@corvid.test")
+    r = replay(files[0], "--config", str(changed))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL rcpt <alice@corvid.test>: reject 550 5.7.1" in r.stdout, r.stdout
+    assert "- verdict: continue" in r.stdout and "+ verdict: reject" in r.stdout, r.stdout
+    assert f"decisions differ from the recording in {files[0]}" in r.stderr, r.stderr
+
+    # Another component as header-stamp (a new build, here a plugin that stamps nothing):
+    # the DATA decisions lose their modification.
+    other = PLUGIN_DIR / "address_rewrite.wasm"
+    r = replay(files[0], "--config", str(srv.config_path), "--plugin", f"header-stamp={other}")
+    # address-rewrite refuses header-stamp's config: the replay says so.
+    assert r.returncode == 1 and "header-stamp did not load" in r.stderr, r.stderr
+
+
+def test_only_refused_sessions_are_kept(make_server):
+    srv = make_server({"plugin": bundled_plugins(), "record": {"rate": 1.0, "only": "refused"}})
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        s.sendmail("a@example.org", ["alice@corvid.test"], b"Subject: ok\r\n\r\nok\r\n")
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        s.sendmail("b@example.org", ["alice@corvid.test", "blocked@corvid.test"], b"Subject: x\r\n\r\nx\r\n")
+    srv.stop()
+    files = sorted((srv.data_dir / "captures").glob("*.json"))
+    assert len(files) == 1, files
+    tx = json.loads(files[0].read_text())["script"]["transaction"][0]
+    assert tx["mail_from"] == "b@example.org"
+
+
+def test_a_long_message_is_cut_and_the_replay_says_the_capture_is_partial(make_server):
+    srv = make_server({"plugin": bundled_plugins(), "record": {"rate": 1.0, "max_bytes": 64}})
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        s.sendmail("a@example.org", ["alice@corvid.test"], b"Subject: long\r\n\r\n" + b"x" * 500 + b"\r\n")
+    [f] = wait_captures(srv, 1)
+    capture = json.loads(f.read_text())
+    assert len(capture["script"]["transaction"][0]["data"]) == 64
+    assert any("cut at 64" in p for p in capture["partial"]), capture["partial"]
+    r = replay(f, "--config", str(srv.config_path))
+    assert "partial capture: a message was cut at 64" in r.stdout, r.stdout
