@@ -34,7 +34,8 @@ pub enum TlsPolicy {
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `host` names the server in logs, SNI and `Remote-MTA:`.
+    /// `host` names the server in logs, SNI (unless DANE's TLSA base domain replaces it) and
+    /// `Remote-MTA:`.
     Tcp {
         host: String,
         addr: SocketAddr,
@@ -228,7 +229,12 @@ impl Session {
                 detail: "data after the STARTTLS reply".into(),
             });
         }
-        let name = server_name(&self.endpoint.host())
+        // SNI names the endpoint's host, or DANE's TLSA base domain (RFC 7672 8.1).
+        let sni = match &opts.tls_configs.sni {
+            Some(base) => base.clone(),
+            None => self.endpoint.host(),
+        };
+        let name = server_name(&sni)
             .or_else(|| server_name("localhost"))
             .ok_or_else(|| ClientError::Tls("no usable server name".into()))?;
         let config = match opts.verify {

@@ -27,6 +27,10 @@ pub struct TlsConfigs {
     pub opportunistic: Arc<ClientConfig>,
     pub verified: Arc<ClientConfig>,
     pub verifier: Arc<WebPkiServerVerifier>,
+    /// The name a session sends in SNI instead of the endpoint's host: DANE's TLSA base
+    /// domain (RFC 7672 8.1), set on one session's copy together with the DANE verifier,
+    /// which decides the accepted names itself (`dane::verify`).
+    pub sni: Option<String>,
 }
 
 impl TlsConfigs {
@@ -62,6 +66,7 @@ impl TlsConfigs {
             opportunistic: Arc::new(opportunistic),
             verified: Arc::new(verified),
             verifier,
+            sni: None,
         })
     }
 

@@ -11,9 +11,15 @@
 //!   domain a non-MX destination (RFC 7672 2.2.2); an insecure one counts as an insecure MX.
 //! - The host's address records (RFC 7672 2.2.2): TLSA records are looked up only when they
 //!   are secure; insecure addresses, DANE does not apply; bogus ones, the host is not used.
-//!   A CNAME on the way must be secure too (the lookup validates the whole chain); the TLSA
-//!   records are looked up at the MX host name only, not at the CNAME's target (RFC 7672
-//!   2.2.3 would try the target first).
+//!   A CNAME on the way must be secure too (the lookup validates the whole chain).
+//! - The TLSA base domain (RFC 7672 2.2.3): when the MX host name is an alias whose chain is
+//!   secure, the TLSA records are looked up first under the chain's final target; only when
+//!   there are none there (a secure NXDOMAIN or NODATA, or records that are not secure) under
+//!   the MX host name. Records found at the target, usable or not, decide, and a failed
+//!   lookup there is a failure: the MX host name is not tried then (as Postfix). A CNAME
+//!   that is secure in front of an insecure target makes the addresses insecure, so DANE does
+//!   not apply (Postfix still looks up the MX host name's TLSA records when the CNAME record
+//!   itself is secure; Corvid does not).
 
 use super::{Dane, DaneState, DnssecError, MxAnswer};
 
@@ -88,16 +94,24 @@ impl Dane {
                 "MX host {host} is not in the DNSSEC-validated MX RRset of {domain}"
             ));
         }
-        match self.dns.addresses_secure(host).await {
+        match self.dns.address_name(host).await {
             Err(e) => DaneState::Failed(format!("address lookup for {host}: {e}")),
-            Ok(false) => {
+            Ok(None) => {
                 tracing::debug!(
                     host,
                     "insecure address records: DANE does not apply (RFC 7672 2.2.2)"
                 );
                 DaneState::None
             }
-            Ok(true) => self.state(host, port).await,
+            Ok(Some(target)) if !same_host(&target, host) => {
+                // RFC 7672 2.2.3: the expanded name first, the original name when it has no
+                // records.
+                match self.state(&target, port).await {
+                    DaneState::None => self.state(host, port).await,
+                    found => found,
+                }
+            }
+            Ok(Some(_)) => self.state(host, port).await,
         }
     }
 }

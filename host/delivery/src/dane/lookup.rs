@@ -120,6 +120,9 @@ fn absolute(name: &str) -> String {
 /// One RRset after validation: its data (empty: no records) and whether it is secure.
 struct Validated {
     data: Vec<RData>,
+    /// The owner name of the records (the final target of a CNAME chain; lower case, no
+    /// trailing dot), when there are any.
+    owner: Option<String>,
     secure: bool,
     ttl: Duration,
 }
@@ -148,6 +151,7 @@ impl HickoryDnssec {
                             }
                             return Ok(Validated {
                                 data: Vec::new(),
+                                owner: None,
                                 secure,
                                 ttl: negative_ttl(*t),
                             });
@@ -169,6 +173,9 @@ impl HickoryDnssec {
             .saturating_duration_since(Instant::now());
         let mut secure = true;
         let mut data = Vec::new();
+        let mut owner = None;
+        // The records include the CNAMEs on the way (hickory's `preserve_intermediates`, on
+        // by default), so the chain is as secure as its least secure link.
         for record in lookup.records() {
             match record.proof() {
                 Proof::Secure => {}
@@ -177,12 +184,21 @@ impl HickoryDnssec {
             }
             if record.record_type() == rtype {
                 data.push(record.data().clone());
+                owner.get_or_insert_with(|| {
+                    let n = record.name().to_ascii();
+                    n.trim_end_matches('.').to_ascii_lowercase()
+                });
             }
         }
         if !secure {
             self.insecure_allowed(name, &what).await?;
         }
-        Ok(Validated { data, secure, ttl })
+        Ok(Validated {
+            data,
+            owner,
+            secure,
+            ttl,
+        })
     }
 
     /// An insecure answer below a zone of the configured trust anchor counts only when that
@@ -262,12 +278,13 @@ impl SecureDns for HickoryDnssec {
         })
     }
 
-    async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError> {
+    async fn address_name(&self, host: &str) -> Result<Option<String>, DnssecError> {
         let v4 = self.validated(host, RecordType::A).await?;
         let v6 = match self.ipv6 {
             true => self.validated(host, RecordType::AAAA).await?,
             false => Validated {
                 data: Vec::new(),
+                owner: None,
                 secure: true,
                 ttl: Duration::ZERO,
             },
@@ -278,7 +295,20 @@ impl SecureDns for HickoryDnssec {
             .into_iter()
             .filter(|v| !v.data.is_empty())
             .collect();
-        Ok(!found.is_empty() && found.iter().all(|v| v.secure))
+        if found.is_empty() || !found.iter().all(|v| v.secure) {
+            return Ok(None);
+        }
+        // Both families follow the same CNAME chain; should their targets differ (the
+        // chain changed between the lookups), there is no one base domain to trust.
+        let mut owners = found.iter().filter_map(|v| v.owner.clone());
+        let first = owners.next();
+        match first {
+            Some(o) if owners.all(|n| n == o) => Ok(Some(o)),
+            Some(_) => Err(DnssecError(format!(
+                "{host}: the A and AAAA lookups end at different CNAME targets"
+            ))),
+            None => Ok(Some(host.trim_end_matches('.').to_ascii_lowercase())),
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! DANE for SMTP (RFC 7672): TLSA records of MX hosts, looked up with DNSSEC validation, decide
 //! how the MX host's certificate is checked.
 //!
-//! Per MX host, the TLSA RRset at `_<port>._tcp.<host>` (RFC 7672 2.2.3; port 25 in
-//! production) is one of:
+//! Per MX host, the TLSA RRset at `_<port>._tcp.<base>` (RFC 7672 2.2.3; port 25 in
+//! production) is one of the following, where the TLSA base domain `<base>` is the MX host
+//! name, or first the final target of its CNAME chain when the host name is an alias
+//! ([`discovery`]):
 //! - **usable** (secure, with at least one DANE-TA(2) or DANE-EE(3) record with a known
 //!   selector and matching type, RFC 7672 3.1): TLS is required and the certificate must match
 //!   one record ([`verify`]);
@@ -14,11 +16,15 @@
 //!   (RFC 7672 2.2: a TLSA lookup failure is not "no records"), deferred with 4.7.5.
 //!
 //! TLSA records are looked up only for MX host names DNSSEC vouches for, and only when the
-//! host's address records are secure too ([`discovery`], RFC 7672 2.2.1 and 2.2.2).
+//! host's address records are secure too ([`discovery`], RFC 7672 2.2.1 and 2.2.2). The base
+//! domain of usable records is the name sent in SNI (RFC 7672 8.1) and, with the MX host
+//! name, a name a DANE-TA(2) chain may be issued for (RFC 7672 3.2.2, [`verify`]).
 //!
 //! TLSA answers are cached for their TTL (negative answers for the SOA's negative TTL),
 //! failures not at all; MX and address answers are cached by the resolver.
 
+#[cfg(test)]
+mod cname_tests;
 mod discovery;
 mod lookup;
 #[cfg(test)]
@@ -87,16 +93,24 @@ pub trait SecureDns: Send + Sync {
     async fn tlsa(&self, name: &str) -> Result<TlsaAnswer, DnssecError>;
     /// The MX RRset of `domain`.
     async fn mx(&self, domain: &str) -> Result<MxAnswer, DnssecError>;
-    /// Whether the address records of `host` are secure: each RRset that exists (A, and AAAA
-    /// when IPv6 is used) validated as secure, and at least one exists.
-    async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError>;
+    /// Where the address records of `host` are, when they are secure: the final target of the
+    /// CNAME chain `host` starts (`host` itself when it is no alias, lower case without the
+    /// trailing dot). Secure means each RRset that exists (A, and AAAA when IPv6 is used)
+    /// and every CNAME on the way validated as secure, and at least one address RRset
+    /// exists; `None` otherwise.
+    async fn address_name(&self, host: &str) -> Result<Option<String>, DnssecError>;
 }
 
 /// What DANE says about one MX host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DaneState {
     /// Usable records: the certificate must match one of them.
-    Usable(Arc<Vec<Tlsa>>),
+    Usable {
+        records: Arc<Vec<Tlsa>>,
+        /// The TLSA base domain (RFC 7672 2.2.3): the name the records were found under
+        /// (`_<port>._tcp.<base>`), lower case without the trailing dot.
+        base: String,
+    },
     /// Only unusable records: TLS required, not authenticated.
     Unusable,
     /// No secure records, or the MX host name or its addresses are not secure: DANE does
@@ -133,10 +147,11 @@ impl Dane {
         format!("_{port}._tcp.{}", host.trim_end_matches('.'))
     }
 
-    /// What `host`'s TLSA records on `port` say (the host name and its addresses already
-    /// found secure: [`Dane::host_state`]).
+    /// What the TLSA records of base domain `host` on `port` say (the MX host name and its
+    /// addresses already found secure: [`Dane::host_state`]).
     pub async fn state(&self, host: &str, port: u16) -> DaneState {
-        let name = Self::tlsa_name(host, port).to_ascii_lowercase();
+        let base = host.trim_end_matches('.').to_ascii_lowercase();
+        let name = Self::tlsa_name(&base, port);
         let now = Instant::now();
         if let Some((until, state)) = self.lock().get(&name) {
             if *until > now {
@@ -157,7 +172,10 @@ impl Dane {
                 let usable: Vec<Tlsa> = records.into_iter().filter(Tlsa::usable).collect();
                 let state = match usable.is_empty() {
                     true => DaneState::Unusable,
-                    false => DaneState::Usable(Arc::new(usable)),
+                    false => DaneState::Usable {
+                        records: Arc::new(usable),
+                        base,
+                    },
                 };
                 (state, Some(ttl))
             }

@@ -72,18 +72,27 @@ fn every_selector_and_matching_type_matches() {
 #[test]
 fn dane_ee_ignores_name_and_expiry_and_a_mismatch_fails() {
     let (cert, _) = odd_cert();
-    let ok = DaneVerifier::new(Arc::new(vec![rec(3, 0, 1, sha256(&cert))]));
+    let ok = DaneVerifier::new(
+        Arc::new(vec![rec(3, 0, 1, sha256(&cert))]),
+        &["mx.dane.test"],
+    );
     assert!(ok
         .verify_server_cert(&cert, &[], &name("mx.dane.test"), &[], UnixTime::now())
         .is_ok());
     let (other, _) = odd_cert();
-    let bad = DaneVerifier::new(Arc::new(vec![rec(3, 0, 1, sha256(&other))]));
+    let bad = DaneVerifier::new(
+        Arc::new(vec![rec(3, 0, 1, sha256(&other))]),
+        &["mx.dane.test"],
+    );
     let err = bad
         .verify_server_cert(&cert, &[], &name("mx.dane.test"), &[], UnixTime::now())
         .unwrap_err();
     assert!(matches!(err, rustls::Error::InvalidCertificate(_)), "{err}");
     // A DANE-EE record does not make a chain anchor (usage 2 needs the chain to verify).
-    let ta_only = DaneVerifier::new(Arc::new(vec![rec(2, 0, 1, sha256(&cert))]));
+    let ta_only = DaneVerifier::new(
+        Arc::new(vec![rec(2, 0, 1, sha256(&cert))]),
+        &["mx.dane.test"],
+    );
     assert!(ta_only
         .verify_server_cert(&cert, &[], &name("mx.dane.test"), &[], UnixTime::now())
         .is_err());
@@ -102,14 +111,17 @@ fn dane_ta_verifies_the_chain_and_the_name() {
         .unwrap();
     let chain = [ca.der().clone()];
     let spki = ca_key.public_key_der();
-    let v = DaneVerifier::new(Arc::new(vec![rec(2, 1, 1, sha256(&spki))]));
+    let records = Arc::new(vec![rec(2, 1, 1, sha256(&spki))]);
+    let v = DaneVerifier::new(Arc::clone(&records), &["mx.dane.test"]);
     let now = UnixTime::now();
     assert!(v
         .verify_server_cert(leaf.der(), &chain, &name("mx.dane.test"), &[], now)
         .is_ok());
-    // The name is checked for DANE-TA (RFC 7672 3.2.3).
-    assert!(v
-        .verify_server_cert(leaf.der(), &chain, &name("mx.other.test"), &[], now)
+    // The name is checked for DANE-TA (RFC 7672 3.2.3), against the verifier's reference
+    // identifiers, whatever the session sent in SNI.
+    let other = DaneVerifier::new(records, &["mx.other.test"]);
+    assert!(other
+        .verify_server_cert(leaf.der(), &chain, &name("mx.dane.test"), &[], now)
         .is_err());
     // The anchor must be in the chain the server sent.
     assert!(v
@@ -120,7 +132,7 @@ fn dane_ta_verifies_the_chain_and_the_name() {
 struct Fake {
     answer: Result<TlsaAnswer, DnssecError>,
     mx: Result<MxAnswer, DnssecError>,
-    addresses: Result<bool, DnssecError>,
+    addresses: Result<Option<String>, DnssecError>,
     calls: AtomicUsize,
     other_calls: AtomicUsize,
 }
@@ -133,7 +145,7 @@ impl Fake {
                 hosts: vec!["mx.dane.test".into()],
                 secure: true,
             }),
-            addresses: Ok(true),
+            addresses: Ok(Some("mx.dane.test".into())),
             calls: AtomicUsize::new(0),
             other_calls: AtomicUsize::new(0),
         })
@@ -154,7 +166,7 @@ impl SecureDns for Fake {
         self.mx.clone()
     }
 
-    async fn addresses_secure(&self, host: &str) -> Result<bool, DnssecError> {
+    async fn address_name(&self, host: &str) -> Result<Option<String>, DnssecError> {
         assert!(
             host.trim_end_matches('.')
                 .eq_ignore_ascii_case("mx.dane.test"),
@@ -174,6 +186,14 @@ async fn state_twice(answer: Result<TlsaAnswer, DnssecError>) -> (DaneState, usi
     (first, fake.calls.load(Ordering::SeqCst))
 }
 
+/// Usable records found under `_25._tcp.mx.dane.test`.
+fn usable(records: Vec<Tlsa>) -> DaneState {
+    DaneState::Usable {
+        records: Arc::new(records),
+        base: "mx.dane.test".into(),
+    }
+}
+
 fn records(records: Vec<Tlsa>, secure: bool, ttl: u64) -> Result<TlsaAnswer, DnssecError> {
     Ok(TlsaAnswer::Records {
         records,
@@ -187,14 +207,14 @@ async fn states_follow_rfc_7672_and_answers_are_cached_by_ttl() {
     let ee = rec(3, 1, 1, vec![1; 32]);
     let pkix = rec(1, 1, 1, vec![1; 32]);
     let (s, calls) = state_twice(records(vec![ee.clone(), pkix.clone()], true, 300)).await;
-    assert_eq!(s, DaneState::Usable(Arc::new(vec![ee.clone()])));
+    assert_eq!(s, usable(vec![ee.clone()]));
     assert_eq!(calls, 1, "a secure answer is cached for its TTL");
     let (s, calls) = state_twice(records(vec![pkix, rec(3, 1, 9, vec![])], true, 300)).await;
     assert_eq!((s, calls), (DaneState::Unusable, 1));
     let (s, _) = state_twice(records(vec![ee.clone()], false, 300)).await;
     assert_eq!(s, DaneState::None, "insecure records are not used");
     let (s, calls) = state_twice(records(vec![ee], true, 0)).await;
-    assert!(matches!(s, DaneState::Usable(_)));
+    assert!(matches!(s, DaneState::Usable { .. }));
     assert_eq!(calls, 2, "a zero TTL is not cached");
     let none = Ok(TlsaAnswer::NoRecords {
         ttl: Duration::from_secs(60),
@@ -260,7 +280,8 @@ async fn tlsa_counts_only_under_a_secure_mx_and_secure_addresses() {
                     mx: mx_answer(mx),
                     addresses: match addr {
                         Bogus => Err(DnssecError("A RRSIG expired".into())),
-                        _ => Ok(addr == Secure),
+                        Secure => Ok(Some("mx.dane.test".into())),
+                        Insecure => Ok(None),
                     },
                     ..Arc::into_inner(Fake::new(answer)).unwrap()
                 });
@@ -283,11 +304,7 @@ async fn tlsa_counts_only_under_a_secure_mx_and_secure_addresses() {
                     ),
                     (Secure, Insecure) => assert_eq!(state, DaneState::None, "{case}"),
                     (Secure, Secure) if tlsa => {
-                        assert_eq!(
-                            state,
-                            DaneState::Usable(Arc::new(vec![ee.clone()])),
-                            "{case}"
-                        )
+                        assert_eq!(state, usable(vec![ee.clone()]), "{case}")
                     }
                     (Secure, Secure) => assert_eq!(state, DaneState::None, "{case}"),
                 }
@@ -314,7 +331,7 @@ async fn mx_hosts_must_be_in_the_secure_rrset() {
     let s = dane
         .host_state(&none, "mx.dane.test", "mx.dane.test.", 25)
         .await;
-    assert!(matches!(s, DaneState::Usable(_)), "{s:?}");
+    assert!(matches!(s, DaneState::Usable { .. }), "{s:?}");
     let s = dane
         .host_state(&none, "dane.test", "mx.dane.test", 25)
         .await;

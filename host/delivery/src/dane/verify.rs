@@ -73,27 +73,48 @@ fn der_item(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 /// - DANE-EE(3): the server's own certificate matches; its names and dates are not
 ///   checked (RFC 7672 3.1.1);
 /// - DANE-TA(2): a certificate the server sent matches (RFC 7672 3.1.2: the server must send
-///   its trust anchor), and the chain from it verifies for the MX host name with dates
-///   checked (RFC 7672 3.2.2, 3.2.3).
+///   its trust anchor), and the chain from it verifies, dates checked (RFC 7672 3.2.3), for
+///   one of the reference identifiers the verifier was made with (RFC 7672 3.2.2): the TLSA
+///   base domain, and the MX host name when the base domain is the target of its CNAME
+///   chain (Postfix accepts the same two). The name the session sent in SNI plays no part;
+///   the recipient domain is never one of them.
 ///
 /// Handshake signatures are always checked.
 #[derive(Debug)]
 pub struct DaneVerifier {
     records: Arc<Vec<Tlsa>>,
+    /// The reference identifiers for DANE-TA(2), the TLSA base domain first.
+    names: Vec<ServerName<'static>>,
     provider: Arc<CryptoProvider>,
 }
 
 impl DaneVerifier {
-    pub fn new(records: Arc<Vec<Tlsa>>) -> Self {
+    /// A verifier for `records`; `names` are the reference identifiers for DANE-TA(2)
+    /// (the TLSA base domain and the MX host name; duplicates and names that are not DNS
+    /// names are left out).
+    pub fn new(records: Arc<Vec<Tlsa>>, names: &[&str]) -> Self {
+        let mut refs: Vec<ServerName<'static>> = Vec::new();
+        for n in names {
+            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            match ServerName::try_from(n) {
+                Ok(name @ ServerName::DnsName(_)) if !refs.contains(&name) => refs.push(name),
+                _ => {}
+            }
+        }
         DaneVerifier {
             records,
+            names: refs,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         }
     }
 
-    /// A client configuration checking certificates against `records`.
-    pub fn client_config(records: Arc<Vec<Tlsa>>) -> Result<Arc<ClientConfig>, String> {
-        let verifier = Arc::new(DaneVerifier::new(records));
+    /// A client configuration checking certificates against `records`, DANE-TA(2) chains
+    /// for `names` ([`DaneVerifier::new`]).
+    pub fn client_config(
+        records: Arc<Vec<Tlsa>>,
+        names: &[&str],
+    ) -> Result<Arc<ClientConfig>, String> {
+        let verifier = Arc::new(DaneVerifier::new(records, names));
         let config = ClientConfig::builder_with_provider(Arc::clone(&verifier.provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -107,10 +128,12 @@ impl DaneVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        name: &ServerName<'_>,
         now: UnixTime,
     ) -> Result<(), String> {
         let mut last = "no DANE-TA record matches a certificate in the chain".to_string();
+        if self.names.is_empty() {
+            return Err("no reference identifier for DANE-TA".into());
+        }
         for record in self.records.iter().filter(|r| r.usage == 2) {
             for ta in intermediates.iter().filter(|c| matches(record, c)) {
                 let mut roots = RootCertStore::empty();
@@ -124,9 +147,12 @@ impl DaneVerifier {
                 )
                 .build()
                 .map_err(|e| e.to_string())?;
-                match chain.verify_server_cert(end_entity, intermediates, name, &[], now) {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = format!("chain from the DANE-TA certificate: {e}"),
+                // The certificate matches when it is valid for any reference identifier.
+                for name in &self.names {
+                    match chain.verify_server_cert(end_entity, intermediates, name, &[], now) {
+                        Ok(_) => return Ok(()),
+                        Err(e) => last = format!("chain from the DANE-TA certificate: {e}"),
+                    }
                 }
             }
         }
@@ -150,7 +176,7 @@ impl ServerCertVerifier for DaneVerifier {
         if ee {
             return Ok(ServerCertVerified::assertion());
         }
-        match self.trust_anchor_chain(end_entity, intermediates, server_name, now) {
+        match self.trust_anchor_chain(end_entity, intermediates, now) {
             Ok(()) => Ok(ServerCertVerified::assertion()),
             Err(why) => {
                 tracing::info!(server = ?server_name, reason = %why, "DANE: no TLSA record matches");

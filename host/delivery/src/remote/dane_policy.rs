@@ -6,8 +6,10 @@
 //! `delivery.dane.enabled` is on, and then only to MX hosts whose names and addresses DNSSEC
 //! vouches for (`dane::discovery`, RFC 7672 2.2.1/2.2.2: an insecure MX RRset means no TLSA
 //! lookups, a bogus one defers). For an MX host with usable records DANE decides the
-//! certificate check and takes precedence over the domain's MTA-STS policy (RFC 8461 2: a
-//! sender that does both prefers DANE); without records the other policies apply as usual.
+//! certificate check, with the records' TLSA base domain as SNI (which differs from the MX
+//! host name when the records came from its CNAME target, RFC 7672 2.2.3 and 8.1), and takes
+//! precedence over the domain's MTA-STS policy (RFC 8461 2: a sender that does both prefers
+//! DANE); without records the other policies apply as usual.
 
 use super::Remote;
 use crate::client::{ClientError, Endpoint, Session, SessionOptions, TlsPolicy};
@@ -34,7 +36,7 @@ impl DaneHosts {
     /// The record of a failed attempt on `host` names DANE when DANE decided it.
     pub(crate) fn mark(&self, mut record: TlsRecord, host: Option<&str>) -> TlsRecord {
         let decided = host.is_some_and(|h| {
-            self.only || matches!(self.get(h), DaneState::Usable(_) | DaneState::Failed(_))
+            self.only || matches!(self.get(h), DaneState::Usable { .. } | DaneState::Failed(_))
         });
         if decided {
             record.policy = if self.only { "dane-only" } else { "dane" }.into();
@@ -76,7 +78,7 @@ impl DaneHosts {
     /// The host has usable TLSA records: its certificate is checked by DANE, whatever the
     /// MTA-STS policy lists.
     pub(crate) fn usable(&self, host: &str) -> bool {
-        matches!(self.get(host), DaneState::Usable(_))
+        matches!(self.get(host), DaneState::Usable { .. })
     }
 }
 
@@ -174,7 +176,7 @@ impl Remote {
         let (endpoint, dane, tls) = (s.endpoint.clone(), s.dane, s.tls);
         let mx = self.mx_status(dest).await;
         let fits = match self.dane_state(dest, &mx, &endpoint).await {
-            DaneState::Usable(_) => dane,
+            DaneState::Usable { .. } => dane,
             DaneState::Unusable => tls,
             DaneState::None => !only,
             DaneState::Failed(_) => false,
@@ -188,21 +190,24 @@ impl Remote {
 }
 
 /// Applies an MX host's DANE state to its session options (RFC 7672 2.2): usable records
-/// require TLS and a certificate matching them, unusable ones TLS without authentication; a
-/// failed lookup, or `dane-only` without usable records, forbids the host. Returns whether
-/// the session's certificate will have been checked by DANE.
+/// require TLS and a certificate matching them (a DANE-TA(2) chain issued for their TLSA base
+/// domain or the MX host name, RFC 7672 3.2.2), with the base domain sent in SNI (RFC 7672
+/// 8.1); unusable ones require TLS without authentication; a failed lookup, or `dane-only`
+/// without usable records, forbids the host. Returns whether the session's certificate will
+/// have been checked by DANE.
 pub(crate) fn apply(
     hosts: &DaneHosts,
     host: &str,
     opts: &mut SessionOptions,
 ) -> Result<bool, ClientError> {
     match hosts.get(host) {
-        DaneState::Usable(records) => {
-            let config =
-                DaneVerifier::client_config(Arc::clone(records)).map_err(ClientError::Dane)?;
+        DaneState::Usable { records, base } => {
+            let config = DaneVerifier::client_config(Arc::clone(records), &[base, host])
+                .map_err(ClientError::Dane)?;
             opts.tls = TlsPolicy::Required;
             opts.verify = true;
             opts.tls_configs.verified = config;
+            opts.tls_configs.sni = Some(base.clone());
             Ok(true)
         }
         DaneState::Failed(why) => Err(ClientError::Dane(why.clone())),
