@@ -253,7 +253,8 @@ impl Destination {
     /// `opportunistic`); on a tie the configured one stays. Hops without TLS (local, dropped,
     /// an LMTP socket) keep their destination. What the configuration requires
     /// beyond `tls` (`auth`'s verified TLS, `require_tls`) is kept by the delivery whatever
-    /// `tls` says.
+    /// `tls` says, and DANE, when enabled, still checks MX hosts with TLSA records under a
+    /// plugin's `verify` (`remote::dane_policy::dane_wanted`).
     pub fn with_plugin_tls(mut self, asked: Option<TlsPolicy>) -> Destination {
         let local = matches!(
             self.hop,

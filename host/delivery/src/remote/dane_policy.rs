@@ -91,15 +91,7 @@ impl TlsMode {
 impl Remote {
     /// Whether DANE applies to this destination, and whether only DANE will do.
     pub(crate) fn dane_wanted(&self, dest: &Destination) -> Option<bool> {
-        if !matches!(dest.hop, NextHop::Mx(_)) || dest.auth.is_some() {
-            return None;
-        }
-        match dest.tls {
-            Some(TlsMode::Dane) => Some(false),
-            Some(TlsMode::DaneOnly) => Some(true),
-            None if self.config.dane.enabled => Some(false),
-            _ => None,
-        }
+        dane_wanted(dest, self.config.dane.enabled)
     }
 
     /// The TLSA lookups, made on first use.
@@ -189,6 +181,24 @@ impl Remote {
     }
 }
 
+/// Whether DANE applies to `dest` (`Some(only)`), given `delivery.dane.enabled`: MX delivery
+/// without `auth` whose `tls` is `dane` or `dane-only`, or unset while DANE is enabled. A
+/// plugin's `verify` (`delivery-tls.set-route-tls`) keeps DANE where it is enabled: it may
+/// only make TLS stricter, so MX hosts with usable TLSA records are still checked by DANE
+/// and the others by WebPKI (without this, the ask turned DANE off).
+pub(crate) fn dane_wanted(dest: &Destination, dane_enabled: bool) -> Option<bool> {
+    if !matches!(dest.hop, NextHop::Mx(_)) || dest.auth.is_some() {
+        return None;
+    }
+    match dest.tls {
+        Some(TlsMode::Dane) => Some(false),
+        Some(TlsMode::DaneOnly) => Some(true),
+        None if dane_enabled => Some(false),
+        Some(TlsMode::Verify) if dest.tls_by_plugin && dane_enabled => Some(false),
+        _ => None,
+    }
+}
+
 /// Applies an MX host's DANE state to its session options (RFC 7672 2.2): usable records
 /// require TLS and a certificate matching them (a DANE-TA(2) chain issued for their TLSA base
 /// domain or the MX host name, RFC 7672 3.2.2), with the base domain sent in SNI (RFC 7672
@@ -219,5 +229,33 @@ pub(crate) fn apply(
             Ok(false)
         }
         DaneState::None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dane_wanted;
+    use crate::route::{Destination, NextHop, TlsMode};
+    use corvid_types::delivery_call::TlsPolicy;
+
+    fn mx(tls: Option<TlsMode>) -> Destination {
+        let mut d = Destination::new(NextHop::Mx("example.test".into()));
+        d.tls = tls;
+        d
+    }
+
+    #[test]
+    fn a_plugins_verify_keeps_dane_where_it_is_enabled() {
+        let asked = mx(None).with_plugin_tls(Some(TlsPolicy::Verify));
+        assert_eq!(asked.tls, Some(TlsMode::Verify));
+        assert_eq!(dane_wanted(&asked, true), Some(false), "DANE still applies");
+        assert_eq!(dane_wanted(&asked, false), None, "DANE off: WebPKI only");
+        // The defaults and the configured modes are as before.
+        assert_eq!(dane_wanted(&mx(None), true), Some(false));
+        assert_eq!(dane_wanted(&mx(None), false), None);
+        assert_eq!(dane_wanted(&mx(Some(TlsMode::Verify)), true), None);
+        assert_eq!(dane_wanted(&mx(Some(TlsMode::DaneOnly)), false), Some(true));
+        let only = mx(None).with_plugin_tls(Some(TlsPolicy::DaneOnly));
+        assert_eq!(dane_wanted(&only, false), Some(true));
     }
 }
