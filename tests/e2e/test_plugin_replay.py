@@ -4,6 +4,7 @@ and through a changed chain (another config, another component) showing what dif
 
 import copy
 import json
+import re
 import smtplib
 import subprocess
 import time
@@ -171,3 +172,80 @@ def test_a_long_message_is_cut_and_the_replay_says_the_capture_is_partial(make_s
     assert any("cut at 64" in p for p in capture["partial"]), capture["partial"]
     r = replay(f, "--config", str(srv.config_path))
     assert "partial capture: a message was cut at 64" in r.stdout, r.stdout
+
+
+def with_config(plugins, name, **config):
+    """`plugins` with the config of plugin `name` updated."""
+    plugins = copy.deepcopy(plugins)
+    for p in plugins:
+        if p["name"] == name:
+            p["config"].update(config)
+    return plugins
+
+
+def test_kv_reads_are_recorded_so_that_a_counter_replays_the_same(make_server):
+    """rate-limit counts MAILs per client in kv: the sessions past the limit are tempfailed,
+    and each capture holds the counters as the session found them."""
+    plugins = with_config(bundled_plugins(), "rate-limit", messages_per_window=5)
+    srv = make_server({"plugin": plugins, "record": {"rate": 1.0}})
+    codes = []
+    for i in range(3):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.ehlo("client.test")
+            for j in range(3):
+                code, _ = s.mail(f"s{i}.{j}@example.org")
+                codes.append(code)
+                if code == 250:
+                    s.rcpt("alice@corvid.test")
+                    s.rset()
+    assert codes == [250] * 5 + [450] * 4, codes
+    files = wait_captures(srv, 3)
+    assert len(files) == 3, files
+    later = json.loads(files[1].read_text())
+    counters = later["kv"]["rate-limit"]
+    assert counters.get("msg:127.0.0.1") == "3", later["kv"]
+    for f in files:
+        r = replay(f, "--config", str(srv.config_path))
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = replay(files[2], "--config", str(srv.config_path))
+    assert "mail <s2.0@example.org>: tempfail 450" in r.stdout, r.stdout
+    # A higher limit: the refused MAILs of the last session would now pass.
+    roomy = srv.config_path.parent / "roomy.toml"
+    cfg = copy.deepcopy(srv.config)
+    cfg["plugin"] = with_config(cfg["plugin"], "rate-limit", messages_per_window=100)
+    roomy.write_text(to_toml(cfg), encoding="utf-8")
+    r = replay(files[2], "--config", str(roomy))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL mail <s2.0@example.org>: continue" in r.stdout, r.stdout
+    assert "- verdict: tempfail" in r.stdout and "+ verdict: continue" in r.stdout, r.stdout
+
+
+def test_dns_answers_are_recorded_so_that_a_listing_replays_without_the_server(make_server):
+    from outbound_support import DnsServer
+
+    dns = DnsServer()
+    try:
+        plugins = with_config(bundled_plugins(), "dnsbl", check_private=True)
+        srv = make_server({"plugin": plugins, "record": {"rate": 1.0},
+                           "delivery": {"nameservers": [dns.address]}})
+        # Listed once the server is up (its start-up probe is a connection too).
+        dns.a("1.0.0.127.dnsbl.corvid.test", "127.0.0.2")
+        with pytest.raises(smtplib.SMTPException):
+            with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+                s.sendmail("a@example.org", ["alice@corvid.test"], b"Subject: x\r\n\r\nx\r\n")
+        deadline = time.monotonic() + 20
+        while True:
+            files = [f for f in sorted((srv.data_dir / "captures").glob("*.json"))
+                     if "1.0.0.127.dnsbl.corvid.test" in json.loads(f.read_text())["script"].get("dns", {})]
+            if files or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert files, sorted((srv.data_dir / "captures").glob("*.json"))
+    finally:
+        dns.stop()
+    capture = json.loads(files[-1].read_text())
+    assert capture["script"]["dns"]["1.0.0.127.dnsbl.corvid.test"]["A"] == ["127.0.0.2"]
+    # The DNS server is gone: the replay answers from the capture.
+    r = replay(files[-1], "--config", str(srv.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^connect: (reject|disconnect) 5\d\d", r.stdout, re.M), r.stdout

@@ -9,7 +9,7 @@
 //! the session, a refused MAIL skips its RCPTs and DATA, DATA runs only with an accepted
 //! recipient (RFC 5321 §3.3: "no valid recipients").
 
-mod ambient;
+pub(crate) mod ambient;
 mod envelope;
 mod kv;
 pub(crate) mod report;
@@ -17,7 +17,7 @@ pub(crate) mod script;
 
 pub use report::Format;
 
-use ambient::{Answers, ScriptClock};
+use ambient::{Answers, KvEntry, ScriptClock};
 use anyhow::{bail, Result};
 use corvid_plugin_host::{
     Capability, DeliveryInfo, DeliveryPolicy, EngineOptions, Manifest, PluginEngine, PluginHost,
@@ -29,6 +29,7 @@ use corvid_types::{
 };
 use report::Outcome;
 use script::{address, DeliveryStep, Expect, Script};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -98,15 +99,17 @@ async fn run_script(
         .capabilities
         .clone()
         .unwrap_or_else(all_capabilities);
-    run_chain(vec![manifest], &name, &script, cache).await
+    let seed = BTreeMap::from([(name, script.kv.clone())]);
+    run_chain(vec![manifest], &seed, &script, cache).await
 }
 
 /// Runs `script` through the chain of `manifests` (in that order), with the script's DNS
-/// answers, clock and http answers, and its `[kv]` seeded into the namespace `kv_ns`.
-/// `corvid plugin test` runs a chain of one; `corvid plugin replay` the recorded chain.
+/// answers, clock and http answers, and the kv store seeded with `seed` (namespace, then
+/// key). `corvid plugin test` runs a chain of one; `corvid plugin replay` the recorded chain.
+/// `[expect_kv]` is checked in the first manifest's namespace.
 pub(crate) async fn run_chain(
     manifests: Vec<Manifest>,
-    kv_ns: &str,
+    seed: &BTreeMap<String, BTreeMap<String, KvEntry>>,
     script: &Script,
     cache: Option<PathBuf>,
 ) -> Result<Vec<Outcome>> {
@@ -119,9 +122,15 @@ pub(crate) async fn run_chain(
     }
     let clock = ScriptClock::new(script.clock.as_ref())?;
     let kv = Arc::new(kv::ClockedKv::new(clock.shared()));
-    for (k, v) in &script.kv {
-        kv.set(kv_ns, k.as_bytes(), v.value().as_bytes(), v.ttl())?;
+    for (ns, keys) in seed {
+        for (k, v) in keys {
+            kv.set(ns, k.as_bytes(), v.value().as_bytes(), v.ttl())?;
+        }
     }
+    let kv_ns = manifests
+        .first()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     // Always: a plugin under test never reaches the network.
     let answers = Answers::install(&script.http)?;
     let services = Services {
@@ -139,7 +148,7 @@ pub(crate) async fn run_chain(
     session(&host, script, &clock, &mut out).await?;
     delivery(&host, script, &clock, &mut out).await?;
     for (k, want) in &script.expect_kv {
-        out.push(kv::check(&kv, kv_ns, k, want)?);
+        out.push(kv::check(&kv, &kv_ns, k, want)?);
     }
     out.extend(answers.unanswered_outcomes());
     Ok(out)

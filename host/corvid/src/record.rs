@@ -14,6 +14,7 @@
 use crate::plugin_test::report::{modification_text, notify_words, verdict_name};
 use crate::replay::CAPTURE_VERSION;
 use async_trait::async_trait;
+use corvid_plugin_host::record::HostAnswers;
 use corvid_types::{
     AuthCredentials, AuthResults, BodyType, ConnectionInfo, Decision, Envelope, MessageView,
     Policy, PolicySession, Recipient, Ret, SigningRequest, SpfCheck, Verdict,
@@ -118,6 +119,8 @@ impl Policy for RecordPolicy {
         if !self.recorder.sample() {
             return inner;
         }
+        // The DNS and kv answers the plugins get in this session are kept from now on.
+        corvid_plugin_host::record::start(conn.session_id);
         Box::new(RecordSession {
             inner,
             rec: Arc::clone(&self.recorder),
@@ -262,9 +265,11 @@ impl RecordSession {
         }
     }
 
-    /// The capture file's contents.
-    fn capture(&mut self) -> Value {
+    /// The capture file's contents, with the host answers `answers`.
+    fn capture(&mut self, answers: Option<HostAnswers>) -> Value {
         self.close_tx();
+        let answers = answers.unwrap_or_default();
+        self.partial.extend(answers.notes);
         let mut conn = std::mem::take(&mut self.conn);
         conn.insert(
             "expect".into(),
@@ -281,11 +286,13 @@ impl RecordSession {
         );
         let start = humantime::format_rfc3339_millis(self.started).to_string();
         script.insert("clock".into(), json!({ "start": start }));
+        script.insert("dns".into(), json!(answers.dns));
         json!({
             "corvid_capture": CAPTURE_VERSION,
             "recorded_at": start,
             "plugins": self.rec.chain,
             "partial": self.partial,
+            "kv": answers.kv,
             "script": script,
         })
     }
@@ -430,10 +437,11 @@ impl PolicySession for RecordSession {
 
 impl Drop for RecordSession {
     fn drop(&mut self) {
+        let answers = corvid_plugin_host::record::finish(self.session_id);
         if self.rec.only == RecordOnly::Refused && !self.refused {
             return;
         }
-        let capture = self.capture();
+        let capture = self.capture(answers);
         let millis = self
             .started
             .duration_since(UNIX_EPOCH)

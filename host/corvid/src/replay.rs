@@ -8,11 +8,13 @@
 //! expectations) with the names of the plugins of the chain, so the replay is the test runner
 //! run on a chain instead of one plugin.
 
+use crate::plugin_test::ambient::KvEntry;
 use crate::plugin_test::script::Script;
 use crate::plugin_test::{report, run_chain, Format};
 use anyhow::{bail, Context, Result};
 use corvid_plugin_host::{Manifest, PluginMode};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The format version written by the recorder.
@@ -33,6 +35,10 @@ pub struct Capture {
     /// of a partial capture may differ for that reason alone.
     #[serde(default)]
     pub partial: Vec<String>,
+    /// The kv values the plugins found, by namespace (the plugin's name) and key: the replay
+    /// starts with them.
+    #[serde(default)]
+    pub kv: BTreeMap<String, BTreeMap<String, KvEntry>>,
     pub script: Script,
 }
 
@@ -143,7 +149,7 @@ pub fn run(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcomes = rt.block_on(run_chain(manifests, "", &capture.script, cache))?;
+    let outcomes = rt.block_on(run_chain(manifests, &capture.kv, &capture.script, cache))?;
     let failed = report::print(&capture_path.display().to_string(), &outcomes, format);
     if failed > 0 {
         bail!(

@@ -5,6 +5,7 @@ use crate::bindings::corvid::plugin::{clock, config, dns, kv, lifecycle, log, me
 use crate::dns::DnsError;
 use crate::kv::KvError;
 use crate::manifest::Capability;
+use crate::record;
 use crate::state::HostState;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -95,13 +96,20 @@ impl kv::Host for HostState {
             return Ok(Err(e));
         }
         let store = &self.env.services.kv;
-        Ok(store.get(&self.env.name, key.as_bytes()).map_err(kv_err))
+        let got = store.get(&self.env.name, key.as_bytes());
+        if let Ok(v) = &got {
+            record::note(self.session_id, |a| {
+                a.kv_read(&self.env.name, &key, v.as_deref())
+            });
+        }
+        Ok(got.map_err(kv_err))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_s: Option<u32>) -> R<Result<(), kv::Error>> {
         if let Err(e) = self.kv_check(&key, Some(&value)) {
             return Ok(Err(e));
         }
+        record::note(self.session_id, |a| a.kv_write(&self.env.name, &key));
         let store = &self.env.services.kv;
         Ok(store
             .set(&self.env.name, key.as_bytes(), &value, ttl(ttl_s))
@@ -112,6 +120,7 @@ impl kv::Host for HostState {
         if let Err(e) = self.kv_check(&key, None) {
             return Ok(Err(e));
         }
+        record::note(self.session_id, |a| a.kv_write(&self.env.name, &key));
         let store = &self.env.services.kv;
         Ok(store.delete(&self.env.name, key.as_bytes()).map_err(kv_err))
     }
@@ -126,9 +135,13 @@ impl kv::Host for HostState {
             return Ok(Err(e));
         }
         let store = &self.env.services.kv;
-        Ok(store
-            .increment(&self.env.name, key.as_bytes(), delta, ttl(ttl_s))
-            .map_err(kv_err))
+        let got = store.increment(&self.env.name, key.as_bytes(), delta, ttl(ttl_s));
+        if let Ok(n) = got {
+            record::note(self.session_id, |a| {
+                a.kv_increment(&self.env.name, &key, delta, n)
+            });
+        }
+        Ok(got.map_err(kv_err))
     }
 
     fn compare_and_swap(
@@ -146,15 +159,23 @@ impl kv::Host for HostState {
             return Ok(Err(kv::Error::TooLarge));
         }
         let store = &self.env.services.kv;
-        Ok(store
-            .compare_and_swap(
-                &self.env.name,
-                key.as_bytes(),
-                expected.as_deref(),
-                new.as_deref(),
-                ttl(ttl_s),
-            )
-            .map_err(kv_err))
+        let got = store.compare_and_swap(
+            &self.env.name,
+            key.as_bytes(),
+            expected.as_deref(),
+            new.as_deref(),
+            ttl(ttl_s),
+        );
+        // A swap that took place says what the key held; one that did not says nothing.
+        let held = match got {
+            Ok(true) => Some(expected.as_deref()),
+            _ => None,
+        };
+        record::note(self.session_id, |a| match held {
+            Some(v) => a.kv_read(&self.env.name, &key, v),
+            None => a.kv_write(&self.env.name, &key),
+        });
+        Ok(got.map_err(kv_err))
     }
 }
 
@@ -172,11 +193,13 @@ impl HostState {
             return Ok(Err(dns::Error::Denied));
         }
         let resolver = self.env.services.dns.clone();
-        Ok(resolver
+        let got = resolver
             .ip(&name, v6)
             .await
-            .map(|v| v.iter().map(IpAddr::to_string).collect())
-            .map_err(dns_err))
+            .map(|v| v.iter().map(IpAddr::to_string).collect());
+        let kind = if v6 { "AAAA" } else { "A" };
+        record::note(self.session_id, |a| a.dns(kind, &name, &got));
+        Ok(got.map_err(dns_err))
     }
 }
 
@@ -194,9 +217,15 @@ impl dns::Host for HostState {
             return Ok(Err(dns::Error::Denied));
         }
         let resolver = self.env.services.dns.clone();
-        Ok(resolver
-            .mx(&name)
-            .await
+        let got = resolver.mx(&name).await;
+        record::note(self.session_id, |a| {
+            let text = got
+                .as_ref()
+                .map_err(Clone::clone)
+                .map(|v| v.iter().map(|(p, x)| format!("{p} {x}")).collect());
+            a.dns("MX", &name, &text)
+        });
+        Ok(got
             .map(|v| {
                 v.into_iter()
                     .map(|(preference, exchange)| dns::Mx {
@@ -213,7 +242,9 @@ impl dns::Host for HostState {
             return Ok(Err(dns::Error::Denied));
         }
         let resolver = self.env.services.dns.clone();
-        Ok(resolver.txt(&name).await.map_err(dns_err))
+        let got = resolver.txt(&name).await;
+        record::note(self.session_id, |a| a.dns("TXT", &name, &got));
+        Ok(got.map_err(dns_err))
     }
 
     async fn lookup_ptr(&mut self, ip: String) -> R<Result<Vec<String>, dns::Error>> {
@@ -226,7 +257,9 @@ impl dns::Host for HostState {
             ))));
         };
         let resolver = self.env.services.dns.clone();
-        Ok(resolver.ptr(addr).await.map_err(dns_err))
+        let got = resolver.ptr(addr).await;
+        record::note(self.session_id, |a| a.dns("PTR", &addr.to_string(), &got));
+        Ok(got.map_err(dns_err))
     }
 }
 

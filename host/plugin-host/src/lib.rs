@@ -63,6 +63,7 @@ mod limiter;
 mod manifest;
 mod message;
 mod metrics;
+pub mod record;
 mod sandbox;
 mod session;
 mod shadow;

@@ -91,14 +91,14 @@ impl ScriptClock {
 /// In `[kv]` it seeds the store (the TTL counts from the clock's start). In `[expect_kv]`
 /// `""` means absent (never written, deleted or expired) and a `ttl` checks the time left
 /// too.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 pub enum KvEntry {
     Plain(String),
     Full(KvFull),
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KvFull {
     value: String,

@@ -1,0 +1,159 @@
+//! The host answers of recorded sessions (`[record]` in corvid): what the DNS and kv imports
+//! gave the plugins, kept per SMTP session while the recorder asks for it, so that `corvid
+//! plugin replay` can give the same answers offline.
+//!
+//! With no session recorded, each import pays one atomic load ([`note`]).
+//!
+//! kv: the value a key had when a plugin first touched it (a read, or what an increment or a
+//! successful compare-and-swap implies), so that a replay seeded with it reads and counts the
+//! same; a key first written by the plugin is not recorded (the replay writes it too). TTLs
+//! are not recorded. DNS: every answer, as [`crate::StaticDns`] takes them; a name not found
+//! is left out (the static table answers `NotFound`), a failed lookup is noted.
+
+use crate::dns::DnsError;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// What one session's plugins got from the host.
+#[derive(Debug, Default)]
+pub struct HostAnswers {
+    /// Name, then record type (`A`, `AAAA`, `MX` as `"10 mx.example"`, `TXT`, `PTR` under
+    /// the address), then the answers.
+    pub dns: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Namespace (the plugin's name), then key, then the value before the session touched it.
+    pub kv: BTreeMap<String, BTreeMap<String, String>>,
+    /// What a replay cannot give back as it was (a failed lookup, a value not UTF-8).
+    pub notes: Vec<String>,
+    touched: HashSet<(String, String)>,
+}
+
+/// Sessions being recorded; 0 makes every [`note`] return at once.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+fn sessions() -> &'static Mutex<HashMap<u64, HostAnswers>> {
+    static S: OnceLock<Mutex<HashMap<u64, HostAnswers>>> = OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+/// Starts keeping the host answers of session `id` (the connection's session id).
+pub fn start(id: u64) {
+    if let Ok(mut s) = sessions().lock() {
+        if s.insert(id, HostAnswers::default()).is_none() {
+            ACTIVE.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Stops keeping them, and hands them over.
+pub fn finish(id: u64) -> Option<HostAnswers> {
+    let taken = sessions().lock().ok()?.remove(&id);
+    if taken.is_some() {
+        ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+    taken
+}
+
+/// Runs `f` on the answers of session `id` when it is recorded.
+pub(crate) fn note(id: u64, f: impl FnOnce(&mut HostAnswers)) {
+    if ACTIVE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if let Ok(mut s) = sessions().lock() {
+        if let Some(a) = s.get_mut(&id) {
+            f(a);
+        }
+    }
+}
+
+impl HostAnswers {
+    pub(crate) fn dns(&mut self, kind: &str, name: &str, result: &Result<Vec<String>, DnsError>) {
+        match result {
+            Ok(answers) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                let kinds = self.dns.entry(name).or_default();
+                kinds.insert(kind.to_string(), answers.clone());
+            }
+            Err(DnsError::NotFound) => {}
+            Err(e) => self.once(format!(
+                "the {kind} lookup of {name} failed ({e}): the replay answers not found"
+            )),
+        }
+    }
+
+    /// A read of `key` in `ns` that found `value`: kept if it is the key's first touch.
+    pub(crate) fn kv_read(&mut self, ns: &str, key: &str, value: Option<&[u8]>) {
+        if !self.touched.insert((ns.to_string(), key.to_string())) {
+            return;
+        }
+        let Some(v) = value else { return };
+        match std::str::from_utf8(v) {
+            Ok(text) => {
+                let keys = self.kv.entry(ns.to_string()).or_default();
+                keys.insert(key.to_string(), text.to_string());
+            }
+            Err(_) => self.once(format!(
+                "the kv value of {ns}/{key} is not UTF-8: the replay starts without it"
+            )),
+        }
+    }
+
+    /// An increment of `key` by `delta` that gave `result`: the key held `result - delta`
+    /// (0 stands for absent too: an increment reads both alike).
+    pub(crate) fn kv_increment(&mut self, ns: &str, key: &str, delta: i64, result: i64) {
+        let before = result.wrapping_sub(delta);
+        let text = (before != 0).then(|| before.to_string());
+        self.kv_read(ns, key, text.as_deref().map(str::as_bytes));
+    }
+
+    /// A write of `key`: its earlier value does not matter to the plugin.
+    pub(crate) fn kv_write(&mut self, ns: &str, key: &str) {
+        self.touched.insert((ns.to_string(), key.to_string()));
+    }
+
+    fn once(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recorded_sessions_keep_answers() {
+        note(991, |a| a.kv_write("p", "k"));
+        start(992);
+        note(992, |a| {
+            a.dns("A", "X.Example.", &Ok(vec!["192.0.2.1".into()]))
+        });
+        note(992, |a| {
+            a.dns("TXT", "gone.example", &Err(DnsError::NotFound))
+        });
+        note(992, |a| {
+            a.dns("MX", "slow.example", &Err(DnsError::Timeout))
+        });
+        note(992, |a| a.kv_read("p", "seen", Some(b"1")));
+        // Only the first touch counts: later reads see the session's own writes.
+        note(992, |a| a.kv_read("p", "seen", Some(b"2")));
+        note(992, |a| a.kv_write("p", "mine"));
+        note(992, |a| a.kv_read("p", "mine", Some(b"x")));
+        note(992, |a| a.kv_increment("p", "count", 1, 6));
+        note(992, |a| a.kv_increment("p", "fresh", 1, 1));
+        let a = finish(992).unwrap();
+        assert!(finish(991).is_none() && finish(992).is_none());
+        assert_eq!(a.dns["x.example"]["A"], ["192.0.2.1"]);
+        assert!(!a.dns.contains_key("gone.example"));
+        assert!(
+            a.notes[0].contains("MX lookup of slow.example failed"),
+            "{:?}",
+            a.notes
+        );
+        let p = &a.kv["p"];
+        assert_eq!(p.get("seen").map(String::as_str), Some("1"));
+        assert_eq!(p.get("count").map(String::as_str), Some("5"));
+        assert!(!p.contains_key("mine") && !p.contains_key("fresh"));
+    }
+}
