@@ -12,7 +12,7 @@ from conftest import BIN, PLUGIN_CACHE, REPO
 
 WASM = REPO / "target" / "plugins" / "wasm32-wasip2" / "release"
 EXAMPLES = REPO / "target" / "examples"
-BUNDLED = ["recipient-list", "address-rewrite", "header-stamp", "rate-limit", "dnsbl", "route-table"]
+BUNDLED = ["recipient-list", "address-rewrite", "header-stamp", "rate-limit", "dnsbl", "route-table", "rspamd"]
 
 
 def plugin_test(wasm, script, *extra):
