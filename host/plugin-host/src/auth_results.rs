@@ -3,7 +3,8 @@
 //! chain, and the DKIM signing choice a plugin makes for the current message.
 //!
 //! The session keeps one [`AuthShared`] per connection and hands it to each hook call (in its
-//! [`crate::context::Facts`]); the imports read and write it. Each result is converted to its
+//! [`crate::context::Facts`]); the imports read and write it. A shadow plugin's call gets a
+//! copy of its own instead ([`AuthShared::snapshot`]). Each result is converted to its
 //! WIT form once, when the server hands it over, not per plugin or per call.
 
 use crate::state::HostState;
@@ -201,7 +202,7 @@ fn arc(c: &ArcCheck) -> WitArc {
 }
 
 /// The results of the end of DATA in their WIT form.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct MessageResults {
     dkim: Vec<WitDkimSignature>,
     dmarc: Option<WitDmarc>,
@@ -248,6 +249,19 @@ impl AuthShared {
         g.signing = SigningRequest::Default;
         g.spf = None;
         g.message = MessageResults::default();
+    }
+
+    /// A private copy for a shadow plugin's call ([`crate::shadow_run`]), taken when the call
+    /// is queued: the results as they are now, the signing choice at its default. What the
+    /// shadow chooses stays in the copy (it must never change how the real message is
+    /// signed), and a call that runs late reads the results of its own transaction.
+    pub(crate) fn snapshot(&self) -> AuthShared {
+        let g = self.lock();
+        AuthShared(Mutex::new(Inner {
+            spf: g.spf.clone(),
+            message: g.message.clone(),
+            signing: SigningRequest::Default,
+        }))
     }
 
     /// The signing choice of the current message (`PolicySession::signing`).

@@ -72,9 +72,7 @@ impl PluginHost {
                 next_generation: AtomicU64::new(1),
                 stats: Mutex::new(BTreeMap::new()),
                 metrics: Arc::new(Metrics::default()),
-                shadow_budget: Arc::new(crate::shadow_run::Budget::new(
-                    engine.options().max_instances,
-                )),
+                shadow_budget: Arc::new(crate::shadow_run::Budget::new(engine.options())),
             }),
         }
     }

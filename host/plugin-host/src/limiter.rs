@@ -1,14 +1,50 @@
 //! Memory limits of instances: the plugin's own (`limits.memory_mb` per instance) and the
-//! engine's total across every live instance (`plugin_engine.total_memory_mb`).
+//! engine's total across every live instance (`plugin_engine.total_memory_mb`). Shadow
+//! plugins (`mode = "shadow"`) have a share of their own beside the total, a quarter of it:
+//! what they grow to is never refused to the active chain, so a leaky shadow cannot turn the
+//! chain's decisions into `451`s.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 
-/// Linear memory granted to all live instances of an engine, against its limit.
-pub(crate) struct TotalMemory {
+/// Bytes granted against a limit.
+struct Account {
     limit: usize,
     used: AtomicUsize,
+}
+
+impl Account {
+    fn new(limit: usize) -> Self {
+        Account {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `bytes` when they fit under the limit.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|n| *n <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Linear memory granted to all live instances of an engine: the active plugins' against the
+/// engine's limit, the shadow plugins' against a quarter of it, apart.
+pub(crate) struct TotalMemory {
+    active: Account,
+    shadow: Account,
     /// Live stores, one per instance (pooled idle ones included).
     stores: AtomicUsize,
     /// Idle instances kept in all plugins' pools, and the most that may be (half the
@@ -20,8 +56,8 @@ pub(crate) struct TotalMemory {
 impl TotalMemory {
     pub(crate) fn new(limit: usize) -> Self {
         TotalMemory {
-            limit,
-            used: AtomicUsize::new(0),
+            active: Account::new(limit),
+            shadow: Account::new(limit / 4),
             stores: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             idle_cap: usize::MAX,
@@ -53,22 +89,17 @@ impl TotalMemory {
         self.idle.load(Ordering::Acquire)
     }
 
-    /// Takes `bytes` when they fit under the limit.
-    fn take(&self, bytes: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|n| *n <= self.limit)
-            })
-            .is_ok()
+    fn account(&self, shadow: bool) -> &Account {
+        if shadow {
+            &self.shadow
+        } else {
+            &self.active
+        }
     }
 
-    fn give(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
-    }
-
-    /// Bytes granted to live instances now.
+    /// Bytes granted to live instances now, shadows' included.
     pub(crate) fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
+        self.active.used().saturating_add(self.shadow.used())
     }
 
     /// Instances alive now (each has its store and limiter).
@@ -83,11 +114,14 @@ impl TotalMemory {
 pub(crate) struct Limiter {
     memory_bytes: usize,
     total: Arc<TotalMemory>,
+    /// The store is a shadow plugin's: it grows within the shadows' share.
+    shadow: bool,
     /// Bytes this store holds in `total`.
     granted: usize,
     /// A growth past the plugin's own limit was refused.
     pub(crate) refused: bool,
-    /// A growth within the plugin's limit was refused because the engine's total is spent.
+    /// A growth within the plugin's limit was refused because the engine's total (for a
+    /// shadow: the shadows' share) is spent.
     pub(crate) refused_total: bool,
     /// The largest linear memory granted (creation counts as growth from 0).
     pub(crate) peak: usize,
@@ -99,17 +133,24 @@ impl Limiter {
         Limiter {
             memory_bytes,
             total,
+            shadow: false,
             granted: 0,
             refused: false,
             refused_total: false,
             peak: 0,
         }
     }
+
+    /// A shadow plugin's store (`shadow`): its memory is the shadows' share, not the total.
+    pub(crate) fn for_shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
 }
 
 impl Drop for Limiter {
     fn drop(&mut self) {
-        self.total.give(self.granted);
+        self.total.account(self.shadow).give(self.granted);
         self.total.stores.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -126,7 +167,7 @@ impl ResourceLimiter for Limiter {
             return Ok(false);
         }
         let delta = desired.saturating_sub(current);
-        if !self.total.take(delta) {
+        if !self.total.account(self.shadow).take(delta) {
             self.refused_total = true;
             return Ok(false);
         }
@@ -178,5 +219,21 @@ mod tests {
         drop(a);
         assert_eq!(total.used(), 0);
         assert!(b.memory_growing(0, 60, None).unwrap());
+    }
+
+    /// Shadows grow within a quarter of the total, apart from it: however much they take,
+    /// the active plugins still have the whole total.
+    #[test]
+    fn shadows_have_a_share_of_their_own() {
+        let total = Arc::new(TotalMemory::new(100));
+        let mut s = Limiter::new(80, total.clone()).for_shadow(true);
+        assert!(s.memory_growing(0, 25, None).unwrap());
+        assert!(!s.memory_growing(25, 26, None).unwrap(), "over the share");
+        assert!(s.refused_total && !s.refused);
+        let mut a = Limiter::new(100, total.clone());
+        assert!(a.memory_growing(0, 100, None).unwrap(), "the whole total");
+        assert_eq!(total.used(), 125, "both counted in what is in use");
+        drop(s);
+        assert_eq!(total.used(), 100);
     }
 }

@@ -312,6 +312,7 @@ impl PolicySession for PluginSession {
         }
         let f = self.facts(conn, Some(env), None);
         let m = MessageData::new(message.content);
+        self.shadows.message_len(message.content.len());
         let d = self.run(Call::Data(&f, &m)).await;
         self.keep(f);
         d

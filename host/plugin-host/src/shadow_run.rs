@@ -7,13 +7,21 @@
 //! time only. A session whose shadows fall behind by [`QUEUE`] stages skips them (counted).
 //! Shadows hold at most a quarter of the engine's instances at once ([`Budget`]): beyond, a
 //! shadow sits out the transaction (counted as skipped), so that shadows cannot leave the
-//! active chain without instances.
+//! active chain without instances. A queued `data` stage holds the message: at most
+//! [`DATA_JOBS`] per session and a quarter of `total_memory_mb` across sessions; past either
+//! the stage is skipped (counted).
+//!
+//! Each queued call has a private copy of the session's authentication results, taken when it
+//! is queued ([`crate::auth_results::AuthShared::snapshot`]): a shadow's signing choice
+//! (`sign-with`, `suppress-signing`) goes nowhere, and a call that runs late still reads its
+//! own transaction's results.
 //!
 //! Instances live as on the active side: per hook call at `connect`, `helo` and `auth`, per
 //! transaction from MAIL to its end.
 
 use crate::bindings::corvid::plugin::types as wit;
 use crate::context::Facts;
+use crate::engine::EngineOptions;
 use crate::generation::{Generation, LoadedPlugin};
 use crate::hook::{call_plugin, Slot};
 use crate::instance::Call;
@@ -28,23 +36,35 @@ use tokio::sync::mpsc;
 
 /// Stages a session's shadow task may be behind the session before it skips them: more
 /// than a transaction's stages at the default recipient limit's order of magnitude, and a
-/// bound on what one session keeps alive for its shadows (facts and a message each).
+/// bound on what one session keeps alive for its shadows (facts each; of the `data` stages,
+/// which hold the message, at most [`DATA_JOBS`]).
 pub(crate) const QUEUE: usize = 64;
 
-/// The instances all sessions' shadows may hold at once (shared by a host's sessions).
+/// `data` stages a session may have queued for its shadows or being run by them: the one they
+/// run and one waiting. Each holds the whole message, which the server's own accounting of
+/// sessions does not see; further ones are skipped (counted).
+pub(crate) const DATA_JOBS: usize = 2;
+
+/// What all sessions' shadows may hold at once (shared by a host's sessions): instances, and
+/// the octets of the messages queued for them.
 pub(crate) struct Budget {
     in_use: AtomicUsize,
     cap: usize,
+    bytes: AtomicUsize,
+    byte_cap: usize,
 }
 
 impl Budget {
-    /// A quarter of the engine's `max_instances` (at least one).
-    pub(crate) fn new(max_instances: u32) -> Self {
+    /// A quarter of the engine's `max_instances` (at least one) and a quarter of its
+    /// `total_memory_mb` in queued messages.
+    pub(crate) fn new(options: &EngineOptions) -> Self {
         Budget {
             in_use: AtomicUsize::new(0),
-            cap: usize::try_from(max_instances / 4)
+            cap: usize::try_from(options.max_instances / 4)
                 .unwrap_or(usize::MAX)
                 .max(1),
+            bytes: AtomicUsize::new(0),
+            byte_cap: usize::try_from((options.total_memory_mb << 20) / 4).unwrap_or(usize::MAX),
         }
     }
 
@@ -58,6 +78,33 @@ impl Budget {
 
     fn give(&self) {
         self.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn take_bytes(&self, n: usize) -> bool {
+        let more = |used: usize| used.checked_add(n).filter(|u| *u <= self.byte_cap);
+        let r = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, more);
+        r.is_ok()
+    }
+
+    fn give_bytes(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// A queued `data` stage's share of the session's [`DATA_JOBS`] and of the host's message
+/// octets, given back when the stage was run or its job dropped.
+struct Held {
+    budget: Arc<Budget>,
+    session: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.give_bytes(self.bytes);
+        self.session.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -75,18 +122,26 @@ enum Owned {
     Data(Facts, Arc<MessageData>),
 }
 
+/// The facts with a private copy of the authentication results (see the module's doc).
+fn private(f: &Facts) -> Facts {
+    Facts {
+        auth: Arc::new(f.auth.snapshot()),
+        ..f.clone()
+    }
+}
+
 impl Owned {
     fn of(call: &Call<'_>) -> Self {
         match *call {
-            Call::Connect(f) => Owned::Connect(f.clone()),
-            Call::Helo(f) => Owned::Helo(f.clone()),
+            Call::Connect(f) => Owned::Connect(private(f)),
+            Call::Helo(f) => Owned::Helo(private(f)),
             Call::Auth(c, full, redacted) => Owned::Auth(
                 Arc::new(c.clone()),
                 Box::new((full.clone(), redacted.clone())),
             ),
-            Call::Mail(f) => Owned::Mail(f.clone()),
-            Call::Rcpt(f) => Owned::Rcpt(f.clone()),
-            Call::Data(f, m) => Owned::Data(f.clone(), m.clone()),
+            Call::Mail(f) => Owned::Mail(private(f)),
+            Call::Rcpt(f) => Owned::Rcpt(private(f)),
+            Call::Data(f, m) => Owned::Data(private(f), m.clone()),
         }
     }
 
@@ -108,6 +163,8 @@ enum Job {
         transaction: u32,
         call: Owned,
         chain: Verdict,
+        /// A `data` stage's share of the message budgets.
+        held: Option<Held>,
     },
     /// The transaction ended: its instances go back.
     End,
@@ -117,11 +174,44 @@ enum Job {
 pub(crate) struct Shadows {
     tx: Option<mpsc::Sender<Job>>,
     budget: Arc<Budget>,
+    /// `data` stages queued or being run ([`DATA_JOBS`] at most).
+    data_jobs: Arc<AtomicUsize>,
+    /// The size of the message of the current `data` stage ([`Shadows::message_len`]).
+    message_len: usize,
 }
 
 impl Shadows {
     pub(crate) fn new(budget: Arc<Budget>) -> Self {
-        Shadows { tx: None, budget }
+        Shadows {
+            tx: None,
+            budget,
+            data_jobs: Arc::default(),
+            message_len: 0,
+        }
+    }
+
+    /// The size of the message the next `data` stage carries, in octets.
+    pub(crate) fn message_len(&mut self, len: usize) {
+        self.message_len = len;
+    }
+
+    /// The shares of a `data` stage, if the session and the host have room for its message.
+    fn hold(&self) -> Option<Held> {
+        let bytes = self.message_len;
+        if !self.budget.take_bytes(bytes) {
+            return None;
+        }
+        let more = |n: usize| (n < DATA_JOBS).then_some(n + 1);
+        let jobs = (self.data_jobs).fetch_update(Ordering::AcqRel, Ordering::Acquire, more);
+        if jobs.is_err() {
+            self.budget.give_bytes(bytes);
+            return None;
+        }
+        Some(Held {
+            budget: self.budget.clone(),
+            session: self.data_jobs.clone(),
+            bytes,
+        })
     }
 
     /// Queues `call` for the shadow plugins of `generation`, with the chain's verdict.
@@ -143,18 +233,23 @@ impl Shadows {
             }
         }
         let stage = call.stage();
+        let held = match call {
+            Call::Data(..) => match self.hold() {
+                Some(h) => Some(h),
+                None => return skipped(generation, stage, listener),
+            },
+            _ => None,
+        };
         let job = Job::Stage {
             generation: generation.clone(),
             transaction,
             call: Owned::of(call),
             chain: chain.clone(),
+            held,
         };
         let queued = self.tx.as_ref().is_some_and(|tx| tx.try_send(job).is_ok());
         if !queued {
-            let shadows = generation.plugins.iter().filter(|p| p.shadow());
-            for p in shadows.filter(|p| p.applies(stage, listener)) {
-                p.stats.shadow(stage, ShadowOutcome::Skipped);
-            }
+            skipped(generation, stage, listener);
         }
     }
 
@@ -164,6 +259,14 @@ impl Shadows {
         if let Some(tx) = &self.tx {
             let _ = tx.try_send(Job::End);
         }
+    }
+}
+
+/// Counts `stage` as skipped for the shadows of `generation` that take part in it.
+fn skipped(generation: &Generation, stage: Stage, listener: &str) {
+    let shadows = generation.plugins.iter().filter(|p| p.shadow());
+    for p in shadows.filter(|p| p.applies(stage, listener)) {
+        p.stats.shadow(stage, ShadowOutcome::Skipped);
     }
 }
 
@@ -239,6 +342,8 @@ async fn run(mut rx: mpsc::Receiver<Job>, listener: String, session: u64, budget
             transaction,
             call: owned,
             chain,
+            // Kept to the end of the stage: the message is held until then.
+            held: _held,
         } = job
         else {
             release(&mut txn, &budget);

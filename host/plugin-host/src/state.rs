@@ -48,6 +48,8 @@ pub(crate) struct PluginEnv {
     pub(crate) memory_bytes: usize,
     /// The engine's account of linear memory across all instances.
     pub(crate) total: Arc<TotalMemory>,
+    /// A shadow plugin (`mode = "shadow"`): its stores grow within the shadows' share.
+    pub(crate) shadow: bool,
     /// The `http` prefixes and limits (checked by `PluginHost::load`; a prefix that does
     /// not parse grants nothing here).
     pub(crate) http: Arc<crate::http::HttpPolicy>,
@@ -84,6 +86,7 @@ impl PluginEnv {
             metrics,
             memory_bytes: usize::try_from(m.limits.memory_mb << 20).unwrap_or(usize::MAX),
             total,
+            shadow: m.mode == crate::manifest::PluginMode::Shadow,
             http: Arc::new(crate::http::HttpPolicy::from_manifest(m).unwrap_or_default()),
             instances: AtomicU64::new(0),
             breaker_trips: Arc::default(),
@@ -156,7 +159,7 @@ impl WasiHttpView for HostState {
 pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -> Store<HostState> {
     let serial = env.instances.fetch_add(1, Ordering::Relaxed);
     let wasi = crate::sandbox::wasi(&env, serial);
-    let limiter = Limiter::new(env.memory_bytes, env.total.clone());
+    let limiter = Limiter::new(env.memory_bytes, env.total.clone()).for_shadow(env.shadow);
     let http_hooks = crate::http::HttpHooks {
         policy: env.http.clone(),
         plugin: env.name.clone(),

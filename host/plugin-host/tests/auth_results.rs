@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{conn, engine, envelope, rcpt, MESSAGE};
+use common::{conn, engine, envelope, rcpt, spf, MESSAGE};
 use corvid_plugin_host::{Manifest, PluginHost, Services};
 use corvid_types::{
     ArcCheck, ArcVerdict, AuthResults, DkimCheck, DkimVerdict, DmarcCheck, DmarcPolicy,
     DmarcVerdict, MessageView, Policy, PolicySession, Reply, SigningChoice, SigningRequest,
-    SpfCheck, SpfIdentity, SpfVerdict, Verdict,
+    Verdict,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,18 +59,6 @@ async fn host_of(manifests: Vec<Manifest>) -> PluginHost {
 
 async fn host_with(pairs: &[(&str, &str)]) -> PluginHost {
     host_of(vec![manifest("authwit", 1, pairs)]).await
-}
-
-fn spf() -> SpfCheck {
-    SpfCheck {
-        result: SpfVerdict::Softfail,
-        identity: SpfIdentity::Mailfrom,
-        domain: "sender.test".into(),
-        mail_from: "alice@sender.test".into(),
-        helo: "client.test".into(),
-        client_ip: "192.0.2.7".parse().expect("ip"),
-        explanation: None,
-    }
 }
 
 fn results(dmarc: DmarcVerdict) -> AuthResults {

@@ -1,6 +1,7 @@
 //! Shadow mode (`mode = "shadow"`): a shadow plugin's decisions change nothing for the
 //! session, are compared with the chain's and counted, the differences are kept, its kv is
-//! its own namespace, and it is never called at the delivery stages.
+//! its own namespace, and it is never called at the delivery stages. Its signing choice and
+//! its memory never reach the active side, and the messages queued for it are bounded.
 
 mod common;
 
@@ -10,7 +11,8 @@ use corvid_plugin_host::{
     PluginHost, PluginMode, Services, StaticDns,
 };
 use corvid_types::{
-    Address, AuthCredentials, KvStore, MessageView, Policy, PolicySession, Stage, Verdict,
+    Address, AuthCredentials, KvStore, MessageView, Policy, PolicySession, SigningRequest, Stage,
+    Verdict,
 };
 use corvid_types::{Route, RouteRequest};
 use std::sync::Arc;
@@ -29,6 +31,17 @@ fn host_with(kv: Arc<MemoryKv>) -> PluginHost {
         dns: Arc::new(StaticDns::new()),
     };
     PluginHost::new(&engine(), services, Some(cache_dir()))
+}
+
+/// A host on an engine of its own, of `max_instances` and `total_memory_mb`.
+fn small_host(max_instances: u32, total_memory_mb: u64) -> PluginHost {
+    let options = EngineOptions {
+        max_instances,
+        total_memory_mb,
+        ..EngineOptions::default()
+    };
+    let engine = PluginEngine::new(options).expect("engine");
+    PluginHost::new(&engine, Services::in_memory(), Some(cache_dir()))
 }
 
 fn stats_of(host: &PluginHost, plugin: &str, stage: Stage) -> Option<HookStats> {
@@ -225,12 +238,7 @@ async fn a_plugin_name_cannot_take_the_shadow_namespace() {
 /// unit, and runs again once it is given back.
 #[tokio::test(flavor = "multi_thread")]
 async fn shadows_hold_at_most_a_quarter_of_the_engines_instances() {
-    let options = EngineOptions {
-        max_instances: 4,
-        ..EngineOptions::default()
-    };
-    let engine = PluginEngine::new(options).expect("engine");
-    let host = PluginHost::new(&engine, Services::in_memory(), Some(cache_dir()));
+    let host = small_host(4, EngineOptions::default().total_memory_mb);
     host.reload(vec![shadow("s", &[])]).await.expect("loads");
     let env = envelope();
     let (a, b) = (conn(1), conn(2));
@@ -302,4 +310,138 @@ async fn auth_is_shadowed_and_the_password_needs_the_credentials_capability() {
         "{d:?}"
     );
     assert_eq!(d[0].reason, "4.7.0 no password");
+}
+
+/// A shadow of the `authwit` fixture with config `pairs`, at `order`.
+fn authwit(name: &str, order: i32, pairs: &[(&str, &str)]) -> Manifest {
+    let mut m = Manifest::new(name, fixture("authwit"));
+    (m.mode, m.order, m.limits.hook_time_ms) = (PluginMode::Shadow, order, 5_000);
+    for (k, v) in pairs {
+        m.config
+            .insert(k.to_string(), toml::Value::String(v.to_string()));
+    }
+    m
+}
+
+/// A shadow's signing choice (`suppress-signing`, `sign-with`) is its own: the real message
+/// is signed as the active chain chose (here: the default), even once the shadows ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadows_signing_choice_never_reaches_the_message() {
+    let host = host();
+    let suppress = authwit("suppress", 1, &[("signing", "suppress")]);
+    let brand = [("signing", "choose"), ("sign_domain", "brand.test")];
+    host.reload(vec![suppress, authwit("brand", 2, &brand)])
+        .await
+        .expect("loads");
+    let (c, env) = (conn(11), envelope());
+    let mut s = host.session(&c);
+    s.mail(&c, &env).await;
+    s.rcpt(&c, &env, &rcpt()).await;
+    s.data(&c, &env, MessageView { content: MESSAGE }).await;
+    compared(&host, "suppress", Stage::Data, 1).await;
+    compared(&host, "brand", Stage::Data, 1).await;
+    // What the server asks after DATA, to sign the message of a trusted client.
+    assert_eq!(s.signing(), SigningRequest::Default);
+}
+
+/// A shadow that runs late reads its own transaction's authentication results, not those
+/// of the session's next transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_shadow_reads_its_own_transactions_results() {
+    let host = host();
+    let mut slow = shadow("slow", &[("data", "spin"), ("spin_ms", "500")]);
+    (slow.order, slow.limits.hook_fuel) = (1, 1 << 50);
+    let reporter = authwit("reporter", 2, &[("report", "yes")]);
+    host.reload(vec![slow, reporter]).await.expect("loads");
+    let (c, env) = (conn(12), envelope());
+    let mut s = host.session(&c);
+    s.auth_results(Some(&spf()), None);
+    s.mail(&c, &env).await;
+    s.data(&c, &env, MessageView { content: MESSAGE }).await;
+    // The next transaction starts while the shadows still run the first one's DATA (the
+    // slow one spins for 0.5 s before the reporter's turn): its SPF is not checked.
+    s.end_transaction();
+    s.mail(&c, &env).await;
+    compared(&host, "reporter", Stage::Data, 1).await;
+    let d = host.shadow_diffs("reporter").expect("known");
+    let data = d.iter().find(|d| d.stage == Stage::Data).expect("kept");
+    assert_eq!(
+        data.reason,
+        "5.7.1 spf=softfail/mailfrom/sender.test dkim= dmarc=- arc=-"
+    );
+}
+
+/// Shadows grow within a share of their own: instances of shadows held open by many
+/// transactions fill it, and the active chain still has the engine's whole total.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_cannot_take_the_active_chains_memory() {
+    let host = small_host(80, 8);
+    let mut gate = behave("gate", &[("data", "accept")]);
+    gate.stages = Some(vec![Stage::Data]);
+    host.reload(vec![gate, shadow("s", &[])])
+        .await
+        .expect("loads");
+    let env = envelope();
+    // Transactions left open at MAIL: each holds its shadow's instance, until the shadows'
+    // memory (or, before they had a share, the engine's) is spent.
+    let mut open = Vec::new();
+    for id in 1..=20 {
+        let c = conn(id);
+        let mut s = host.session(&c);
+        s.mail(&c, &env).await;
+        open.push(s);
+        if compared(&host, "s", Stage::Mail, id).await.exhausted > 0 {
+            break;
+        }
+    }
+    let spent = stats_of(&host, "s", Stage::Mail).expect("called");
+    assert!(spent.exhausted > 0, "the shadows' memory was never spent");
+    let c = conn(100);
+    let mut s = host.session(&c);
+    s.mail(&c, &env).await;
+    let d = s.data(&c, &env, MessageView { content: MESSAGE }).await;
+    assert_eq!(d.verdict, Verdict::Accept);
+    drop(open);
+}
+
+/// A session has at most two DATA stages queued for its shadows (each holds the message):
+/// the one they run and one waiting. Further ones are skipped and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_queues_at_most_two_messages_for_its_shadows() {
+    let host = host();
+    let mut slow = shadow("slow", &[("data", "spin"), ("spin_ms", "500")]);
+    slow.limits.hook_fuel = 1 << 50;
+    host.reload(vec![slow]).await.expect("loads");
+    let (c, env) = (conn(13), envelope());
+    let mut s = host.session(&c);
+    for _ in 0..4 {
+        s.mail(&c, &env).await;
+        s.data(&c, &env, MessageView { content: MESSAGE }).await;
+        s.end_transaction();
+    }
+    let st = compared(&host, "slow", Stage::Data, 2).await;
+    assert_eq!((st.shadow_agree, st.shadow_skipped), (2, 2));
+}
+
+/// The messages queued for shadows, across sessions, are held to a quarter of the engine's
+/// `total_memory_mb`: a larger one is skipped at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_queued_for_shadows_are_held_to_a_quarter_of_the_total_memory() {
+    let host = small_host(8, 8);
+    host.reload(vec![shadow("s", &[])]).await.expect("loads");
+    let (c, env) = (conn(14), envelope());
+    let mut s = host.session(&c);
+    s.mail(&c, &env).await;
+    s.data(&c, &env, MessageView { content: MESSAGE }).await;
+    s.end_transaction();
+    compared(&host, "s", Stage::Data, 1).await;
+    let mut big = MESSAGE.to_vec();
+    big.resize((2 << 20) + 1, b'x');
+    s.mail(&c, &env).await;
+    s.data(&c, &env, MessageView { content: &big }).await;
+    let st = stats_of(&host, "s", Stage::Data).expect("counted");
+    assert_eq!(
+        (st.shadow_agree + st.shadow_differ, st.shadow_skipped),
+        (1, 1)
+    );
 }

@@ -4,19 +4,22 @@
 
 use corvid_plugin_host::{EngineOptions, Manifest, PluginEngine, PluginHost, Services};
 use corvid_types::{Address, ConnectionInfo, Envelope, Recipient};
+use corvid_types::{SpfCheck, SpfIdentity, SpfVerdict};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 /// Builds `tests/fixtures/<name>` (`behave`, or `behave-0.1.0`: the same idea against the
-/// vendored first contract) with `cargo build --target wasm32-wasip2 --release` into
+/// vendored first contract, or `authwit`: the auth-results one) with `cargo build --target wasm32-wasip2 --release` into
 /// `target/plugins` and returns the component path. Each is built once per test binary.
 pub fn fixture(name: &str) -> PathBuf {
     static BEHAVE: OnceLock<PathBuf> = OnceLock::new();
     static OLD: OnceLock<PathBuf> = OnceLock::new();
+    static AUTHWIT: OnceLock<PathBuf> = OnceLock::new();
     let (cell, artifact) = match name {
         "behave" => (&BEHAVE, "fixture_behave.wasm"),
         "behave-0.1.0" => (&OLD, "fixture_behave_0_1_0.wasm"),
+        "authwit" => (&AUTHWIT, "fixture_authwit.wasm"),
         other => panic!("no fixture {other}"),
     };
     cell.get_or_init(|| {
@@ -121,6 +124,19 @@ pub fn rcpt() -> Recipient {
     Recipient {
         address: Address::new("bob", "example.org"),
         params: Default::default(),
+    }
+}
+
+/// The SPF result the server hands over at MAIL for [`envelope`] from [`conn`]'s client.
+pub fn spf() -> SpfCheck {
+    SpfCheck {
+        result: SpfVerdict::Softfail,
+        identity: SpfIdentity::Mailfrom,
+        domain: "sender.test".into(),
+        mail_from: "alice@sender.test".into(),
+        helo: "client.test".into(),
+        client_ip: "192.0.2.7".parse().expect("ip"),
+        explanation: None,
     }
 }
 
