@@ -1,7 +1,8 @@
 """Shadow mode over real SMTP: a `[[plugin]]` with `mode = "shadow"` that rejects at RCPT and DATA
 (and rewrites the sender at MAIL) changes no outcome: the mail is accepted and delivered as the
-active chain decided. `corvid plugins diff NAME` shows where it differed from the chain, its kv
-writes land in `shadow:NAME` only, and a sample difference is logged. The fixture plugin is
+active chain decided. `corvid plugins diff NAME` shows where it differed from the chain (and
+`plugins list --stats` its counts), its kv writes land in `shadow:NAME` only, and a sample
+difference is logged. The fixture plugin is
 host/plugin-host/tests/fixtures/behave (built by test_plugins.behave_wasm)."""
 
 import re
@@ -77,6 +78,15 @@ def test_a_shadow_that_rejects_everything_changes_no_outcome(make_server, behave
     listed = cli(srv, "plugins", "list").stdout
     assert re.search(r"^cand .* active, shadow$", listed, re.M), listed
     assert re.search(r"^gate .* active$", listed, re.M), listed
+    # The admin answer carries each plugin's mode itself.
+    modes = {p["name"]: p["mode"] for p in srv.admin("plugins-list")["data"]}
+    assert modes == {"gate": "active", "cand": "shadow"}, modes
+
+    # `plugins list --stats` ends a shadow's lines with its comparisons.
+    stats = cli(srv, "plugins", "list", "--stats").stdout
+    assert re.search(r"^cand\s+rcpt\s.*  shadow: 0 agree, 2 differ, 0 skipped$", stats, re.M), stats
+    assert re.search(r"^cand\s+mail\s.*  shadow: 2 agree, 0 differ, 0 skipped$", stats, re.M), stats
+    assert not re.search(r"^gate .*shadow:", stats, re.M), stats
 
     r = cli(srv, "plugins", "diff", "gate")
     assert r.returncode != 0 and "not in shadow mode" in r.stderr, (r.stdout, r.stderr)

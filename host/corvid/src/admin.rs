@@ -85,10 +85,7 @@ pub async fn handle_async(ctx: Arc<Context>, req: Request) -> Result<Value> {
             .ok_or_else(|| anyhow::anyhow!("the server is not running"))
     };
     match req {
-        Request::PluginsList => {
-            let p = plugins()?;
-            Ok(crate::plugins_cmd::with_modes(&p.host, p.list()))
-        }
+        Request::PluginsList => Ok(plugins()?.list()),
         Request::PluginsStats => Ok(plugins()?.stats()),
         Request::PluginsReload => plugins()?.reload().await,
         Request::PluginsDiff { name } => crate::plugins_cmd::diff(&plugins()?.host, &name),

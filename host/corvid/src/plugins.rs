@@ -4,7 +4,9 @@
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
-use corvid_plugin_host::{BreakerState, Manifest, PluginEngine, PluginHost, PluginState, Services};
+use corvid_plugin_host::{
+    BreakerState, Manifest, PluginEngine, PluginHost, PluginMode, PluginState, Services,
+};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -98,7 +100,7 @@ impl Plugins {
         Ok(json!({ "generation": generation.number(), "errors": errors }))
     }
 
-    /// `corvid plugins list`.
+    /// `corvid plugins list`: each plugin with its `mode` (`active`, `shadow`).
     pub fn list(&self) -> Value {
         let rows: Vec<Value> = self
             .host
@@ -118,15 +120,20 @@ impl Plugins {
                         format!("open {}s", remaining.as_secs() + 1)
                     }
                 };
+                let mode = match p.mode {
+                    PluginMode::Active => "active",
+                    PluginMode::Shadow => "shadow",
+                };
                 json!({ "name": p.name, "version": p.version, "stages": stages, "order": p.order,
                         "generation": p.loaded_in, "state": state, "error": error,
-                        "breaker": breaker, "breaker_trips": p.breaker_trips })
+                        "breaker": breaker, "breaker_trips": p.breaker_trips, "mode": mode })
             })
             .collect();
         json!(rows)
     }
 
-    /// Per plugin and stage counters since the server started, one JSON object each.
+    /// Per plugin and stage counters since the server started, one JSON object each (a shadow
+    /// plugin's comparisons with the chain included).
     pub fn stats(&self) -> Value {
         let rows: Vec<Value> = self
             .host
@@ -144,7 +151,9 @@ impl Plugins {
                         "breaker_trips": s.breaker_trips, "mean_us": mean_us,
                         "max_us": s.latency_max.as_micros() as u64,
                         "instantiations": s.instantiations,
-                        "memory_peak_bytes": s.memory_peak_bytes })
+                        "memory_peak_bytes": s.memory_peak_bytes,
+                        "shadow_agree": s.shadow_agree, "shadow_differ": s.shadow_differ,
+                        "shadow_skipped": s.shadow_skipped })
             })
             .collect();
         json!(rows)

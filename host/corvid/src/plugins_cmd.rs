@@ -87,7 +87,8 @@ pub fn run(config: Option<&Path>, action: PluginsAction) -> Result<()> {
 }
 
 /// One line per plugin and stage. Failures are the hooks that did not give a decision (traps,
-/// timeouts, memory, CPU budget, invalid answers); their policy decided instead.
+/// timeouts, memory, CPU budget, invalid answers); their policy decided instead. A shadow
+/// plugin's line ends with its comparisons with the chain (`corvid plugins diff NAME`).
 fn print_stats(data: &Value) {
     let rows = data.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
@@ -107,8 +108,15 @@ fn print_stats(data: &Value) {
             + n(r, "out_of_memory")
             + n(r, "invalid")
             + n(r, "cpu_budget");
+        let (agree, differ) = (n(r, "shadow_agree"), n(r, "shadow_differ"));
+        let skipped = n(r, "shadow_skipped");
+        let shadow = if agree + differ + skipped > 0 {
+            format!("  shadow: {agree} agree, {differ} differ, {skipped} skipped")
+        } else {
+            String::new()
+        };
         println!(
-            "{:<20} {:<10} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>7} {:>5} {:>5} {:>5} {:>7} {:>7} {:>9} {:>9}",
+            "{:<20} {:<10} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>7} {:>5} {:>5} {:>5} {:>7} {:>7} {:>9} {:>9}{shadow}",
             r["plugin"].as_str().unwrap_or("?"),
             r["stage"].as_str().unwrap_or("?"),
             n(r, "calls"),
@@ -127,21 +135,6 @@ fn print_stats(data: &Value) {
             n(r, "memory_peak_bytes"),
         );
     }
-}
-
-/// `list` (the answer to `plugins-list`) with each plugin's `mode` (`active`, `shadow`).
-pub fn with_modes(host: &PluginHost, mut list: Value) -> Value {
-    let modes = host.plugins();
-    for row in list.as_array_mut().into_iter().flatten() {
-        let mode = modes.iter().find(|p| row["name"] == p.name.as_str());
-        if let Some(p) = mode {
-            row["mode"] = json!(match p.mode {
-                PluginMode::Active => "active",
-                PluginMode::Shadow => "shadow",
-            });
-        }
-    }
-    list
 }
 
 /// The answer to `plugins-diff` (server side): the shadow plugin's counters per stage and
