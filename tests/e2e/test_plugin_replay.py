@@ -249,3 +249,51 @@ def test_dns_answers_are_recorded_so_that_a_listing_replays_without_the_server(m
     r = replay(files[-1], "--config", str(srv.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^connect: (reject|disconnect) 5\d\d", r.stdout, re.M), r.stdout
+
+
+def test_http_answers_are_recorded_so_that_a_scanner_replays_without_the_scanner(make_server, tmp_path):
+    """The rspamd plugin asks an HTTP scanner (here a stand-in on loopback answering by the
+    subject); the capture holds its answers, and the replay runs with the scanner gone."""
+    import http.server
+    import threading
+
+    class Scanner(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            spam = b"Subject: spam" in body
+            answer = (b'{"action":"reject","score":20,"required_score":15,"messages":{"smtp_message":"spam here"}}'
+                      if spam else b'{"action":"no action","score":1.5,"required_score":15}')
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Set-Cookie", "session=secret-cookie")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    scanner = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scanner)
+    threading.Thread(target=scanner.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{scanner.server_address[1]}"
+    try:
+        rspamd = {"name": "rspamd", "path": str(PLUGIN_DIR / "rspamd.wasm"), "order": 60,
+                  "capabilities": ["log", "config"], "http": [url + "/"],
+                  "config": {"url": url, "fail": "closed"}}
+        srv = make_server({"plugin": [rspamd], "record": {"rate": 1.0}})
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.sendmail("a@example.org", ["alice@corvid.test"], b"Subject: lunch\r\n\r\nnoon\r\n")
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                s.sendmail("a@example.org", ["alice@corvid.test"], b"Subject: spam\r\n\r\nbuy\r\n")
+            assert refused.value.smtp_code == 550
+        [f] = wait_captures(srv, 1)
+    finally:
+        scanner.shutdown()
+    text = f.read_text()
+    assert "secret-cookie" not in text
+    http_answers = json.loads(text)["script"]["http"]
+    assert [h["status"] for h in http_answers] == [200, 200], http_answers
+    assert "spam here" in http_answers[1]["body"]
+    r = replay(f, "--config", str(srv.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "data: reject 550 5.7.1" in r.stdout and "spam here" in r.stdout, r.stdout

@@ -11,13 +11,12 @@
 //! Never recorded: the AUTH password (the auth hook's credentials) — a replay gives the auth
 //! hook an empty one, and says so.
 
-use crate::plugin_test::report::{modification_text, notify_words, verdict_name};
 use crate::replay::CAPTURE_VERSION;
 use async_trait::async_trait;
-use corvid_plugin_host::record::HostAnswers;
+use corvid_plugin_host::record::{scope, HostAnswers};
 use corvid_types::{
-    AuthCredentials, AuthResults, BodyType, ConnectionInfo, Decision, Envelope, MessageView,
-    Policy, PolicySession, Recipient, Ret, SigningRequest, SpfCheck, Verdict,
+    AuthCredentials, AuthResults, ConnectionInfo, Decision, Envelope, MessageView, Policy,
+    PolicySession, Recipient, SigningRequest, SpfCheck,
 };
 use humantime_serde::re::humantime;
 use serde::Deserialize;
@@ -27,6 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::warn;
+
+mod facts;
+mod files;
+
+pub use facts::expect;
+use facts::{mail_params, rcpt_spec, refusal};
+use files::write_capture;
+pub use files::{prepare, retain};
 
 /// The `[record]` table.
 #[derive(Debug, Deserialize)]
@@ -158,81 +165,6 @@ pub struct RecordSession {
     bytes: usize,
 }
 
-/// The expectation a recorded decision becomes: the whole decision.
-pub fn expect(d: &Decision) -> Value {
-    let mut e = Map::new();
-    e.insert("verdict".into(), verdict_name(&d.verdict).into());
-    let text = match &d.verdict {
-        Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => {
-            e.insert("code".into(), r.code.into());
-            if let Some(c) = r.enhanced {
-                e.insert("enhanced".into(), c.to_string().into());
-            }
-            Some(r.text())
-        }
-        Verdict::Quarantine(why) => Some(why.clone()),
-        _ => None,
-    };
-    if let Some(t) = text {
-        e.insert("text".into(), t.into());
-    }
-    let mods: Vec<String> = d.modifications.iter().map(modification_text).collect();
-    e.insert("modifications".into(), mods.into());
-    Value::Object(e)
-}
-
-fn refusal(d: &Decision) -> bool {
-    matches!(
-        d.verdict,
-        Verdict::Reject(_) | Verdict::Tempfail(_) | Verdict::Disconnect(_)
-    )
-}
-
-fn mail_params(env: &Envelope) -> Value {
-    let p = &env.params;
-    let mut m = Map::new();
-    if let Some(s) = p.size {
-        m.insert("size".into(), s.into());
-    }
-    if p.body == BodyType::EightBitMime {
-        m.insert("body".into(), "8bitmime".into());
-    }
-    if p.smtputf8 {
-        m.insert("smtputf8".into(), true.into());
-    }
-    match p.ret {
-        Some(Ret::Full) => _ = m.insert("ret".into(), "full".into()),
-        Some(Ret::Headers) => _ = m.insert("ret".into(), "hdrs".into()),
-        None => {}
-    }
-    if let Some(e) = &p.envid {
-        m.insert("envid".into(), e.clone().into());
-    }
-    if let Some(a) = &p.auth {
-        m.insert("auth".into(), a.clone().into());
-    }
-    if p.requiretls {
-        m.insert("requiretls".into(), true.into());
-    }
-    Value::Object(m)
-}
-
-fn rcpt_spec(r: &Recipient) -> Value {
-    let address = r.address.to_string();
-    if r.params.notify.is_none() && r.params.orcpt.is_none() {
-        return address.into();
-    }
-    let mut m = Map::new();
-    m.insert("address".into(), address.into());
-    if let Some(n) = &r.params.notify {
-        m.insert("notify".into(), notify_words(n).into());
-    }
-    if let Some(o) = &r.params.orcpt {
-        m.insert("orcpt".into(), o.clone().into());
-    }
-    Value::Object(m)
-}
-
 impl RecordSession {
     fn note(&mut self, d: &Decision) {
         self.refused |= refusal(d);
@@ -287,6 +219,20 @@ impl RecordSession {
         let start = humantime::format_rfc3339_millis(self.started).to_string();
         script.insert("clock".into(), json!({ "start": start }));
         script.insert("dns".into(), json!(answers.dns));
+        let http: Vec<Value> = answers
+            .http
+            .iter()
+            .map(|h| {
+                json!({
+                    "method": h.method,
+                    "url": h.url,
+                    "status": h.status,
+                    "headers": h.headers,
+                    "body": h.body,
+                })
+            })
+            .collect();
+        script.insert("http".into(), http.into());
         json!({
             "corvid_capture": CAPTURE_VERSION,
             "recorded_at": start,
@@ -302,7 +248,7 @@ impl RecordSession {
 impl PolicySession for RecordSession {
     async fn connect(&mut self, conn: &ConnectionInfo) -> Decision {
         self.connection(conn);
-        let d = self.inner.connect(conn).await;
+        let d = scope(self.session_id, self.inner.connect(conn)).await;
         self.note(&d);
         self.conn_expect.insert("connect".into(), expect(&d));
         d
@@ -313,7 +259,7 @@ impl PolicySession for RecordSession {
             self.conn.insert("helo".into(), h.clone().into());
         }
         self.conn.insert("esmtp".into(), conn.esmtp.into());
-        let d = self.inner.helo(conn).await;
+        let d = scope(self.session_id, self.inner.helo(conn)).await;
         self.note(&d);
         // A second EHLO (after STARTTLS) replaces the first: the replay runs one.
         self.conn_expect.insert("helo".into(), expect(&d));
@@ -321,7 +267,7 @@ impl PolicySession for RecordSession {
     }
 
     async fn auth(&mut self, conn: &ConnectionInfo, creds: &AuthCredentials) -> Decision {
-        let d = self.inner.auth(conn, creds).await;
+        let d = scope(self.session_id, self.inner.auth(conn, creds)).await;
         self.note(&d);
         // The password stays out (secrets are never recorded).
         let mut a = json!({
@@ -342,7 +288,7 @@ impl PolicySession for RecordSession {
 
     async fn mail(&mut self, conn: &ConnectionInfo, env: &Envelope) -> Decision {
         self.close_tx();
-        let d = self.inner.mail(conn, env).await;
+        let d = scope(self.session_id, self.inner.mail(conn, env)).await;
         self.note(&d);
         if self.bytes >= self.rec.max_bytes {
             if self.tx.is_none() && !self.partial.iter().any(|p| p.starts_with("transactions")) {
@@ -375,7 +321,7 @@ impl PolicySession for RecordSession {
     }
 
     async fn rcpt(&mut self, conn: &ConnectionInfo, env: &Envelope, rcpt: &Recipient) -> Decision {
-        let d = self.inner.rcpt(conn, env, rcpt).await;
+        let d = scope(self.session_id, self.inner.rcpt(conn, env, rcpt)).await;
         self.note(&d);
         if let Some(tx) = &mut self.tx {
             if let Some(Value::Array(list)) = tx.get_mut("rcpt_to") {
@@ -394,7 +340,7 @@ impl PolicySession for RecordSession {
         env: &Envelope,
         message: MessageView<'_>,
     ) -> Decision {
-        let d = self.inner.data(conn, env, message).await;
+        let d = scope(self.session_id, self.inner.data(conn, env, message)).await;
         self.note(&d);
         let room = self.rec.max_bytes.saturating_sub(self.bytes);
         let content = message.content;
@@ -460,66 +406,6 @@ impl Drop for RecordSession {
         match tokio::runtime::Handle::try_current() {
             Ok(h) => drop(h.spawn_blocking(write)),
             Err(_) => write(),
-        }
-    }
-}
-
-/// Writes a capture readable by its owner only (it holds mail).
-fn write_capture(path: &Path, capture: &Value) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(capture)?)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
-}
-
-/// Creates the capture directory (owner-only).
-pub fn prepare(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Removes the captures older than `retention`; the number removed.
-pub fn sweep(dir: &Path, retention: Duration) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let now = SystemTime::now();
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > retention));
-        if old && std::fs::remove_file(&path).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// The retention sweep: at start, then hourly, until `stop`.
-pub async fn retain(dir: PathBuf, retention: Duration, stop: tokio_util::sync::CancellationToken) {
-    loop {
-        let d = dir.clone();
-        let _ = tokio::task::spawn_blocking(move || sweep(&d, retention)).await;
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
 }

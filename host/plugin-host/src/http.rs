@@ -193,6 +193,18 @@ impl WasiHttpHooks for HttpHooks {
             between_bytes_timeout: Some(left),
         };
         let max = self.policy.max_response;
+        // A recorded session keeps the answer (`[record]`); the request's headers stay out.
+        let recorded = crate::record::current()
+            .map(|id| (id, request.method().to_string(), request.uri().to_string()));
+        let keep = move |answer: Option<(&http::response::Parts, &[u8])>| {
+            let Some((id, method, url)) = &recorded else {
+                return;
+            };
+            crate::record::note(*id, |a| match answer {
+                Some((parts, body)) => a.http(method, url, parts, body),
+                None => a.http_failed(method, url),
+            });
+        };
         Box::new(async move {
             let sent = tokio::time::timeout_at(
                 until.into(),
@@ -200,8 +212,15 @@ impl WasiHttpHooks for HttpHooks {
             )
             .await;
             let (res, io) = match sent {
-                Ok(r) => r?,
-                Err(_) => return Err(HttpError::HttpResponseTimeout),
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    keep(None);
+                    return Err(e);
+                }
+                Err(_) => {
+                    keep(None);
+                    return Err(HttpError::HttpResponseTimeout);
+                }
             };
             let declared = res
                 .headers()
@@ -209,6 +228,7 @@ impl WasiHttpHooks for HttpHooks {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|n| n > max) {
+                keep(None);
                 return Err(HttpError::HttpResponseBodySize(declared));
             }
             // The body is read here, under the deadline and the cap, so that the plugin gets
@@ -225,9 +245,16 @@ impl WasiHttpHooks for HttpHooks {
             io.abort();
             let bytes = match read {
                 Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(HttpError::HttpResponseTimeout),
+                Ok(Err(e)) => {
+                    keep(None);
+                    return Err(e);
+                }
+                Err(_) => {
+                    keep(None);
+                    return Err(HttpError::HttpResponseTimeout);
+                }
             };
+            keep(Some((&parts, &bytes)));
             let body = Full::new(bytes)
                 .map_err(|never| match never {})
                 .boxed_unsync();

@@ -23,9 +23,42 @@ pub struct HostAnswers {
     pub dns: BTreeMap<String, BTreeMap<String, Vec<String>>>,
     /// Namespace (the plugin's name), then key, then the value before the session touched it.
     pub kv: BTreeMap<String, BTreeMap<String, String>>,
+    /// The answers of the `http` capability, in the order the requests were made.
+    pub http: Vec<HttpExchange>,
     /// What a replay cannot give back as it was (a failed lookup, a value not UTF-8).
     pub notes: Vec<String>,
     touched: HashSet<(String, String)>,
+}
+
+/// One `wasi:http` request and its answer. The request's headers (an `Authorization`, say)
+/// are not kept, nor the answer's `Set-Cookie`.
+#[derive(Debug, Clone)]
+pub struct HttpExchange {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+tokio::task_local! {
+    /// The recorded session a hook call runs for (set by [`scope`]); the `wasi:http` hooks
+    /// do not know their session otherwise.
+    static RECORDING: u64;
+}
+
+/// Runs `f` (a hook call of the chain) as part of recorded session `id`, so that its
+/// `wasi:http` answers are kept too.
+pub async fn scope<F: std::future::Future>(id: u64, f: F) -> F::Output {
+    RECORDING.scope(id, f).await
+}
+
+/// The recorded session the current hook call runs for, if any.
+pub(crate) fn current() -> Option<u64> {
+    if ACTIVE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    RECORDING.try_with(|id| *id).ok()
 }
 
 /// Sessions being recorded; 0 makes every [`note`] return at once.
@@ -104,6 +137,45 @@ impl HostAnswers {
         let before = result.wrapping_sub(delta);
         let text = (before != 0).then(|| before.to_string());
         self.kv_read(ns, key, text.as_deref().map(str::as_bytes));
+    }
+
+    /// An answered `wasi:http` request.
+    pub(crate) fn http(
+        &mut self,
+        method: &str,
+        url: &str,
+        res: &http::response::Parts,
+        body: &[u8],
+    ) {
+        let headers = res
+            .headers
+            .iter()
+            .filter(|(n, _)| *n != http::header::SET_COOKIE)
+            .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = match std::str::from_utf8(body) {
+            Ok(text) => text.to_string(),
+            Err(_) => {
+                self.once(format!(
+                    "the answer of {method} {url} is not UTF-8: replayed empty"
+                ));
+                String::new()
+            }
+        };
+        self.http.push(HttpExchange {
+            method: method.to_string(),
+            url: url.to_string(),
+            status: res.status.as_u16(),
+            headers,
+            body,
+        });
+    }
+
+    /// A `wasi:http` request that got no answer (refused, timed out, too large).
+    pub(crate) fn http_failed(&mut self, method: &str, url: &str) {
+        self.once(format!(
+            "{method} {url} failed in the server: the replayed request fails too, perhaps otherwise"
+        ));
     }
 
     /// A write of `key`: its earlier value does not matter to the plugin.

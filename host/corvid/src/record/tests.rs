@@ -1,3 +1,4 @@
+use super::files::sweep;
 use super::*;
 use corvid_types::{Address, MailParams, RcptParams, Reply};
 

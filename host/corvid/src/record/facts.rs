@@ -1,0 +1,80 @@
+//! A session's facts and the chain's decisions in the form of a `corvid plugin test` script.
+
+use crate::plugin_test::report::{modification_text, notify_words, verdict_name};
+use corvid_types::{BodyType, Decision, Envelope, Recipient, Ret, Verdict};
+use serde_json::{Map, Value};
+
+/// The expectation a recorded decision becomes: the whole decision.
+pub fn expect(d: &Decision) -> Value {
+    let mut e = Map::new();
+    e.insert("verdict".into(), verdict_name(&d.verdict).into());
+    let text = match &d.verdict {
+        Verdict::Reject(r) | Verdict::Tempfail(r) | Verdict::Disconnect(r) => {
+            e.insert("code".into(), r.code.into());
+            if let Some(c) = r.enhanced {
+                e.insert("enhanced".into(), c.to_string().into());
+            }
+            Some(r.text())
+        }
+        Verdict::Quarantine(why) => Some(why.clone()),
+        _ => None,
+    };
+    if let Some(t) = text {
+        e.insert("text".into(), t.into());
+    }
+    let mods: Vec<String> = d.modifications.iter().map(modification_text).collect();
+    e.insert("modifications".into(), mods.into());
+    Value::Object(e)
+}
+
+pub fn refusal(d: &Decision) -> bool {
+    matches!(
+        d.verdict,
+        Verdict::Reject(_) | Verdict::Tempfail(_) | Verdict::Disconnect(_)
+    )
+}
+
+pub fn mail_params(env: &Envelope) -> Value {
+    let p = &env.params;
+    let mut m = Map::new();
+    if let Some(s) = p.size {
+        m.insert("size".into(), s.into());
+    }
+    if p.body == BodyType::EightBitMime {
+        m.insert("body".into(), "8bitmime".into());
+    }
+    if p.smtputf8 {
+        m.insert("smtputf8".into(), true.into());
+    }
+    match p.ret {
+        Some(Ret::Full) => _ = m.insert("ret".into(), "full".into()),
+        Some(Ret::Headers) => _ = m.insert("ret".into(), "hdrs".into()),
+        None => {}
+    }
+    if let Some(e) = &p.envid {
+        m.insert("envid".into(), e.clone().into());
+    }
+    if let Some(a) = &p.auth {
+        m.insert("auth".into(), a.clone().into());
+    }
+    if p.requiretls {
+        m.insert("requiretls".into(), true.into());
+    }
+    Value::Object(m)
+}
+
+pub fn rcpt_spec(r: &Recipient) -> Value {
+    let address = r.address.to_string();
+    if r.params.notify.is_none() && r.params.orcpt.is_none() {
+        return address.into();
+    }
+    let mut m = Map::new();
+    m.insert("address".into(), address.into());
+    if let Some(n) = &r.params.notify {
+        m.insert("notify".into(), notify_words(n).into());
+    }
+    if let Some(o) = &r.params.orcpt {
+        m.insert("orcpt".into(), o.clone().into());
+    }
+    Value::Object(m)
+}
