@@ -22,8 +22,9 @@ pub struct EngineOptions {
     pub max_instances: u32,
     /// The largest memory limit any manifest may ask for, in MiB (the pool's slot size).
     pub max_memory_mb: u64,
-    /// Linear memory of all live instances together, in MiB; growth beyond it is refused
-    /// (the hook fails with its failure policy).
+    /// Linear memory of the active plugins' live instances together, in MiB; growth beyond
+    /// it is refused (the hook fails with its failure policy). Shadow plugins
+    /// (`mode = "shadow"`) have a share of their own, a quarter of this, on top of it.
     pub total_memory_mb: u64,
     /// The epoch period: the granularity of time limits and of yields of a busy plugin.
     pub tick: Duration,
@@ -145,7 +146,7 @@ impl PluginEngine {
         &self.inner.options
     }
 
-    /// Linear memory granted to live instances now, in bytes.
+    /// Linear memory granted to live instances now, in bytes (shadow plugins' included).
     pub fn memory_in_use(&self) -> usize {
         self.inner.total.used()
     }

@@ -70,10 +70,12 @@ pub(crate) fn classify(e: wasmtime::Error, store: &Store<HostState>) -> (Outcome
             format!("engine instance limit reached: {e:#}"),
         )
     } else if store.data().limiter.refused_total {
-        (
-            Outcome::Exhausted,
-            "engine total memory limit reached".to_string(),
-        )
+        let which = if store.data().limiter.is_shadow() {
+            "shadow plugins' memory share (a quarter of total_memory_mb) reached"
+        } else {
+            "engine total memory limit reached"
+        };
+        (Outcome::Exhausted, which.to_string())
     } else if store.data().limiter.refused {
         (
             Outcome::OutOfMemory,

@@ -146,6 +146,11 @@ impl Limiter {
         self.shadow = shadow;
         self
     }
+
+    /// Whether this store counts against the shadow plugins' share.
+    pub(crate) fn is_shadow(&self) -> bool {
+        self.shadow
+    }
 }
 
 impl Drop for Limiter {
