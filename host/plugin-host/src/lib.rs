@@ -36,6 +36,11 @@
 //! - Delivery-side hooks (`route`, `deferred`, `bounced`, `delivered`): [`PluginHost`]
 //!   implements [`corvid_types::DeliveryPolicy`] (an instance per call; a failing plugin is
 //!   skipped, these stages cannot lose mail).
+//! - Shadow plugins (`mode = "shadow"`, docs/shadow-mode.md): left out of the chain; after
+//!   the chain decided an SMTP stage, a task of their own runs them on their own instances,
+//!   breakers, kv namespace (`shadow:<name>`), auth-results copy and memory share, drops
+//!   their modifications and counts where they differ from the chain. Nothing they do
+//!   reaches a transaction.
 
 mod added;
 mod auth_results;
