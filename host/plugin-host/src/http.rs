@@ -196,71 +196,64 @@ impl WasiHttpHooks for HttpHooks {
         // A recorded session keeps the answer (`[record]`); the request's headers stay out.
         let recorded = crate::record::current()
             .map(|id| (id, request.method().to_string(), request.uri().to_string()));
-        let keep = move |answer: Option<(&http::response::Parts, &[u8])>| {
-            let Some((id, method, url)) = &recorded else {
-                return;
-            };
-            crate::record::note(*id, |a| match answer {
-                Some((parts, body)) => a.http(method, url, parts, body),
-                None => a.http_failed(method, url),
-            });
-        };
         Box::new(async move {
-            let sent = tokio::time::timeout_at(
-                until.into(),
-                wasmtime_wasi_http::default_send_request(request, Some(options)),
-            )
-            .await;
-            let (res, io) = match sent {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    keep(None);
-                    return Err(e);
-                }
-                Err(_) => {
-                    keep(None);
-                    return Err(HttpError::HttpResponseTimeout);
-                }
-            };
-            let declared = res
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max) {
-                keep(None);
-                return Err(HttpError::HttpResponseBodySize(declared));
+            let got = fetch(request, options, until, max).await;
+            if let Some((id, method, url)) = &recorded {
+                crate::record::note(*id, |a| match &got {
+                    Ok((parts, body)) => a.http(method, url, parts, body),
+                    Err(_) => a.http_failed(method, url),
+                });
             }
-            // The body is read here, under the deadline and the cap, so that the plugin gets
-            // a typed error for both (wasmtime-wasi-http 48 hands body-stream errors to the
-            // guest without their `error-code`), and the connection is driven meanwhile.
-            let io = tokio::spawn(io);
-            let (parts, body) = res.into_parts();
-            let capped = Capped {
-                inner: body.boxed_unsync(),
-                read: 0,
-                max,
-            };
-            let read = tokio::time::timeout_at(until.into(), capped.collect()).await;
-            io.abort();
-            let bytes = match read {
-                Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(e)) => {
-                    keep(None);
-                    return Err(e);
-                }
-                Err(_) => {
-                    keep(None);
-                    return Err(HttpError::HttpResponseTimeout);
-                }
-            };
-            keep(Some((&parts, &bytes)));
+            let (parts, bytes) = got?;
             let body = Full::new(bytes)
                 .map_err(|never| match never {})
                 .boxed_unsync();
             let done: Io = Box::new(async { Ok(()) });
             Ok((http::Response::from_parts(parts, body), done))
         })
+    }
+}
+
+/// Sends `request` and reads its whole answer, by `until` and within `max` bytes.
+async fn fetch(
+    request: http::Request<WasiBody>,
+    options: RequestOptions,
+    until: Instant,
+    max: u64,
+) -> Result<(http::response::Parts, Bytes), HttpError> {
+    let sent = tokio::time::timeout_at(
+        until.into(),
+        wasmtime_wasi_http::default_send_request(request, Some(options)),
+    )
+    .await;
+    let (res, io) = match sent {
+        Ok(r) => r?,
+        Err(_) => return Err(HttpError::HttpResponseTimeout),
+    };
+    let declared = res
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(HttpError::HttpResponseBodySize(declared));
+    }
+    // The body is read here, under the deadline and the cap, so that the plugin gets a typed
+    // error for both (wasmtime-wasi-http 48 hands body-stream errors to the guest without
+    // their `error-code`), and the connection is driven meanwhile.
+    let io = tokio::spawn(io);
+    let (parts, body) = res.into_parts();
+    let capped = Capped {
+        inner: body.boxed_unsync(),
+        read: 0,
+        max,
+    };
+    let read = tokio::time::timeout_at(until.into(), capped.collect()).await;
+    io.abort();
+    match read {
+        Ok(Ok(collected)) => Ok((parts, collected.to_bytes())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(HttpError::HttpResponseTimeout),
     }
 }
 
