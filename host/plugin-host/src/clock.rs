@@ -4,7 +4,7 @@
 //!
 //! The clock is process-wide ([`install`], at most once, before the first instance is made):
 //! it replaces the system clock in the WASI wall and monotonic clocks of every plugin granted
-//! `clock` (without `clock` they stay frozen at the epoch, see [`crate::sandbox`]). A server
+//! `clock` (without `clock` they stay frozen at the epoch, see the `sandbox` module). A server
 //! installs nothing and its plugins read the system clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -67,7 +67,7 @@ pub struct Manifest {
     /// Host imports the plugin may use. Default: `log`, `config`, `clock`.
     #[serde(default = "default_capabilities")]
     pub capabilities: Vec<Capability>,
-    /// URL prefixes the plugin may send `wasi:http` requests to (see [`crate::http`]);
+    /// URL prefixes the plugin may send `wasi:http` requests to (see the `http` module);
     /// empty (the default): every request is refused with `HTTP-request-denied`.
     #[serde(default)]
     pub http: Vec<String>,
