@@ -5,10 +5,16 @@
 //! `new/` so the rename itself survives a crash. A reader never sees a partial file because
 //! `rename(2)` is atomic within a file system.
 //!
+//! Concurrent deliveries into one Maildir share the fsync of `new/` ([`dirsync`]: each waits
+//! for one that started after its rename), so under load a mailbox costs about one directory
+//! fsync per round of deliveries instead of one per message.
+//!
 //! Nothing below the mail root is followed through a symlink: directories are opened one
 //! component at a time with `O_NOFOLLOW`, the message file is created with `O_EXCL` and
 //! `O_NOFOLLOW`, and names are resolved relative to those directories (`openat`, `renameat`),
 //! so a link planted by a mailbox owner cannot make the server write elsewhere.
+
+mod dirsync;
 
 use crate::DeliveryError;
 use corvid_types::Address;
@@ -18,11 +24,14 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 /// Mail is private to its owner: directories 0700, files 0600 (as Dovecot creates them).
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
+
+/// The directory-fsync rounds of every Maildir's `new/`, shared by all deliveries.
+static NEW_DIR_SYNC: LazyLock<dirsync::DirSync> = LazyLock::new(Default::default);
 
 /// Delivers `content_prefix` followed by `content` (byte-exact, CRLF kept) to `mailbox`;
 /// returns the path of the file. Returns only after the file and its directory entry are on
@@ -51,6 +60,9 @@ pub fn deliver(
     let name = format!("{arrived_at}.Q{queue_id}.{},S={size}", hostname());
     let new = maildir.join("new").join(&name);
     if dirs.is_file(&dirs.new, &name) {
+        // An earlier attempt renamed it but may have stopped (killed, or its fsync failed)
+        // before new/ was synced: sync it now, so this success is as durable as a first one.
+        sync_new(dirs.new, &maildir)?;
         return Ok(new);
     }
     for seen in [format!("{name}:2,"), format!("{name}:2,S")] {
@@ -87,10 +99,23 @@ pub fn deliver(
         unsafe { libc::unlinkat(dirs.tmp.as_raw_fd(), cname.as_ptr(), 0) };
         return Err(DeliveryError::io("rename", new, e));
     }
-    File::from(dirs.new)
-        .sync_all()
-        .map_err(|e| DeliveryError::io("fsync", maildir.join("new"), e))?;
+    sync_new(dirs.new, &maildir)?;
     Ok(new)
+}
+
+/// Returns once an fsync of `new/` that started after this call has completed: the rename
+/// made before it is then durable. A concurrent delivery's fsync may be that one (group
+/// commit, see [`dirsync`]).
+fn sync_new(new: OwnedFd, maildir: &Path) -> Result<(), DeliveryError> {
+    use std::os::unix::fs::MetadataExt;
+    let new = File::from(new);
+    let fail = |op, e| DeliveryError::io(op, maildir.join("new"), e);
+    // Device and inode: deliveries share a round only when they renamed into the very same
+    // directory, whatever path led them there.
+    let meta = new.metadata().map_err(|e| fail("stat", e))?;
+    NEW_DIR_SYNC
+        .sync_after((meta.dev(), meta.ino()), || new.sync_all())
+        .map_err(|e| fail("fsync", e))
 }
 
 fn cstring(name: &str) -> Result<CString, DeliveryError> {
@@ -225,7 +250,7 @@ fn open_dir(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, Delive
     open().map_err(|e| DeliveryError::io("open", path, e))
 }
 
-/// Creates `name` in `dir` exclusively (O_EXCL, O_NOFOLLOW), writes and fsyncs it.
+/// Creates `name` in `dir` exclusively (O_EXCL, O_NOFOLLOW), writes and fdatasyncs it.
 fn write_synced(dir: &OwnedFd, name: &CString, prefix: &[u8], content: &[u8]) -> io::Result<()> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
@@ -244,7 +269,11 @@ fn write_synced(dir: &OwnedFd, name: &CString, prefix: &[u8], content: &[u8]) ->
     let mut file = unsafe { File::from_raw_fd(fd) };
     file.write_all(prefix)?;
     file.write_all(content)?;
-    file.sync_all()
+    // fdatasync(2) is enough here: it flushes the data and the metadata needed to read it back
+    // (the size and the block allocation; POSIX "synchronized I/O data integrity"), and skips
+    // only what a reader does not need (times). The file's name is not made durable by either
+    // call: that is the fsync of new/ after the rename.
+    file.sync_data()
 }
 
 /// `<root>/<domain>/<local>/Maildir`, after checking that neither part can leave `root`.

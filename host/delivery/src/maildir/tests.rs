@@ -204,3 +204,36 @@ fn symlinked_maildir_directories_are_not_followed() {
         }
     }
 }
+
+#[test]
+fn concurrent_deliveries_into_one_maildir_all_land() {
+    // They share the fsyncs of new/ (dirsync's tests check the ordering); here each delivery
+    // returns its own file, and the mailbox holds every message once.
+    let root = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let root = root.path();
+                s.spawn(move || {
+                    (0..8)
+                        .map(|i| {
+                            let id = format!("T{t}M{i}");
+                            deliver(root, &alice(), &id, 1, b"", id.as_bytes()).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let new_dir = root.path().join("example.test/alice/Maildir/new");
+    assert_eq!(std::fs::read_dir(&new_dir).unwrap().count(), 16 * 8);
+    for p in &paths {
+        let id = p.file_name().unwrap().to_str().unwrap();
+        let body = std::fs::read(p).unwrap();
+        assert!(id.contains(&format!(".Q{}.", String::from_utf8_lossy(&body))));
+    }
+}
