@@ -297,3 +297,16 @@ def test_http_answers_are_recorded_so_that_a_scanner_replays_without_the_scanner
     r = replay(f, "--config", str(srv.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "data: reject 550 5.7.1" in r.stdout and "spam here" in r.stdout, r.stdout
+
+
+def test_a_recipient_the_server_refuses_after_the_chain_is_left_out_of_the_replayed_envelope(recording_server):
+    srv = recording_server
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        refused = s.sendmail("a@example.org", ["nobody@corvid.test", "alice@corvid.test"], b"Subject: x\r\n\r\nx\r\n")
+        assert refused["nobody@corvid.test"][0] == 550, refused  # unknown user: the server's rule
+    [f] = wait_captures(srv, 1)
+    tx = json.loads(f.read_text())["script"]["transaction"][0]
+    assert tx["rcpt_to"] == [{"address": "nobody@corvid.test", "server_refused": True}, "alice@corvid.test"], tx
+    assert tx["expect"]["rcpt"][0]["verdict"] == "continue"
+    r = replay(f, "--config", str(srv.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr

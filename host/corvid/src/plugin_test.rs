@@ -249,7 +249,7 @@ async fn transaction(
             ended = Some("the session was disconnected");
             skip = ended;
         }
-        if !is_refusal(&d.verdict) {
+        if !is_refusal(&d.verdict) && !r.server_refused() {
             // As the server: the recipient, then the decision's envelope changes (which may
             // remove it again).
             env.recipients.push(rcpt);

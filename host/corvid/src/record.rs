@@ -19,63 +19,22 @@ use corvid_types::{
     PolicySession, Recipient, SigningRequest, SpfCheck,
 };
 use humantime_serde::re::humantime;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
 mod facts;
 mod files;
+mod section;
 
 pub use facts::expect;
 use facts::{mail_params, rcpt_spec, refusal};
 use files::write_capture;
 pub use files::{prepare, retain};
-
-/// The `[record]` table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecordSection {
-    /// The share of sessions recorded, 0 to 1 (evenly spaced: 0.1 is every tenth).
-    #[serde(default = "one")]
-    pub rate: f64,
-    /// `all` (default) or `refused`: only sessions in which the chain refused something
-    /// (reject, tempfail or disconnect) are kept.
-    #[serde(default)]
-    pub only: RecordOnly,
-    /// Where the capture files go; default `<data_dir>/captures`.
-    pub dir: Option<PathBuf>,
-    /// The most bytes of messages one capture holds; a longer message is cut there and
-    /// later transactions are left out (the capture says so: it is partial). Default 1 MiB.
-    #[serde(default = "max_bytes")]
-    pub max_bytes: usize,
-    /// Captures older than this are removed (checked at start and then hourly). Default 7d.
-    #[serde(default = "retention", with = "humantime_serde")]
-    pub retention: Duration,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RecordOnly {
-    #[default]
-    All,
-    Refused,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn max_bytes() -> usize {
-    1 << 20
-}
-
-fn retention() -> Duration {
-    Duration::from_secs(7 * 86400)
-}
+pub use section::{RecordOnly, RecordSection};
 
 /// What every recorded session shares.
 pub struct Recorder {
@@ -142,6 +101,7 @@ impl Policy for RecordPolicy {
             partial: Vec::new(),
             refused: false,
             bytes: 0,
+            kept: None,
         })
     }
 }
@@ -163,6 +123,9 @@ pub struct RecordSession {
     refused: bool,
     /// Message bytes kept so far (against `max_bytes`).
     bytes: usize,
+    /// The last recipient the chain let through (its index in the transaction), until the
+    /// next hook shows whether the server kept it.
+    kept: Option<(usize, corvid_types::Address)>,
 }
 
 impl RecordSession {
@@ -191,7 +154,29 @@ impl RecordSession {
         }
     }
 
+    /// The server's own refusal of the last recipient the chain let through (an unknown
+    /// user, relaying; RFC 5321 3.6.2): seen as its absence from the next hook's envelope,
+    /// and marked so that the replay leaves it out of the envelope too.
+    fn settle(&mut self, env: &Envelope) {
+        let Some((i, address)) = self.kept.take() else {
+            return;
+        };
+        if env.recipients.iter().any(|r| r.address == address) {
+            return;
+        }
+        let Some(Value::Array(list)) = self.tx.as_mut().and_then(|t| t.get_mut("rcpt_to")) else {
+            return;
+        };
+        if let Some(spec) = list.get_mut(i) {
+            if let Value::String(a) = spec {
+                *spec = json!({ "address": a.clone() });
+            }
+            spec["server_refused"] = true.into();
+        }
+    }
+
     fn close_tx(&mut self) {
+        self.kept = None;
         if let Some(tx) = self.tx.take() {
             self.txs.push(Value::Object(tx));
         }
@@ -321,10 +306,17 @@ impl PolicySession for RecordSession {
     }
 
     async fn rcpt(&mut self, conn: &ConnectionInfo, env: &Envelope, rcpt: &Recipient) -> Decision {
+        self.settle(env);
         let d = scope(self.session_id, self.inner.rcpt(conn, env, rcpt)).await;
         self.note(&d);
+        let removed = d.modifications.iter().any(
+            |m| matches!(m, corvid_types::Modification::RemoveRecipient(a) if *a == rcpt.address),
+        );
         if let Some(tx) = &mut self.tx {
             if let Some(Value::Array(list)) = tx.get_mut("rcpt_to") {
+                if !refusal(&d) && !removed {
+                    self.kept = Some((list.len(), rcpt.address.clone()));
+                }
                 list.push(rcpt_spec(rcpt));
             }
             if let Some(Value::Array(list)) = tx.get_mut("expect").and_then(|e| e.get_mut("rcpt")) {
@@ -340,6 +332,7 @@ impl PolicySession for RecordSession {
         env: &Envelope,
         message: MessageView<'_>,
     ) -> Decision {
+        self.settle(env);
         let d = scope(self.session_id, self.inner.data(conn, env, message)).await;
         self.note(&d);
         let room = self.rec.max_bytes.saturating_sub(self.bytes);

@@ -194,6 +194,10 @@ pub enum RcptSpec {
         notify: Option<Vec<String>>,
         #[serde(default)]
         orcpt: Option<String>,
+        /// The server refused it after the plugins let it through (an unknown user, no
+        /// relaying): it is not added to the envelope. Set by `[record]` in captures.
+        #[serde(default)]
+        server_refused: bool,
     },
 }
 
@@ -330,6 +334,7 @@ impl RcptSpec {
                 address,
                 notify,
                 orcpt,
+                ..
             } => (address, notify.as_ref(), orcpt.clone()),
         };
         let Some(address) = address(text)? else {
@@ -355,6 +360,17 @@ impl RcptSpec {
             address,
             params: RcptParams { notify, orcpt },
         })
+    }
+
+    /// True when the server refused it after the plugins (see `server_refused`).
+    pub fn server_refused(&self) -> bool {
+        matches!(
+            self,
+            RcptSpec::Full {
+                server_refused: true,
+                ..
+            }
+        )
     }
 
     pub fn text(&self) -> &str {

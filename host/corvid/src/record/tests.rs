@@ -1,6 +1,8 @@
 use super::files::sweep;
+use super::section::retention;
 use super::*;
 use corvid_types::{Address, MailParams, RcptParams, Reply};
+use std::time::Duration;
 
 fn recorder(rate: f64, only: RecordOnly, dir: &Path, max_bytes: usize) -> Arc<Recorder> {
     let section = RecordSection {
