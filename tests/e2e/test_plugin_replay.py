@@ -310,3 +310,19 @@ def test_a_recipient_the_server_refuses_after_the_chain_is_left_out_of_the_repla
     assert tx["expect"]["rcpt"][0]["verdict"] == "continue"
     r = replay(f, "--config", str(srv.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_only_the_refusals_of_one_plugin_are_kept(make_server):
+    srv = make_server({"plugin": bundled_plugins(), "record": {"plugin": "recipient-list"}})
+    for rcpts in (["alice@corvid.test"], ["alice@corvid.test", "blocked@corvid.test"],
+                  ["alice@corvid.test", "nobody@corvid.test"]):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.sendmail("a@example.org", rcpts, b"Subject: x\r\n\r\nx\r\n")
+    srv.stop()
+    files = sorted((srv.data_dir / "captures").glob("*.json"))
+    assert len(files) == 1, files
+    capture = json.loads(files[0].read_text())
+    assert capture["refused_by"] == ["recipient-list"]
+    assert capture["script"]["transaction"][0]["rcpt_to"][1] == "blocked@corvid.test"
+    r = replay(files[0], "--config", str(srv.config_path))
+    assert r.returncode == 0 and "refused by recipient-list" in r.stdout, r.stdout + r.stderr

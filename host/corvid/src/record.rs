@@ -41,6 +41,7 @@ pub struct Recorder {
     dir: PathBuf,
     rate: f64,
     only: RecordOnly,
+    plugin: Option<String>,
     max_bytes: usize,
     /// The names of the active plugins of the chain, in order.
     chain: Vec<String>,
@@ -56,6 +57,7 @@ impl Recorder {
                 .unwrap_or_else(|| data_dir.join("captures")),
             rate: section.rate.clamp(0.0, 1.0),
             only: section.only,
+            plugin: section.plugin.clone(),
             max_bytes: section.max_bytes,
             chain,
             sessions: AtomicU64::new(0),
@@ -224,6 +226,7 @@ impl RecordSession {
             "plugins": self.rec.chain,
             "partial": self.partial,
             "kv": answers.kv,
+            "refused_by": answers.refused_by,
             "script": script,
         })
     }
@@ -377,7 +380,12 @@ impl PolicySession for RecordSession {
 impl Drop for RecordSession {
     fn drop(&mut self) {
         let answers = corvid_plugin_host::record::finish(self.session_id);
-        if self.rec.only == RecordOnly::Refused && !self.refused {
+        let refused_by = answers.as_ref().map_or(&[][..], |a| &a.refused_by[..]);
+        let kept = match &self.rec.plugin {
+            Some(p) => refused_by.contains(p),
+            None => self.rec.only == RecordOnly::All || self.refused,
+        };
+        if !kept {
             return;
         }
         let capture = self.capture(answers);

@@ -39,6 +39,9 @@ pub struct Capture {
     /// starts with them.
     #[serde(default)]
     pub kv: BTreeMap<String, BTreeMap<String, KvEntry>>,
+    /// The plugins whose verdicts refused something in the session.
+    #[serde(default)]
+    pub refused_by: Vec<String>,
     pub script: Script,
 }
 
@@ -141,6 +144,9 @@ pub fn run(
                 .unwrap_or("at an unknown time"),
             names.join(", ")
         );
+        if !capture.refused_by.is_empty() {
+            println!("refused by {}", capture.refused_by.join(", "));
+        }
         for note in &capture.partial {
             println!("partial capture: {note}");
         }

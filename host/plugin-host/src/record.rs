@@ -27,6 +27,9 @@ pub struct HostAnswers {
     pub http: Vec<HttpExchange>,
     /// What a replay cannot give back as it was (a failed lookup, a value not UTF-8).
     pub notes: Vec<String>,
+    /// The plugins whose verdict refused something (reject, tempfail, disconnect; a failure
+    /// answered by the `tempfail` failure policy too), in the order they did.
+    pub refused_by: Vec<String>,
     touched: HashSet<(String, String)>,
 }
 
@@ -96,6 +99,18 @@ pub(crate) fn note(id: u64, f: impl FnOnce(&mut HostAnswers)) {
         if let Some(a) = s.get_mut(&id) {
             f(a);
         }
+    }
+}
+
+/// The chain's verdict `v` at a stage came from `plugin`.
+pub(crate) fn decided(id: u64, plugin: &str, v: &corvid_types::Verdict) {
+    use corvid_types::Verdict::{Disconnect, Reject, Tempfail};
+    if matches!(v, Reject(_) | Tempfail(_) | Disconnect(_)) {
+        note(id, |a| {
+            if !a.refused_by.iter().any(|p| p == plugin) {
+                a.refused_by.push(plugin.to_string());
+            }
+        });
     }
 }
 

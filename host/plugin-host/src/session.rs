@@ -203,6 +203,11 @@ impl PluginSession {
                     Ok(d) => {
                         modifications.extend(d.modifications);
                         if d.verdict != Verdict::Continue {
+                            crate::record::decided(
+                                self.session_id,
+                                &plugin.manifest.name,
+                                &d.verdict,
+                            );
                             break 'chain Decision {
                                 verdict: d.verdict,
                                 modifications,
@@ -210,7 +215,12 @@ impl PluginSession {
                         }
                     }
                     Err(()) => match plugin.manifest.failure_policy {
-                        FailurePolicy::Tempfail => break 'chain policy_failure(),
+                        FailurePolicy::Tempfail => {
+                            let d = policy_failure();
+                            let name = &plugin.manifest.name;
+                            crate::record::decided(self.session_id, name, &d.verdict);
+                            break 'chain d;
+                        }
                         FailurePolicy::Continue => {}
                     },
                 }

@@ -15,6 +15,9 @@ pub struct RecordSection {
     /// (reject, tempfail or disconnect) are kept.
     #[serde(default)]
     pub only: RecordOnly,
+    /// Only sessions in which this plugin refused something (its reject, tempfail or
+    /// disconnect decided a stage; or its failure, under `failure_policy = "tempfail"`).
+    pub plugin: Option<String>,
     /// Where the capture files go; default `<data_dir>/captures`.
     pub dir: Option<PathBuf>,
     /// The most bytes of messages one capture holds; a longer message is cut there and

@@ -8,6 +8,7 @@ fn recorder(rate: f64, only: RecordOnly, dir: &Path, max_bytes: usize) -> Arc<Re
     let section = RecordSection {
         rate,
         only,
+        plugin: None,
         dir: Some(dir.to_path_buf()),
         max_bytes,
         retention: retention(),
