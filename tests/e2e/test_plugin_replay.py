@@ -326,3 +326,20 @@ def test_only_the_refusals_of_one_plugin_are_kept(make_server):
     assert capture["script"]["transaction"][0]["rcpt_to"][1] == "blocked@corvid.test"
     r = replay(files[0], "--config", str(srv.config_path))
     assert r.returncode == 0 and "refused by recipient-list" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_capture_lists_the_chain_of_the_time_after_a_reload(recording_server):
+    srv = recording_server
+    cfg = copy.deepcopy(srv.config)
+    cfg["plugin"] = [p for p in cfg["plugin"] if p["name"] != "header-stamp"]
+    srv.config_path.write_text(to_toml(cfg), encoding="utf-8")
+    r = subprocess.run([str(BIN), "plugins", "reload", "--config", str(srv.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        s.sendmail("a@example.org", ["alice@corvid.test"], b"Subject: x\r\n\r\nx\r\n")
+    [f] = wait_captures(srv, 1)
+    capture = json.loads(f.read_text())
+    assert "header-stamp" not in capture["plugins"] and "recipient-list" in capture["plugins"], capture["plugins"]
+    r = replay(f, "--config", str(srv.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr

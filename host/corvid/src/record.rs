@@ -36,6 +36,9 @@ use files::write_capture;
 pub use files::{prepare, retain};
 pub use section::{RecordOnly, RecordSection};
 
+/// The names of the chain's active plugins, in the order they run.
+pub type Chain = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// What every recorded session shares.
 pub struct Recorder {
     dir: PathBuf,
@@ -43,13 +46,14 @@ pub struct Recorder {
     only: RecordOnly,
     plugin: Option<String>,
     max_bytes: usize,
-    /// The names of the active plugins of the chain, in order.
-    chain: Vec<String>,
+    /// The names of the active plugins of the chain now, in order (it changes with a
+    /// reload).
+    chain: Chain,
     sessions: AtomicU64,
 }
 
 impl Recorder {
-    pub fn new(section: &RecordSection, data_dir: &Path, chain: Vec<String>) -> Self {
+    pub fn new(section: &RecordSection, data_dir: &Path, chain: Chain) -> Self {
         Recorder {
             dir: section
                 .dir
@@ -91,6 +95,7 @@ impl Policy for RecordPolicy {
         corvid_plugin_host::record::start(conn.session_id);
         Box::new(RecordSession {
             inner,
+            chain: (self.recorder.chain)(),
             rec: Arc::clone(&self.recorder),
             started: SystemTime::now(),
             mark: SystemTime::now(),
@@ -111,6 +116,8 @@ impl Policy for RecordPolicy {
 /// One sampled session.
 pub struct RecordSession {
     inner: Box<dyn PolicySession>,
+    /// The chain the session started on.
+    chain: Vec<String>,
     rec: Arc<Recorder>,
     started: SystemTime,
     /// The clock of the last recorded step (connect, or the last MAIL).
@@ -223,7 +230,7 @@ impl RecordSession {
         json!({
             "corvid_capture": CAPTURE_VERSION,
             "recorded_at": start,
-            "plugins": self.rec.chain,
+            "plugins": self.chain,
             "partial": self.partial,
             "kv": answers.kv,
             "refused_by": answers.refused_by,

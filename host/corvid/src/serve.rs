@@ -106,11 +106,9 @@ async fn serve(
     let mut policy: Arc<dyn corvid_types::Policy> = Arc::new(plugins.host.clone());
     let recorder = match &config.record {
         Some(r) => {
-            let rec = Arc::new(crate::record::Recorder::new(
-                r,
-                data_dir,
-                active_chain(&config.plugins),
-            ));
+            let host = plugins.host.clone();
+            let chain: crate::record::Chain = Box::new(move || active_chain(&host.plugins()));
+            let rec = Arc::new(crate::record::Recorder::new(r, data_dir, chain));
             crate::record::prepare(rec.dir())
                 .with_context(|| format!("creating {}", rec.dir().display()))?;
             policy = Arc::new(crate::record::RecordPolicy {
@@ -320,11 +318,12 @@ impl Signals {
 }
 
 /// The names of the chain's active plugins in the order they run (by `order`, ties in config
-/// order), as a capture lists them.
-fn active_chain(plugins: &[corvid_plugin_host::Manifest]) -> Vec<String> {
-    let mut active: Vec<&corvid_plugin_host::Manifest> = plugins
+/// order), as a capture lists them; a plugin that failed to load is not in the chain.
+fn active_chain(plugins: &[corvid_plugin_host::PluginStatus]) -> Vec<String> {
+    use corvid_plugin_host::{PluginMode, PluginState};
+    let mut active: Vec<&corvid_plugin_host::PluginStatus> = plugins
         .iter()
-        .filter(|m| m.mode == corvid_plugin_host::PluginMode::Active)
+        .filter(|p| p.mode == PluginMode::Active && !matches!(p.state, PluginState::Failed { .. }))
         .collect();
     active.sort_by_key(|m| m.order);
     active.into_iter().map(|m| m.name.clone()).collect()

@@ -13,7 +13,8 @@ fn recorder(rate: f64, only: RecordOnly, dir: &Path, max_bytes: usize) -> Arc<Re
         max_bytes,
         retention: retention(),
     };
-    Arc::new(Recorder::new(&section, dir, vec!["deny-x".into()]))
+    let chain: Chain = Box::new(|| vec!["deny-x".into()]);
+    Arc::new(Recorder::new(&section, dir, chain))
 }
 
 #[test]
