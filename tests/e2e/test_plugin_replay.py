@@ -343,3 +343,32 @@ def test_a_capture_lists_the_chain_of_the_time_after_a_reload(recording_server):
     assert "header-stamp" not in capture["plugins"] and "recipient-list" in capture["plugins"], capture["plugins"]
     r = replay(f, "--config", str(srv.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_auth_password_is_never_recorded(make_server):
+    """An `auth` plugin checks the password (the fixture accepts carol's `sesame`): the capture
+    holds the mechanism and the user, never the password, and says so; the replayed hook gets
+    an empty password, which is the difference the replay shows."""
+    from test_tls_auth import tls_client_context
+
+    behave = PLUGIN_DIR / "fixture_behave.wasm"
+    if not behave.exists():
+        pytest.skip(f"{behave} is not built")
+    plugin = {"name": "behave", "path": str(behave), "capabilities": ["log", "config", "credentials"],
+              "config": {"auth": "check"}}
+    srv = make_server({"plugin": [plugin], "record": {"rate": 1.0}})
+    with smtplib.SMTP("127.0.0.1", srv.ports["submission"], local_hostname="client.test", timeout=10) as s:
+        s.starttls(context=tls_client_context())
+        assert s.login("carol@corvid.test", "sesame")[0] == 235
+        assert s.sendmail("carol@corvid.test", ["someone@far-away.example"], b"Subject: out\r\n\r\nhi\r\n") == {}
+    [f] = wait_captures(srv, 1)
+    text = f.read_text()
+    assert "sesame" not in text
+    capture = json.loads(text)
+    assert capture["script"]["auth"]["user"] == "carol@corvid.test"
+    assert capture["script"]["auth"]["expect"]["verdict"] == "accept"
+    assert capture["script"]["connection"]["tls"]["version"].startswith("TLSv1")
+    assert any("password is not recorded" in p for p in capture["partial"]), capture["partial"]
+    r = replay(f, "--config", str(srv.config_path))
+    assert "partial capture: the AUTH password is not recorded" in r.stdout, r.stdout
+    assert r.returncode == 1 and "FAIL auth PLAIN carol@corvid.test: reject 535" in r.stdout, r.stdout

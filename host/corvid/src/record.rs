@@ -250,6 +250,8 @@ impl PolicySession for RecordSession {
     }
 
     async fn helo(&mut self, conn: &ConnectionInfo) -> Decision {
+        // After STARTTLS the client says EHLO again: the facts then (TLS) are the ones kept.
+        self.connection(conn);
         if let Some(h) = &conn.helo {
             self.conn.insert("helo".into(), h.clone().into());
         }
