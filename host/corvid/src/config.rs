@@ -241,6 +241,11 @@ impl Config {
         if self.queue.cache_mb == Some(0) {
             bail!("key `queue.cache_mb`: at least 1");
         }
+        if let Some(r) = &self.record {
+            if !(0.0..=1.0).contains(&r.rate) {
+                bail!("key `record.rate`: a share of sessions, from 0 to 1");
+            }
+        }
         if let Err(e) = self.delivery.check() {
             bail!("key `delivery`: {e}");
         }

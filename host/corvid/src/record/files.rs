@@ -38,7 +38,8 @@ pub fn sweep(dir: &Path, retention: Duration) -> usize {
     let mut removed = 0;
     for e in entries.flatten() {
         let path = e.path();
-        if path.extension().is_none_or(|x| x != "json") {
+        // A `.tmp` is a capture whose writing was cut short (a crash).
+        if path.extension().is_none_or(|x| x != "json" && x != "tmp") {
             continue;
         }
         let old = e

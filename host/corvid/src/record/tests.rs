@@ -198,3 +198,24 @@ fn the_sweep_removes_only_old_captures() {
     assert_eq!(sweep(dir.path(), Duration::from_millis(1)), 1);
     assert_eq!(captures(dir.path()).len(), 1);
 }
+
+#[test]
+fn the_record_table_has_its_defaults_and_a_rate_is_a_share() {
+    use crate::config::{Config, DEV_CONFIG};
+    let c = Config::parse(&format!("{DEV_CONFIG}\n[record]\nonly = \"refused\"\n")).unwrap();
+    let r = c.record.unwrap();
+    assert_eq!(
+        (r.rate, r.only, r.max_bytes),
+        (1.0, RecordOnly::Refused, 1 << 20)
+    );
+    assert_eq!(r.retention, Duration::from_secs(7 * 86400));
+    assert!(Config::parse(DEV_CONFIG).unwrap().record.is_none());
+    let err = Config::parse(&format!("{DEV_CONFIG}\n[record]\nrate = 2.0\n"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("record.rate"), "{err}");
+    let err = Config::parse(&format!("{DEV_CONFIG}\n[record]\nonly = \"some\"\n"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("record.only"), "{err}");
+}
