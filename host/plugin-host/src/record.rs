@@ -31,7 +31,13 @@ pub struct HostAnswers {
     /// answered by the `tempfail` failure policy too), in the order they did.
     pub refused_by: Vec<String>,
     touched: HashSet<(String, String)>,
+    /// Bytes of answers kept (against [`MAX_ANSWER_BYTES`]).
+    bytes: usize,
 }
+
+/// The most bytes of host answers one session keeps (a long session of many lookups, or of
+/// large http answers, stays bounded); past it answers are left out and a note says so.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// One `wasi:http` request and its answer. The request's headers (an `Authorization`, say)
 /// are not kept, nor the answer's `Set-Cookie`.
@@ -118,6 +124,9 @@ impl HostAnswers {
     pub(crate) fn dns(&mut self, kind: &str, name: &str, result: &Result<Vec<String>, DnsError>) {
         match result {
             Ok(answers) => {
+                if !self.room(name.len() + answers.iter().map(String::len).sum::<usize>()) {
+                    return;
+                }
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
                 let kinds = self.dns.entry(name).or_default();
                 kinds.insert(kind.to_string(), answers.clone());
@@ -135,6 +144,9 @@ impl HostAnswers {
             return;
         }
         let Some(v) = value else { return };
+        if !self.room(key.len() + v.len()) {
+            return;
+        }
         match std::str::from_utf8(v) {
             Ok(text) => {
                 let keys = self.kv.entry(ns.to_string()).or_default();
@@ -162,6 +174,9 @@ impl HostAnswers {
         res: &http::response::Parts,
         body: &[u8],
     ) {
+        if !self.room(url.len() + body.len()) {
+            return;
+        }
         let headers = res
             .headers
             .iter()
@@ -196,6 +211,18 @@ impl HostAnswers {
     /// A write of `key`: its earlier value does not matter to the plugin.
     pub(crate) fn kv_write(&mut self, ns: &str, key: &str) {
         self.touched.insert((ns.to_string(), key.to_string()));
+    }
+
+    /// Counts `n` more bytes; false (with a note) once the session's answers are full.
+    fn room(&mut self, n: usize) -> bool {
+        if self.bytes + n > MAX_ANSWER_BYTES {
+            self.once(format!(
+                "host answers past {MAX_ANSWER_BYTES} bytes are left out: the replay lacks them"
+            ));
+            return false;
+        }
+        self.bytes += n;
+        true
     }
 
     fn once(&mut self, note: String) {
@@ -242,5 +269,17 @@ mod tests {
         assert_eq!(p.get("seen").map(String::as_str), Some("1"));
         assert_eq!(p.get("count").map(String::as_str), Some("5"));
         assert!(!p.contains_key("mine") && !p.contains_key("fresh"));
+    }
+
+    #[test]
+    fn the_answers_of_a_session_are_bounded() {
+        let mut a = HostAnswers::default();
+        let big = "x".repeat(MAX_ANSWER_BYTES / 2);
+        a.kv_read("p", "a", Some(big.as_bytes()));
+        a.kv_read("p", "b", Some(big.as_bytes()));
+        a.kv_read("p", "c", Some(b"small"));
+        assert!(a.kv["p"].contains_key("a") && !a.kv["p"].contains_key("b"));
+        assert!(a.kv["p"].contains_key("c"), "what still fits is kept");
+        assert_eq!(a.notes.len(), 1, "{:?}", a.notes);
     }
 }
