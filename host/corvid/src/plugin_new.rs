@@ -44,7 +44,10 @@ const STAGES: &[&str] = &[
 const WIT: &[(&str, &str)] = &[
     ("auth.wit", include_str!("../../../wit/auth.wit")),
     ("context.wit", include_str!("../../../wit/context.wit")),
-    ("delivery-tls.wit", include_str!("../../../wit/delivery-tls.wit")),
+    (
+        "delivery-tls.wit",
+        include_str!("../../../wit/delivery-tls.wit"),
+    ),
     ("dsn.wit", include_str!("../../../wit/dsn.wit")),
     ("host.wit", include_str!("../../../wit/host.wit")),
     ("message.wit", include_str!("../../../wit/message.wit")),

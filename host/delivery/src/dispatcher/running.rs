@@ -152,7 +152,10 @@ mod tests {
         drop(claims);
         // Its attempt recorded nothing new (say the record failed): due again a minute
         // later (not at once: no loop re-delivering it), and not skipped as in progress.
-        assert!(spool.take_due(soon(), 8).unwrap().is_empty(), "no retry at once");
+        assert!(
+            spool.take_due(soon(), 8).unwrap().is_empty(),
+            "no retry at once"
+        );
         let minute = SystemTime::now() + Duration::from_secs(61);
         let again = running.claim_all(spool.take_due(minute, 8).unwrap());
         assert_eq!(names(&again), [id.0.as_str()]);
