@@ -372,3 +372,47 @@ def test_an_auth_password_is_never_recorded(make_server):
     r = replay(f, "--config", str(srv.config_path))
     assert "partial capture: the AUTH password is not recorded" in r.stdout, r.stdout
     assert r.returncode == 1 and "FAIL auth PLAIN carol@corvid.test: reject 535" in r.stdout, r.stdout
+
+
+@pytest.fixture
+def auth_dns():
+    """The loopback DNS server of test_mail_auth (skipped without its Python packages)."""
+    mail_auth = pytest.importorskip("test_mail_auth")
+    server = mail_auth.Dns()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_auth_results_are_recorded_so_that_a_plugin_reading_them_replays_the_same(make_server, auth_dns):
+    """The authwit fixture rejects at DATA with the SPF/DKIM/DMARC/ARC results it read: the
+    capture holds them per transaction, and the replay hands the same ones over."""
+    from conftest import REPO, build_wasm
+    auth_smtp = pytest.importorskip("test_auth_smtp")
+    mail_auth = pytest.importorskip("test_mail_auth")
+    fixture = REPO / "host" / "plugin-host" / "tests" / "fixtures" / "authwit"
+    wasm = build_wasm(fixture, REPO / "target" / "plugins" / "wasm32-wasip2" / "release"
+                      / "fixture_authwit.wasm")
+    auth_smtp.publish(auth_dns, "v=DMARC1; p=quarantine; pct=50")
+    srv = make_server({
+        "auth_checks": {"enabled": True, "nameservers": [auth_dns.address], "dns_timeout": "2s"},
+        "plugin": [{"name": "authwit", "path": str(wasm), "order": 1,
+                    "config": {"report": "yes"}}],
+        "record": {"rate": 1.0},
+    })
+    code, text = auth_smtp.send(srv, mail_auth.MESSAGE)
+    seen = "spf=fail/mailfrom/sender.test dkim= dmarc=fail/quarantine/sender.test/50/00 arc=none/0"
+    assert code == 550 and text == "5.7.1 " + seen, (code, text)
+    files = wait_captures(srv, 1)
+    assert len(files) == 1, files
+    tx = json.loads(files[0].read_text())["script"]["transaction"][0]
+    assert tx["auth_results"] == {
+        "spf": {"result": "fail", "domain": "sender.test", "identity": "mailfrom"},
+        "dmarc": {"result": "fail", "policy": "quarantine", "domain": "sender.test", "pct": 50,
+                  "spf_aligned": False, "dkim_aligned": False},
+        "arc": {"result": "none", "sets": 0},
+    }, tx
+    r = replay(files[0], "--config", str(srv.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"data: reject 550 5.7.1 {seen}" in r.stdout, r.stdout

@@ -226,3 +226,44 @@ def test_auth_credentials_and_delivery_info_reach_the_plugin(tmp_path):
     r = plugin_test(wasm, AUTH_AND_DELIVERY % "", tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL auth PLAIN alice: tempfail 454 4.7.0 no password" in r.stdout
+
+
+AUTH_RESULTS = """
+[plugin]
+config = { report = "yes", report_mail = "%s" }
+
+[[transaction]]
+mail_from = "a@sender.example"
+rcpt_to = ["b@ok.example"]
+data = "From: a@sender.example\\nSubject: x\\n\\nhi\\n"
+expect.mail = { verdict = "%s" }
+expect.data = { verdict = "reject", text = "%s" }
+[transaction.auth_results]
+spf = { result = "softfail", domain = "sender.example" }
+dkim = [{ result = "pass", domain = "sender.example", selector = "s1", algorithm = "rsa-sha256" }]
+dmarc = { result = "fail", policy = "quarantine", domain = "sender.example", pct = 50, dkim_aligned = true }
+arc = { result = "pass", sets = 2 }
+
+[[transaction]]
+mail_from = "a@sender.example"
+rcpt_to = ["b@ok.example"]
+data = "Subject: y\\n\\nhi\\n"
+expect.data = { verdict = "reject", text = "spf=- dkim= dmarc=- arc=-" }
+"""
+
+
+def test_auth_results_reach_the_plugin_per_transaction(tmp_path):
+    # The authwit fixture rejects with what the auth-results import answered. SPF is there
+    # from MAIL on, DKIM/DMARC/ARC at DATA; a transaction without the section reads nothing
+    # (the results of the one before do not leak into it).
+    from conftest import build_wasm
+    wasm = build_wasm(REPO / "host" / "plugin-host" / "tests" / "fixtures" / "authwit",
+                      WASM / "fixture_authwit.wasm")
+    at_data = ("spf=softfail/mailfrom/sender.example dkim=pass/sender.example/s1/rsa-sha256 "
+               "dmarc=fail/quarantine/sender.example/50/01 arc=pass/2")
+    r = plugin_test(wasm, AUTH_RESULTS % ("no", "continue", at_data), tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = plugin_test(wasm, AUTH_RESULTS % ("yes", "reject", at_data), tmp_path)
+    # At MAIL only SPF: the mail hook now rejects, so DATA is skipped (and its check fails).
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "spf=softfail/mailfrom/sender.example dkim= dmarc=- arc=-" in r.stdout, r.stdout

@@ -4,12 +4,13 @@
 //!
 //! The plugin runs in the real plugin host with an in-memory kv store (seeded from `[kv]`,
 //! its TTLs on the script's clock), a static resolver (`[dns]`), the script's clock
-//! (`[clock]`, moved by the steps' `advance`) and its `http` answers (`[[http]]`: nothing
-//! reaches the network). The session follows the server's rules: a refusal at `connect` ends
+//! (`[clock]`, moved by the steps' `advance`), its `http` answers (`[[http]]`: nothing
+//! reaches the network) and each transaction's `auth_results` (SPF, DKIM, DMARC, ARC). The session follows the server's rules: a refusal at `connect` ends
 //! the session, a refused MAIL skips its RCPTs and DATA, DATA runs only with an accepted
 //! recipient (RFC 5321 §3.3: "no valid recipients").
 
 pub(crate) mod ambient;
+pub(crate) mod auth;
 mod envelope;
 mod kv;
 pub(crate) mod report;
@@ -220,10 +221,20 @@ async fn transaction(
     };
     let e = &tx.expect;
     let mail_name = format!("mail <{}>", tx.mail_from);
+    let auth = tx.auth_results.as_ref();
+    let spf = auth.and_then(|a| a.spf_check(conn, &tx.mail_from));
+    let message = match auth {
+        Some(a) => a.message(spf.as_ref())?,
+        None => None,
+    };
     let mut skip: Option<&'static str> = ended;
     match ended {
         Some(why) => out.push(report::skipped(mail_name, e.mail.is_some(), why)),
         None => {
+            // As the server: SPF before the mail hook, the rest before the data hook.
+            if spf.is_some() {
+                s.auth_results(spf.as_ref(), None);
+            }
             let d = s.mail(conn, &env).await;
             if is_refusal(&d.verdict) {
                 skip = Some("MAIL was refused");
@@ -266,6 +277,9 @@ async fn transaction(
             Some(why) => out.push(report::skipped("data".into(), e.data.is_some(), why)),
             None => {
                 let content = crlf(data);
+                if message.is_some() {
+                    s.auth_results(spf.as_ref(), message.as_ref());
+                }
                 let d = s.data(conn, &env, MessageView { content: &content }).await;
                 if matches!(d.verdict, Verdict::Disconnect(_)) {
                     ended = Some("the session was disconnected");

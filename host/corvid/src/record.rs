@@ -8,9 +8,13 @@
 //! decisions. An unsampled session gets the chain's own session: with `[record]` off or a
 //! session not sampled, nothing is added to any hook call.
 //!
+//! The SPF, DKIM, DMARC and ARC results the server handed the chain are kept per transaction
+//! (`auth_results`), as the plugins read them through the `auth-results` import.
+//!
 //! Never recorded: the AUTH password (the auth hook's credentials) — a replay gives the auth
 //! hook an empty one, and says so.
 
+use crate::plugin_test::auth::AuthResultsSection;
 use crate::replay::CAPTURE_VERSION;
 use async_trait::async_trait;
 use corvid_plugin_host::record::{scope, HostAnswers};
@@ -109,6 +113,7 @@ impl Policy for RecordPolicy {
             refused: false,
             bytes: 0,
             kept: None,
+            auth_results: None,
         })
     }
 }
@@ -135,6 +140,8 @@ pub struct RecordSession {
     /// The last recipient the chain let through (its index in the transaction), until the
     /// next hook shows whether the server kept it.
     kept: Option<(usize, corvid_types::Address)>,
+    /// SPF, handed over before the mail hook (so before its transaction is noted).
+    auth_results: Option<Value>,
 }
 
 impl RecordSession {
@@ -313,6 +320,9 @@ impl PolicySession for RecordSession {
         tx.insert("mail_params".into(), mail_params(env));
         tx.insert("rcpt_to".into(), Value::Array(Vec::new()));
         tx.insert("expect".into(), json!({ "mail": expect(&d), "rcpt": [] }));
+        if let Some(a) = self.auth_results.take() {
+            tx.insert("auth_results".into(), a);
+        }
         self.tx = Some(tx);
         d
     }
@@ -374,11 +384,21 @@ impl PolicySession for RecordSession {
 
     fn end_transaction(&mut self) {
         self.close_tx();
+        self.auth_results = None;
         self.inner.end_transaction();
     }
 
     fn auth_results(&mut self, spf: Option<&SpfCheck>, message: Option<&AuthResults>) {
         self.inner.auth_results(spf, message);
+        // What the plugins read through `auth-results`, so that the replay hands it over too.
+        let section = AuthResultsSection::from_session(spf, message);
+        let Ok(value) = serde_json::to_value(section) else {
+            return;
+        };
+        match (message, self.tx.as_mut()) {
+            (Some(_), Some(tx)) => _ = tx.insert("auth_results".into(), value),
+            _ => self.auth_results = Some(value),
+        }
     }
 
     fn signing(&mut self) -> SigningRequest {

@@ -154,6 +154,8 @@ pub struct Transaction {
     pub rcpt_to: Vec<RcptSpec>,
     /// The message; line ends become CRLF.
     pub data: Option<String>,
+    /// The SPF, DKIM, DMARC and ARC results the plugins read (the `auth-results` import).
+    pub auth_results: Option<super::auth::AuthResultsSection>,
     #[serde(default)]
     pub expect: TxExpect,
 }
