@@ -122,7 +122,7 @@ pub(crate) async fn run_chain(
         }
     }
     let clock = ScriptClock::new(script.clock.as_ref())?;
-    let kv = Arc::new(kv::ClockedKv::new(clock.shared()));
+    let kv = Arc::new(corvid_plugin_host::MemoryKv::with_clock(clock.shared()));
     for (ns, keys) in seed {
         for (k, v) in keys {
             kv.set(ns, k.as_bytes(), v.value().as_bytes(), v.ttl())?;

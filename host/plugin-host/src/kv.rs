@@ -1,25 +1,68 @@
 //! The key-value store behind the `kv` import: the [`KvStore`] trait of corvid-types. The binary
 //! provides the sled store (corvid-queue) or the Redis one (corvid-kv-redis); [`MemoryKv`] serves
-//! tests and single-process setups without persistence.
+//! tests, single-process setups without persistence, and `corvid plugin test` (on the script's
+//! clock).
 
+use crate::clock::{Clock, SystemClock};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use corvid_types::{KvError, KvStore};
 
-type Entry = (Vec<u8>, Option<Instant>);
+/// A value and when it expires, on the store clock's monotonic time.
+type Entry = (Vec<u8>, Option<Duration>);
 
-/// An in-memory [`KvStore`] (one mutex; expired entries are dropped when touched).
-#[derive(Default)]
+/// A value and the time it has left (`None`: no expiry).
+pub type Held = (Vec<u8>, Option<Duration>);
+
+/// An in-memory [`KvStore`] (one mutex; expired entries are dropped when touched). Expiries
+/// follow its [`Clock`]'s monotonic time: the system's, or a scripted one that expires keys
+/// only when a test advances it.
 pub struct MemoryKv {
+    clock: Arc<dyn Clock>,
     map: Mutex<HashMap<(String, Vec<u8>), Entry>>,
 }
 
+impl Default for MemoryKv {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+}
+
 impl MemoryKv {
-    /// An empty store.
+    /// An empty store on the system clock.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose TTLs run on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryKv {
+            clock,
+            map: Mutex::default(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.clock.monotonic_ns())
+    }
+
+    fn expiry(&self, ttl: Option<Duration>) -> Option<Duration> {
+        ttl.map(|t| self.now().saturating_add(t))
+    }
+
+    /// The value under a key and the time it has left (`None`: no expiry), after expiring it
+    /// if its time has come.
+    pub fn held(&self, ns: &str, key: &[u8]) -> Result<Option<Held>, KvError> {
+        let now = self.now();
+        self.with(ns, key, |map, k, live| {
+            let left = map
+                .get(&k)
+                .and_then(|e| e.1)
+                .map(|at| at.saturating_sub(now));
+            live.map(|v| (v, left))
+        })
     }
 
     fn with<R>(
@@ -33,8 +76,9 @@ impl MemoryKv {
             .lock()
             .map_err(|_| KvError::Storage("poisoned".into()))?;
         let k = (ns.to_string(), key.to_vec());
+        let now = self.now();
         let live = match map.get(&k) {
-            Some((_, Some(exp))) if *exp <= Instant::now() => {
+            Some((_, Some(exp))) if *exp <= now => {
                 map.remove(&k);
                 None
             }
@@ -43,10 +87,6 @@ impl MemoryKv {
         };
         Ok(f(&mut map, k, live))
     }
-}
-
-fn expiry(ttl: Option<Duration>) -> Option<Instant> {
-    ttl.map(|t| Instant::now() + t)
 }
 
 impl KvStore for MemoryKv {
@@ -61,8 +101,9 @@ impl KvStore for MemoryKv {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), KvError> {
+        let exp = self.expiry(ttl);
         self.with(ns, key, |map, k, _| {
-            map.insert(k, (value.to_vec(), expiry(ttl)));
+            map.insert(k, (value.to_vec(), exp));
         })
     }
 
@@ -80,9 +121,10 @@ impl KvStore for MemoryKv {
         delta: i64,
         ttl: Option<Duration>,
     ) -> Result<i64, KvError> {
+        let fresh = self.expiry(ttl);
         self.with(ns, key, |map, k, live| {
             let (old, exp) = match live {
-                None => (0, expiry(ttl)),
+                None => (0, fresh),
                 Some(v) => {
                     let n = std::str::from_utf8(&v)
                         .ok()
@@ -105,12 +147,13 @@ impl KvStore for MemoryKv {
         new: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> Result<bool, KvError> {
+        let exp = self.expiry(ttl);
         self.with(ns, key, |map, k, live| {
             if live.as_deref() != expected {
                 return false;
             }
             match new {
-                Some(v) => map.insert(k, (v.to_vec(), expiry(ttl))),
+                Some(v) => map.insert(k, (v.to_vec(), exp)),
                 None => map.remove(&k),
             };
             true
