@@ -81,7 +81,10 @@ def world(tmp_path):
     records += ["bogusmx IN MX 10 mx-good", "alias IN MX 10 mx-alias",
                 "mx-alias IN CNAME mx.insecure.dane.test.",
                 f"{tlsa}.mx-alias IN TLSA 3 1 1 {'00' * 32}",
-                f"{tlsa}.mx-bogusa IN TLSA 3 1 1 {digest}"]
+                f"{tlsa}.mx-bogusa IN TLSA 3 1 1 {digest}",
+                # A good A record and a bogus AAAA record (broken RRSIG) beside a matching TLSA.
+                "bogus6 IN MX 10 mx-bogus6", "mx-bogus6 IN A 127.0.0.1", "mx-bogus6 IN AAAA ::1",
+                f"{tlsa}.mx-bogus6 IN TLSA 3 1 1 {digest}"]
     # Unsigned, delegated without DS: its MX RRset is insecure. It names mx-bad (a secure TLSA
     # record that does not match the peer).
     children = {"insecure": ["@ IN MX 10 mx-bad.dane.test.", "mx IN A 127.0.0.1",
@@ -96,7 +99,7 @@ def world(tmp_path):
     zone = SignedZone("dane.test", records, children)
     zone.proc.terminate()
     zone.proc.wait()
-    zone.sign(corrupt=[f"{tlsa}.mx-bogus", "bogusmx/MX", "mx-bogusa/A"])
+    zone.sign(corrupt=[f"{tlsa}.mx-bogus", "bogusmx/MX", "mx-bogusa/A", "mx-bogus6/AAAA"])
     zone.start()
 
     class World:
@@ -114,10 +117,12 @@ def cert_sha256(pem) -> str:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest()
 
 
-def sender(make_server, w, anchor=None, name="snd", log_level=None):
+def sender(make_server, w, anchor=None, name="snd", log_level=None, ipv6=None):
     overrides = relay_overrides(None, w.peer.port,
                                 dane={"enabled": True, "trust_anchor": str(anchor or w.zone.anchor)})
     overrides["delivery"]["nameservers"] = [w.zone.address]
+    if ipv6 is not None:
+        overrides["delivery"]["ipv6"] = ipv6
     if log_level:
         overrides["log"] = {"level": log_level}
     return make_server(overrides, name=name)
@@ -311,3 +316,17 @@ def test_a_bogus_mx_or_address_rrset_defers(make_server, world):
     assert reason.startswith("4.7.5 DANE: address lookup for mx-bogusa.dane.test"), reason
     # Neither host was asked to take the mail.
     assert not any("bogus" in c for c in w.peer.commands), w.peer.commands
+
+
+def test_aaaa_records_count_only_when_ipv6_is_on(make_server, world):
+    """mx-bogus6 has a good A record and a bogus AAAA record. Without IPv6 its AAAA records are
+    never used, so they are not looked up and DANE delivers; with IPv6 the bogus answer defers
+    4.7.5 (RFC 7672 2.1.1: never a downgrade)."""
+    w = world
+    v4 = sender(make_server, w, name="v4", ipv6=False)
+    v4.send(message("x@bogus6.dane.test"), sender="alice@corvid.test", rcpts=("x@bogus6.dane.test",))
+    e = done(v4, "x@bogus6.dane.test")
+    assert e.get("tls", "").endswith(" verified"), e
+    v6 = sender(make_server, w, name="v6", ipv6=True)
+    reason = send_deferred(v6, w, "y@bogus6.dane.test")
+    assert reason.startswith("4.7.5 DANE: address lookup for mx-bogus6.dane.test"), reason
