@@ -15,14 +15,12 @@
 //! hook an empty one, and says so.
 
 use crate::plugin_test::auth::AuthResultsSection;
-use crate::replay::CAPTURE_VERSION;
 use async_trait::async_trait;
-use corvid_plugin_host::record::{scope, HostAnswers};
+use corvid_plugin_host::record::scope;
 use corvid_types::{
     AuthCredentials, AuthResults, ConnectionInfo, Decision, Envelope, MessageView, Policy,
     PolicySession, Recipient, SigningRequest, SpfCheck,
 };
-use humantime_serde::re::humantime;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +28,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
+mod capture;
 mod facts;
 mod files;
 mod section;
@@ -196,53 +195,6 @@ impl RecordSession {
         if let Some(tx) = self.tx.take() {
             self.txs.push(Value::Object(tx));
         }
-    }
-
-    /// The capture file's contents, with the host answers `answers`.
-    fn capture(&mut self, answers: Option<HostAnswers>) -> Value {
-        self.close_tx();
-        let answers = answers.unwrap_or_default();
-        self.partial.extend(answers.notes);
-        let mut conn = std::mem::take(&mut self.conn);
-        conn.insert(
-            "expect".into(),
-            Value::Object(std::mem::take(&mut self.conn_expect)),
-        );
-        let mut script = Map::new();
-        script.insert("connection".into(), Value::Object(conn));
-        if let Some(a) = self.auth.take() {
-            script.insert("auth".into(), a);
-        }
-        script.insert(
-            "transaction".into(),
-            Value::Array(std::mem::take(&mut self.txs)),
-        );
-        let start = humantime::format_rfc3339_millis(self.started).to_string();
-        script.insert("clock".into(), json!({ "start": start }));
-        script.insert("dns".into(), json!(answers.dns));
-        let http: Vec<Value> = answers
-            .http
-            .iter()
-            .map(|h| {
-                json!({
-                    "method": h.method,
-                    "url": h.url,
-                    "status": h.status,
-                    "headers": h.headers,
-                    "body": h.body,
-                })
-            })
-            .collect();
-        script.insert("http".into(), http.into());
-        json!({
-            "corvid_capture": CAPTURE_VERSION,
-            "recorded_at": start,
-            "plugins": self.chain,
-            "partial": self.partial,
-            "kv": answers.kv,
-            "refused_by": answers.refused_by,
-            "script": script,
-        })
     }
 }
 

@@ -241,6 +241,16 @@ impl KvStore for RedisKv {
         })
     }
 
+    fn ttl(&self, namespace: &str, key: &[u8]) -> Result<Option<Duration>, KvError> {
+        let (_, [value, ..]) = self.keys(namespace, key);
+        let mut conn = self.conn.clone();
+        let ms: i64 = self.bridge.call("ttl", async move {
+            redis::cmd("PTTL").arg(value).query_async(&mut conn).await
+        })?;
+        // PTTL: -2 for no key, -1 for a key without expiry, else the milliseconds left.
+        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+    }
+
     fn set(
         &self,
         namespace: &str,

@@ -75,6 +75,15 @@ fn keys_live_under_the_prefix_with_redis_ttls() {
         .parse()
         .unwrap();
     assert!((95..=100).contains(&ttl), "Redis holds the TTL: {ttl}");
+    // `ttl` reads Redis's own (PTTL): one set by another client counts too.
+    let left = kv.ttl("greylist", b"1.2.3.4").unwrap().unwrap();
+    assert!(
+        left > Duration::from_secs(95) && left <= Duration::from_secs(100),
+        "{left:?}"
+    );
+    redis_cli(&server, &["PERSIST", "corvid:kv:{greylist}:k:1.2.3.4"]);
+    assert_eq!(kv.ttl("greylist", b"1.2.3.4").unwrap(), None, "no expiry");
+    assert_eq!(kv.ttl("greylist", b"absent").unwrap(), None);
     assert_eq!(
         redis_cli(&server, &["HGET", "corvid:kv:{greylist}:use", "keys"]),
         "1"

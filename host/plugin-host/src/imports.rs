@@ -98,9 +98,13 @@ impl kv::Host for HostState {
         let store = &self.env.services.kv;
         let got = store.get(&self.env.name, key.as_bytes());
         if let Ok(v) = &got {
-            record::note(self.session_id, |a| {
-                a.kv_read(&self.env.name, &key, v.as_deref())
-            });
+            record::kv_read(
+                self.session_id,
+                &**store,
+                &self.env.name,
+                &key,
+                v.as_deref(),
+            );
         }
         Ok(got.map_err(kv_err))
     }
@@ -137,9 +141,7 @@ impl kv::Host for HostState {
         let store = &self.env.services.kv;
         let got = store.increment(&self.env.name, key.as_bytes(), delta, ttl(ttl_s));
         if let Ok(n) = got {
-            record::note(self.session_id, |a| {
-                a.kv_increment(&self.env.name, &key, delta, n)
-            });
+            record::kv_increment(self.session_id, &**store, &self.env.name, &key, delta, n);
         }
         Ok(got.map_err(kv_err))
     }
@@ -172,7 +174,7 @@ impl kv::Host for HostState {
             _ => None,
         };
         record::note(self.session_id, |a| match held {
-            Some(v) => a.kv_read(&self.env.name, &key, v),
+            Some(v) => a.kv_read(&self.env.name, &key, v, None),
             None => a.kv_write(&self.env.name, &key),
         });
         Ok(got.map_err(kv_err))

@@ -94,6 +94,10 @@ impl KvStore for MemoryKv {
         self.with(ns, key, |_, _, live| live)
     }
 
+    fn ttl(&self, ns: &str, key: &[u8]) -> Result<Option<Duration>, KvError> {
+        Ok(self.held(ns, key)?.and_then(|(_, left)| left))
+    }
+
     fn set(
         &self,
         ns: &str,
@@ -181,6 +185,10 @@ impl KvStore for ShadowKv {
         self.inner.get(&shadow_ns(ns), key)
     }
 
+    fn ttl(&self, ns: &str, key: &[u8]) -> Result<Option<Duration>, KvError> {
+        self.inner.ttl(&shadow_ns(ns), key)
+    }
+
     fn set(
         &self,
         ns: &str,
@@ -248,6 +256,37 @@ mod tests {
         assert_eq!(kv.get("p", b"n").unwrap(), None);
         assert_eq!(kv.get("shadow:p", b"n").unwrap(), Some(b"1".to_vec()));
         assert_eq!(kv.get("p", b"k").unwrap(), Some(b"active".to_vec()));
+    }
+
+    #[test]
+    fn ttl_reports_the_time_left() {
+        let kv = MemoryKv::new();
+        let ns = "m";
+        kv.set(ns, b"k", b"v", Some(Duration::from_secs(60)))
+            .unwrap();
+        let left = kv.ttl(ns, b"k").unwrap().unwrap();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(59));
+        assert_eq!(kv.ttl(ns, b"absent").unwrap(), None);
+        kv.set(ns, b"k", b"v", None).unwrap();
+        assert_eq!(kv.ttl(ns, b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_scripted_clock_moves_the_time_left_and_a_shadow_sees_its_own() {
+        let clock = Arc::new(crate::clock::ScriptedClock::new(Duration::ZERO));
+        let kv = Arc::new(MemoryKv::with_clock(clock.clone()));
+        kv.set("p", b"k", b"v", Some(Duration::from_secs(10)))
+            .unwrap();
+        clock.advance(Duration::from_secs(4));
+        assert_eq!(kv.ttl("p", b"k").unwrap(), Some(Duration::from_secs(6)));
+        let shadow = ShadowKv { inner: kv.clone() };
+        assert_eq!(shadow.ttl("p", b"k").unwrap(), None, "not the shadow's key");
+        shadow
+            .set("p", b"k", b"s", Some(Duration::from_secs(3)))
+            .unwrap();
+        assert_eq!(shadow.ttl("p", b"k").unwrap(), Some(Duration::from_secs(3)));
+        clock.advance(Duration::from_secs(6));
+        assert_eq!(kv.ttl("p", b"k").unwrap(), None, "expired");
     }
 
     #[test]

@@ -6,14 +6,19 @@
 //!
 //! kv: the value a key had when a plugin first touched it (a read, or what an increment or a
 //! successful compare-and-swap implies), so that a replay seeded with it reads and counts the
-//! same; a key first written by the plugin is not recorded (the replay writes it too). TTLs
-//! are not recorded. DNS: every answer, as [`crate::StaticDns`] takes them; a name not found
-//! is left out (the static table answers `NotFound`), a failed lookup is noted.
+//! same; a key first written by the plugin is not recorded (the replay writes it too). With a
+//! value read or incremented comes the time the key had left ([`crate::KvStore::ttl`], asked
+//! of the store only at that first touch), counted from the session's start as a replay
+//! seeds it: the replayed key expires when the server's did. A swap's key gets none: the swap
+//! replaced its expiry. DNS: every answer, as [`crate::StaticDns`] takes them; a name not
+//! found is left out (the static table answers `NotFound`), a failed lookup is noted.
 
 use crate::dns::DnsError;
+use corvid_types::KvStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// What one session's plugins got from the host.
 #[derive(Debug, Default)]
@@ -22,7 +27,7 @@ pub struct HostAnswers {
     /// the address), then the answers.
     pub dns: BTreeMap<String, BTreeMap<String, Vec<String>>>,
     /// Namespace (the plugin's name), then key, then the value before the session touched it.
-    pub kv: BTreeMap<String, BTreeMap<String, String>>,
+    pub kv: BTreeMap<String, BTreeMap<String, KvSeed>>,
     /// The answers of the `http` capability, in the order the requests were made.
     pub http: Vec<HttpExchange>,
     /// What a replay cannot give back as it was (a failed lookup, a value not UTF-8).
@@ -33,6 +38,16 @@ pub struct HostAnswers {
     touched: HashSet<(String, String)>,
     /// Bytes of answers kept (against [`MAX_ANSWER_BYTES`]).
     bytes: usize,
+    /// When [`start`] began the session's recording: the origin of [`KvSeed::ttl`].
+    began: Option<Instant>,
+}
+
+/// A kv value as the session's plugins first found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvSeed {
+    pub value: String,
+    /// When the key expired, counted from the session's start (`None`: no expiry).
+    pub ttl: Option<Duration>,
 }
 
 /// The most bytes of host answers one session keeps (a long session of many lookups, or of
@@ -80,8 +95,12 @@ fn sessions() -> &'static Mutex<HashMap<u64, HostAnswers>> {
 
 /// Starts keeping the host answers of session `id` (the connection's session id).
 pub fn start(id: u64) {
+    let fresh = HostAnswers {
+        began: Some(Instant::now()),
+        ..HostAnswers::default()
+    };
     if let Ok(mut s) = sessions().lock() {
-        if s.insert(id, HostAnswers::default()).is_none() {
+        if s.insert(id, fresh).is_none() {
             ACTIVE.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -106,6 +125,50 @@ pub(crate) fn note(id: u64, f: impl FnOnce(&mut HostAnswers)) {
             f(a);
         }
     }
+}
+
+/// True when `key` of `ns` is untouched in recorded session `id`: only then does a read's
+/// time left matter, and is worth a call to the store.
+fn untouched(id: u64, ns: &str, key: &str) -> bool {
+    if ACTIVE.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let Ok(s) = sessions().lock() else {
+        return false;
+    };
+    s.get(&id)
+        .is_some_and(|a| !a.touched.contains(&(ns.to_string(), key.to_string())))
+}
+
+/// The time `key` has left, asked of `store` at a recorded first touch of a live value.
+fn time_left(id: u64, store: &dyn KvStore, ns: &str, key: &str) -> Option<Duration> {
+    if !untouched(id, ns, key) {
+        return None;
+    }
+    store.ttl(ns, key.as_bytes()).ok().flatten()
+}
+
+/// A read of `key` that found `value`, in session `id`: kept (with the key's time left) if
+/// the session is recorded and it is the key's first touch.
+pub(crate) fn kv_read(id: u64, store: &dyn KvStore, ns: &str, key: &str, value: Option<&[u8]>) {
+    let left = value.and_then(|_| time_left(id, store, ns, key));
+    note(id, |a| a.kv_read(ns, key, value, left));
+}
+
+/// An increment of `key` by `delta` that gave `result`, in session `id` (the key's time left
+/// is the counter's window: an increment does not change it).
+pub(crate) fn kv_increment(
+    id: u64,
+    store: &dyn KvStore,
+    ns: &str,
+    key: &str,
+    delta: i64,
+    result: i64,
+) {
+    let left = (result != delta)
+        .then(|| time_left(id, store, ns, key))
+        .flatten();
+    note(id, |a| a.kv_increment(ns, key, delta, result, left));
 }
 
 /// The chain's verdict `v` at a stage came from `plugin`.
@@ -138,8 +201,15 @@ impl HostAnswers {
         }
     }
 
-    /// A read of `key` in `ns` that found `value`: kept if it is the key's first touch.
-    pub(crate) fn kv_read(&mut self, ns: &str, key: &str, value: Option<&[u8]>) {
+    /// A read of `key` in `ns` that found `value` with `left` to live: kept if it is the
+    /// key's first touch.
+    pub(crate) fn kv_read(
+        &mut self,
+        ns: &str,
+        key: &str,
+        value: Option<&[u8]>,
+        left: Option<Duration>,
+    ) {
         if !self.touched.insert((ns.to_string(), key.to_string())) {
             return;
         }
@@ -149,8 +219,14 @@ impl HostAnswers {
         }
         match std::str::from_utf8(v) {
             Ok(text) => {
+                // From the session's start, where the replay's clock stands when it seeds.
+                let ttl = left.map(|l| l + self.began.map_or(Duration::ZERO, |b| b.elapsed()));
+                let seed = KvSeed {
+                    value: text.to_string(),
+                    ttl,
+                };
                 let keys = self.kv.entry(ns.to_string()).or_default();
-                keys.insert(key.to_string(), text.to_string());
+                keys.insert(key.to_string(), seed);
             }
             Err(_) => self.once(format!(
                 "the kv value of {ns}/{key} is not UTF-8: the replay starts without it"
@@ -160,10 +236,17 @@ impl HostAnswers {
 
     /// An increment of `key` by `delta` that gave `result`: the key held `result - delta`
     /// (0 stands for absent too: an increment reads both alike).
-    pub(crate) fn kv_increment(&mut self, ns: &str, key: &str, delta: i64, result: i64) {
+    pub(crate) fn kv_increment(
+        &mut self,
+        ns: &str,
+        key: &str,
+        delta: i64,
+        result: i64,
+        left: Option<Duration>,
+    ) {
         let before = result.wrapping_sub(delta);
         let text = (before != 0).then(|| before.to_string());
-        self.kv_read(ns, key, text.as_deref().map(str::as_bytes));
+        self.kv_read(ns, key, text.as_deref().map(str::as_bytes), left);
     }
 
     /// An answered `wasi:http` request.
@@ -249,13 +332,17 @@ mod tests {
         note(992, |a| {
             a.dns("MX", "slow.example", &Err(DnsError::Timeout))
         });
-        note(992, |a| a.kv_read("p", "seen", Some(b"1")));
+        let kv = crate::MemoryKv::new();
+        kv.set("p", b"seen", b"1", Some(Duration::from_secs(60)))
+            .unwrap();
+        kv_read(992, &kv, "p", "seen", Some(b"1"));
         // Only the first touch counts: later reads see the session's own writes.
-        note(992, |a| a.kv_read("p", "seen", Some(b"2")));
+        kv_read(992, &kv, "p", "seen", Some(b"2"));
         note(992, |a| a.kv_write("p", "mine"));
-        note(992, |a| a.kv_read("p", "mine", Some(b"x")));
-        note(992, |a| a.kv_increment("p", "count", 1, 6));
-        note(992, |a| a.kv_increment("p", "fresh", 1, 1));
+        note(992, |a| a.kv_read("p", "mine", Some(b"x"), None));
+        kv.set("p", b"count", b"6", None).unwrap();
+        kv_increment(992, &kv, "p", "count", 1, 6);
+        kv_increment(992, &kv, "p", "fresh", 1, 1);
         let a = finish(992).unwrap();
         assert!(finish(991).is_none() && finish(992).is_none());
         assert_eq!(a.dns["x.example"]["A"], ["192.0.2.1"]);
@@ -266,8 +353,14 @@ mod tests {
             a.notes
         );
         let p = &a.kv["p"];
-        assert_eq!(p.get("seen").map(String::as_str), Some("1"));
-        assert_eq!(p.get("count").map(String::as_str), Some("5"));
+        assert_eq!(p["seen"].value, "1");
+        let ttl = p["seen"].ttl.expect("the time left is kept");
+        // Counted from the session's start: at least what the key had left at the read.
+        assert!(
+            ttl > Duration::from_secs(59) && ttl < Duration::from_secs(70),
+            "{ttl:?}"
+        );
+        assert_eq!((p["count"].value.as_str(), p["count"].ttl), ("5", None));
         assert!(!p.contains_key("mine") && !p.contains_key("fresh"));
     }
 
@@ -275,9 +368,9 @@ mod tests {
     fn the_answers_of_a_session_are_bounded() {
         let mut a = HostAnswers::default();
         let big = "x".repeat(MAX_ANSWER_BYTES / 2);
-        a.kv_read("p", "a", Some(big.as_bytes()));
-        a.kv_read("p", "b", Some(big.as_bytes()));
-        a.kv_read("p", "c", Some(b"small"));
+        a.kv_read("p", "a", Some(big.as_bytes()), None);
+        a.kv_read("p", "b", Some(big.as_bytes()), None);
+        a.kv_read("p", "c", Some(b"small"), None);
         assert!(a.kv["p"].contains_key("a") && !a.kv["p"].contains_key("b"));
         assert!(a.kv["p"].contains_key("c"), "what still fits is kept");
         assert_eq!(a.notes.len(), 1, "{:?}", a.notes);

@@ -112,6 +112,9 @@ impl corvid_plugin_host::KvStore for FullKv {
     fn get(&self, _: &str, _: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         Ok(None)
     }
+    fn ttl(&self, _: &str, _: &[u8]) -> Result<Option<Duration>, KvError> {
+        Ok(None)
+    }
     fn set(&self, _: &str, _: &[u8], _: &[u8], _: Option<Duration>) -> Result<(), KvError> {
         Err(KvError::Quota("1000 keys".into()))
     }

@@ -86,6 +86,23 @@ impl SledKv {
             .and_then(|v| live(&v).map(<[u8]>::to_vec)))
     }
 
+    /// The time the live value of `key` has left; `None` without expiry or value.
+    pub fn ttl(&self, namespace: &str, key: &[u8]) -> Result<Option<Duration>, KvError> {
+        let full = full_key(namespace, key)?;
+        let Some(raw) = self.tree.get(&full)? else {
+            return Ok(None);
+        };
+        let Some(header) = raw
+            .get(..HEADER)
+            .and_then(|h| <[u8; HEADER]>::try_from(h).ok())
+        else {
+            return Ok(None);
+        };
+        let expiry = u64::from_be_bytes(header);
+        let now = now_ms();
+        Ok((expiry != 0 && expiry > now).then(|| Duration::from_millis(expiry - now)))
+    }
+
     pub fn set(
         &self,
         namespace: &str,

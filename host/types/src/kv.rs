@@ -31,6 +31,10 @@ pub enum KvError {
 pub trait KvStore: Send + Sync {
     /// The live value of `key`.
     fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+    /// The time `key` has left before it expires: `None` when it has no expiry or is absent
+    /// (or expired). `corvid plugin replay` needs it: `[record]` keeps it with each value a
+    /// plugin found, so that the replay expires the key when the server did.
+    fn ttl(&self, namespace: &str, key: &[u8]) -> Result<Option<Duration>, KvError>;
     /// Sets `key`, expiring after `ttl` when given (no expiry otherwise, even if the old
     /// value had one).
     fn set(

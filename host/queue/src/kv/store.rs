@@ -22,6 +22,10 @@ impl KvStore for SledKv {
         Ok(SledKv::get(self, ns, key)?)
     }
 
+    fn ttl(&self, ns: &str, key: &[u8]) -> Result<Option<Duration>, StoreError> {
+        Ok(SledKv::ttl(self, ns, key)?)
+    }
+
     fn set(
         &self,
         ns: &str,

@@ -21,6 +21,7 @@ pub const CASES: &[Case] = &[
     ("namespaces_are_separate", namespaces_are_separate),
     ("binary_keys_and_values", binary_keys_and_values),
     ("ttl_expires", ttl_expires),
+    ("ttl_reports_the_time_left", ttl_reports_the_time_left),
     (
         "set_without_ttl_clears_expiry",
         set_without_ttl_clears_expiry,
@@ -100,6 +101,28 @@ fn ttl_expires(kv: &dyn KvStore, ns: &str) {
         "an expired key is absent"
     );
     assert_eq!(kv.get(ns, b"long").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+fn ttl_reports_the_time_left(kv: &dyn KvStore, ns: &str) {
+    let left = |k: &[u8]| kv.ttl(ns, k).unwrap();
+    assert_eq!(left(b"absent"), None);
+    kv.set(ns, b"forever", b"v", None).unwrap();
+    assert_eq!(left(b"forever"), None, "no expiry");
+    kv.set(ns, b"minute", b"v", Some(Duration::from_secs(60)))
+        .unwrap();
+    let t = left(b"minute").expect("a ttl");
+    assert!(
+        t <= Duration::from_secs(60) && t > Duration::from_secs(55),
+        "{t:?}"
+    );
+    // An increment of a live counter keeps its expiry (the window of its first hit).
+    assert_eq!(kv.increment(ns, b"c", 1, ms(150)).unwrap(), 1);
+    assert_eq!(kv.increment(ns, b"c", 1, None).unwrap(), 2);
+    assert!(left(b"c").is_some_and(|t| t <= Duration::from_millis(150)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(left(b"c"), None, "expired: absent");
+    kv.set(ns, b"minute", b"w", None).unwrap();
+    assert_eq!(left(b"minute"), None, "a set without a ttl clears it");
 }
 
 fn set_without_ttl_clears_expiry(kv: &dyn KvStore, ns: &str) {
