@@ -2,13 +2,17 @@
 //! file is parsed and checked (`Config::load`), each TLS certificate and key is loaded, and
 //! each `[[plugin]]` is compiled (through the plugin cache, as `serve` does) and has its
 //! `configure` run on its `config` table. The first problem is reported with its key path
-//! (`tls.certificates[0].key: ...`, `plugin[2].config: ...`) and the command exits 1.
+//! (`tls.certificates[0].key: ...`, `plugin[2].config: ...`) and the command exits 1. It also
+//! reads each `[[dkim.key]]` file (one with `generate = true` may be missing: `serve` makes
+//! it) and looks up `server.user` and `server.group`.
 //!
-//! Not checked here: that the listeners' ports are free, and the users file (read at start,
-//! and again whenever it changes).
+//! Not checked here: that the listeners' ports are free, that Redis (`kv.url`) or Dovecot's
+//! socket (`auth.dovecot_socket`) answer (`serve` starts without them and retries), and the
+//! users file (read at start, and again whenever it changes).
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
+use corvid_auth::keys::DkimPrivateKey;
 use corvid_plugin_host::{PluginEngine, PluginHost, Services};
 use corvid_server::tls::{CertPair, TlsError, TlsHandle};
 use std::path::Path;
@@ -16,6 +20,8 @@ use std::path::Path;
 pub fn run(file: &Path) -> Result<()> {
     let c = Config::load(Some(file))?;
     check_tls(&c)?;
+    check_dkim_keys(&c)?;
+    check_user(&c)?;
     let plugins = check_plugins(&c)?;
     let domains: Vec<&str> = c.local.domains.iter().map(|d| d.name.as_str()).collect();
     println!(
@@ -45,6 +51,35 @@ fn check_tls(c: &Config) -> Result<()> {
             };
             bail!("key `tls.certificates[{i}]{key}`: {e}");
         }
+    }
+    Ok(())
+}
+
+/// Reads every `[[dkim.key]]` as `serve` does at start (a key to be generated may be absent).
+fn check_dkim_keys(c: &Config) -> Result<()> {
+    let dkim = crate::mail_auth::resolved(c);
+    for (i, k) in dkim.key.iter().enumerate() {
+        if k.generate && !k.key_file.exists() {
+            continue;
+        }
+        let pem = std::fs::read(&k.key_file).with_context(|| {
+            format!(
+                "key `dkim.key[{i}].key_file`: cannot read {}",
+                k.key_file.display()
+            )
+        })?;
+        if let Err(e) = DkimPrivateKey::from_pem(&pem) {
+            bail!("key `dkim.key[{i}].key_file`: {}: {e}", k.key_file.display());
+        }
+    }
+    Ok(())
+}
+
+/// `server.user` and `server.group` must name accounts of this system (`serve` switches to
+/// them after binding its ports).
+fn check_user(c: &Config) -> Result<()> {
+    if let Some(user) = &c.server.user {
+        crate::privdrop::resolve(user, c.server.group.as_deref())?;
     }
     Ok(())
 }
@@ -120,6 +155,40 @@ mod tests {
         let err = check_tls(&c).unwrap_err().to_string();
         assert!(err.starts_with("key `tls.certificates[0].cert`"), "{err}");
         assert!(check_tls(&Config::parse(DEV_CONFIG).unwrap()).is_ok());
+    }
+
+    /// What `serve` refuses at start, `check-config` refuses too (each used to pass it).
+    #[test]
+    fn start_time_refusals_are_found_without_starting() {
+        let parse_err = |text: &str| Config::parse(text).unwrap_err().to_string();
+        let redis = DEV_CONFIG.replace("[tls]\n", "[kv]\nbackend = \"redis\"\n\n[tls]\n");
+        assert!(parse_err(&redis).contains("key `kv.url`"));
+        let slow = redis.replace(
+            "backend = \"redis\"",
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1/\"\ntimeout = \"5s\"",
+        );
+        assert!(parse_err(&slow).contains("key `kv.timeout`"));
+        let dovecot = DEV_CONFIG.replace("[auth]\n", "[auth]\nbackend = \"dovecot\"\n");
+        assert!(parse_err(&dovecot).contains("key `auth.dovecot_socket`"));
+        let twice = DEV_CONFIG.replace("name = \"rate-limit\"", "name = \"dnsbl\"");
+        assert!(parse_err(&twice).contains("`dnsbl` is already the name"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no.pem");
+        let mut c = Config::parse(DEV_CONFIG).unwrap();
+        for k in &mut c.dkim.key {
+            k.generate = false;
+            k.key_file = missing.clone();
+        }
+        assert!(!c.dkim.key.is_empty(), "dev.toml signs for corvid.test");
+        let err = check_dkim_keys(&c).unwrap_err().to_string();
+        assert!(err.starts_with("key `dkim.key[0].key_file`"), "{err}");
+        std::fs::write(&missing, "not a key").unwrap();
+        assert!(check_dkim_keys(&c).is_err());
+
+        c.server.user = Some("no-such-user-corvid-test".into());
+        let err = format!("{:#}", check_user(&c).unwrap_err());
+        assert!(err.contains("key `server.user`"), "{err}");
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub enum Command {
     )]
     Serve(ServeArgs),
 
-    /// Check a config file, its TLS certificates and keys and its plugins (compiled, their
-    /// `configure` run), and report the first error with the key it concerns.
+    /// Check a config file as `serve` would load it (values, TLS certificates and keys, DKIM
+    /// key files, server.user, plugins compiled and configured); report the first error.
     CheckConfig {
         /// The config file (TOML), e.g. /etc/corvid/corvid.toml.
         file: PathBuf,
@@ -70,9 +70,10 @@ pub enum Command {
         action: PluginsAction,
     },
 
-    /// Run one plugin against a scripted SMTP transaction, without a server.
+    /// Test, replay or scaffold a plugin, without a server (`plugin test|replay|new`).
     #[command(
-        long_about = "Run one plugin component against a scripted SMTP session and delivery \
+        long_about = "Test, replay or scaffold a plugin, without a server.\n\n\
+        `corvid plugin test`: run one plugin component against a scripted SMTP session and delivery \
         events, without a server, print every hook's decision and check it against the \
         script's expectations; any mismatch prints a diff and exits with status 1.\n\n\
         The script is TOML (JSON for a .json file): [plugin] (name, config, capabilities, \

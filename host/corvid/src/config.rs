@@ -249,6 +249,19 @@ impl Config {
         if let Err(e) = self.delivery.check() {
             bail!("key `delivery`: {e}");
         }
+        self.kv.check()?;
+        if self.auth.backend == corvid_server::auth::AuthBackend::Dovecot
+            && self.auth.dovecot_socket.is_none()
+        {
+            bail!("key `auth.dovecot_socket`: required with auth.backend = \"dovecot\"");
+        }
+        // Plugins are named in logs, metrics, `plugins diff` and kv namespaces: a second
+        // plugin of the same name would share them (the plugin host refuses it at load).
+        for (i, m) in self.plugins.iter().enumerate() {
+            if self.plugins[..i].iter().any(|o| o.name == m.name) {
+                bail!("key `plugin[{i}].name`: `{}` is already the name of another plugin", m.name);
+            }
+        }
         let directory = self.directory()?;
         if !matches!(
             directory.lookup_postmaster(),

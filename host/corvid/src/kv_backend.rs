@@ -67,19 +67,32 @@ impl KvSection {
         }
     }
 
+    /// The rules serde cannot express; `Config::parse` runs them, so `check-config` and
+    /// `serve` refuse the same `[kv]` tables.
+    pub fn check(&self) -> Result<()> {
+        if self.backend != KvBackend::Redis {
+            return Ok(());
+        }
+        if self.url.is_none() {
+            bail!("key `kv.url`: required with kv.backend = \"redis\"");
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            bail!("key `kv.timeout`: must be between 1ms and {MAX_TIMEOUT:?}");
+        }
+        Ok(())
+    }
+
     /// The configured store (the plugins use [`AdminKv::store`]). With `redis` it connects
     /// lazily: a node whose Redis is down still starts and takes mail; the plugins' kv calls
     /// fail per their failure policy.
     pub fn open_admin(&self, spool: &SledSpool) -> Result<AdminKv> {
+        self.check()?;
         match self.backend {
             KvBackend::Sled => Ok(AdminKv::Sled(spool.kv())),
             KvBackend::Redis => {
                 let Some(url) = &self.url else {
-                    bail!("kv.url is required with kv.backend = \"redis\"");
+                    bail!("key `kv.url`: required with kv.backend = \"redis\"");
                 };
-                if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
-                    bail!("kv.timeout must be between 1ms and {MAX_TIMEOUT:?}");
-                }
                 let store = RedisKv::open(RedisSettings {
                     url: url.clone(),
                     key_prefix: self.key_prefix.clone(),

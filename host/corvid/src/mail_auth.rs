@@ -18,7 +18,7 @@ fn default_key_file(data_dir: &Path, domain: &str, selector: &str) -> PathBuf {
 }
 
 /// The `[dkim]` table with every key file path filled in.
-fn resolved(config: &Config) -> DkimConfig {
+pub(crate) fn resolved(config: &Config) -> DkimConfig {
     let mut dkim = config.dkim.clone();
     for k in &mut dkim.key {
         if k.key_file.as_os_str().is_empty() {
