@@ -224,6 +224,12 @@ impl PluginHost {
         self.inner.metrics.snapshot()
     }
 
+    /// Per plugin that reached `MAX_SERIES_PER_PLUGIN` series in the `metrics` import: the
+    /// updates to new series refused since start.
+    pub fn metrics_dropped(&self) -> Vec<(String, u64)> {
+        self.inner.metrics.dropped()
+    }
+
     fn stats_of(&self, name: &str) -> Arc<PluginStats> {
         match self.inner.stats.lock() {
             Ok(mut map) => map.entry(name.to_string()).or_default().clone(),

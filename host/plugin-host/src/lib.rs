@@ -48,6 +48,7 @@ mod backstop;
 mod bindings;
 mod breaker;
 mod cache;
+mod charge;
 pub mod clock;
 mod context;
 mod convert;
@@ -90,6 +91,6 @@ pub use manifest::{
     BreakerConfig, Capability, FailurePolicy, InstanceMode, Limits, Manifest, PluginMode,
     DEFAULT_HOOK_FUEL,
 };
-pub use metrics::{MetricSample, MetricValue};
+pub use metrics::{MetricSample, MetricValue, MAX_SERIES_PER_PLUGIN};
 pub use shadow::{verdict_text, ShadowDiff, DIFF_LOG_SIZE, SAMPLE_EVERY};
 pub use stats::{HookStats, LATENCY_BUCKETS};

@@ -23,24 +23,54 @@ pub enum MetricValue {
 
 type Key = (String, String, Vec<(String, String)>);
 
-/// The in-memory registry (exported when the server grows a metrics endpoint).
+/// Series one plugin may hold through the `metrics` import. Past it, updates that would start
+/// a new series are refused and counted per plugin ([`Metrics::dropped`]), so that one
+/// plugin's labels can neither exhaust host memory nor crowd out another plugin's series.
+pub const MAX_SERIES_PER_PLUGIN: usize = 1000;
+
 #[derive(Default)]
-pub(crate) struct Metrics {
-    series: Mutex<BTreeMap<Key, MetricValue>>,
+struct Registry {
+    series: BTreeMap<Key, MetricValue>,
+    /// Series held, and updates refused at the cap, per plugin.
+    per_plugin: BTreeMap<String, (usize, u64)>,
 }
 
-/// Series per plugin are capped so that a plugin cannot exhaust host memory with labels.
-const MAX_SERIES: usize = 10_000;
+/// The in-memory registry the server's `/metrics` endpoint exports.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    inner: Mutex<Registry>,
+}
 
 impl Metrics {
     fn update(&self, key: Key, f: impl FnOnce(&mut MetricValue), init: MetricValue) {
-        let Ok(mut map) = self.series.lock() else {
+        let Ok(mut reg) = self.inner.lock() else {
             return;
         };
-        if !map.contains_key(&key) && map.len() >= MAX_SERIES {
+        let reg = &mut *reg;
+        if let Some(v) = reg.series.get_mut(&key) {
+            f(v);
             return;
         }
-        f(map.entry(key).or_insert(init));
+        let (held, refused) = reg.per_plugin.entry(key.0.clone()).or_default();
+        if *held >= MAX_SERIES_PER_PLUGIN {
+            *refused = refused.saturating_add(1);
+            return;
+        }
+        *held += 1;
+        f(reg.series.entry(key).or_insert(init));
+    }
+
+    /// Per plugin that hit [`MAX_SERIES_PER_PLUGIN`]: how many updates to new series were
+    /// refused since start.
+    pub(crate) fn dropped(&self) -> Vec<(String, u64)> {
+        let Ok(reg) = self.inner.lock() else {
+            return Vec::new();
+        };
+        reg.per_plugin
+            .iter()
+            .filter(|(_, (_, refused))| *refused > 0)
+            .map(|(plugin, (_, refused))| (plugin.clone(), *refused))
+            .collect()
     }
 
     pub(crate) fn counter_add(
@@ -83,10 +113,11 @@ impl Metrics {
     }
 
     pub(crate) fn snapshot(&self) -> Vec<MetricSample> {
-        let Ok(map) = self.series.lock() else {
+        let Ok(reg) = self.inner.lock() else {
             return Vec::new();
         };
-        map.iter()
+        reg.series
+            .iter()
             .map(|((plugin, name, labels), value)| MetricSample {
                 plugin: plugin.clone(),
                 name: name.clone(),
@@ -94,5 +125,30 @@ impl Metrics {
                 value: value.clone(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_is_per_plugin_and_refusals_are_counted() {
+        let m = Metrics::default();
+        for i in 0..MAX_SERIES_PER_PLUGIN + 5 {
+            m.counter_add("noisy", "hits".into(), 1, vec![("n".into(), i.to_string())]);
+        }
+        // A second plugin still gets its series, and existing ones still count.
+        m.counter_add("quiet", "hits".into(), 2, Vec::new());
+        m.counter_add("noisy", "hits".into(), 1, vec![("n".into(), "0".into())]);
+        let snap = m.snapshot();
+        let noisy: Vec<_> = snap.iter().filter(|s| s.plugin == "noisy").collect();
+        assert_eq!(noisy.len(), MAX_SERIES_PER_PLUGIN);
+        assert!(noisy.iter().any(|s| s.labels == [("n".into(), "0".into())]
+            && s.value == MetricValue::Counter(2)));
+        assert!(snap
+            .iter()
+            .any(|s| s.plugin == "quiet" && s.value == MetricValue::Counter(2)));
+        assert_eq!(m.dropped(), vec![("noisy".to_string(), 5)]);
     }
 }

@@ -13,11 +13,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-/// Series one plugin may export through the `metrics` import; the rest are left out and
-/// counted in `corvid_plugin_series_dropped`, so that one plugin's labels cannot flood
-/// the scrape.
-pub const MAX_SERIES_PER_PLUGIN: usize = 1000;
-
 /// Empty until the plugins are loaded (a scrape during start-up has no plugin families).
 #[derive(Default)]
 pub struct Collector {
@@ -260,24 +255,22 @@ impl prometheus_client::collector::Collector for Collector {
             .push((vec![("kind".into(), "limit".into())], max));
         write_u64(&mut enc, &instances)?;
 
-        write_plugin_metrics(&mut enc, host.metrics())
+        write_plugin_metrics(&mut enc, host.metrics(), host.metrics_dropped())
     }
 }
 
 /// The metrics plugins define, as `corvid_plugin_metric_<plugin>_<name>` (a prefix no host
 /// family uses), with a `plugin` label (two plugins can map to one name: `a_b`+`c`, `a`+`b_c`)
 /// and the plugin's own labels (one named `plugin` or `le` becomes `_plugin`, `_le`).
-fn write_plugin_metrics(enc: &mut DescriptorEncoder, samples: Vec<MetricSample>) -> fmt::Result {
+/// The plugin host holds at most `MAX_SERIES_PER_PLUGIN` series per plugin; `dropped` counts
+/// the updates it refused past that.
+fn write_plugin_metrics(
+    enc: &mut DescriptorEncoder,
+    samples: Vec<MetricSample>,
+    dropped: Vec<(String, u64)>,
+) -> fmt::Result {
     let mut families: BTreeMap<String, Vec<MetricSample>> = BTreeMap::new();
-    let mut per_plugin: BTreeMap<String, usize> = BTreeMap::new();
-    let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
     for s in samples {
-        let n = per_plugin.entry(s.plugin.clone()).or_default();
-        if *n >= MAX_SERIES_PER_PLUGIN {
-            *dropped.entry(s.plugin.clone()).or_default() += 1;
-            continue;
-        }
-        *n += 1;
         let kind = match s.value {
             MetricValue::Counter(_) => "c",
             MetricValue::Histogram { .. } => "h",
@@ -322,8 +315,8 @@ fn write_plugin_metrics(enc: &mut DescriptorEncoder, samples: Vec<MetricSample>)
     }
     let mut d = Series::new(
         "corvid_plugin_series_dropped",
-        "Series a plugin recorded beyond the per-plugin cap, left out of this scrape",
-        MetricType::Gauge,
+        "Updates a plugin made to new series beyond the per-plugin cap of 1000 series, refused",
+        MetricType::Counter,
     );
     for (plugin, n) in dropped {
         d.rows.push((vec![("plugin".into(), plugin)], n));
