@@ -330,3 +330,30 @@ def test_aaaa_records_count_only_when_ipv6_is_on(make_server, world):
     v6 = sender(make_server, w, name="v6", ipv6=True)
     reason = send_deferred(v6, w, "y@bogus6.dane.test")
     assert reason.startswith("4.7.5 DANE: address lookup for mx-bogus6.dane.test"), reason
+
+
+def test_tls_required_no_sets_discovered_dane_aside_but_not_a_configured_one(make_server, world):
+    """RFC 8689: `TLS-Required: No` asks that recipient-side policies (MTA-STS, DANE) be
+    ignored. DANE found through `delivery.dane.enabled` is the recipient's; a `tls = "dane"`
+    the administrator set for a domain is this server's own rule and still holds."""
+    w = world
+    overrides = relay_overrides(None, w.peer.port,
+                                dane={"enabled": True, "trust_anchor": str(w.zone.anchor)},
+                                tls={"domains": {"good.dane.test": "dane-only"}})
+    overrides["delivery"]["nameservers"] = [w.zone.address]
+    s = make_server(overrides, name="tlsno")
+
+    def optional(rcpt: str) -> bytes:
+        return b"TLS-Required: No\r\n" + message(rcpt)
+
+    # The TLSA record of bad.dane.test does not match: without the field it defers (first
+    # test); with it the message goes over TLS without DANE's check.
+    s.send(optional("x@bad.dane.test"), sender="alice@corvid.test", rcpts=("x@bad.dane.test",))
+    e = done(s, "x@bad.dane.test")
+    assert " unverified (" in e.get("tls", ""), e
+    assert delivered(w, "x@bad.dane.test")
+    s.wait_log(lambda e: e.get("message") == "TLS-Required: No: DANE not applied")
+    # `dane-only` for good.dane.test is the administrator's own rule: DANE still checks it.
+    s.send(optional("y@good.dane.test"), sender="alice@corvid.test", rcpts=("y@good.dane.test",))
+    e = done(s, "y@good.dane.test")
+    assert e.get("tls", "").endswith(" verified"), e

@@ -148,16 +148,23 @@ impl Remote {
             Ok(c) => c,
             Err(outcome) => return uniform(&index, outcome),
         };
-        // RFC 8689 4.2.2: `TLS-Required: No` sets the recipient domain's policy aside (a
-        // REQUIRETLS message ignores the field, 4.1).
+        // RFC 8689 4.2.2 (and its abstract): `TLS-Required: No` sets aside what the recipient
+        // domain publishes, its MTA-STS policy and DANE TLSA records found by
+        // `delivery.dane.enabled`; a TLS policy this server's administrator set for the domain
+        // or route still holds. A REQUIRETLS message ignores the field (4.1).
+        let optional = !requiretls && tls_optional(&content);
         let sts = match sts {
             Lookup::None => Lookup::None,
-            _ if !requiretls && tls_optional(&content) => {
+            _ if optional => {
                 tracing::info!(destination = %dest.hop, "TLS-Required: No: MTA-STS policy not applied");
                 Lookup::None
             }
             sts => sts,
         };
+        let skip_dane = optional && dest.tls.is_none();
+        if skip_dane && self.dane_wanted(dest).is_some() {
+            tracing::info!(destination = %dest.hop, "TLS-Required: No: DANE not applied");
+        }
         let msg = Outbound {
             envelope,
             recipients: rcpts.iter().map(|(_, r)| *r).collect(),
@@ -173,6 +180,7 @@ impl Remote {
             other => other,
         };
         let idle = match idle {
+            Some(s) if skip_dane => Some(s),
             Some(s) => self.dane_idle(dest, s).await,
             None => None,
         };
@@ -202,7 +210,11 @@ impl Remote {
                 return with_tls(uniform(&index, outcome), record);
             }
         };
-        let dane = self.dane_hosts(dest, &endpoints).await;
+        let dane = if skip_dane {
+            dane_policy::DaneHosts::default()
+        } else {
+            self.dane_hosts(dest, &endpoints).await
+        };
         let endpoints = match filter_mx(&sts, endpoints, requiretls, &dane)
             .and_then(|e| dane.requiretls_hosts(e, requiretls && only_dane(dest, &sts)))
         {
