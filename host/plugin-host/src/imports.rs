@@ -1,5 +1,6 @@
 //! Host side of the plugin's imports. Each checks its capability first: a plugin without it
-//! gets a refusal (`denied`, an empty table, a dropped line), never a trap.
+//! gets a refusal (`denied`, an empty table, a dropped line), never a trap. Every call costs
+//! fuel, and those copying values (kv, the config table) also per byte ([`crate::charge`]).
 
 use crate::bindings::corvid::plugin::{clock, config, dns, kv, lifecycle, log, metrics, types};
 use crate::dns::DnsError;
@@ -60,7 +61,10 @@ impl config::Host for HostState {
                 json: "{}".into(),
             });
         }
-        Ok(self.env.config.clone())
+        let c = self.env.config.clone();
+        let entries: usize = c.entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.charge_copy(entries + c.json.len());
+        Ok(c)
     }
 }
 
@@ -106,10 +110,13 @@ impl kv::Host for HostState {
                 v.as_deref(),
             );
         }
+        let read = got.as_ref().map_or(0, |v| v.as_ref().map_or(0, Vec::len));
+        self.charge_copy(key.len() + read);
         Ok(got.map_err(kv_err))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_s: Option<u32>) -> R<Result<(), kv::Error>> {
+        self.charge_copy(key.len() + value.len());
         if let Err(e) = self.kv_check(&key, Some(&value)) {
             return Ok(Err(e));
         }
@@ -153,6 +160,8 @@ impl kv::Host for HostState {
         new: Option<Vec<u8>>,
         ttl_s: Option<u32>,
     ) -> R<Result<bool, kv::Error>> {
+        let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        self.charge_copy(key.len() + len(&expected) + len(&new));
         let too_big = expected.as_ref().is_some_and(|v| v.len() > MAX_VALUE);
         if let Err(e) = self.kv_check(&key, new.as_deref()) {
             return Ok(Err(e));

@@ -128,15 +128,37 @@ fn get<'a>(state: &'a HostState, r: &Resource<HostMessage>) -> wasmtime::Result<
     Ok(&state.table.get(r)?.data)
 }
 
+/// Bytes of header fields handed to the guest (charged as fuel, see [`crate::charge`]).
+fn header_bytes(h: &[Header]) -> usize {
+    h.iter().map(|h| h.name.len() + h.value.len()).sum()
+}
+
+/// Bytes of a MIME summary handed to the guest.
+fn mime_bytes(m: &MimeSummary) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let parts: usize = m
+        .parts
+        .iter()
+        .map(|p| p.content_type.len() + opt(&p.filename) + 16)
+        .sum();
+    let addrs: usize = m.from.iter().chain(&m.to).map(String::len).sum();
+    opt(&m.subject) + opt(&m.message_id) + addrs + parts
+}
+
+// Each import that copies part of the message into the guest charges its bytes: the fuel of
+// a plugin reading a large message grows with what it reads (see `crate::charge`). The host
+// also scans the header section for `headers` and `header`, so both charge all of it.
 impl wit::HostMessage for HostState {
     fn headers(&mut self, r: Resource<HostMessage>) -> wasmtime::Result<Vec<Header>> {
-        Ok(get(self, &r)?.headers())
+        let h = get(self, &r)?.headers();
+        self.charge_copy(header_bytes(&h));
+        Ok(h)
     }
 
     fn header(&mut self, r: Resource<HostMessage>, name: String) -> wasmtime::Result<Vec<String>> {
-        Ok(get(self, &r)?
-            .headers()
-            .into_iter()
+        let h = get(self, &r)?.headers();
+        self.charge_copy(header_bytes(&h));
+        Ok(h.into_iter()
             .filter(|h| h.name.eq_ignore_ascii_case(&name))
             .map(|h| h.value)
             .collect())
@@ -165,11 +187,15 @@ impl wit::HostMessage for HostState {
         let end = start
             .saturating_add(len.min(MAX_CHUNK) as usize)
             .min(body.len());
-        Ok(body[start..end].to_vec())
+        let chunk = body[start..end].to_vec();
+        self.charge_copy(chunk.len());
+        Ok(chunk)
     }
 
     fn mime(&mut self, r: Resource<HostMessage>) -> wasmtime::Result<MimeSummary> {
-        Ok(get(self, &r)?.parsed().0.clone())
+        let m = get(self, &r)?.parsed().0.clone();
+        self.charge_copy(mime_bytes(&m));
+        Ok(m)
     }
 
     fn body_text(
@@ -178,13 +204,15 @@ impl wit::HostMessage for HostState {
         max_len: u32,
     ) -> wasmtime::Result<Option<String>> {
         let text = get(self, &r)?.parsed().1.as_ref();
-        Ok(text.map(|t| {
+        let text = text.map(|t| {
             let mut cut = t.len().min(max_len as usize);
             while !t.is_char_boundary(cut) {
                 cut -= 1;
             }
             t[..cut].to_string()
-        }))
+        });
+        self.charge_copy(text.as_ref().map_or(0, String::len));
+        Ok(text)
     }
 
     fn drop(&mut self, r: Resource<HostMessage>) -> wasmtime::Result<()> {

@@ -123,6 +123,8 @@ pub(crate) struct HostState {
     pub(crate) added: crate::added::Pending,
     /// The delivery hook being called (`delivery-tls`); `None` outside one.
     pub(crate) delivery: Option<crate::delivery_tls::DeliveryCall>,
+    /// Bytes the current import copied, charged as fuel when it returns ([`crate::charge`]).
+    pub(crate) copied: u64,
 }
 
 /// A new `lifecycle.lease` number, unique in the process.
@@ -155,7 +157,8 @@ impl WasiHttpView for HostState {
 /// A store for one instance of the plugin: WASI without files, env, args or network, with
 /// clocks and random as the capabilities say ([`crate::sandbox`]), the memory limiter, and an
 /// epoch callback that yields to the executor every tick and traps with [`DeadlineExceeded`]
-/// once the hook's deadline passed, or with [`BreakerTripped`] once the breaker opened.
+/// once the hook's deadline passed, or with [`BreakerTripped`] once the breaker opened, and
+/// the call hook that charges host calls against the fuel ([`crate::charge`]).
 pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -> Store<HostState> {
     let serial = env.instances.fetch_add(1, Ordering::Relaxed);
     let wasi = crate::sandbox::wasi(&env, serial);
@@ -181,9 +184,11 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         facts: None,
         added: Default::default(),
         delivery: None,
+        copied: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
+    store.call_hook(crate::charge::on_call);
     store.epoch_deadline_callback(|ctx| {
         let s = ctx.data();
         if s.env.breaker_trips.load(Ordering::Relaxed) != s.trips_seen {
