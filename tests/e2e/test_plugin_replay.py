@@ -203,7 +203,9 @@ def test_kv_reads_are_recorded_so_that_a_counter_replays_the_same(make_server):
     assert len(files) == 3, files
     later = json.loads(files[1].read_text())
     counters = later["kv"]["rate-limit"]
-    assert counters.get("msg:127.0.0.1") == "3", later["kv"]
+    # The count, with the time its window had left (rate-limit's window is 60 s).
+    assert counters["msg:127.0.0.1"]["value"] == "3", later["kv"]
+    assert 0 < int(counters["msg:127.0.0.1"]["ttl"].removesuffix("ms")) <= 60_000, later["kv"]
     for f in files:
         r = replay(f, "--config", str(srv.config_path))
         assert r.returncode == 0, r.stdout + r.stderr

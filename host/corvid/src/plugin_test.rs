@@ -11,25 +11,24 @@
 
 pub(crate) mod ambient;
 pub(crate) mod auth;
-mod envelope;
+pub(crate) mod clock;
+mod delivery;
+pub(crate) mod envelope;
 mod kv;
 pub(crate) mod report;
 pub(crate) mod script;
 
 pub use report::Format;
 
-use ambient::{Answers, KvEntry, ScriptClock};
+use ambient::{Answers, KvEntry};
 use anyhow::{bail, Result};
+use clock::ScriptClock;
 use corvid_plugin_host::{
-    Capability, DeliveryInfo, DeliveryPolicy, EngineOptions, Manifest, PluginEngine, PluginHost,
-    Services, StaticDns,
+    Capability, EngineOptions, Manifest, PluginEngine, PluginHost, Services, StaticDns,
 };
-use corvid_types::{
-    Deferral, Envelope, KvStore, MessageView, Policy, PolicySession, Reply, Route, RouteRequest,
-    Verdict,
-};
+use corvid_types::{Envelope, KvStore, MessageView, Policy, PolicySession, Verdict};
 use report::Outcome;
-use script::{address, DeliveryStep, Expect, Script};
+use script::{address, Expect, Script};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,7 +146,7 @@ pub(crate) async fn run_chain(
     host.swap(generation);
     let mut out = Vec::new();
     session(&host, script, &clock, &mut out).await?;
-    delivery(&host, script, &clock, &mut out).await?;
+    delivery::delivery(&host, script, &clock, &mut out).await?;
     for (k, want) in &script.expect_kv {
         out.push(kv::check(&kv, &kv_ns, k, want)?);
     }
@@ -165,6 +164,7 @@ async fn session(
     let c = &script.connection;
     let mut conn = c.info();
     let mut s = host.session(&conn);
+    clock.at(c.at.connect)?;
     let d = s.connect(&conn).await;
     let mut ended = is_refusal(&d.verdict).then_some("the connection was refused");
     out.push(report::decision(
@@ -174,6 +174,9 @@ async fn session(
     ));
     conn.helo = Some(c.helo.clone());
     conn.esmtp = c.esmtp;
+    // With STARTTLS, the EHLO that follows it is the one run.
+    conn.tls = c.tls();
+    clock.at(c.at.helo)?;
     if let Some(why) = ended {
         out.push(report::skipped("helo".into(), c.expect.helo.is_some(), why));
     } else {
@@ -185,6 +188,7 @@ async fn session(
     }
     if let Some(a) = &script.auth {
         let name = format!("auth {} {}", a.mechanism, a.user);
+        clock.at(c.at.auth)?;
         match ended {
             Some(why) => out.push(report::skipped(name, a.expect.is_some(), why)),
             None => {
@@ -202,7 +206,7 @@ async fn session(
     for tx in &script.transactions {
         // Time passes between transactions whether or not the session still runs.
         clock.advance(tx.advance)?;
-        ended = transaction(s.as_mut(), &conn, tx, ended, out).await?;
+        ended = transaction(s.as_mut(), &conn, tx, clock, ended, out).await?;
     }
     Ok(())
 }
@@ -211,6 +215,7 @@ async fn transaction(
     s: &mut dyn PolicySession,
     conn: &corvid_types::ConnectionInfo,
     tx: &script::Transaction,
+    clock: &ScriptClock,
     mut ended: Option<&'static str>,
     out: &mut Vec<Outcome>,
 ) -> Result<Option<&'static str>> {
@@ -228,6 +233,7 @@ async fn transaction(
         None => None,
     };
     let mut skip: Option<&'static str> = ended;
+    clock.at(tx.at.mail)?;
     match ended {
         Some(why) => out.push(report::skipped(mail_name, e.mail.is_some(), why)),
         None => {
@@ -250,6 +256,14 @@ async fn transaction(
     for (i, r) in tx.rcpt_to.iter().enumerate() {
         let name = format!("rcpt <{}>", r.text());
         let expect: Option<&Expect> = e.rcpt.get(i);
+        clock.at(tx.at.rcpt.get(i).copied())?;
+        if r.server_accepted() && skip.is_none() {
+            // As the server: it joins the envelope without the chain (RFC 5321 4.5.1).
+            env.recipients.push(r.recipient()?);
+            let got = "accepted by the server without the chain".to_string();
+            out.push(report::text(name, None, got));
+            continue;
+        }
         if let Some(why) = skip {
             out.push(report::skipped(name, expect.is_some(), why));
             continue;
@@ -273,6 +287,7 @@ async fn transaction(
             .recipients
             .is_empty()
             .then_some("no recipient was accepted"));
+        clock.at(tx.at.data)?;
         match why {
             Some(why) => out.push(report::skipped("data".into(), e.data.is_some(), why)),
             None => {
@@ -290,101 +305,6 @@ async fn transaction(
     }
     s.end_transaction();
     Ok(ended)
-}
-
-/// The delivery hooks: route, deferred, bounced, delivered.
-async fn delivery(
-    host: &PluginHost,
-    script: &Script,
-    clock: &ScriptClock,
-    out: &mut Vec<Outcome>,
-) -> Result<()> {
-    for step in &script.route {
-        clock.advance(step.advance)?;
-        let req = RouteRequest {
-            queue_id: step.queue_id.clone(),
-            sender: address(&step.sender)?,
-            recipient: recipient(&step.recipient)?,
-        };
-        let got = match host.route(&req).await {
-            Route::Continue => "continue".to_string(),
-            Route::Local => "local".into(),
-            Route::Mx(d) => format!("mx {d}"),
-            Route::Relay { host, port } => format!("relay {host}:{port}"),
-            Route::Drop => "drop".into(),
-        };
-        out.push(report::text(
-            format!("route <{}>", step.recipient),
-            step.expect.as_deref(),
-            got,
-        ));
-    }
-    for step in &script.deferred {
-        clock.advance(step.advance)?;
-        let got = match host.deferred(&info(step)?).await {
-            Deferral::Continue => "continue".to_string(),
-            Deferral::RetryAfter(d) => format!("retry-after {}s", d.as_secs()),
-            Deferral::Bounce => "bounce".into(),
-        };
-        let name = format!("deferred <{}>", step.recipient);
-        out.push(report::text(name, step.expect.as_deref(), got));
-    }
-    for step in &script.bounced {
-        clock.advance(step.advance)?;
-        let got = match host.bounced(&info(step)?).await {
-            corvid_types::BounceAction::Continue => "continue".to_string(),
-            corvid_types::BounceAction::Suppress => "suppress".into(),
-            corvid_types::BounceAction::Annotate(t) => format!("annotate {t}"),
-        };
-        let name = format!("bounced <{}>", step.recipient);
-        out.push(report::text(name, step.expect.as_deref(), got));
-    }
-    for step in &script.delivered {
-        clock.advance(step.advance)?;
-        if step.expect.is_some() {
-            bail!("[[delivered]] takes no `expect`: the hook decides nothing");
-        }
-        host.delivered(&info(step)?).await;
-        let name = format!("delivered <{}>", step.recipient);
-        out.push(report::text(name, None, "done".into()));
-    }
-    Ok(())
-}
-
-fn recipient(text: &str) -> Result<corvid_types::Address> {
-    match address(text)? {
-        Some(a) => Ok(a),
-        None => bail!("a delivery step needs a recipient"),
-    }
-}
-
-fn info(step: &DeliveryStep) -> Result<DeliveryInfo> {
-    let reply = match &step.reply {
-        None => None,
-        Some(text) => {
-            let mut parts = text.splitn(3, ' ');
-            let code: u16 = match parts.next().map(str::parse) {
-                Some(Ok(c)) => c,
-                _ => bail!("reply {text:?}: expected `CODE [X.Y.Z] text`"),
-            };
-            let second = parts.next().unwrap_or("");
-            let rest = parts.next().unwrap_or("");
-            Some(match corvid_types::EnhancedCode::parse(second) {
-                Some(_) => Reply::new(code, second, rest),
-                None => Reply::new(code, "", format!("{second} {rest}").trim()),
-            })
-        }
-    };
-    Ok(DeliveryInfo {
-        queue_id: step.queue_id.clone(),
-        sender: address(&step.sender)?,
-        recipient: recipient(&step.recipient)?,
-        attempt: step.attempt,
-        remote_host: step.remote_host.clone(),
-        reply,
-        reason: step.reason.clone(),
-        quarantined: step.quarantined.clone(),
-    })
 }
 
 pub(crate) fn all_capabilities() -> Vec<Capability> {

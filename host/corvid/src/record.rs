@@ -25,18 +25,19 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tracing::warn;
+use std::time::SystemTime;
 
 mod capture;
 mod facts;
 mod files;
+mod rcpts;
 mod section;
 
+use corvid_plugin_host::clock::now_ms;
 pub use facts::expect;
-use facts::{mail_params, rcpt_spec, refusal};
-use files::write_capture;
+use facts::{connection, mail_params, push, rcpt_spec, refusal};
 pub use files::{prepare, retain};
+use rcpts::{Fix, Tracker};
 pub use section::{RecordOnly, RecordSection};
 
 /// The names of the chain's active plugins, in the order they run.
@@ -111,7 +112,9 @@ impl Policy for RecordPolicy {
             partial: Vec::new(),
             refused: false,
             bytes: 0,
-            kept: None,
+            rcpts: None,
+            conn_at: Map::new(),
+            tls_at_connect: false,
             auth_results: None,
         })
     }
@@ -136,9 +139,13 @@ pub struct RecordSession {
     refused: bool,
     /// Message bytes kept so far (against `max_bytes`).
     bytes: usize,
-    /// The last recipient the chain let through (its index in the transaction), until the
-    /// next hook shows whether the server kept it.
-    kept: Option<(usize, corvid_types::Address)>,
+    /// The transaction's envelope as the replay builds it (see [`rcpts`]).
+    rcpts: Option<Tracker>,
+    /// When connect, EHLO and AUTH ran (the script's `[connection] at`).
+    conn_at: Map<String, Value>,
+    /// TLS was there at connect (implicit TLS); without it, TLS seen at EHLO came by
+    /// STARTTLS and the replay's connect hook gets none.
+    tls_at_connect: bool,
     /// SPF, handed over before the mail hook (so before its transaction is noted).
     auth_results: Option<Value>,
 }
@@ -148,50 +155,41 @@ impl RecordSession {
         self.refused |= refusal(d);
     }
 
-    /// The connection facts, as the test script's `[connection]` has them.
-    fn connection(&mut self, conn: &ConnectionInfo) {
-        let c = &mut self.conn;
-        c.insert("client".into(), conn.peer_addr.to_string().into());
-        c.insert("local".into(), conn.local_addr.to_string().into());
-        c.insert("listener".into(), conn.listener.clone().into());
-        if let Some(r) = &conn.peer_rdns {
-            c.insert("rdns".into(), r.clone().into());
-        }
-        if let Some(t) = &conn.tls {
-            let mut tls = json!({"version": t.version, "cipher": t.cipher});
-            if let Some(sni) = &t.sni {
-                tls["sni"] = sni.clone().into();
-            }
-            c.insert("tls".into(), tls);
-        }
-        if let Some(u) = &conn.auth_user {
-            c.insert("auth_user".into(), u.clone().into());
-        }
-    }
-
-    /// The server's own refusal of the last recipient the chain let through (an unknown
-    /// user, relaying; RFC 5321 3.6.2): seen as its absence from the next hook's envelope,
-    /// and marked so that the replay leaves it out of the envelope too.
+    /// What the envelope of the hook about to run shows about the recipients before it:
+    /// the server's refusal of one the chain let through (marked `server_refused`, left out
+    /// of the replayed envelope), or one the server took without the chain (added as
+    /// `server_accepted`, for which the replay runs no hook).
     fn settle(&mut self, env: &Envelope) {
-        let Some((i, address)) = self.kept.take() else {
+        let (Some(tracker), Some(tx)) = (self.rcpts.as_mut(), self.tx.as_mut()) else {
             return;
         };
-        if env.recipients.iter().any(|r| r.address == address) {
-            return;
-        }
-        let Some(Value::Array(list)) = self.tx.as_mut().and_then(|t| t.get_mut("rcpt_to")) else {
-            return;
-        };
-        if let Some(spec) = list.get_mut(i) {
-            if let Value::String(a) = spec {
-                *spec = json!({ "address": a.clone() });
+        for fix in tracker.settle(env) {
+            match fix {
+                Fix::Refused(i) => {
+                    if let Some(spec) = tx.get_mut("rcpt_to").and_then(|l| l.get_mut(i)) {
+                        if let Value::String(a) = spec {
+                            *spec = json!({ "address": a.clone() });
+                        }
+                        spec["server_refused"] = true.into();
+                    }
+                }
+                Fix::Accepted(r) => {
+                    let mut spec = rcpt_spec(&r);
+                    if let Value::String(a) = spec {
+                        spec = json!({ "address": a });
+                    }
+                    spec["server_accepted"] = true.into();
+                    push(tx, &["rcpt_to"], spec);
+                    // No hook ran: an expectation of nothing keeps the lists in step.
+                    push(tx, &["expect", "rcpt"], json!({}));
+                    push(tx, &["at", "rcpt"], now_ms().into());
+                }
             }
-            spec["server_refused"] = true.into();
         }
     }
 
     fn close_tx(&mut self) {
-        self.kept = None;
+        self.rcpts = None;
         if let Some(tx) = self.tx.take() {
             self.txs.push(Value::Object(tx));
         }
@@ -201,7 +199,9 @@ impl RecordSession {
 #[async_trait]
 impl PolicySession for RecordSession {
     async fn connect(&mut self, conn: &ConnectionInfo) -> Decision {
-        self.connection(conn);
+        connection(&mut self.conn, conn);
+        self.tls_at_connect = conn.tls.is_some();
+        self.conn_at.insert("connect".into(), now_ms().into());
         let d = scope(self.session_id, self.inner.connect(conn)).await;
         self.note(&d);
         self.conn_expect.insert("connect".into(), expect(&d));
@@ -209,8 +209,13 @@ impl PolicySession for RecordSession {
     }
 
     async fn helo(&mut self, conn: &ConnectionInfo) -> Decision {
-        // After STARTTLS the client says EHLO again: the facts then (TLS) are the ones kept.
-        self.connection(conn);
+        // After STARTTLS the client says EHLO again: the facts then (TLS) are the ones kept,
+        // and the replay's connect hook gets them without TLS.
+        connection(&mut self.conn, conn);
+        if conn.tls.is_some() && !self.tls_at_connect {
+            self.conn.insert("starttls".into(), true.into());
+        }
+        self.conn_at.insert("helo".into(), now_ms().into());
         if let Some(h) = &conn.helo {
             self.conn.insert("helo".into(), h.clone().into());
         }
@@ -223,6 +228,7 @@ impl PolicySession for RecordSession {
     }
 
     async fn auth(&mut self, conn: &ConnectionInfo, creds: &AuthCredentials) -> Decision {
+        self.conn_at.insert("auth".into(), now_ms().into());
         let d = scope(self.session_id, self.inner.auth(conn, creds)).await;
         self.note(&d);
         // The password stays out (secrets are never recorded).
@@ -244,6 +250,7 @@ impl PolicySession for RecordSession {
 
     async fn mail(&mut self, conn: &ConnectionInfo, env: &Envelope) -> Decision {
         self.close_tx();
+        let at = now_ms();
         let d = scope(self.session_id, self.inner.mail(conn, env)).await;
         self.note(&d);
         if self.bytes >= self.rec.max_bytes {
@@ -272,6 +279,8 @@ impl PolicySession for RecordSession {
         tx.insert("mail_params".into(), mail_params(env));
         tx.insert("rcpt_to".into(), Value::Array(Vec::new()));
         tx.insert("expect".into(), json!({ "mail": expect(&d), "rcpt": [] }));
+        tx.insert("at".into(), json!({ "mail": at, "rcpt": [] }));
+        self.rcpts = Some(Tracker::new(env, refusal(&d), &d.modifications));
         if let Some(a) = self.auth_results.take() {
             tx.insert("auth_results".into(), a);
         }
@@ -281,21 +290,20 @@ impl PolicySession for RecordSession {
 
     async fn rcpt(&mut self, conn: &ConnectionInfo, env: &Envelope, rcpt: &Recipient) -> Decision {
         self.settle(env);
+        let at = now_ms();
         let d = scope(self.session_id, self.inner.rcpt(conn, env, rcpt)).await;
         self.note(&d);
-        let removed = d.modifications.iter().any(
-            |m| matches!(m, corvid_types::Modification::RemoveRecipient(a) if *a == rcpt.address),
-        );
         if let Some(tx) = &mut self.tx {
-            if let Some(Value::Array(list)) = tx.get_mut("rcpt_to") {
-                if !refusal(&d) && !removed {
-                    self.kept = Some((list.len(), rcpt.address.clone()));
-                }
-                list.push(rcpt_spec(rcpt));
+            let index = tx
+                .get("rcpt_to")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            if let Some(t) = self.rcpts.as_mut() {
+                t.decided(index, rcpt, refusal(&d), &d.modifications);
             }
-            if let Some(Value::Array(list)) = tx.get_mut("expect").and_then(|e| e.get_mut("rcpt")) {
-                list.push(expect(&d));
-            }
+            push(tx, &["rcpt_to"], rcpt_spec(rcpt));
+            push(tx, &["expect", "rcpt"], expect(&d));
+            push(tx, &["at", "rcpt"], at.into());
         }
         d
     }
@@ -307,6 +315,7 @@ impl PolicySession for RecordSession {
         message: MessageView<'_>,
     ) -> Decision {
         self.settle(env);
+        let at = now_ms();
         let d = scope(self.session_id, self.inner.data(conn, env, message)).await;
         self.note(&d);
         let room = self.rec.max_bytes.saturating_sub(self.bytes);
@@ -329,6 +338,9 @@ impl PolicySession for RecordSession {
             tx.insert("data".into(), text.into_owned().into());
             if let Some(Value::Object(e)) = tx.get_mut("expect") {
                 e.insert("data".into(), expect(&d));
+            }
+            if let Some(Value::Object(t)) = tx.get_mut("at") {
+                t.insert("data".into(), at.into());
             }
         }
         d
@@ -355,40 +367,6 @@ impl PolicySession for RecordSession {
 
     fn signing(&mut self) -> SigningRequest {
         self.inner.signing()
-    }
-}
-
-impl Drop for RecordSession {
-    fn drop(&mut self) {
-        let answers = corvid_plugin_host::record::finish(self.session_id);
-        let refused_by = answers.as_ref().map_or(&[][..], |a| &a.refused_by[..]);
-        let kept = match &self.rec.plugin {
-            Some(p) => refused_by.contains(p),
-            None => self.rec.only == RecordOnly::All || self.refused,
-        };
-        if !kept {
-            return;
-        }
-        let capture = self.capture(answers);
-        let millis = self
-            .started
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        let path = self
-            .rec
-            .dir
-            .join(format!("{millis}-{}.json", self.session_id));
-        let write = move || {
-            if let Err(e) = write_capture(&path, &capture) {
-                warn!(path = %path.display(), error = %e, "record: cannot write the capture");
-            }
-        };
-        // Off the SMTP task: the file is written on the blocking pool.
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => drop(h.spawn_blocking(write)),
-            Err(_) => write(),
-        }
     }
 }
 

@@ -2,13 +2,14 @@
 //! [`ScriptedClock`] that stands still at the script's start and moves only when the script
 //! advances it, so TTLs and greylisting windows are tested without waiting.
 //!
-//! The clock is process-wide ([`install`], at most once, before the first instance is made):
+//! The clock is process-wide ([`install`], before the instances that are to read it are made):
 //! it replaces the system clock in the WASI wall and monotonic clocks of every plugin granted
-//! `clock` (without `clock` they stay frozen at the epoch, see the `sandbox` module). A server
-//! installs nothing and its plugins read the system clock.
+//! `clock` (without `clock` they stay frozen at the epoch, see the `sandbox` module). `corvid
+//! plugin replay` of several captures installs each one's clock in turn. A server installs
+//! nothing and its plugins read the system clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
@@ -57,6 +58,19 @@ impl ScriptedClock {
         }
     }
 
+    /// Sets the wall clock to `to` (time since the Unix epoch); the monotonic clock moves
+    /// forward by as much when `to` is later, and stays when it is earlier (it never goes
+    /// back). A replay sets the time each hook ran in the server.
+    pub fn set(&self, to: Duration) {
+        let old = self.wall_ns.swap(nanos(to), Ordering::SeqCst);
+        let by = nanos(to).saturating_sub(old);
+        let _ = self
+            .mono_ns
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_add(by))
+            });
+    }
+
     /// Moves both clocks forward by `by`.
     pub fn advance(&self, by: Duration) {
         let by = nanos(by);
@@ -85,16 +99,41 @@ impl Clock for ScriptedClock {
     }
 }
 
-static INSTALLED: OnceLock<Arc<dyn Clock>> = OnceLock::new();
+/// A process-wide slot for what an embedder installs (the clock, the http answers): replaced
+/// as a whole, read by each new instance or request.
+pub(crate) struct Slot<T: ?Sized>(RwLock<Option<Arc<T>>>);
 
-/// Makes `clock` the plugins' clock for the rest of the process. `Err` gives it back when a
-/// clock was installed already.
-pub fn install(clock: Arc<dyn Clock>) -> Result<(), Arc<dyn Clock>> {
-    INSTALLED.set(clock)
+impl<T: ?Sized> Slot<T> {
+    pub(crate) const fn new() -> Self {
+        Slot(RwLock::new(None))
+    }
+
+    pub(crate) fn set(&self, v: Option<Arc<T>>) {
+        // A panic elsewhere cannot leave an `Option<Arc>` half-written: the poison is moot.
+        match self.0.write() {
+            Ok(mut slot) => *slot = v,
+            Err(p) => *p.into_inner() = v,
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<Arc<T>> {
+        match self.0.read() {
+            Ok(slot) => slot.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+static INSTALLED: Slot<dyn Clock> = Slot::new();
+
+/// Makes `clock` the plugins' clock for the instances made from now on (`None`: the system's
+/// again), in place of any installed before.
+pub fn install(clock: Option<Arc<dyn Clock>>) {
+    INSTALLED.set(clock);
 }
 
 /// The installed clock, if any.
-pub(crate) fn installed() -> Option<&'static Arc<dyn Clock>> {
+pub(crate) fn installed() -> Option<Arc<dyn Clock>> {
     INSTALLED.get()
 }
 
@@ -145,6 +184,22 @@ mod tests {
         assert_eq!(c.monotonic_ns(), 301_000_000_000);
         c.advance(Duration::MAX);
         assert_eq!(c.monotonic_ns(), u64::MAX, "saturates instead of wrapping");
+    }
+
+    #[test]
+    fn a_set_clock_moves_the_monotonic_one_forward_only() {
+        let start = Duration::from_secs(1_796_648_400);
+        let c = ScriptedClock::new(start);
+        c.set(start + Duration::from_millis(1500));
+        assert_eq!(c.wall(), start + Duration::from_millis(1500));
+        assert_eq!(c.monotonic_ns(), 1_500_000_000);
+        c.set(start);
+        assert_eq!(c.wall(), start, "the wall clock may go back");
+        assert_eq!(
+            c.monotonic_ns(),
+            1_500_000_000,
+            "the monotonic one never does"
+        );
     }
 
     #[test]

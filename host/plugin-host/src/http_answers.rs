@@ -3,13 +3,14 @@
 //! of the network. A request with no scripted answer fails (`error-code.internal-error`,
 //! with a message naming it) and never reaches the network.
 //!
-//! Process-wide like [`crate::clock`]: [`install`] once, before the first request. A server
-//! installs nothing.
+//! Process-wide like [`crate::clock`]: [`install`] before the requests it is to answer (each
+//! capture of a `corvid plugin replay` installs its own). A server installs nothing.
 
+use crate::clock::Slot;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 /// A scripted response.
@@ -26,16 +27,16 @@ pub trait HttpAnswers: Send + Sync {
     fn answer(&self, plugin: &str, method: &str, url: &str) -> Option<HttpAnswer>;
 }
 
-static INSTALLED: OnceLock<Arc<dyn HttpAnswers>> = OnceLock::new();
+static INSTALLED: Slot<dyn HttpAnswers> = Slot::new();
 
-/// Makes `answers` answer every allowed `wasi:http` request for the rest of the process.
-/// `Err` gives it back when answers were installed already.
-pub fn install(answers: Arc<dyn HttpAnswers>) -> Result<(), Arc<dyn HttpAnswers>> {
-    INSTALLED.set(answers)
+/// Makes `answers` answer every allowed `wasi:http` request from now on (`None`: the network
+/// again), in place of any installed before.
+pub fn install(answers: Option<Arc<dyn HttpAnswers>>) {
+    INSTALLED.set(answers);
 }
 
 /// The installed answers, if any.
-pub(crate) fn installed() -> Option<&'static Arc<dyn HttpAnswers>> {
+pub(crate) fn installed() -> Option<Arc<dyn HttpAnswers>> {
     INSTALLED.get()
 }
 

@@ -1,91 +1,15 @@
-//! What a script sets around the plugin besides the SMTP session: the clock (`[clock]` and
-//! the steps' `advance`), kv entries with a TTL (`[kv]`, `[expect_kv]`) and the answers of the
-//! `http` capability (`[[http]]`).
+//! What a script sets around the plugin besides the SMTP session: kv entries with a TTL
+//! (`[kv]`, `[expect_kv]`) and the answers of the `http` capability (`[[http]]`). The clock is
+//! in [`super::clock`].
 
 use super::report::{self, Outcome};
 use anyhow::{bail, Result};
-use corvid_plugin_host::clock::{Clock, ScriptedClock, SystemClock};
 use corvid_plugin_host::http_answers::{HttpAnswer, HttpAnswers};
 use humantime_serde::re::humantime;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
-
-/// `[clock] start = "2026-12-07T13:00:00Z"`: the plugin's clocks stand at `start` until a
-/// step's `advance` moves them.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClockSection {
-    pub start: Instant,
-}
-
-/// An RFC 3339 time, quoted or as a TOML datetime.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub enum Instant {
-    Text(String),
-    Toml(toml::value::Datetime),
-}
-
-impl Instant {
-    /// Time since the Unix epoch.
-    pub fn since_epoch(&self) -> Result<Duration> {
-        let text = match self {
-            Instant::Text(t) => t.clone(),
-            Instant::Toml(d) => d.to_string(),
-        };
-        let Ok(t) = humantime::parse_rfc3339_weak(&text) else {
-            bail!("clock.start: {text:?} is not an RFC 3339 time (2026-12-07T13:00:00Z)")
-        };
-        match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Ok(d),
-            Err(_) => bail!("clock.start: {text:?} is before 1970"),
-        }
-    }
-}
-
-/// The script's clock: scripted (and installed as the plugins' clock) with `[clock]`, the
-/// system's without.
-pub enum ScriptClock {
-    Scripted(Arc<ScriptedClock>),
-    System,
-}
-
-impl ScriptClock {
-    /// Installs the scripted clock for the plugins (once per process: one script per run).
-    pub fn new(section: Option<&ClockSection>) -> Result<ScriptClock> {
-        let Some(c) = section else {
-            return Ok(ScriptClock::System);
-        };
-        let clock = Arc::new(ScriptedClock::new(c.start.since_epoch()?));
-        if corvid_plugin_host::clock::install(clock.clone()).is_err() {
-            bail!("a clock was installed already");
-        }
-        Ok(ScriptClock::Scripted(clock))
-    }
-
-    pub fn shared(&self) -> Arc<dyn Clock> {
-        match self {
-            ScriptClock::Scripted(c) => c.clone(),
-            ScriptClock::System => Arc::new(SystemClock),
-        }
-    }
-
-    /// A step's `advance`; `Err` without `[clock]` (the system clock cannot be moved).
-    pub fn advance(&self, by: Option<Duration>) -> Result<()> {
-        match (self, by) {
-            (_, None) => Ok(()),
-            (ScriptClock::Scripted(c), Some(by)) => {
-                c.advance(by);
-                Ok(())
-            }
-            (ScriptClock::System, Some(_)) => {
-                bail!("`advance` needs a scripted clock: add [clock] start = \"...\"")
-            }
-        }
-    }
-}
+use std::time::Duration;
 
 /// A kv entry in the script: `"key" = "value"`, or `"key" = { value = "value", ttl = "10m" }`.
 /// In `[kv]` it seeds the store (the TTL counts from the clock's start). In `[expect_kv]`
@@ -187,15 +111,14 @@ pub struct Answers {
 }
 
 impl Answers {
-    /// Installs the answers for the plugin's `wasi:http` requests (once per process).
+    /// Installs the answers for the plugins' `wasi:http` requests, in place of an earlier
+    /// script's (a replay of several captures runs each with its own).
     pub fn install(steps: &[HttpStep]) -> Result<Arc<Answers>> {
         for s in steps {
             s.check()?;
         }
         let answers = Arc::new(Answers::new(steps.to_vec()));
-        if corvid_plugin_host::http_answers::install(answers.clone()).is_err() {
-            bail!("http answers were installed already");
-        }
+        corvid_plugin_host::http_answers::install(Some(answers.clone()));
         Ok(answers)
     }
 
@@ -276,23 +199,6 @@ impl HttpAnswers for Answers {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_times_parse_quoted_or_as_toml_datetimes() {
-        #[derive(Deserialize)]
-        struct S {
-            clock: ClockSection,
-        }
-        let quoted: S = toml::from_str("clock.start = \"2026-12-07T13:00:00Z\"").unwrap();
-        let bare: S = toml::from_str("clock.start = 2026-12-07T13:00:00Z").unwrap();
-        let want = Duration::from_secs(1_796_648_400);
-        assert_eq!(quoted.clock.start.since_epoch().unwrap(), want);
-        assert_eq!(bare.clock.start.since_epoch().unwrap(), want);
-        let bad: S = toml::from_str("clock.start = \"tomorrow\"").unwrap();
-        let e = bad.clock.start.since_epoch().unwrap_err().to_string();
-        assert!(e.contains("not an RFC 3339 time"), "{e}");
-        assert!(toml::from_str::<S>("clock.begin = \"2026-12-07T13:00:00Z\"").is_err());
-    }
 
     #[test]
     fn kv_seeds_and_expectations_take_a_ttl() {

@@ -1,13 +1,11 @@
 //! The script format of `corvid plugin test` (TOML, or JSON for a `.json` file); documented in
 //! plugins/sdk/README.md, "Testing a component".
 
-use super::ambient::{ClockSection, HttpStep, KvEntry};
+use super::ambient::{HttpStep, KvEntry};
+use super::clock::{ClockSection, HookTimes};
 use anyhow::{bail, Context, Result};
 use corvid_plugin_host::Capability;
-use corvid_types::{
-    Address, AuthCredentials, BodyType, ConnectionInfo, MailParams, Notify, RcptParams, Recipient,
-    Ret, Stage, TlsInfo,
-};
+use corvid_types::{Address, AuthCredentials, ConnectionInfo, Stage, TlsInfo};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -80,7 +78,12 @@ pub struct ConnSection {
     pub esmtp: bool,
     pub listener: String,
     pub tls: Option<TlsSection>,
+    /// `tls` came with STARTTLS after EHLO: the connect hook gets no TLS facts, EHLO and
+    /// the hooks after it get `tls` (without it, `tls` is implicit TLS, there at connect).
+    pub starttls: bool,
     pub auth_user: Option<String>,
+    /// When connect, EHLO and AUTH ran (`connect`, `helo`, `auth`; set by `[record]`).
+    pub at: HookTimes,
     pub expect: ConnExpect,
 }
 
@@ -94,7 +97,9 @@ impl Default for ConnSection {
             esmtp: true,
             listener: "smtp".into(),
             tls: None,
+            starttls: false,
             auth_user: None,
+            at: HookTimes::default(),
             expect: ConnExpect::default(),
         }
     }
@@ -156,6 +161,9 @@ pub struct Transaction {
     pub data: Option<String>,
     /// The SPF, DKIM, DMARC and ARC results the plugins read (the `auth-results` import).
     pub auth_results: Option<super::auth::AuthResultsSection>,
+    /// When MAIL, each RCPT and DATA ran (`mail`, `rcpt`, `data`; set by `[record]`).
+    #[serde(default)]
+    pub at: HookTimes,
     #[serde(default)]
     pub expect: TxExpect,
 }
@@ -167,40 +175,6 @@ pub struct TxExpect {
     /// One per `rcpt_to` entry, in order (fewer: the rest are not checked).
     pub rcpt: Vec<Expect>,
     pub data: Option<Expect>,
-}
-
-/// ESMTP MAIL parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 3461 RET and
-/// ENVID, RFC 4954 AUTH, RFC 8689 REQUIRETLS).
-#[derive(Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MailParamsSection {
-    pub size: Option<u64>,
-    /// `7bit` or `8bitmime`.
-    pub body: Option<String>,
-    pub smtputf8: bool,
-    /// `full` or `hdrs`.
-    pub ret: Option<String>,
-    pub envid: Option<String>,
-    pub auth: Option<String>,
-    pub requiretls: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub enum RcptSpec {
-    Plain(String),
-    /// RFC 3461 parameters: `{ address = "a@b", notify = ["success", "failure"], orcpt = "rfc822;a@b" }`.
-    Full {
-        address: String,
-        #[serde(default)]
-        notify: Option<Vec<String>>,
-        #[serde(default)]
-        orcpt: Option<String>,
-        /// The server refused it after the plugins let it through (an unknown user, no
-        /// relaying): it is not added to the envelope. Set by `[record]` in captures.
-        #[serde(default)]
-        server_refused: bool,
-    },
 }
 
 /// What a hook is expected to decide; only the fields given are checked.
@@ -274,7 +248,16 @@ pub fn address(text: &str) -> Result<Option<Address>> {
 }
 
 impl ConnSection {
-    /// The connection facts before EHLO.
+    /// The TLS facts after EHLO.
+    pub fn tls(&self) -> Option<TlsInfo> {
+        self.tls.as_ref().map(|t| TlsInfo {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+            sni: t.sni.clone(),
+        })
+    }
+
+    /// The connection facts at connect (no TLS yet when it comes with STARTTLS).
     pub fn info(&self) -> ConnectionInfo {
         ConnectionInfo {
             session_id: 1,
@@ -284,11 +267,7 @@ impl ConnSection {
             peer_rdns: self.rdns.clone(),
             helo: None,
             esmtp: false,
-            tls: self.tls.as_ref().map(|t| TlsInfo {
-                version: t.version.clone(),
-                cipher: t.cipher.clone(),
-                sni: t.sni.clone(),
-            }),
+            tls: self.tls().filter(|_| !self.starttls),
             auth_user: self.auth_user.clone(),
         }
     }
@@ -305,83 +284,8 @@ impl AuthSection {
     }
 }
 
-impl MailParamsSection {
-    pub fn params(&self) -> Result<MailParams> {
-        Ok(MailParams {
-            size: self.size,
-            body: match self.body.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None | Some("7bit") => BodyType::SevenBit,
-                Some("8bitmime") => BodyType::EightBitMime,
-                Some(other) => bail!("mail_params.body: {other:?} is not 7bit or 8bitmime"),
-            },
-            smtputf8: self.smtputf8,
-            ret: match self.ret.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None => None,
-                Some("full") => Some(Ret::Full),
-                Some("hdrs") => Some(Ret::Headers),
-                Some(other) => bail!("mail_params.ret: {other:?} is not full or hdrs"),
-            },
-            envid: self.envid.clone(),
-            auth: self.auth.clone(),
-            requiretls: self.requiretls,
-        })
-    }
-}
-
-impl RcptSpec {
-    pub fn recipient(&self) -> Result<Recipient> {
-        let (text, notify, orcpt) = match self {
-            RcptSpec::Plain(t) => (t, None, None),
-            RcptSpec::Full {
-                address,
-                notify,
-                orcpt,
-                ..
-            } => (address, notify.as_ref(), orcpt.clone()),
-        };
-        let Some(address) = address(text)? else {
-            bail!("empty recipient")
-        };
-        let notify = match notify {
-            None => None,
-            Some(words) => {
-                let mut n = Notify::default();
-                for w in words {
-                    match w.to_ascii_lowercase().as_str() {
-                        "never" => n.never = true,
-                        "success" => n.success = true,
-                        "failure" => n.failure = true,
-                        "delay" => n.delay = true,
-                        other => bail!("notify: {other:?} is not never/success/failure/delay"),
-                    }
-                }
-                Some(n)
-            }
-        };
-        Ok(Recipient {
-            address,
-            params: RcptParams { notify, orcpt },
-        })
-    }
-
-    /// True when the server refused it after the plugins (see `server_refused`).
-    pub fn server_refused(&self) -> bool {
-        matches!(
-            self,
-            RcptSpec::Full {
-                server_refused: true,
-                ..
-            }
-        )
-    }
-
-    pub fn text(&self) -> &str {
-        match self {
-            RcptSpec::Plain(t) => t,
-            RcptSpec::Full { address, .. } => address,
-        }
-    }
-}
-
+mod envelope;
 #[cfg(test)]
 mod tests;
+
+pub use envelope::{MailParamsSection, RcptSpec};

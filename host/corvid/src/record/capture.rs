@@ -16,6 +16,10 @@ impl RecordSession {
         self.partial.extend(answers.notes);
         let mut conn = std::mem::take(&mut self.conn);
         conn.insert(
+            "at".into(),
+            Value::Object(std::mem::take(&mut self.conn_at)),
+        );
+        conn.insert(
             "expect".into(),
             Value::Object(std::mem::take(&mut self.conn_expect)),
         );

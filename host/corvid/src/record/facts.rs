@@ -1,8 +1,8 @@
 //! A session's facts and the chain's decisions in the form of a `corvid plugin test` script.
 
 use crate::plugin_test::report::{modification_text, notify_words, verdict_name};
-use corvid_types::{BodyType, Decision, Envelope, Recipient, Ret, Verdict};
-use serde_json::{Map, Value};
+use corvid_types::{BodyType, ConnectionInfo, Decision, Envelope, Recipient, Ret, Verdict};
+use serde_json::{json, Map, Value};
 
 /// The expectation a recorded decision becomes: the whole decision.
 pub fn expect(d: &Decision) -> Value {
@@ -77,4 +77,40 @@ pub fn rcpt_spec(r: &Recipient) -> Value {
         m.insert("orcpt".into(), o.clone().into());
     }
     Value::Object(m)
+}
+
+/// The connection facts, as the test script's `[connection]` has them.
+pub fn connection(c: &mut Map<String, Value>, conn: &ConnectionInfo) {
+    c.insert("client".into(), conn.peer_addr.to_string().into());
+    c.insert("local".into(), conn.local_addr.to_string().into());
+    c.insert("listener".into(), conn.listener.clone().into());
+    if let Some(r) = &conn.peer_rdns {
+        c.insert("rdns".into(), r.clone().into());
+    }
+    if let Some(t) = &conn.tls {
+        let mut tls = json!({"version": t.version, "cipher": t.cipher});
+        if let Some(sni) = &t.sni {
+            tls["sni"] = sni.clone().into();
+        }
+        c.insert("tls".into(), tls);
+    }
+    if let Some(u) = &conn.auth_user {
+        c.insert("auth_user".into(), u.clone().into());
+    }
+}
+
+/// Appends `v` to the list at `path` in `tx` (made on the way when missing).
+pub fn push(tx: &mut Map<String, Value>, path: &[&str], v: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut m = tx;
+    for p in parents {
+        let slot = m.entry(p.to_string()).or_insert_with(|| json!({}));
+        let Value::Object(next) = slot else { return };
+        m = next;
+    }
+    if let Value::Array(list) = m.entry(last.to_string()).or_insert_with(|| json!([])) {
+        list.push(v);
+    }
 }

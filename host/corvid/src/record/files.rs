@@ -1,8 +1,11 @@
-//! Capture files: written owner-only, removed after the retention period.
+//! Capture files: written (owner-only) when a kept session ends, removed after the
+//! retention period.
 
+use super::{RecordOnly, RecordSession};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::warn;
 
 /// Writes a capture readable by its owner only (it holds mail).
 pub fn write_capture(path: &Path, capture: &Value) -> std::io::Result<()> {
@@ -61,6 +64,40 @@ pub async fn retain(dir: PathBuf, retention: Duration, stop: tokio_util::sync::C
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+impl Drop for RecordSession {
+    fn drop(&mut self) {
+        let answers = corvid_plugin_host::record::finish(self.session_id);
+        let refused_by = answers.as_ref().map_or(&[][..], |a| &a.refused_by[..]);
+        let kept = match &self.rec.plugin {
+            Some(p) => refused_by.contains(p),
+            None => self.rec.only == RecordOnly::All || self.refused,
+        };
+        if !kept {
+            return;
+        }
+        let capture = self.capture(answers);
+        let millis = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let path = self
+            .rec
+            .dir
+            .join(format!("{millis}-{}.json", self.session_id));
+        let write = move || {
+            if let Err(e) = write_capture(&path, &capture) {
+                warn!(path = %path.display(), error = %e, "record: cannot write the capture");
+            }
+        };
+        // Off the SMTP task: the file is written on the blocking pool.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 }
