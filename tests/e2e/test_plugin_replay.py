@@ -14,8 +14,9 @@ import pytest
 from conftest import BIN, PLUGIN_CACHE, PLUGIN_DIR, base_config, bundled_plugins, to_toml
 
 
-def replay(capture, *extra):
-    return subprocess.run([str(BIN), "plugin", "replay", str(capture), "--cache", str(PLUGIN_CACHE), *extra],
+def replay(capture, *extra, extra_captures=()):
+    captures = [str(capture), *map(str, extra_captures)]
+    return subprocess.run([str(BIN), "plugin", "replay", *captures, "--cache", str(PLUGIN_CACHE), *extra],
                           capture_output=True, text=True, timeout=120)
 
 

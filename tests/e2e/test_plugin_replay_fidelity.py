@@ -156,3 +156,36 @@ def test_recipients_the_server_takes_without_the_chain_are_in_the_replayed_envel
     r = replay(f, "--config", str(srv.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rcpt <postmaster@corvid.test>: accepted by the server without the chain" in r.stdout, r.stdout
+
+
+def test_several_captures_replay_in_one_process_each_on_its_own_clock_and_store(make_server, tmp_path):
+    """Greylisted in a first session, passed in a second: replayed together (a directory, or
+    two files in either order) each capture gets its own clock and kv store, so the first
+    still greylists after the second and the second still passes."""
+    if not GREYLIST.exists():
+        pytest.skip(f"{GREYLIST} is not built (examples/greylist/rust/build.sh)")
+    grey = {"name": "greylist", "path": str(GREYLIST), "capabilities": ["log", "config", "kv", "clock"],
+            "config": {"delay_seconds": 1}}
+    srv = make_server({"plugin": [grey], "record": {"rate": 1.0}})
+    for code in (451, 250):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.ehlo("client.test")
+            s.mail("sender@example.org")
+            assert s.rcpt("alice@corvid.test")[0] == code
+        time.sleep(1.3)
+    first, second = wait_captures(srv, 2)
+    r = replay(srv.data_dir / "captures", "--config", str(srv.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("replaying ") == len(list((srv.data_dir / "captures").glob("*.json"))), r.stdout
+    r = replay(second, "--config", str(srv.config_path), extra_captures=[first])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.index("rcpt <alice@corvid.test>: continue") < r.stdout.index(
+        "rcpt <alice@corvid.test>: tempfail 451"), r.stdout
+    # A capture that differs fails the run, after the others ran.
+    broken = json.loads(first.read_text())
+    broken["script"]["transaction"][0]["expect"]["rcpt"][0] = {"verdict": "continue"}
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    r = replay(tmp_path / "broken.json", "--config", str(srv.config_path), extra_captures=[second])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 of 2 captures did not replay as recorded" in r.stderr, r.stderr
+    assert r.stdout.count("replaying ") == 2, r.stdout

@@ -208,12 +208,14 @@ pub enum PluginAction {
         #[arg(long)]
         cache: Option<PathBuf>,
     },
-    /// Replay a session recorded by `[record]` (a capture file) offline through the recorded
+    /// Replay sessions recorded by `[record]` (capture files) offline through the recorded
     /// chain, or through new builds of some of its plugins, and show every decision that
     /// differs from the recorded one (exit status 1 when any does).
     Replay {
-        /// The capture file (JSON), from `[record] dir` (default data_dir/captures).
-        capture: PathBuf,
+        /// The capture files (JSON), from `[record] dir` (default data_dir/captures), or
+        /// directories of them; each is replayed on its own clock, kv store and answers.
+        #[arg(required = true, value_name = "CAPTURE")]
+        capture: Vec<PathBuf>,
         /// The server's config file: where the chain's components and their `[plugin.config]`
         /// come from. Without it, every plugin of the capture needs a --plugin.
         #[arg(long, short)]

@@ -1,7 +1,9 @@
-//! `corvid plugin replay CAPTURE`: runs a session recorded by `[record]` (see
+//! `corvid plugin replay CAPTURE...`: runs sessions recorded by `[record]` (see
 //! [`crate::record`]) offline through the recorded chain, or through new builds of some of its
 //! plugins (`--plugin NAME=PATH.wasm`), and prints every hook decision that differs from the
-//! recorded one (exit status 1 when any does).
+//! recorded one (exit status 1 when any does). Several captures (or a directory of them) run
+//! one after the other in one process, each on its own scripted clock, kv store and http
+//! answers (installed afresh by [`run_chain`]).
 //!
 //! A capture is a `corvid plugin test` script (the connection facts, the AUTH mechanism and
 //! user, the transactions with their messages, the clock, and the chain's decisions as the
@@ -115,14 +117,16 @@ pub fn chain(
     Ok(out)
 }
 
+/// Replays each capture (a directory stands for the captures in it), one after the other
+/// in this process; `Err` when a decision differs or a capture cannot be replayed.
 pub fn run(
-    capture_path: &Path,
+    paths: &[PathBuf],
     config: Option<&Path>,
     overrides: &[String],
     format: Format,
     cache: Option<PathBuf>,
 ) -> Result<()> {
-    let capture = load(capture_path)?;
+    let captures = expand(paths)?;
     let configured = match config {
         Some(p) => crate::config::Config::load(Some(p))?.plugins,
         None => Vec::new(),
@@ -131,8 +135,63 @@ pub fn run(
         .iter()
         .map(|o| parse_override(o))
         .collect::<Result<Vec<_>>>()?;
-    let manifests = chain(&capture.plugins, &configured, &overrides)?;
     crate::plugin_test::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let [one] = &captures[..] {
+        return rt.block_on(replay(one, &configured, &overrides, format, cache));
+    }
+    let mut differ = 0;
+    for path in &captures {
+        let got = rt.block_on(replay(path, &configured, &overrides, format, cache.clone()));
+        if let Err(e) = got {
+            eprintln!("corvid: {e:#}");
+            differ += 1;
+        }
+    }
+    if differ > 0 {
+        bail!(
+            "{differ} of {} captures did not replay as recorded",
+            captures.len()
+        );
+    }
+    Ok(())
+}
+
+/// The capture files: each path, or the `.json` and `.toml` files of a directory in name
+/// order (the recorder names them by start time).
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.extension().is_some_and(|x| x == "json" || x == "toml"))
+            .collect();
+        if found.is_empty() {
+            bail!("{}: no capture files (*.json) in it", p.display());
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// One capture through its chain, on a clock, kv store and host answers of its own.
+async fn replay(
+    capture_path: &Path,
+    configured: &[Manifest],
+    overrides: &[(String, PathBuf)],
+    format: Format,
+    cache: Option<PathBuf>,
+) -> Result<()> {
+    let capture = load(capture_path)?;
+    let manifests = chain(&capture.plugins, configured, overrides)?;
     let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
     if format == Format::Text {
         println!(
@@ -152,10 +211,7 @@ pub fn run(
         }
         println!("(under a differing decision: - recorded, + replayed)");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let outcomes = rt.block_on(run_chain(manifests, &capture.kv, &capture.script, cache))?;
+    let outcomes = run_chain(manifests, &capture.kv, &capture.script, cache).await?;
     let failed = report::print(&capture_path.display().to_string(), &outcomes, format);
     if failed > 0 {
         bail!(
