@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from conftest import domain, split_delivered, with_domains
+from conftest import PLUGIN_DIR, domain, split_delivered, with_domains
 from test_mail_auth import MESSAGE, Dns, ed25519_keypair, keygen, rsa_keypair, tamper_body
 from test_mail_auth import dns  # noqa: F401  (the loopback DNS fixture, dkimpy's resolver too)
 
@@ -20,9 +20,10 @@ dkim = pytest.importorskip("dkim")
 LIST = "lists.test"
 
 
-def forwarding_pair(make_server, dns: Dns, tmp_path, seal: bool = True):
+def forwarding_pair(make_server, dns: Dns, tmp_path, seal: bool = True, plugins=()):
     """A receiver for lists.test, and a checking forwarder that takes carol@lists.test from
-    anyone and routes lists.test to the receiver. Its sealing key is corvid.test's RSA key."""
+    anyone and routes lists.test to the receiver. Its sealing key is corvid.test's RSA key;
+    `plugins` are its [[plugin]] tables."""
     receiver = make_server(with_domains(domain(LIST, ["carol"])), name="rcv")
     key = keygen(tmp_path, "corvid.test", "arc", "rsa", dns)
     overrides = with_domains(domain(LIST, ["carol"]))
@@ -35,6 +36,8 @@ def forwarding_pair(make_server, dns: Dns, tmp_path, seal: bool = True):
                      "timeouts": {"connect": "3s"}},
         "queue": {"retry": {"delays": ["1s"], "jitter": 0.0}},
     })
+    if plugins:
+        overrides["plugin"] = list(plugins)
     forwarder = make_server(overrides, name="fwd")
     return forwarder, receiver
 
@@ -126,3 +129,32 @@ def test_second_hop_seals_i2_with_the_chain_result_at_receipt(make_server, dns, 
     assert len(re.findall(rb"(?im)^ARC-Seal:", again)) == 2
     assert any(e.get("message", "").startswith("forwarded message not ARC-sealed")
                for e in forwarder.events())
+
+
+def unfolded_field(content: bytes, name: bytes) -> bytes:
+    """The first unfolded `name:` field of the header section."""
+    head = re.sub(rb"\r\n[ \t]+", b" ", content.split(b"\r\n\r\n", 1)[0])
+    return next(line for line in head.split(b"\r\n") if line.lower().startswith(name.lower() + b":"))
+
+
+def test_seal_carries_the_results_at_receipt_after_a_plugin_breaks_dkim(make_server, dns, tmp_path):
+    # A data-stage plugin (header-stamp) removes the Date: field the sender's DKIM signature
+    # covers, after the checks: the message Corvid forwards no longer verifies. The ARC set is
+    # made after that change, and its ARC-Authentication-Results is this hop's
+    # Authentication-Results (RFC 8617 section 4.1.1): dkim=pass, as seen at receipt.
+    stamp = {"name": "header-stamp", "path": str(PLUGIN_DIR / "header_stamp.wasm"), "order": 50,
+             "config": {"remove": ["Date"], "add": {}}}
+    dns.txt("_dmarc.sender.test", "v=DMARC1; p=none")
+    forwarder, receiver = forwarding_pair(make_server, dns, tmp_path, plugins=[stamp])
+    signed = dkimpy_signed(dns)
+    content = forward(forwarder, receiver, signed)
+    assert not re.search(rb"(?im)^Date:", content), content[:2000]
+    assert not dkim.DKIM(content).verify(), "the plugin's change must break the DKIM signature"
+    ar = unfolded_field(content, b"Authentication-Results")
+    assert b"dkim=pass" in ar and b"dmarc=pass" in ar, ar
+    aar = arc_field(content, b"ARC-Authentication-Results", 1)
+    assert b"dkim=pass header.i=@sender.test header.s=py" in aar, aar
+    assert b"dmarc=pass header.from=sender.test policy.dmarc=none" in aar, aar
+    assert b"spf=" in aar and b"arc=none" in aar, aar
+    cv, results, reason = dkim.arc_verify(content)
+    assert cv == dkim.CV_Pass, (cv, results, reason)

@@ -220,14 +220,7 @@ impl MailAuth for AuthService {
             return String::new();
         };
         let sealed = checker
-            .arc_seal(
-                signer,
-                content,
-                results.spf.as_ref(),
-                remote_ip,
-                chrono::Utc::now(),
-                Some(results.arc.result),
-            )
+            .arc_seal(signer, content, results, remote_ip, chrono::Utc::now())
             .await;
         match sealed {
             Ok(Some(set)) => set,

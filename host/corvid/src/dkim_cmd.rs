@@ -320,13 +320,14 @@ fn arc_seal(config: &Path, env: Envelope) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        // The checks of this hop, on the message as given; the seal carries them.
+        let results = auth.check_message(&message, spf.as_ref()).await;
         auth.arc_seal(
             &signer,
             &message,
-            spf.as_ref(),
+            &results,
             env.client_ip,
             corvid_auth::Utc::now(),
-            None,
         )
         .await
     })?;
