@@ -12,14 +12,17 @@ for each concurrency (default 10 and 50), their medians over --repeat rounds (th
 alternate who goes first), and the cost: 1 - (msg/s with checks) / (msg/s without), and the CPU
 added per message. The first delivered message with checks is printed: it must say
 spf=pass, dkim=pass and dmarc=pass, or the numbers measure a failure path. --perf adds, per
-message, the server's context switches, CPU migrations and task-clock (CPU time in ns, not
-ticks) from `perf stat -p`: counts that another load on the machine barely moves.
+message, the server's context switches, CPU migrations, task-clock (CPU time, not ticks),
+system calls, futex and fsync calls and page faults from `perf stat -p`: counts that another
+load on the machine barely moves. --latency N instead times every SMTP step of N messages sent
+one at a time (medians): a check that waits shows as milliseconds there.
 
     cargo build --release -p corvid
     python3 tests/bench/auth_load.py                       # c10 and c50, 3000 messages, 3 rounds
     python3 tests/bench/auth_load.py --quick               # a smoke run
     python3 tests/bench/auth_load.py --perf                # + perf stat counts per message
     python3 tests/bench/auth_load.py --callgrind --messages 300  # instructions per message
+    python3 tests/bench/auth_load.py --latency 1000        # per-step reply times, one at a time
 
 Needs smtp-source (postfix package) and the Python packages dkimpy, dnslib and pynacl (the e2e
 tests' dependencies). Runs as any user; as root the servers run with `allow_root`.
@@ -38,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from benchutil import CORVID_DOMAIN, REPO, SENDER, log
+from benchutil import CORVID_DOMAIN, HELO as HELO_NAME, REPO, SENDER, log
 from load import Corvid, run_one
 
 DOMAIN = SENDER.rsplit("@", 1)[1]  # bench.test
@@ -145,11 +148,15 @@ class AuthCorvid(Corvid):
 
 
 class PerfStat:
-    """`perf stat` on the server for one run: context switches, CPU migrations and (where the
-    CPU exposes it; not in most VMs) instructions. These do not depend on what else loads
-    the machine, unlike wall-clock rates."""
+    """`perf stat` on the server for one run: context switches, CPU migrations, system calls
+    (all of them, futex waits/wakes, and the fsync family) and (where the CPU exposes it; not
+    in most VMs) instructions. Counts do not depend on what else loads the machine, unlike
+    wall-clock rates."""
 
-    EVENTS = "instructions,context-switches,cpu-migrations,task-clock"
+    SYSCALLS = {"syscalls": "raw_syscalls:sys_enter", "futex": "syscalls:sys_enter_futex",
+                "fsync": "syscalls:sys_enter_fsync", "fdatasync": "syscalls:sys_enter_fdatasync"}
+    EVENTS = ",".join(["instructions", "context-switches", "cpu-migrations", "task-clock",
+                       "page-faults", *SYSCALLS.values()])
 
     def __init__(self, pid, path):
         self.path = path
@@ -172,6 +179,12 @@ class PerfStat:
                     except ValueError:
                         pass  # <not supported> / <not counted>
         return counts
+
+
+def fsyncs(counts):
+    """fsync + fdatasync calls in a PerfStat count."""
+    return (counts.get(PerfStat.SYSCALLS["fsync"], 0)
+            + counts.get(PerfStat.SYSCALLS["fdatasync"], 0))
 
 
 def valgrind_wrapper(binary, tmp):
@@ -209,6 +222,50 @@ def callgrind_runs(servers, args, concs, tmp):
               f"({on / off - 1:+.1%} of the server's user-space instructions)")
 
 
+def latency_runs(servers, message_file, count):
+    """Per-step reply times of one client on one connection at a time (a new connection per
+    message, as smtp-source does), each server in turn, 50 messages at a time: medians and
+    90th percentiles per server. A step that waits (a timer, a hand-off to another thread, a
+    DNS query) shows here as milliseconds, CPU alone as microseconds, whatever else loads the
+    machine (the medians of many short steps see little of it)."""
+    import smtplib
+    with open(message_file, "rb") as f:
+        message = f.read().replace(b"\n", b"\r\n")
+    steps = ("connect", "ehlo", "mail", "rcpt", "data", "quit")
+    times = {s.name: {k: [] for k in steps} for s in servers}
+    for start in range(0, count, 50):
+        for s in servers:
+            t = times[s.name]
+            for _ in range(min(50, count - start)):
+                t0 = time.perf_counter()
+                c = smtplib.SMTP("127.0.0.1", s.port, local_hostname=HELO_NAME)
+                t1 = time.perf_counter()
+                c.ehlo()
+                t2 = time.perf_counter()
+                code, _ = c.mail(SENDER)
+                t3 = time.perf_counter()
+                c.rcpt(s.rcpt)
+                t4 = time.perf_counter()
+                c.data(message)
+                t5 = time.perf_counter()
+                c.quit()
+                t6 = time.perf_counter()
+                for k, a, b in zip(steps, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
+                    t[k].append((b - a) * 1e6)
+    print(f"{'server':<12} " + " ".join(f"{k + ' p50/p90':>16}" for k in steps) + "   (us)")
+    for s in servers:
+        t = times[s.name]
+        cols = []
+        for k in steps:
+            v = sorted(t[k])
+            cols.append(f"{statistics.median(v):>8.0f}/{v[int(len(v) * 0.9)]:<7.0f}")
+        print(f"{s.name:<12} " + " ".join(cols))
+    off, on = (times[s.name] for s in servers)
+    added = {k: statistics.median(on[k]) - statistics.median(off[k]) for k in steps}
+    print("checks add (medians): " + ", ".join(f"{k} {v:+.0f} us" for k, v in added.items())
+          + f"; per message {sum(added.values()):+.0f} us")
+
+
 def first_ar(server):
     """The Authentication-Results: field of a delivered message (unfolded), or None."""
     for d in (server.maildir_new, os.path.join(os.path.dirname(server.maildir_new), "bench-done")):
@@ -243,6 +300,9 @@ def main():
     ap.add_argument("--callgrind", action="store_true",
                     help="instead of rates: instructions per message of each server under "
                          "callgrind (valgrind), which no other load changes")
+    ap.add_argument("--latency", type=int, metavar="N", default=0,
+                    help="instead of rates: per-step reply times (medians) of N messages sent "
+                         "one at a time to each server")
     ap.add_argument("--perf", action="store_true",
                     help="also count the server's context switches (and instructions where "
                          "supported) per message with perf stat: load-independent numbers")
@@ -290,6 +350,11 @@ def main():
         if not ar or not all(f"{m}=pass" in ar for m in ("spf", "dkim", "dmarc")):
             raise SystemExit("the checks do not all pass: the benchmark would measure a failure path")
         queries_after_warmup = dns.queries
+        if args.latency:
+            latency_runs(servers, message_file, args.latency)
+            print(f"# DNS queries: {dns.queries - queries_after_warmup}; "
+                  f"loadavg {os.getloadavg()}")
+            return
         if args.callgrind:
             callgrind_runs(servers, args, concs, tmp)
             print(f"# DNS queries: {dns.queries - queries_after_warmup}; "
@@ -299,8 +364,10 @@ def main():
               f"binary={args.binary}  size={args.size}  messages={args.messages}  "
               f"DKIM={args.algorithm}  loadavg at start={os.getloadavg()}")
         print(f"{'round':>5} {'conc':>4} {'server':<12} {'intake/s':>9} {'cpu_us/msg':>10} "
-              f"{'other%':>6} {'loadavg1':>8}" + (f" {'cs/msg':>7} {'migr/msg':>8} {'Minstr/msg':>10}"
-                                                   if args.perf else ""))
+              f"{'other%':>6} {'loadavg1':>8}"
+              + (f" {'cs/msg':>7} {'migr/msg':>8} {'task_us/msg':>11} {'sysc/msg':>8}"
+                 f" {'futex/msg':>9} {'fsync/msg':>9} {'pgflt/msg':>9} {'Minstr/msg':>10}"
+                 if args.perf else ""))
         for rnd in range(args.repeat):
             for conc in concs:
                 order = servers if rnd % 2 == 0 else servers[::-1]
@@ -317,6 +384,10 @@ def main():
                         extra = (f" {c.get('context-switches', 0) / n:>7.1f}"
                                  f" {c.get('cpu-migrations', 0) / n:>8.2f}"
                                  f" {c.get('task-clock', 0) * 1e3 / n:>11.1f}"
+                                 f" {c.get(PerfStat.SYSCALLS['syscalls'], 0) / n:>8.1f}"
+                                 f" {c.get(PerfStat.SYSCALLS['futex'], 0) / n:>9.1f}"
+                                 f" {fsyncs(c) / n:>9.2f}"
+                                 f" {c.get('page-faults', 0) / n:>9.2f}"
                                  f" {instr / n / 1e6 if instr else float('nan'):>10.3f}")
                     runs.append(r)
                     print(f"{rnd:>5} {conc:>4} {s.name:<12} {r['intake_msg_s']:>9.1f} "
@@ -338,8 +409,10 @@ def main():
                     pm = [r["perf_per_msg"] for r in rs]
                     cs = statistics.median(p.get("context-switches", 0) for p in pm)
                     task = statistics.median(p.get("task-clock", 0) * 1e3 for p in pm)
-                    print(f"c{conc} {s.name}: {cs:.1f} context switches, {task:.0f} us task-clock "
-                          "per message (medians, perf stat)")
+                    sysc = statistics.median(p.get(PerfStat.SYSCALLS["syscalls"], 0) for p in pm)
+                    fs = statistics.median(fsyncs(p) for p in pm)
+                    print(f"c{conc} {s.name}: {cs:.1f} context switches, {task:.0f} us task-clock, "
+                          f"{sysc:.1f} system calls, {fs:.2f} fsyncs per message (medians, perf stat)")
             (off, cpu_off), (on, cpu_on) = med["corvid"], med["corvid+auth"]
             cost = 1 - on / off if off else float("nan")
             print(f"c{conc}: checks off {off:.1f} msg/s ({cpu_off:.0f} us CPU/msg), "

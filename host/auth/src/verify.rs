@@ -38,17 +38,38 @@ impl Authenticator {
         &self.cfg
     }
 
+    /// Puts a parsed TXT record in the cache for an hour, as if DNS had answered.
+    fn seed(&self, name: String, record: mail_auth::Txt) {
+        use mail_auth::ResolverCache;
+        self.caches.txt.insert(
+            name,
+            record,
+            std::time::Instant::now() + std::time::Duration::from_secs(3600),
+        );
+    }
+
     /// Puts a DMARC record for `_dmarc.DOMAIN` in the cache for an hour (see
     /// [`Self::seed_dkim_key`]).
     pub fn seed_dmarc_record(&self, domain: &str, record: &str) -> Result<(), AuthError> {
         use mail_auth::common::parse::TxtRecordParser;
-        use mail_auth::ResolverCache;
         let rec =
             Dmarc::parse(record.as_bytes()).map_err(|e| AuthError::InvalidKey(e.to_string()))?;
-        self.caches.txt.insert(
+        self.seed(
             format!("_dmarc.{domain}."),
             mail_auth::Txt::Dmarc(std::sync::Arc::new(rec)),
-            std::time::Instant::now() + std::time::Duration::from_secs(3600),
+        );
+        Ok(())
+    }
+
+    /// Puts an SPF record (`v=spf1 ...`) for `DOMAIN` in the cache for an hour (see
+    /// [`Self::seed_dkim_key`]).
+    pub fn seed_spf_record(&self, domain: &str, record: &str) -> Result<(), AuthError> {
+        use mail_auth::common::parse::TxtRecordParser;
+        let rec = mail_auth::spf::Spf::parse(record.as_bytes())
+            .map_err(|e| AuthError::InvalidKey(e.to_string()))?;
+        self.seed(
+            format!("{domain}."),
+            mail_auth::Txt::Spf(std::sync::Arc::new(rec)),
         );
         Ok(())
     }
@@ -63,13 +84,11 @@ impl Authenticator {
         record: &str,
     ) -> Result<(), AuthError> {
         use mail_auth::common::parse::TxtRecordParser;
-        use mail_auth::ResolverCache;
         let key = mail_auth::common::verify::DomainKey::parse(record.as_bytes())
             .map_err(|e| AuthError::InvalidKey(e.to_string()))?;
-        self.caches.txt.insert(
+        self.seed(
             format!("{selector}._domainkey.{domain}."),
             mail_auth::Txt::DomainKey(std::sync::Arc::new(key)),
-            std::time::Instant::now() + std::time::Duration::from_secs(3600),
         );
         Ok(())
     }

@@ -187,3 +187,39 @@ fn rotation_dates_and_wrong_algorithm_are_checked_at_load() {
         Err(AuthError::Key { .. })
     ));
 }
+
+/// Polls `f` once: its output when it finished without waiting, `None` when it would wait.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// With every record in the cache (a busy server), SPF at MAIL and the checks at the end of
+/// DATA neither query DNS, nor wait on a timer, nor hand work to another thread: each finishes
+/// on its first poll, so what they cost is their CPU, the same per message at any concurrency
+/// (tests/bench/auth_load.py --latency, --callgrind). A change that made a cached check wait
+/// (a resolver or cache per call, a cache key that misses, a spawn_blocking) fails here.
+#[tokio::test]
+async fn cached_checks_finish_on_their_first_poll() {
+    for alg in [KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa] {
+        let (signer, auth) = setup(alg);
+        let ip: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let check_spf = || auth.check_spf(ip, "client.rt.test", "alice@rt.test", "mx.corvid.test");
+        // Not cached: SPF asks the (silent) nameserver, and waits.
+        assert!(poll_once(check_spf()).is_none());
+        auth.seed_spf_record("rt.test", "v=spf1 ip4:192.0.2.1 -all")
+            .expect("seed");
+        let spf = poll_once(check_spf()).expect("cached SPF waited");
+        assert_eq!(spf.result, SpfVerdict::Pass);
+        let m = signed(&signer, MSG);
+        let r = poll_once(auth.check_message(&m, Some(&spf))).expect("cached checks waited");
+        assert_eq!(r.dkim[0].result, DkimVerdict::Pass, "{r:?}");
+        assert_eq!(r.dmarc.result, DmarcVerdict::Pass);
+        assert!(r.dmarc.spf_aligned && r.dmarc.dkim_aligned);
+        assert_eq!(r.arc.result, ArcVerdict::None);
+    }
+}
