@@ -1,14 +1,16 @@
 """Record and replay, what a capture must hold beyond the session's commands for the replay to
-decide the same: kv expiries, the time of each hook, TLS as it was at connect, recipients the
-server took without the chain, and several captures in one `corvid plugin replay`."""
+decide the same: kv values and their expiries, the time of each hook, TLS as it was at
+connect, recipients the server took without the chain; and several captures in one
+`corvid plugin replay`."""
 
+import copy
 import json
 import smtplib
 import time
 
 import pytest
 
-from conftest import REPO, bundled_plugins
+from conftest import REPO, bundled_plugins, to_toml
 from test_plugin_replay import replay, wait_captures, with_config
 from test_tls_auth import tls_client_context
 
@@ -22,6 +24,45 @@ def without_ttls(capture_path, out_path):
                 keys[k] = v["value"]
     out_path.write_text(json.dumps(capture))
     return out_path
+
+
+def test_kv_reads_are_recorded_so_that_a_counter_replays_the_same(make_server):
+    """rate-limit counts MAILs per client in kv: the sessions past the limit are tempfailed,
+    and each capture holds the counters as the session found them."""
+    plugins = with_config(bundled_plugins(), "rate-limit", messages_per_window=5)
+    srv = make_server({"plugin": plugins, "record": {"rate": 1.0}})
+    codes = []
+    for i in range(3):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.ehlo("client.test")
+            for j in range(3):
+                code, _ = s.mail(f"s{i}.{j}@example.org")
+                codes.append(code)
+                if code == 250:
+                    s.rcpt("alice@corvid.test")
+                    s.rset()
+    assert codes == [250] * 5 + [450] * 4, codes
+    files = wait_captures(srv, 3)
+    assert len(files) == 3, files
+    later = json.loads(files[1].read_text())
+    counters = later["kv"]["rate-limit"]
+    # The count, with the time its window had left (rate-limit's window is 60 s).
+    assert counters["msg:127.0.0.1"]["value"] == "3", later["kv"]
+    assert 0 < int(counters["msg:127.0.0.1"]["ttl"].removesuffix("ms")) <= 60_000, later["kv"]
+    for f in files:
+        r = replay(f, "--config", str(srv.config_path))
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = replay(files[2], "--config", str(srv.config_path))
+    assert "mail <s2.0@example.org>: tempfail 450" in r.stdout, r.stdout
+    # A higher limit: the refused MAILs of the last session would now pass.
+    roomy = srv.config_path.parent / "roomy.toml"
+    cfg = copy.deepcopy(srv.config)
+    cfg["plugin"] = with_config(cfg["plugin"], "rate-limit", messages_per_window=100)
+    roomy.write_text(to_toml(cfg), encoding="utf-8")
+    r = replay(files[2], "--config", str(roomy))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL mail <s2.0@example.org>: continue" in r.stdout, r.stdout
+    assert "- verdict: tempfail" in r.stdout and "+ verdict: continue" in r.stdout, r.stdout
 
 
 def test_a_counter_window_that_ends_within_a_session_replays_the_same(make_server, tmp_path):

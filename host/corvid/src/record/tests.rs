@@ -88,6 +88,12 @@ fn record_one(rec: &Arc<Recorder>, message: &[u8], password: &str) {
         s.connect(&c).await;
         c.helo = Some("client.example".into());
         c.esmtp = true;
+        // STARTTLS, then EHLO again.
+        c.tls = Some(corvid_types::TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_128_GCM_SHA256".into(),
+            sni: None,
+        });
         s.helo(&c).await;
         let creds = AuthCredentials {
             mechanism: "PLAIN".into(),
@@ -111,6 +117,11 @@ fn record_one(rec: &Arc<Recorder>, message: &[u8], password: &str) {
                 env.recipients.push(r);
             }
         }
+        // RCPT TO:<postmaster> (RFC 5321 4.5.1): the server takes it without the chain.
+        env.recipients.push(Recipient {
+            address: Address::new("postmaster", "c.example"),
+            params: RcptParams::default(),
+        });
         s.data(&c, &env, MessageView { content: message }).await;
         s.end_transaction();
     });
@@ -145,7 +156,18 @@ fn a_recorded_session_is_a_replayable_capture_without_the_password() {
     );
     let tx = &c.script.transactions[0];
     assert_eq!(tx.mail_from, "a@b.example");
-    assert_eq!(tx.rcpt_to.len(), 2);
+    assert_eq!(tx.rcpt_to.len(), 3);
+    assert!(tx.rcpt_to[2].server_accepted() && !tx.rcpt_to[1].server_accepted());
+    assert_eq!((tx.expect.rcpt.len(), tx.at.rcpt.len()), (3, 3));
+    // Each hook's time, in order.
+    let conn = &c.script.connection;
+    let times = [conn.at.connect, conn.at.helo, conn.at.auth, tx.at.mail];
+    let mut times: Vec<u64> = times.into_iter().map(Option::unwrap).collect();
+    times.extend(&tx.at.rcpt[..2]);
+    times.push(tx.at.data.unwrap());
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    // TLS came by STARTTLS: the replayed connect hook gets none, EHLO gets it.
+    assert!(conn.starttls && conn.info().tls.is_none() && conn.tls().is_some());
     assert_eq!(tx.expect.rcpt[0].verdict.as_deref(), Some("reject"));
     assert_eq!(tx.expect.rcpt[0].code, Some(550));
     assert_eq!(tx.expect.rcpt[0].enhanced.as_deref(), Some("5.7.1"));
