@@ -178,6 +178,9 @@ def test_tls_is_recorded_as_it_was_at_connect(make_server):
     r = replay(f, "--config", str(srv.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "X-Corvid-Stamp: tls=TLSv1" in r.stdout, r.stdout
+    # Both EHLOs ran: the one before STARTTLS without TLS, then the one after.
+    assert starttls["pre_tls_helo"]["helo"] == "client.test", starttls
+    assert "helo (before STARTTLS): continue" in r.stdout and "\nhelo: continue" in r.stdout, r.stdout
     assert files
 
 

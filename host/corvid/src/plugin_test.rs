@@ -172,20 +172,28 @@ async fn session(
         c.expect.connect.as_ref(),
         &d,
     ));
+    if let Some(p) = c.pre_tls_helo.as_ref().filter(|_| c.starttls) {
+        let mut pre = conn.clone();
+        pre.helo = Some(p.helo.clone());
+        pre.esmtp = p.esmtp;
+        clock.at(p.at)?;
+        let name = "helo (before STARTTLS)";
+        ended = helo(s.as_mut(), &pre, name, p.expect.as_ref(), ended, out).await;
+    }
     conn.helo = Some(c.helo.clone());
     conn.esmtp = c.esmtp;
-    // With STARTTLS, the EHLO that follows it is the one run.
+    // With STARTTLS, the EHLO that follows it.
     conn.tls = c.tls();
     clock.at(c.at.helo)?;
-    if let Some(why) = ended {
-        out.push(report::skipped("helo".into(), c.expect.helo.is_some(), why));
-    } else {
-        let d = s.helo(&conn).await;
-        if matches!(d.verdict, Verdict::Disconnect(_)) {
-            ended = Some("helo disconnected");
-        }
-        out.push(report::decision("helo".into(), c.expect.helo.as_ref(), &d));
-    }
+    ended = helo(
+        s.as_mut(),
+        &conn,
+        "helo",
+        c.expect.helo.as_ref(),
+        ended,
+        out,
+    )
+    .await;
     if let Some(a) = &script.auth {
         let name = format!("auth {} {}", a.mechanism, a.user);
         clock.at(c.at.auth)?;
@@ -209,6 +217,24 @@ async fn session(
         ended = transaction(s.as_mut(), &conn, tx, clock, ended, out).await?;
     }
     Ok(())
+}
+
+/// One EHLO, unless the session `ended`; what ends it then.
+async fn helo(
+    s: &mut dyn PolicySession,
+    conn: &corvid_types::ConnectionInfo,
+    name: &str,
+    expect: Option<&Expect>,
+    ended: Option<&'static str>,
+    out: &mut Vec<Outcome>,
+) -> Option<&'static str> {
+    if let Some(why) = ended {
+        out.push(report::skipped(name.into(), expect.is_some(), why));
+        return ended;
+    }
+    let d = s.helo(conn).await;
+    out.push(report::decision(name.into(), expect, &d));
+    matches!(d.verdict, Verdict::Disconnect(_)).then_some("helo disconnected")
 }
 
 async fn transaction(

@@ -210,11 +210,25 @@ impl PolicySession for RecordSession {
 
     async fn helo(&mut self, conn: &ConnectionInfo) -> Decision {
         // After STARTTLS the client says EHLO again: the facts then (TLS) are the ones kept,
-        // and the replay's connect hook gets them without TLS.
-        connection(&mut self.conn, conn);
-        if conn.tls.is_some() && !self.tls_at_connect {
+        // the replay's connect hook gets them without TLS, and the EHLO before STARTTLS is
+        // kept apart (`pre_tls_helo`), to run before this one without TLS.
+        let after_starttls = conn.tls.is_some() && !self.tls_at_connect;
+        if after_starttls && !self.conn.contains_key("starttls") {
             self.conn.insert("starttls".into(), true.into());
+            if let Some(e) = self.conn_expect.remove("helo") {
+                let name = self.conn.get("helo").cloned();
+                let mut pre = json!({
+                    "helo": name.unwrap_or_else(|| "".into()),
+                    "esmtp": self.conn.get("esmtp").cloned().unwrap_or(true.into()),
+                    "expect": e,
+                });
+                if let Some(at) = self.conn_at.remove("helo") {
+                    pre["at"] = at;
+                }
+                self.conn.insert("pre_tls_helo".into(), pre);
+            }
         }
+        connection(&mut self.conn, conn);
         self.conn_at.insert("helo".into(), now_ms().into());
         if let Some(h) = &conn.helo {
             self.conn.insert("helo".into(), h.clone().into());
@@ -222,7 +236,7 @@ impl PolicySession for RecordSession {
         self.conn.insert("esmtp".into(), conn.esmtp.into());
         let d = scope(self.session_id, self.inner.helo(conn)).await;
         self.note(&d);
-        // A second EHLO (after STARTTLS) replaces the first: the replay runs one.
+        // Another EHLO without STARTTLS between them replaces the one before.
         self.conn_expect.insert("helo".into(), expect(&d));
         d
     }

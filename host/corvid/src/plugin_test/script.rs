@@ -84,7 +84,25 @@ pub struct ConnSection {
     pub auth_user: Option<String>,
     /// When connect, EHLO and AUTH ran (`connect`, `helo`, `auth`; set by `[record]`).
     pub at: HookTimes,
+    /// With `starttls`: the EHLO before STARTTLS, run without TLS before `helo`.
+    pub pre_tls_helo: Option<PreTlsHelo>,
     pub expect: ConnExpect,
+}
+
+/// The EHLO a client sent before STARTTLS (RFC 3207 4.2: it says EHLO again after it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreTlsHelo {
+    pub helo: String,
+    #[serde(default = "yes")]
+    pub esmtp: bool,
+    /// When it ran (milliseconds since the Unix epoch; set by `[record]`).
+    pub at: Option<u64>,
+    pub expect: Option<Expect>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for ConnSection {
@@ -100,6 +118,7 @@ impl Default for ConnSection {
             starttls: false,
             auth_user: None,
             at: HookTimes::default(),
+            pre_tls_helo: None,
             expect: ConnExpect::default(),
         }
     }

@@ -88,6 +88,7 @@ fn record_one(rec: &Arc<Recorder>, message: &[u8], password: &str) {
         s.connect(&c).await;
         c.helo = Some("client.example".into());
         c.esmtp = true;
+        s.helo(&c).await;
         // STARTTLS, then EHLO again.
         c.tls = Some(corvid_types::TlsInfo {
             version: "TLSv1.3".into(),
@@ -168,6 +169,12 @@ fn a_recorded_session_is_a_replayable_capture_without_the_password() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     // TLS came by STARTTLS: the replayed connect hook gets none, EHLO gets it.
     assert!(conn.starttls && conn.info().tls.is_none() && conn.tls().is_some());
+    let pre = conn
+        .pre_tls_helo
+        .as_ref()
+        .expect("the EHLO before STARTTLS");
+    assert_eq!(pre.helo, "client.example");
+    assert!(pre.at.is_some_and(|t| Some(t) <= conn.at.helo) && pre.expect.is_some());
     assert_eq!(tx.expect.rcpt[0].verdict.as_deref(), Some("reject"));
     assert_eq!(tx.expect.rcpt[0].code, Some(550));
     assert_eq!(tx.expect.rcpt[0].enhanced.as_deref(), Some("5.7.1"));
