@@ -125,10 +125,12 @@ def test_recorded_transactions_replay_identically_and_a_changed_chain_differs(re
         assert capture["partial"] == []
         assert capture["plugins"][:3] == ["dnsbl", "rate-limit", "recipient-list"]
         transactions += len(capture["script"]["transaction"])
-        r = replay(f, "--config", str(srv.config_path))
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "FAIL" not in r.stdout and ", 0 failed" in r.stdout, r.stdout
     assert transactions == sessions * per_session
+    # All of them in one process, one after the other (the directory holds the harness's
+    # readiness probe too, a session without a transaction).
+    r = replay(srv.data_dir / "captures", "--config", str(srv.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAIL" not in r.stdout and r.stdout.count(", 0 failed") >= sessions, r.stdout
     # The recorded decisions are the server's: the refusal and the stamp are in the capture.
     last = json.loads(files[-1].read_text())["script"]["transaction"][1]
     assert last["expect"]["rcpt"][1]["code"] == 550
