@@ -78,7 +78,8 @@ pub enum Command {
         script's expectations; any mismatch prints a diff and exits with status 1.\n\n\
         The script is TOML (JSON for a .json file): [plugin] (name, config, capabilities, \
         stages), [connection] (client, local, rdns, helo, esmtp, listener, tls = { version, \
-        cipher, sni }, auth_user, expect.connect, expect.helo), [auth] (mechanism, user, \
+        cipher, sni }, starttls (the tls comes after connect), auth_user, expect.connect, \
+        expect.helo), [auth] (mechanism, user, \
         password, authzid, expect), [[transaction]] (mail_from, mail_params, rcpt_to, data, \
         expect.mail, expect.rcpt, expect.data, advance), [dns] answers, [kv] initial contents \
         (\"k\" = \"v\" or { value, ttl }), [clock] start (the plugin's clocks and the kv TTLs \
