@@ -204,8 +204,9 @@ def test_recipients_the_server_takes_without_the_chain_are_in_the_replayed_envel
 
 def test_several_captures_replay_in_one_process_each_on_its_own_clock_and_store(make_server, tmp_path):
     """Greylisted in a first session, passed in a second: replayed together (a directory, or
-    two files in either order) each capture gets its own clock and kv store, so the first
-    still greylists after the second and the second still passes."""
+    two files in either order), each capture runs on its own clock (the process-wide scripted
+    clock is installed again per capture: the first still greylists after the second, whose
+    clock stood 1.3 s later) with its own kv store and http answers."""
     if not GREYLIST.exists():
         pytest.skip(f"{GREYLIST} is not built (examples/greylist/rust/build.sh)")
     grey = {"name": "greylist", "path": str(GREYLIST), "capabilities": ["log", "config", "kv", "clock"],
