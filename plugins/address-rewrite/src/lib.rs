@@ -36,6 +36,16 @@ impl Plugin for AddressRewrite {
         true
     }
 
+    /// Without sender rules `mail` has nothing to do (`data` still removes the rewritten
+    /// recipients): the host is not asked to call it.
+    fn stages_for(config: &Config) -> Vec<Stage> {
+        let senders = config
+            .get_map::<String>("sender")
+            .map_or(true, |m| !m.is_empty());
+        let stages = Self::STAGES.iter().copied();
+        stages.filter(|s| *s != Stage::Mail || senders).collect()
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&["sender", "recipient"])?;
         let sender = Map::parse("sender", &config.get_map::<String>("sender")?)?;
@@ -274,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn mail_is_left_out_of_the_stages_without_sender_rules() {
+        let config = |pairs: &[(&str, &str)]| Config::from_pairs(pairs.iter().copied());
+        let recipients = config(&[("recipient", r#"{ "a@x.example" = "b@y.example" }"#)]);
+        let stages = AddressRewrite::stages_for(&recipients);
+        assert_eq!(stages, vec![Stage::Rcpt, Stage::Data]);
+        assert_eq!(
+            AddressRewrite::stages_for(&config(MAPS)),
+            AddressRewrite::STAGES
+        );
+    }
+
+    #[test]
     fn senders_are_rewritten_at_mail_by_address_and_by_domain() {
         let mut p = plugin(MAPS);
         let d = p.on_mail(&c(), &envelope("old@STAFF.example", &[]));
@@ -431,8 +453,11 @@ mod tests {
     }
 
     #[test]
-    fn the_exported_glue_describes_the_three_stages() {
+    fn the_exported_glue_describes_the_stages_the_configuration_needs() {
+        // The fake host's configuration is empty: no sender rules, so no `mail`
+        // (`stages_for` with sender rules is tested above).
+        corvid_plugin_sdk::testing::reset();
         let info = corvid_plugin_sdk::runtime::describe::<AddressRewrite>();
-        assert_eq!(info.stages, vec![Stage::Mail, Stage::Rcpt, Stage::Data]);
+        assert_eq!(info.stages, vec![Stage::Rcpt, Stage::Data]);
     }
 }

@@ -29,6 +29,19 @@ impl Plugin for RateLimit {
         true
     }
 
+    /// Only the stages whose limit is set: `connect` counts connections, `mail` messages.
+    fn stages_for(config: &Config) -> Vec<Stage> {
+        let set = |key: &str| config.get(key).is_some();
+        let mut stages = Vec::new();
+        if set("connections_per_window") {
+            stages.push(Stage::Connect);
+        }
+        if set("messages_per_window") {
+            stages.push(Stage::Mail);
+        }
+        stages
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&[
             "messages_per_window",
@@ -205,6 +218,23 @@ export_plugin!(RateLimit);
 mod tests {
     use super::*;
     use corvid_plugin_sdk::testing::*;
+
+    #[test]
+    fn only_the_stages_whose_limit_is_set_are_asked_for() {
+        let stages = |pairs: &[(&str, &str)]| {
+            RateLimit::stages_for(&Config::from_pairs(pairs.iter().copied()))
+        };
+        assert_eq!(stages(&[("messages_per_window", "5")]), vec![Stage::Mail]);
+        assert_eq!(
+            stages(&[("connections_per_window", "5")]),
+            vec![Stage::Connect]
+        );
+        let both = [
+            ("messages_per_window", "5"),
+            ("connections_per_window", "5"),
+        ];
+        assert_eq!(stages(&both), RateLimit::STAGES);
+    }
 
     fn plugin(pairs: &[(&str, &str)]) -> RateLimit {
         configured(pairs)

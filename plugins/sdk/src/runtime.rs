@@ -15,7 +15,8 @@ thread_local! {
 
 pub use crate::stages::{default_hook, probing};
 
-/// `describe` from the trait's constants (an empty `VERSION` stays empty).
+/// `describe` from the trait's constants and [`Plugin::stages_for`] (an empty `VERSION` stays
+/// empty).
 pub fn describe<P: Plugin>() -> PluginInfo {
     describe_as::<P>("")
 }
@@ -28,10 +29,13 @@ pub fn describe_as<P: Plugin>(crate_version: &str) -> PluginInfo {
     } else {
         P::VERSION
     };
+    // Only what `STAGES` lists: the host never calls the others.
+    let mut stages = P::stages_for(&instance_config());
+    stages.retain(|s| P::STAGES.contains(s));
     PluginInfo {
         name: P::NAME.to_string(),
         version: version.to_string(),
-        stages: P::STAGES.to_vec(),
+        stages,
     }
 }
 
