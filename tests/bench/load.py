@@ -59,10 +59,20 @@ from series import SourceReader, five_second_check, per_second, series_text
 # Corvid
 # ----------------------------------------------------------------------------------------------
 
-def only_smtp_listener(text, plugins=False):
+def chain_keeps(name, chain):
+    """Whether the bundled plugin `name` is in the chain asked for by --chain: None keeps all,
+    "-a,b" all but a and b, "a,b" only a and b (the per-plugin breakdown of the chain's tax)."""
+    if not chain:
+        return True
+    names = {n.strip() for n in chain.lstrip("-").split(",") if n.strip()}
+    return (name not in names) if chain.startswith("-") else (name in names)
+
+
+def only_smtp_listener(text, plugins=False, chain=None):
     """dev.toml without the [[listener]] tables other than the first `mode = "smtp"` one: the
     benchmark needs only port-25 semantics, and the others have fixed ports. The bundled
-    [[plugin]] chain is left out unless `plugins` (then with absolute component paths)."""
+    [[plugin]] chain is left out unless `plugins` (then with absolute component paths, and
+    only the plugins `chain` keeps, see chain_keeps)."""
     tables, current = [], []
     for line in text.splitlines(keepends=True):
         if re.match(r"\s*\[", line) and current:
@@ -70,10 +80,13 @@ def only_smtp_listener(text, plugins=False):
             current = []
         current.append(line)
     tables.append(current)
-    out, kept = [], False
+    out, kept, keep_plugin = [], False, True
     for t in tables:
+        if re.match(r"\s*\[\[plugin\]\]", t[0]):
+            m = re.search(r'^name\s*=\s*"([^"]+)"', "".join(t), flags=re.M)
+            keep_plugin = chain_keeps(m.group(1) if m else "", chain)
         if re.match(r"\s*\[\[plugin\]\]|\s*\[plugin\.", t[0]):
-            if plugins:
+            if plugins and keep_plugin:
                 body = re.sub(r'^path\s*=\s*"(target/[^"]+)"',
                               lambda m: f'path = "{os.path.join(REPO, m.group(1))}"', "".join(t), flags=re.M)
                 # The chain runs in full, but the bench must not trip the rate limit it measures.
@@ -97,6 +110,7 @@ def only_smtp_listener(text, plugins=False):
 
 SERVER_KINDS = ("sink", "postfix", "corvid", "corvid+plugins", "corvid+bad")
 BAD_KIND = ["loop"]
+CHAIN = [None]  # --chain
 BAD_KINDS = ("loop", "oom", "trap", "spin")
 
 
@@ -143,7 +157,7 @@ class Corvid:
 
     def write_config(self):
         with open(os.path.join(REPO, "config", "dev.toml")) as f:
-            text = only_smtp_listener(f.read(), plugins=self.plugins)
+            text = only_smtp_listener(f.read(), plugins=self.plugins, chain=CHAIN[0])
 
         def sub(pattern, repl):
             nonlocal text
@@ -682,6 +696,9 @@ def main():
     ap.add_argument("--max-conn-per-ip", type=int, default=1000, help="Corvid limits.max_connections_per_ip")
     ap.add_argument("--plugins", action="store_true",
                     help="run Corvid with dev.toml's bundled plugin chain (build it with `make plugins`)")
+    ap.add_argument("--chain", metavar="NAMES",
+                    help="the bundled chain's plugins to load (comma list of names), or with a leading "
+                         "'-' those to leave out, e.g. --chain=-rate-limit: the per-plugin breakdown")
     ap.add_argument("--extra-plugin", action="append", default=[], metavar="TOML",
                     help="append this [[plugin]] table file to Corvid's config (repeatable; a relative "
                          "`path` is resolved against the repository), e.g. examples/greylist/bench/python.toml")
@@ -709,6 +726,7 @@ def main():
     ap.add_argument("--json", metavar="FILE", help="write all results as JSON")
     args = ap.parse_args()
     BAD_KIND[0] = args.bad_plugin
+    CHAIN[0] = args.chain
     # SIGTERM (e.g. from `timeout`) takes the same path as Ctrl-C, so the servers get stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
