@@ -83,7 +83,15 @@ impl Authenticator {
         let dkim: Vec<DkimOutput<'_>> = checked
             .iter()
             .zip(&signatures)
-            .map(|(check, sig)| dkim_output(check).with_signature(sig))
+            .map(|(check, sig)| {
+                // A signature that did not parse has no d= or s= to name.
+                let out = dkim_output(check);
+                if check.domain.is_empty() {
+                    out
+                } else {
+                    out.with_signature(sig)
+                }
+            })
             .collect();
         let spf = at_receipt.spf.as_ref();
         let spf_domain = spf.map(|s| s.domain.clone()).unwrap_or_default();
@@ -221,4 +229,91 @@ fn with_receipt_dmarc(dmarc: DmarcOutput, at_receipt: &DmarcCheck) -> DmarcOutpu
         dmarc.with_domain(&at_receipt.from_domain)
     };
     dmarc.with_spf_result(spf).with_dkim_result(dkim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(result: DkimVerdict, domain: &str) -> DkimCheck {
+        DkimCheck {
+            result,
+            domain: domain.into(),
+            selector: "s1".into(),
+            algorithm: "rsa-sha256".into(),
+            identity: None,
+            body_length: None,
+            header_b: "abcdEFGH".into(),
+            reason: None,
+        }
+    }
+
+    fn dmarc(result: DmarcVerdict, spf_aligned: bool, dkim_aligned: bool) -> DmarcCheck {
+        DmarcCheck {
+            result,
+            from_domain: "a.test".into(),
+            policy: crate::DmarcPolicy::Reject,
+            pct: 100,
+            spf_aligned,
+            dkim_aligned,
+            reason: None,
+        }
+    }
+
+    /// The AAR says what the checks said at receipt, whatever the message looks like now.
+    #[test]
+    fn receipt_results_become_the_aar() {
+        let checks = [
+            check(DkimVerdict::Pass, "a.test"),
+            check(DkimVerdict::Fail, "b.test"),
+            check(DkimVerdict::Permerror, ""),
+        ];
+        let sigs: Vec<Signature> = checks.iter().map(signature_of).collect();
+        assert_eq!(
+            sigs[0].b.len(),
+            6,
+            "header.b= is 8 base64 characters, 6 octets"
+        );
+        let outs: Vec<DkimOutput<'_>> = checks
+            .iter()
+            .zip(&sigs)
+            .map(|(c, s)| dkim_output(c).with_signature(s))
+            .collect();
+        let cases = [
+            (
+                dmarc(DmarcVerdict::Pass, false, true),
+                "dmarc=pass header.from=a.test",
+            ),
+            (
+                dmarc(DmarcVerdict::Pass, true, false),
+                "dmarc=pass header.from=a.test",
+            ),
+            (
+                dmarc(DmarcVerdict::Fail, false, false),
+                "dmarc=fail (policy not aligned)",
+            ),
+            (
+                dmarc(DmarcVerdict::Temperror, false, false),
+                "dmarc=temperror",
+            ),
+            (dmarc(DmarcVerdict::None, false, false), "dmarc=none"),
+        ];
+        for (d, want) in cases {
+            let out = with_receipt_dmarc(DmarcOutput::new("x.test".into()), &d);
+            let ar = AuthenticationResults::new("mx.corvid.test")
+                .with_dkim_results(&outs, "a.test")
+                .with_dmarc_result(&out)
+                .to_string();
+            assert!(
+                ar.contains("dkim=pass header.d=a.test header.s=s1 header.b=abcdEFGH"),
+                "{ar}"
+            );
+            assert!(
+                ar.contains("dkim=fail (verification failed) header.d=b.test"),
+                "{ar}"
+            );
+            assert!(ar.contains("dkim=permerror"), "{ar}");
+            assert!(ar.contains(want), "{want}: {ar}");
+        }
+    }
 }
