@@ -7,7 +7,6 @@
 //! Spool access and Maildir writes block on disk, so they run on blocking threads; network
 //! delivery runs on the runtime. The destinations of one message are served concurrently.
 
-use crate::blocking::blocking;
 use crate::content::LazyContent;
 use crate::deliver::{self, Couriers};
 use crate::fate::{self, Hooks};
@@ -77,9 +76,8 @@ async fn load(
     id: &QueueId,
     now: u64,
 ) -> Option<(QueuedMessage, Vec<usize>)> {
-    let spool = Arc::clone(spool);
-    let read_id = id.clone();
-    let msg = match blocking(move || spool.get(&read_id)).await? {
+    // A read of sled's cache (see `Spool::get`): no hand-off to a blocking thread and back.
+    let msg = match spool.get(id) {
         Ok(Some(msg)) => msg,
         Ok(None) => return None,
         Err(e) => {

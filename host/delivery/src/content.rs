@@ -4,7 +4,6 @@
 //! its content: the content in memory is bounded by the deliveries actually running, not by
 //! the messages queued behind a slow destination.
 
-use crate::blocking::blocking;
 use crate::loops::received_count;
 use crate::Outcome;
 use corvid_queue::Spool;
@@ -51,22 +50,17 @@ impl LazyContent {
     pub(crate) async fn get(&self) -> Result<Arc<Vec<u8>>, Outcome> {
         self.cell
             .get_or_init(|| async {
-                let spool = Arc::clone(&self.spool);
-                let id = self.id.clone();
-                match blocking(move || spool.content(&id)).await {
-                    Some(Ok(Some(c))) => Ok(Arc::new(c)),
-                    Some(Ok(None)) => {
-                        Err(Outcome::Permanent("5.3.0 queued content is missing".into()))
-                    }
-                    Some(Err(e)) => {
+                // A read of sled (see `Spool::content`), on this thread: no hand-off to a
+                // blocking thread and back per message.
+                match self.spool.content(&self.id) {
+                    Ok(Some(c)) => Ok(Arc::new(c)),
+                    Ok(None) => Err(Outcome::Permanent("5.3.0 queued content is missing".into())),
+                    Err(e) => {
                         tracing::error!(queue_id = %self.id, error = %e, "cannot read content");
                         Err(Outcome::Transient(
                             "4.3.0 cannot read queued content".into(),
                         ))
                     }
-                    None => Err(Outcome::Transient(
-                        "4.3.0 cannot read queued content".into(),
-                    )),
                 }
             })
             .await

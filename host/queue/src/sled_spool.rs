@@ -161,6 +161,27 @@ impl SledSpool {
         Ok(())
     }
 
+    /// Writes a delivery attempt's new metadata, not yet durably (see [`Spool::update`]).
+    fn write_update(&self, msg: &QueuedMessage) -> Result<(), QueueError> {
+        let mut index = self.lock_index();
+        let key = msg.id.0.as_bytes();
+        if !self.meta.contains_key(key)? {
+            return Err(QueueError::NotFound(msg.id.clone()));
+        }
+        // Held while delivery had its copy: the hold stays.
+        let held;
+        let msg = match (index.held_since(&msg.id), &msg.quarantined) {
+            (Some(since), None) => {
+                held = crate::hold::keep_hold(self, msg, since)?;
+                &held
+            }
+            _ => msg,
+        };
+        self.meta.insert(key, encode(msg)?)?;
+        index.set(&msg.id, msg.next_due());
+        Ok(())
+    }
+
     /// Deletes a message and its content, not yet durably.
     fn unlink(&self, id: &QueueId) -> Result<bool, QueueError> {
         let mut index = self.lock_index();
@@ -178,7 +199,7 @@ impl SledSpool {
 
     /// [`Spool::remove`] for async callers: waits for the group commit without blocking a
     /// runtime thread.
-    pub(crate) async fn remove_async(&self, id: &QueueId) -> Result<bool, QueueError> {
+    pub(crate) async fn remove_durably(&self, id: &QueueId) -> Result<bool, QueueError> {
         let existed = self.unlink(id)?;
         self.committer.commit().await.map_err(QueueError::Storage)?;
         Ok(existed)
@@ -314,25 +335,17 @@ impl Spool for SledSpool {
     }
 
     fn update(&self, msg: &QueuedMessage) -> Result<(), QueueError> {
-        {
-            let mut index = self.lock_index();
-            let key = msg.id.0.as_bytes();
-            if !self.meta.contains_key(key)? {
-                return Err(QueueError::NotFound(msg.id.clone()));
-            }
-            // Held while delivery had its copy: the hold stays.
-            let held;
-            let msg = match (index.held_since(&msg.id), &msg.quarantined) {
-                (Some(since), None) => {
-                    held = crate::hold::keep_hold(self, msg, since)?;
-                    &held
-                }
-                _ => msg,
-            };
-            self.meta.insert(key, encode(msg)?)?;
-            index.set(&msg.id, msg.next_due());
-        }
+        self.write_update(msg)?;
         self.flush()
+    }
+
+    async fn update_async(&self, msg: &QueuedMessage) -> Result<(), QueueError> {
+        self.write_update(msg)?;
+        self.committer.commit().await.map_err(QueueError::Storage)
+    }
+
+    async fn remove_async(&self, id: &QueueId) -> Result<bool, QueueError> {
+        self.remove_durably(id).await
     }
 
     fn remove(&self, id: &QueueId) -> Result<bool, QueueError> {

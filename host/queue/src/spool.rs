@@ -10,9 +10,12 @@ use tokio::sync::watch;
 /// stable storage (fsynced), so that a crash never loses an acknowledged message or undoes a
 /// recorded delivery.
 ///
-/// The methods are synchronous (they may block on disk I/O): async callers run them in
-/// `spawn_blocking`. New messages arrive through [`corvid_types::Intake`], which the
-/// implementation also provides.
+/// The methods are synchronous (they may block on disk I/O): async callers run the ones
+/// that change state in `spawn_blocking`, or use their async forms ([`Spool::update_async`],
+/// [`Spool::remove_async`]). The reads ([`Spool::get`], [`Spool::content`]) never wait for an
+/// fsync, at most for a read of the log when the value left the cache: delivery calls them on
+/// its runtime threads, as intake writes new messages into sled there. New messages arrive
+/// through [`corvid_types::Intake`], which the implementation also provides.
 #[async_trait]
 pub trait Spool: Send + Sync {
     /// Every message's metadata, in id (arrival) order.
@@ -31,6 +34,20 @@ pub trait Spool: Send + Sync {
 
     /// Deletes a message and its content; durable on return. `false` when it was not there.
     fn remove(&self, id: &QueueId) -> Result<bool, QueueError>;
+
+    /// [`Spool::update`] for async callers (delivery records each attempt with it): the same
+    /// write, durable on return, but the wait for the disk does not hold a thread. The sled
+    /// spool writes in memory on the caller's thread and awaits the group commit, where the
+    /// blocking form needs a blocking thread and a hand-off to it and back per message. The
+    /// default calls [`Spool::update`] on the caller's thread (for in-memory test spools).
+    async fn update_async(&self, msg: &QueuedMessage) -> Result<(), QueueError> {
+        self.update(msg)
+    }
+
+    /// [`Spool::remove`] for async callers, as [`Spool::update_async`]: durable on return.
+    async fn remove_async(&self, id: &QueueId) -> Result<bool, QueueError> {
+        self.remove(id)
+    }
 
     /// Messages with a pending recipient whose next attempt is at or before `now`, oldest
     /// first, claimed ones included. Quarantined messages are never due.
