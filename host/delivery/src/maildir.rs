@@ -13,16 +13,19 @@
 //! component at a time with `O_NOFOLLOW`, the message file is created with `O_EXCL` and
 //! `O_NOFOLLOW`, and names are resolved relative to those directories (`openat`, `renameat`),
 //! so a link planted by a mailbox owner cannot make the server write elsewhere.
+//! The open directories of recently used mailboxes are kept ([`dirs`]), checked against
+//! `new/`'s inode on each use, so a delivery does not open seven directories again.
 
+mod dirs;
 mod dirsync;
 
 use crate::DeliveryError;
 use corvid_types::Address;
+use dirs::Dirs;
 use std::ffi::CString;
-use std::fs::{DirBuilder, File};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, OnceLock};
 
@@ -55,14 +58,42 @@ pub fn deliver(
 ) -> Result<PathBuf, DeliveryError> {
     let maildir = maildir_path(root, mailbox)?;
     check_component(queue_id)?;
-    let dirs = Dirs::open(root, mailbox)?;
-    let size = content_prefix.len() + content.len();
+    let (dirs, cached) = dirs::get(root, mailbox, &maildir)?;
+    let deliver = |dirs: &Dirs| {
+        deliver_into(
+            dirs,
+            &maildir,
+            queue_id,
+            arrived_at,
+            &[content_prefix, content],
+        )
+    };
+    match deliver(&dirs) {
+        // The cached directories may have been removed or replaced since they were opened
+        // (only new/ is checked on each use): once more through freshly opened ones.
+        Err(_) if cached => {
+            dirs::forget(root, mailbox);
+            deliver(&dirs::get(root, mailbox, &maildir)?.0)
+        }
+        done => done,
+    }
+}
+
+/// [`deliver`] into the Maildir whose directories are `dirs`: `parts` one after the other.
+fn deliver_into(
+    dirs: &Dirs,
+    maildir: &Path,
+    queue_id: &str,
+    arrived_at: u64,
+    parts: &[&[u8]; 2],
+) -> Result<PathBuf, DeliveryError> {
+    let size = parts[0].len() + parts[1].len();
     let name = format!("{arrived_at}.Q{queue_id}.{},S={size}", hostname());
     let new = maildir.join("new").join(&name);
     if dirs.is_file(&dirs.new, &name) {
         // An earlier attempt renamed it but may have stopped (killed, or its fsync failed)
         // before new/ was synced: sync it now, so this success is as durable as a first one.
-        sync_new(dirs.new, &maildir)?;
+        sync_new(dirs, maildir)?;
         return Ok(new);
     }
     for seen in [format!("{name}:2,"), format!("{name}:2,S")] {
@@ -72,13 +103,8 @@ pub fn deliver(
     }
     let tmp = maildir.join("tmp").join(&name);
     let cname = cstring(&name)?;
-    // A leftover of an interrupted attempt (or anything planted under this name, a symlink
-    // included) is unlinked, never written through: the file is then made with O_EXCL and
-    // O_NOFOLLOW, so a link that reappears in between makes the open fail.
-    // SAFETY: valid directory descriptor and NUL-terminated name.
-    unsafe { libc::unlinkat(dirs.tmp.as_raw_fd(), cname.as_ptr(), 0) };
-    if let Err(e) = write_synced(&dirs.tmp, &cname, content_prefix, content) {
-        // SAFETY: as above.
+    if let Err(e) = write_synced(&dirs.tmp, &cname, parts) {
+        // SAFETY: valid directory descriptor and NUL-terminated name.
         unsafe { libc::unlinkat(dirs.tmp.as_raw_fd(), cname.as_ptr(), 0) };
         return Err(DeliveryError::io("write", tmp, e));
     }
@@ -99,23 +125,19 @@ pub fn deliver(
         unsafe { libc::unlinkat(dirs.tmp.as_raw_fd(), cname.as_ptr(), 0) };
         return Err(DeliveryError::io("rename", new, e));
     }
-    sync_new(dirs.new, &maildir)?;
+    sync_new(dirs, maildir)?;
     Ok(new)
 }
 
 /// Returns once an fsync of `new/` that started after this call has completed: the rename
 /// made before it is then durable. A concurrent delivery's fsync may be that one (group
 /// commit, see [`dirsync`]).
-fn sync_new(new: OwnedFd, maildir: &Path) -> Result<(), DeliveryError> {
-    use std::os::unix::fs::MetadataExt;
-    let new = File::from(new);
-    let fail = |op, e| DeliveryError::io(op, maildir.join("new"), e);
+fn sync_new(dirs: &Dirs, maildir: &Path) -> Result<(), DeliveryError> {
     // Device and inode: deliveries share a round only when they renamed into the very same
     // directory, whatever path led them there.
-    let meta = new.metadata().map_err(|e| fail("stat", e))?;
     NEW_DIR_SYNC
-        .sync_after((meta.dev(), meta.ino()), || new.sync_all())
-        .map_err(|e| fail("fsync", e))
+        .sync_after(dirs.new_id, || dirs.new.sync_all())
+        .map_err(|e| DeliveryError::io("fsync", maildir.join("new"), e))
 }
 
 fn cstring(name: &str) -> Result<CString, DeliveryError> {
@@ -125,133 +147,35 @@ fn cstring(name: &str) -> Result<CString, DeliveryError> {
     })
 }
 
-/// The Maildir's `tmp/`, `new/` and `cur/`, each reached from the mail root one component at
-/// a time with `O_NOFOLLOW`: a symlink anywhere below the root (a domain, a user, `Maildir`
-/// or one of its subdirectories) makes the delivery fail instead of writing elsewhere.
-struct Dirs {
-    tmp: OwnedFd,
-    new: OwnedFd,
-    cur: OwnedFd,
-}
-
-impl Dirs {
-    fn open(root: &Path, mailbox: &Address) -> Result<Dirs, DeliveryError> {
-        // The root itself is the administrator's choice and may be a symlink.
-        let root_fd: OwnedFd = File::open(root)
-            .or_else(|e| match e.kind() {
-                io::ErrorKind::NotFound => {
-                    create_root(root)?;
-                    File::open(root)
-                }
-                _ => Err(e),
-            })
-            .map_err(|e| DeliveryError::io("open", root, e))?
-            .into();
-        let mut path = root.to_path_buf();
-        let mut dir = root_fd;
-        for part in [mailbox.domain.as_str(), mailbox.local.as_str(), "Maildir"] {
-            path.push(part);
-            dir = open_dir(&dir, part, &path)?;
-        }
-        let sub = |name: &str| open_dir(&dir, name, &path.join(name));
-        Ok(Dirs {
-            tmp: sub("tmp")?,
-            new: sub("new")?,
-            cur: sub("cur")?,
-        })
-    }
-
-    /// A regular file (not a symlink) named `name` in `dir`.
-    fn is_file(&self, dir: &OwnedFd, name: &str) -> bool {
-        let Ok(cname) = CString::new(name) else {
-            return false;
-        };
-        // SAFETY: an all-zero stat is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor, NUL-terminated name, `st` valid for writes.
-        let rc = unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                cname.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
-    }
-}
-
-/// Creates the mail root and its missing parents (0700), fsyncing each parent that gained an
-/// entry: without that, a power cut can take the whole new tree, and every message delivered
-/// into it, along with the directory's name.
-fn create_root(root: &Path) -> io::Result<()> {
-    let mut missing = Vec::new();
-    let mut cur = root;
-    while !cur.as_os_str().is_empty() && !cur.exists() {
-        missing.push(cur);
-        match cur.parent() {
-            Some(p) => cur = p,
-            None => break,
-        }
-    }
-    for dir in missing.into_iter().rev() {
-        match DirBuilder::new().mode(DIR_MODE).create(dir) {
-            // Made by a concurrent delivery, which may not have synced it yet: sync anyway.
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Opens (creating it 0700 when missing, and fsyncing the parent that gained the entry) the
-/// directory `name` in `parent`, never following a symlink.
-fn open_dir(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, DeliveryError> {
-    let cname = cstring(name)?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let open = || {
-        // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
-        let fd = unsafe { libc::openat(parent.as_raw_fd(), cname.as_ptr(), flags) };
-        if fd < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            // SAFETY: a fresh descriptor that nothing else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        }
-    };
-    match open() {
-        Ok(fd) => return Ok(fd),
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(DeliveryError::io("open", path, e))
-        }
-        Err(_) => {}
-    }
-    // SAFETY: valid descriptor and NUL-terminated name.
-    let rc = unsafe { libc::mkdirat(parent.as_raw_fd(), cname.as_ptr(), DIR_MODE as libc::mode_t) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::AlreadyExists {
-            return Err(DeliveryError::io("create", path, e));
-        }
-    } else {
-        // The new entry must survive a crash along with the message written into it.
-        let dup = parent
-            .try_clone()
-            .map_err(|e| DeliveryError::io("fsync", path, e))?;
-        File::from(dup)
-            .sync_all()
-            .map_err(|e| DeliveryError::io("fsync", path, e))?;
-    }
-    open().map_err(|e| DeliveryError::io("open", path, e))
-}
-
 /// Creates `name` in `dir` exclusively (O_EXCL, O_NOFOLLOW), writes and fdatasyncs it.
-fn write_synced(dir: &OwnedFd, name: &CString, prefix: &[u8], content: &[u8]) -> io::Result<()> {
+///
+/// A leftover of an interrupted attempt under this name (or anything planted there, a
+/// symlink included) makes the first open fail with `EEXIST`: it is unlinked, never written
+/// through, and the file made again with O_EXCL and O_NOFOLLOW, so a link that reappears in
+/// between makes the open fail. (Unlinking first on every delivery cost a syscall per
+/// message for what only a crash leaves behind.)
+fn write_synced(dir: &OwnedFd, name: &CString, parts: &[&[u8]; 2]) -> io::Result<()> {
+    let fd = match create_excl(dir, name) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            // SAFETY: valid directory descriptor and NUL-terminated name.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+            create_excl(dir, name)?
+        }
+        other => other?,
+    };
+    let mut file = File::from(fd);
+    for part in parts {
+        file.write_all(part)?;
+    }
+    // fdatasync(2) is enough here: it flushes the data and the metadata needed to read it back
+    // (the size and the block allocation; POSIX "synchronized I/O data integrity"), and skips
+    // only what a reader does not need (times). The file's name is not made durable by either
+    // call: that is the fsync of new/ after the rename.
+    file.sync_data()
+}
+
+/// `openat(dir, name, O_CREAT | O_EXCL | O_NOFOLLOW)` for writing, mode 0600.
+fn create_excl(dir: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
     let fd = unsafe {
@@ -266,16 +190,8 @@ fn write_synced(dir: &OwnedFd, name: &CString, prefix: &[u8], content: &[u8]) ->
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor that nothing else owns.
-    let mut file = unsafe { File::from_raw_fd(fd) };
-    file.write_all(prefix)?;
-    file.write_all(content)?;
-    // fdatasync(2) is enough here: it flushes the data and the metadata needed to read it back
-    // (the size and the block allocation; POSIX "synchronized I/O data integrity"), and skips
-    // only what a reader does not need (times). The file's name is not made durable by either
-    // call: that is the fsync of new/ after the rename.
-    file.sync_data()
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
-
 /// `<root>/<domain>/<local>/Maildir`, after checking that neither part can leave `root`.
 pub fn maildir_path(root: &Path, mailbox: &Address) -> Result<PathBuf, DeliveryError> {
     check_component(&mailbox.domain)?;

@@ -237,3 +237,48 @@ fn concurrent_deliveries_into_one_maildir_all_land() {
         assert!(id.contains(&format!(".Q{}.", String::from_utf8_lossy(&body))));
     }
 }
+
+#[test]
+fn a_cached_maildir_replaced_removed_or_symlinked_is_opened_again() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let md = root.path().join("example.test/alice/Maildir");
+    let count = |dir: &Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    deliver(root.path(), &alice(), "C1", 1, b"", b"one").unwrap();
+    // Moved away and made again: the next message lands in the new one.
+    std::fs::rename(&md, root.path().join("old")).unwrap();
+    let p = deliver(root.path(), &alice(), "C2", 1, b"", b"two").unwrap();
+    assert!(p.starts_with(&md));
+    assert_eq!(count(&md.join("new")), 1);
+    assert_eq!(
+        count(&root.path().join("old/new")),
+        1,
+        "nothing more in the old one"
+    );
+    // Removed with its user directory: made again.
+    std::fs::remove_dir_all(root.path().join("example.test/alice")).unwrap();
+    deliver(root.path(), &alice(), "C3", 1, b"", b"three").unwrap();
+    assert_eq!(count(&md.join("new")), 1);
+    // Replaced by a symlink to a Maildir elsewhere: refused, nothing written there.
+    let subs = ["tmp", "new", "cur"].map(|sub| outside.path().join(sub));
+    subs.iter()
+        .for_each(|d| std::fs::create_dir_all(d).unwrap());
+    std::fs::remove_dir_all(&md).unwrap();
+    symlink(outside.path(), &md).unwrap();
+    let err = deliver(root.path(), &alice(), "C4", 1, b"", b"four").unwrap_err();
+    assert!(matches!(err.outcome(), crate::Outcome::Transient(_)));
+    assert!(
+        subs.iter().all(|d| count(d) == 0),
+        "written through the link"
+    );
+    // tmp/ alone replaced (the check looks at new/ only): the failed write is retried through
+    // freshly opened directories.
+    std::fs::remove_file(&md).unwrap();
+    deliver(root.path(), &alice(), "C5", 1, b"", b"five").unwrap();
+    std::fs::remove_dir(md.join("tmp")).unwrap();
+    std::fs::create_dir(md.join("tmp")).unwrap();
+    deliver(root.path(), &alice(), "C6", 1, b"", b"six").unwrap();
+    assert_eq!(count(&md.join("new")), 2);
+    assert_eq!(count(&md.join("tmp")), 0);
+}
