@@ -12,7 +12,6 @@
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
-use corvid_auth::keys::DkimPrivateKey;
 use corvid_plugin_host::{PluginEngine, PluginHost, Services};
 use corvid_server::tls::{CertPair, TlsError, TlsHandle};
 use std::path::Path;
@@ -55,23 +54,12 @@ fn check_tls(c: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Reads every `[[dkim.key]]` as `serve` does at start (a key to be generated may be absent).
+/// Loads every `[[dkim.key]]` through the signer `serve` builds at start (key file, its
+/// algorithm against the config's, start/stop dates); a key to be generated may be absent.
 fn check_dkim_keys(c: &Config) -> Result<()> {
-    let dkim = crate::mail_auth::resolved(c);
-    for (i, k) in dkim.key.iter().enumerate() {
-        if k.generate && !k.key_file.exists() {
-            continue;
-        }
-        let pem = std::fs::read(&k.key_file).with_context(|| {
-            format!(
-                "key `dkim.key[{i}].key_file`: cannot read {}",
-                k.key_file.display()
-            )
-        })?;
-        if let Err(e) = DkimPrivateKey::from_pem(&pem) {
-            bail!("key `dkim.key[{i}].key_file`: {}: {e}", k.key_file.display());
-        }
-    }
+    let mut dkim = crate::mail_auth::resolved(c);
+    dkim.key.retain(|k| !k.generate || k.key_file.exists());
+    corvid_auth::Signer::new(&dkim, |p| std::fs::read(p)).context("key `dkim.key`")?;
     Ok(())
 }
 
@@ -181,10 +169,19 @@ mod tests {
             k.key_file = missing.clone();
         }
         assert!(!c.dkim.key.is_empty(), "dev.toml signs for corvid.test");
-        let err = check_dkim_keys(&c).unwrap_err().to_string();
-        assert!(err.starts_with("key `dkim.key[0].key_file`"), "{err}");
+        let err = format!("{:#}", check_dkim_keys(&c).unwrap_err());
+        assert!(err.starts_with("key `dkim.key`") && err.contains("no.pem"), "{err}");
         std::fs::write(&missing, "not a key").unwrap();
         assert!(check_dkim_keys(&c).is_err());
+        // A key of the other algorithm than the config says, as `serve` refuses it.
+        let ed = corvid_auth::keys::DkimPrivateKey::generate(corvid_auth::KeyAlgorithm::Ed25519)
+            .unwrap();
+        std::fs::write(&missing, ed.to_pkcs8_pem()).unwrap();
+        for k in &mut c.dkim.key {
+            k.algorithm = corvid_auth::KeyAlgorithm::Rsa;
+        }
+        let err = format!("{:#}", check_dkim_keys(&c).unwrap_err());
+        assert!(err.contains("the config says"), "{err}");
 
         c.server.user = Some("no-such-user-corvid-test".into());
         let err = format!("{:#}", check_user(&c).unwrap_err());
