@@ -267,3 +267,42 @@ def test_auth_results_reach_the_plugin_per_transaction(tmp_path):
     # At MAIL only SPF: the mail hook now rejects, so DATA is skipped (and its check fails).
     assert r.returncode == 1, r.stdout + r.stderr
     assert "spf=softfail/mailfrom/sender.example dkim= dmarc=- arc=-" in r.stdout, r.stdout
+
+
+RECORDED_TIMES = """
+[plugin]
+name = "rate-limit"
+config = { messages_per_window = 1, window_secs = 600 }
+
+[clock]
+start = "2026-12-07T13:00:00Z"
+
+[kv]
+"msg:192.0.2.10" = { value = "1", ttl = "5m" }
+
+[[transaction]]
+advance = "4m"
+at = { mail = %d }
+mail_from = "a@client.example"
+rcpt_to = ["b@example.org"]
+expect.mail = { verdict = "tempfail", code = 450 }
+
+[[transaction]]
+advance = "4m"
+at = { mail = %d }
+mail_from = "a@client.example"
+rcpt_to = ["b@example.org"]
+expect.mail = { verdict = "tempfail", code = 450 }
+"""
+
+
+def test_recorded_hook_times_win_over_advance(tmp_path):
+    # A capture has both `advance` and `at`. The recorded times (13:01, 13:02) win: the seeded
+    # counter, kept until 13:05, still refuses the second MAIL. Advancing first (4m + 4m) and
+    # setting the wall clock back after would have left the monotonic clock, on which kv keys
+    # expire, at 8 minutes, and the counter gone.
+    script = RECORDED_TIMES % (START_MS + 60_000, START_MS + 120_000)
+    r = plugin_test(WASM / "rate_limit.wasm", script, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("mail <a@client.example>: tempfail 450") == 2, r.stdout
+    assert re.search(r"^6 checks, 0 failed$", r.stdout, re.M), r.stdout
