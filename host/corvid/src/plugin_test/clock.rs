@@ -114,6 +114,11 @@ pub struct HookTimes {
     pub data: Option<u64>,
 }
 
+/// Held by the unit tests that install a scripted clock or read the plugins' clock: it is
+/// process-wide, and the test harness runs tests in parallel threads.
+#[cfg(test)]
+pub(crate) static GLOBAL_CLOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +142,7 @@ mod tests {
 
     #[test]
     fn a_hook_time_sets_the_clock_after_an_advance() {
+        let _clock = GLOBAL_CLOCK.lock().unwrap_or_else(|p| p.into_inner());
         let section: ClockSection = toml::from_str("start = \"2026-12-07T13:00:00Z\"").unwrap();
         let clock = ScriptClock::new(Some(&section)).unwrap();
         let shared = clock.shared();

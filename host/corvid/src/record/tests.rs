@@ -141,6 +141,10 @@ fn captures(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_recorded_session_is_a_replayable_capture_without_the_password() {
+    // The hook times come from the plugins' clock, which another test sets back to 2026-12-07.
+    let _clock = crate::plugin_test::clock::GLOBAL_CLOCK
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let rec = recorder(1.0, RecordOnly::All, dir.path(), 1 << 20);
     record_one(&rec, b"Subject: hi\r\n\r\nbody\r\n", "hunter2-secret");
