@@ -8,6 +8,7 @@ import re
 import smtplib
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -131,6 +132,17 @@ def test_recorded_transactions_replay_identically_and_a_changed_chain_differs(re
     r = replay(srv.data_dir / "captures", "--config", str(srv.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAIL" not in r.stdout and r.stdout.count(", 0 failed") >= sessions, r.stdout
+    # For CI, several captures are one JUnit document (a suite per capture) and one TAP plan.
+    r = replay(srv.data_dir / "captures", "--config", str(srv.config_path), "--format", "junit")
+    assert r.returncode == 0, r.stdout + r.stderr
+    suites = ET.fromstring(r.stdout)
+    assert suites.tag == "testsuites" and suites.get("failures") == "0", r.stdout[:500]
+    assert len(suites.findall("testsuite")) >= sessions
+    r = replay(srv.data_dir / "captures", "--config", str(srv.config_path), "--format", "tap")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("TAP version 13") == 1 and "not ok" not in r.stdout, r.stdout[:500]
+    [plan] = [line for line in r.stdout.splitlines() if line.startswith("1..")]
+    assert int(plan[3:]) == r.stdout.count("\nok "), plan
     # The recorded decisions are the server's: the refusal and the stamp are in the capture.
     last = json.loads(files[-1].read_text())["script"]["transaction"][1]
     assert last["expect"]["rcpt"][1]["code"] == 550

@@ -140,16 +140,35 @@ pub fn run(
         .enable_all()
         .build()?;
     if let [one] = &captures[..] {
-        return rt.block_on(replay(one, &configured, &overrides, format, cache));
+        let outcomes = rt.block_on(replay(one, &configured, &overrides, format, cache))?;
+        let failed = report::print(&one.display().to_string(), &outcomes, format);
+        return differs(failed, outcomes.len(), one);
     }
     let mut differ = 0;
+    let mut suites = Vec::new();
     for path in &captures {
+        let name = path.display().to_string();
         let got = rt.block_on(replay(path, &configured, &overrides, format, cache.clone()));
-        if let Err(e) = got {
-            eprintln!("corvid: {e:#}");
+        let outcomes = match got {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                eprintln!("corvid: {e:#}");
+                differ += 1;
+                continue;
+            }
+        };
+        if format == Format::Text {
+            let failed = report::print(&name, &outcomes, format);
+            if let Err(e) = differs(failed, outcomes.len(), path) {
+                eprintln!("corvid: {e:#}");
+            }
+        }
+        if outcomes.iter().any(|o| !o.passed()) {
             differ += 1;
         }
+        suites.push((name, outcomes));
     }
+    report::print_many(&suites, format);
     if differ > 0 {
         bail!(
             "{differ} of {} captures did not replay as recorded",
@@ -182,14 +201,15 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// One capture through its chain, on a clock, kv store and host answers of its own.
+/// One capture through its chain, on a clock, kv store and host answers of its own: its
+/// outcomes, compared with the recorded decisions (printed by the caller).
 async fn replay(
     capture_path: &Path,
     configured: &[Manifest],
     overrides: &[(String, PathBuf)],
     format: Format,
     cache: Option<PathBuf>,
-) -> Result<()> {
+) -> Result<Vec<report::Outcome>> {
     let capture = load(capture_path)?;
     let manifests = chain(&capture.plugins, configured, overrides)?;
     let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
@@ -211,13 +231,14 @@ async fn replay(
         }
         println!("(under a differing decision: - recorded, + replayed)");
     }
-    let outcomes = run_chain(manifests, &capture.kv, &capture.script, cache).await?;
-    let failed = report::print(&capture_path.display().to_string(), &outcomes, format);
+    run_chain(manifests, &capture.kv, &capture.script, cache).await
+}
+
+fn differs(failed: usize, of: usize, capture: &Path) -> Result<()> {
     if failed > 0 {
         bail!(
-            "{failed} of {} decisions differ from the recording in {}",
-            outcomes.len(),
-            capture_path.display()
+            "{failed} of {of} decisions differ from the recording in {}",
+            capture.display()
         );
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 use super::script::Expect;
 use corvid_types::{Decision, Modification, Verdict};
+use std::io::Write as _;
 
 /// How `corvid plugin test` prints its results.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -16,6 +17,7 @@ pub enum Format {
 }
 
 /// One hook call (or one kv check) and what was wrong with it.
+#[derive(Clone)]
 pub struct Outcome {
     pub name: String,
     /// The decision, one line per part (verdict first, then modifications).
@@ -206,9 +208,60 @@ pub fn print(script: &str, outcomes: &[Outcome], format: Format) -> usize {
     let _ = match format {
         Format::Text => text_report(&mut out, outcomes, failed),
         Format::Tap => tap(&mut out, outcomes),
-        Format::Junit => junit(&mut out, script, outcomes, failed),
+        Format::Junit => writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)
+            .and_then(|_| junit(&mut out, script, outcomes, failed)),
     };
     failed
+}
+
+/// Several scripts' outcomes (one per replayed capture) as one TAP stream (one plan, each
+/// test named after its script) or one JUnit document (a `<testsuites>` of one suite per
+/// script): CI tools read a single document. Text is printed per script as it runs.
+pub fn print_many(suites: &[(String, Vec<Outcome>)], format: Format) {
+    let mut out = std::io::stdout().lock();
+    let _ = match format {
+        Format::Text => Ok(()),
+        Format::Tap => tap_many(&mut out, suites),
+        Format::Junit => junit_many(&mut out, suites),
+    };
+}
+
+fn tap_many(
+    out: &mut impl std::io::Write,
+    suites: &[(String, Vec<Outcome>)],
+) -> std::io::Result<()> {
+    let named: Vec<Outcome> = suites
+        .iter()
+        .flat_map(|(script, outcomes)| {
+            outcomes.iter().map(move |o| Outcome {
+                name: format!("{script}: {}", o.name),
+                ..o.clone()
+            })
+        })
+        .collect();
+    tap(out, &named)
+}
+
+fn junit_many(
+    out: &mut impl std::io::Write,
+    suites: &[(String, Vec<Outcome>)],
+) -> std::io::Result<()> {
+    let count = |pass: bool| -> usize {
+        let all = suites.iter().flat_map(|(_, o)| o.iter());
+        all.filter(|o| pass || !o.passed()).count()
+    };
+    writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+    writeln!(
+        out,
+        r#"<testsuites tests="{}" failures="{}">"#,
+        count(true),
+        count(false)
+    )?;
+    for (script, outcomes) in suites {
+        let failed = outcomes.iter().filter(|o| !o.passed()).count();
+        junit(out, script, outcomes, failed)?;
+    }
+    writeln!(out, "</testsuites>")
 }
 
 fn text_report(
@@ -272,7 +325,6 @@ fn junit(
     outcomes: &[Outcome],
     failed: usize,
 ) -> std::io::Result<()> {
-    writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
     writeln!(
         out,
         r#"<testsuite name="{}" tests="{}" failures="{failed}">"#,
