@@ -7,6 +7,8 @@
 //! caller arriving during one waits for the next round; one caller (the leader) runs that round
 //! for everyone who arrived while the previous one ran. With N deliveries in flight, a directory
 //! gets about one fsync per round instead of N, and no caller waits more than two rounds.
+//! A caller sleeps on its own round's condition: it is woken when that round ends, or (one
+//! caller of the next round) to lead it, not at the end of every round.
 //!
 //! The deliveries run on tokio's blocking threads (see `crate::blocking`), so waiting here
 //! blocks a thread, never the runtime.
@@ -48,6 +50,10 @@ impl RoundError {
 #[derive(Default)]
 struct Round {
     result: OnceLock<Result<(), RoundError>>,
+    /// Signalled (with the group's lock) when the result is set, and to hand the lead of a
+    /// round that has not started to one of its callers. A condition per round: a caller
+    /// sleeps until its own round ends, not woken at the end of every round before it.
+    turn: Condvar,
 }
 
 /// The rounds of one directory.
@@ -56,12 +62,12 @@ struct State {
     running: bool,
     /// The round that has not started yet: callers arriving now join it.
     next: Arc<Round>,
+    /// Callers waiting in `next`: when the running round ends, one of them is woken to lead.
+    next_waiting: usize,
 }
 
 struct Group {
     state: Mutex<State>,
-    /// Signalled when a round ends.
-    done: Condvar,
 }
 
 /// The groups of directories with a caller in flight; a directory's entry goes away with its
@@ -92,8 +98,8 @@ impl DirSync {
                     state: Mutex::new(State {
                         running: false,
                         next: Arc::default(),
+                        next_waiting: 0,
                     }),
-                    done: Condvar::new(),
                 };
                 (Arc::new(group), 0)
             });
@@ -118,6 +124,7 @@ impl Group {
         // `next` has not started, so it starts after this caller's rename (which came before
         // this call): it is the round that covers this caller.
         let mine = state.next.clone();
+        let mut counted = false;
         loop {
             if let Some(result) = mine.result.get() {
                 return result.clone().map_err(|e| e.to_io());
@@ -127,17 +134,28 @@ impl Group {
                 // Callers arriving from now on join the round after it.
                 state.running = true;
                 state.next = Arc::default();
+                state.next_waiting = 0;
                 drop(state);
                 let result = sync();
                 let shared = result.as_ref().map(|_| ()).map_err(RoundError::of);
                 let mut state = lock(&self.state);
                 let _ = mine.result.set(shared);
                 state.running = false;
-                self.done.notify_all();
+                mine.turn.notify_all();
+                if state.next_waiting > 0 {
+                    // The next round has callers: one of them leads it.
+                    state.next.turn.notify_one();
+                }
                 return result;
             }
-            state = self
-                .done
+            if !counted {
+                // `mine` is `next` here: a running round was led by someone else, and ours
+                // was the next one when this caller arrived and has not started since.
+                state.next_waiting += 1;
+                counted = true;
+            }
+            state = mine
+                .turn
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
