@@ -92,15 +92,11 @@ impl SledKv {
         let Some(raw) = self.tree.get(&full)? else {
             return Ok(None);
         };
-        let Some(header) = raw
-            .get(..HEADER)
-            .and_then(|h| <[u8; HEADER]>::try_from(h).ok())
-        else {
-            return Ok(None);
-        };
-        let expiry = u64::from_be_bytes(header);
         let now = now_ms();
-        Ok((expiry != 0 && expiry > now).then(|| Duration::from_millis(expiry - now)))
+        Ok(match expiry(&raw) {
+            Some(at) if at != 0 && at > now => Some(Duration::from_millis(at - now)),
+            _ => None,
+        })
     }
 
     pub fn set(
@@ -308,11 +304,16 @@ fn encode(value: &[u8], ttl: Option<Duration>) -> Result<Vec<u8>, KvError> {
     Ok([&expiry.to_be_bytes()[..], value].concat())
 }
 
+/// A record's expiry in milliseconds since the epoch (0: none); `None` when malformed.
+fn expiry(raw: &[u8]) -> Option<u64> {
+    let header: [u8; HEADER] = raw.get(..HEADER)?.try_into().ok()?;
+    Some(u64::from_be_bytes(header))
+}
+
 /// The value, unless it has expired (or the record is malformed).
 fn live(raw: &[u8]) -> Option<&[u8]> {
-    let header: [u8; HEADER] = raw.get(..HEADER)?.try_into().ok()?;
-    let expiry = u64::from_be_bytes(header);
-    (expiry == 0 || expiry > now_ms()).then(|| &raw[HEADER..])
+    let at = expiry(raw)?;
+    (at == 0 || at > now_ms()).then(|| &raw[HEADER..])
 }
 
 fn parse_int(value: &[u8]) -> Result<i64, KvError> {
