@@ -203,10 +203,11 @@ def test_recipients_the_server_takes_without_the_chain_are_in_the_replayed_envel
 
 
 def test_several_captures_replay_in_one_process_each_on_its_own_clock_and_store(make_server, tmp_path):
-    """Greylisted in a first session, passed in a second: replayed together (a directory, or
-    two files in either order), each capture runs on its own clock (the process-wide scripted
-    clock is installed again per capture: the first still greylists after the second, whose
-    clock stood 1.3 s later) with its own kv store and http answers."""
+    """Greylisted in a first session, passed in a second: replayed together, each capture runs
+    on its own clock, kv store and http answers. The directory run (first, then second) is
+    the one that shows the clock is installed again per capture: on the first capture's
+    clock the second's retry would come too early and be greylisted. The run in the other
+    order shows the first capture's kv store does not see the second's entry."""
     if not GREYLIST.exists():
         pytest.skip(f"{GREYLIST} is not built (examples/greylist/rust/build.sh)")
     grey = {"name": "greylist", "path": str(GREYLIST), "capabilities": ["log", "config", "kv", "clock"],
