@@ -186,6 +186,12 @@ fn build_engine(options: &EngineOptions) -> wasmtime::Result<Engine> {
         .consume_fuel(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // A profiling aid: with CORVID_WASM_PERFMAP set, compiled guest code is listed in
+    // /tmp/perf-PID.map, so that `perf report` names it (`wasm[module]::function[index]`)
+    // instead of `[unknown]`.
+    if std::env::var_os("CORVID_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config)
 }
 
