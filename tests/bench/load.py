@@ -715,7 +715,7 @@ def main():
                          "server's, 50000)")
     ap.add_argument("--sustained", type=float, metavar="SECONDS",
                     help="instead of the matrix: smtp-source in a loop for SECONDS against each Corvid "
-                         "of --servers (issue 17: 60), printing the queue depth once a second, then "
+                         "(and Postfix) of --servers (issue 17: 60), printing the queue depth once a second, then "
                          "while it drains (at most --delivery-timeout), and whether flow control engaged")
     ap.add_argument("--sustained-concurrency", type=int, default=50, help="smtp-source -s in --sustained (default 50)")
     ap.add_argument("--sustained-size", type=int, default=1024, help="message size in --sustained (default 1024)")
@@ -735,8 +735,9 @@ def main():
         if s not in SERVER_KINDS:
             raise SystemExit(f"unknown server {s!r}")
     if args.sustained:
-        # The sustained run measures a Corvid's queue; smtp-sink and Postfix are not started.
-        servers_wanted = [s for s in servers_wanted if s.startswith("corvid")] or ["corvid"]
+        # The sustained run measures queues: Corvid's, and Postfix's when asked for (its peer in
+        # the same run); smtp-sink keeps no queue and is not started.
+        servers_wanted = [s for s in servers_wanted if s.startswith("corvid") or s == "postfix"] or ["corvid"]
     if os.geteuid() != 0 and "postfix" in servers_wanted:
         raise SystemExit("run as root: the private Postfix instance needs a root master (or use --servers corvid)")
     for tool in (SMTP_SOURCE,) + ((POSTFIX,) if "postfix" in servers_wanted else ()):
