@@ -45,6 +45,7 @@ pub(crate) fn arm_at(store: &mut Store<HostState>, budget: Budget, now: Instant)
     state.deadline = now + budget.time;
     // A call that starts after a trip (the probe, or one admitted just before) runs.
     state.trips_seen = state.env.breaker_trips.load(Ordering::Relaxed);
+    state.limiter.trips_seen = state.trips_seen;
     // A copy charge left by a call that failed inside an import is not this call's.
     state.copied = 0;
     store.set_epoch_deadline(1);

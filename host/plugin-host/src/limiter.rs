@@ -4,7 +4,8 @@
 //! what they grow to is never refused to the active chain, so a leaky shadow cannot turn the
 //! chain's decisions into `451`s.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::state::BreakerTripped;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 
@@ -125,6 +126,10 @@ pub(crate) struct Limiter {
     pub(crate) refused_total: bool,
     /// The largest linear memory granted (creation counts as growth from 0).
     pub(crate) peak: usize,
+    /// The plugin's circuit-breaker trips, and their count when the current call started:
+    /// once the breaker opened, the call's next growth stops it ([`BreakerTripped`]).
+    trips: Option<Arc<AtomicU64>>,
+    pub(crate) trips_seen: u64,
 }
 
 impl Limiter {
@@ -138,7 +143,20 @@ impl Limiter {
             refused: false,
             refused_total: false,
             peak: 0,
+            trips: None,
+            trips_seen: 0,
         }
+    }
+
+    /// Refuses growth once `trips` (the plugin breaker's count) moves past its value when
+    /// the current call started. The epoch callback stops such a call too, but only at the
+    /// next tick: under load the calls of a plugin failing at its memory limit run side by
+    /// side, each suspended between ticks, and each would resume for up to a tick of growth
+    /// (tens of MiB) after the trip.
+    pub(crate) fn watching(mut self, trips: Arc<AtomicU64>) -> Self {
+        self.trips_seen = trips.load(Ordering::Relaxed);
+        self.trips = Some(trips);
+        self
     }
 
     /// A shadow plugin's store (`shadow`): its memory is the shadows' share, not the total.
@@ -167,6 +185,11 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if let Some(trips) = &self.trips {
+            if trips.load(Ordering::Relaxed) != self.trips_seen {
+                return Err(wasmtime::Error::new(BreakerTripped));
+            }
+        }
         if desired > self.memory_bytes {
             self.refused = true;
             return Ok(false);
@@ -224,6 +247,19 @@ mod tests {
         drop(a);
         assert_eq!(total.used(), 0);
         assert!(b.memory_growing(0, 60, None).unwrap());
+    }
+
+    #[test]
+    fn growth_stops_once_the_breaker_opened_during_the_call() {
+        let trips = Arc::new(AtomicU64::new(7));
+        let mut l = Limiter::new(100, Arc::new(TotalMemory::new(100))).watching(trips.clone());
+        assert!(l.memory_growing(0, 10, None).unwrap());
+        trips.fetch_add(1, Ordering::Relaxed);
+        let e = l.memory_growing(10, 20, None).expect_err("tripped");
+        assert!(e.downcast_ref::<BreakerTripped>().is_some());
+        // The next call starts after the trip (the probe): it grows again.
+        l.trips_seen = 8;
+        assert!(l.memory_growing(10, 20, None).unwrap());
     }
 
     /// Shadows grow within a quarter of the total, apart from it: however much they take,

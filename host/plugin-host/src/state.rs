@@ -162,7 +162,9 @@ impl WasiHttpView for HostState {
 pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -> Store<HostState> {
     let serial = env.instances.fetch_add(1, Ordering::Relaxed);
     let wasi = crate::sandbox::wasi(&env, serial);
-    let limiter = Limiter::new(env.memory_bytes, env.total.clone()).for_shadow(env.shadow);
+    let limiter = Limiter::new(env.memory_bytes, env.total.clone())
+        .for_shadow(env.shadow)
+        .watching(env.breaker_trips.clone());
     let http_hooks = crate::http::HttpHooks {
         policy: env.http.clone(),
         plugin: env.name.clone(),
