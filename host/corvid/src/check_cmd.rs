@@ -170,7 +170,10 @@ mod tests {
         }
         assert!(!c.dkim.key.is_empty(), "dev.toml signs for corvid.test");
         let err = format!("{:#}", check_dkim_keys(&c).unwrap_err());
-        assert!(err.starts_with("key `dkim.key`") && err.contains("no.pem"), "{err}");
+        assert!(
+            err.starts_with("key `dkim.key`") && err.contains("no.pem"),
+            "{err}"
+        );
         std::fs::write(&missing, "not a key").unwrap();
         assert!(check_dkim_keys(&c).is_err());
         // A key of the other algorithm than the config says, as `serve` refuses it.

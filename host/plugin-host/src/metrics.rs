@@ -144,8 +144,9 @@ mod tests {
         let snap = m.snapshot();
         let noisy: Vec<_> = snap.iter().filter(|s| s.plugin == "noisy").collect();
         assert_eq!(noisy.len(), MAX_SERIES_PER_PLUGIN);
-        assert!(noisy.iter().any(|s| s.labels == [("n".into(), "0".into())]
-            && s.value == MetricValue::Counter(2)));
+        assert!(noisy
+            .iter()
+            .any(|s| s.labels == [("n".into(), "0".into())] && s.value == MetricValue::Counter(2)));
         assert!(snap
             .iter()
             .any(|s| s.plugin == "quiet" && s.value == MetricValue::Counter(2)));

@@ -45,7 +45,10 @@ impl Config {
         // plugin of the same name would share them (the plugin host refuses it at load).
         for (i, m) in self.plugins.iter().enumerate() {
             if self.plugins[..i].iter().any(|o| o.name == m.name) {
-                bail!("key `plugin[{i}].name`: `{}` is already the name of another plugin", m.name);
+                bail!(
+                    "key `plugin[{i}].name`: `{}` is already the name of another plugin",
+                    m.name
+                );
             }
         }
         let directory = self.directory()?;
