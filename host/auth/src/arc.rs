@@ -80,19 +80,7 @@ impl Authenticator {
             .filter(|c| c.result != DkimVerdict::NotChecked)
             .collect();
         let signatures: Vec<Signature> = checked.iter().map(|c| signature_of(c)).collect();
-        let dkim: Vec<DkimOutput<'_>> = checked
-            .iter()
-            .zip(&signatures)
-            .map(|(check, sig)| {
-                // A signature that did not parse has no d= or s= to name.
-                let out = dkim_output(check);
-                if check.domain.is_empty() {
-                    out
-                } else {
-                    out.with_signature(sig)
-                }
-            })
-            .collect();
+        let dkim = aar_dkim(&checked, &signatures);
         let spf = at_receipt.spf.as_ref();
         let spf_domain = spf.map(|s| s.domain.clone()).unwrap_or_default();
         let spf_out = SpfOutput::new(spf_domain.clone())
@@ -231,6 +219,23 @@ fn with_receipt_dmarc(dmarc: DmarcOutput, at_receipt: &DmarcCheck) -> DmarcOutpu
     dmarc.with_spf_result(spf).with_dkim_result(dkim)
 }
 
+/// The AAR's DKIM results: one per checked signature, naming d= and s= only for a signature
+/// that parsed (one that did not has none to name).
+fn aar_dkim<'a>(checked: &[&DkimCheck], signatures: &'a [Signature]) -> Vec<DkimOutput<'a>> {
+    checked
+        .iter()
+        .zip(signatures)
+        .map(|(check, sig)| {
+            let out = dkim_output(check);
+            if check.domain.is_empty() {
+                out
+            } else {
+                out.with_signature(sig)
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,11 +279,8 @@ mod tests {
             6,
             "header.b= is 8 base64 characters, 6 octets"
         );
-        let outs: Vec<DkimOutput<'_>> = checks
-            .iter()
-            .zip(&sigs)
-            .map(|(c, s)| dkim_output(c).with_signature(s))
-            .collect();
+        let checked: Vec<&DkimCheck> = checks.iter().collect();
+        let outs = aar_dkim(&checked, &sigs);
         let cases = [
             (
                 dmarc(DmarcVerdict::Pass, false, true),
@@ -312,7 +314,14 @@ mod tests {
                 ar.contains("dkim=fail (verification failed) header.d=b.test"),
                 "{ar}"
             );
+            // The signature that did not parse names no domain or selector.
+            let permerror = ar.split("dkim=permerror").nth(1).unwrap_or_default();
+            let permerror = permerror.split(';').next().unwrap_or_default();
             assert!(ar.contains("dkim=permerror"), "{ar}");
+            assert!(
+                !permerror.contains("header.d=") && !permerror.contains("header.s="),
+                "{ar}"
+            );
             assert!(ar.contains(want), "{want}: {ar}");
         }
     }
