@@ -13,8 +13,9 @@
 //! component at a time with `O_NOFOLLOW`, the message file is created with `O_EXCL` and
 //! `O_NOFOLLOW`, and names are resolved relative to those directories (`openat`, `renameat`),
 //! so a link planted by a mailbox owner cannot make the server write elsewhere.
-//! The open directories of recently used mailboxes are kept ([`dirs`]), checked against
-//! `new/`'s inode on each use, so a delivery does not open seven directories again.
+//! The open directories of recently used mailboxes are kept ([`dirs`]), checked by path on
+//! each use (each directory from the domain down, without following symlinks), so a delivery
+//! does not open seven directories again.
 
 mod dirs;
 mod dirsync;
@@ -69,9 +70,11 @@ pub fn deliver(
         )
     };
     match deliver(&dirs) {
-        // The cached directories may have been removed or replaced since they were opened
-        // (only new/ is checked on each use): once more through freshly opened ones.
-        Err(_) if cached => {
+        // The cached directories may have been removed or replaced between their check and
+        // this use: once more through freshly opened ones. Never after a failed fsync of
+        // new/: a descriptor opened after a write-back error may not report it (Linux), so
+        // a second fsync could say the rename is durable when it is not.
+        Err(e) if cached && !matches!(e, DeliveryError::Io { op: "fsync", .. }) => {
             dirs::forget(root, mailbox);
             deliver(&dirs::get(root, mailbox, &maildir)?.0)
         }

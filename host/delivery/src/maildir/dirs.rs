@@ -3,14 +3,17 @@
 //! instead of opening the root and six directories again (seven `openat` and seven `close`
 //! per message, and a `stat` of `new/`).
 //!
-//! A cached entry is checked on each use with one `lstat` of `<maildir>/new` by path: if its
-//! device and inode are no longer those of the open `new/` (the Maildir was removed, moved or
-//! replaced, by a symlink too), the directories are opened again, one component at a time
-//! with `O_NOFOLLOW`. The open descriptors themselves never lead anywhere a symlink points:
-//! whatever the check finds, files are only created and renamed relative to them. A change
-//! the check cannot see (`tmp/` or `cur/` replaced alone, or `new/` removed and its inode
-//! number reused) makes the delivery fail, and [`super::deliver`] then forgets the entry and
-//! delivers once more through freshly opened directories.
+//! A cached entry is checked on each use with an `lstat` of each directory below the root by
+//! path (the domain, the user, `Maildir`, `tmp/`, `new/`, `cur/`; six `lstat` calls against the
+//! seven `openat` and seven `close` they save): if any is no longer the directory that was
+//! opened (removed, moved, replaced, or a symlink now, at any level: an `lstat` sees a symlink
+//! in the last component and the earlier ones were checked before it), the directories are
+//! opened again, one component at a time with `O_NOFOLLOW`, which refuses a symlink. So a
+//! cached entry leads exactly where a fresh open would. The open descriptors themselves never
+//! lead anywhere a symlink points: files are only created and renamed relative to them. A
+//! change between the check and the use, or an inode number reused, makes the delivery fail
+//! before its rename, and [`super::deliver`] then forgets the entry and delivers once more
+//! through freshly opened directories.
 
 use super::dirsync::DirKey;
 use super::{cstring, DeliveryError, DIR_MODE};
@@ -56,7 +59,7 @@ pub(super) fn get(
     let key = key(root, mailbox);
     let cached = cache().get(&key).cloned();
     if let Some(dirs) = cached {
-        if same_dir(&maildir.join("new"), dirs.new_id) {
+        if still_there(maildir, &dirs.chain) {
             return Ok((dirs, true));
         }
     }
@@ -82,6 +85,42 @@ fn same_dir(path: &Path, id: DirKey) -> bool {
     }
 }
 
+/// The directories below the root, in the order they are opened: the domain, the user,
+/// `Maildir`, then `tmp/`, `new/`, `cur/`.
+fn chain_paths(maildir: &Path) -> [PathBuf; 6] {
+    let user = maildir.parent().unwrap_or(maildir);
+    let domain = user.parent().unwrap_or(user);
+    [
+        domain.to_path_buf(),
+        user.to_path_buf(),
+        maildir.to_path_buf(),
+        maildir.join("tmp"),
+        maildir.join("new"),
+        maildir.join("cur"),
+    ]
+}
+
+/// Whether each directory from the domain down is still, by path and without following a
+/// symlink, the one that was opened (in order, so a symlink above a later one is caught
+/// first).
+fn still_there(maildir: &Path, chain: &[DirKey; 6]) -> bool {
+    chain_paths(maildir)
+        .iter()
+        .zip(chain)
+        .all(|(path, id)| same_dir(path, *id))
+}
+
+/// A directory descriptor's device and inode.
+fn id_of(fd: &impl AsRawFd, path: &Path) -> Result<DirKey, DeliveryError> {
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, `st` valid for writes.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(DeliveryError::io("stat", path, io::Error::last_os_error()));
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// The Maildir's `tmp/`, `new/` and `cur/`, each reached from the mail root one component at
 /// a time with `O_NOFOLLOW`: a symlink anywhere below the root (a domain, a user, `Maildir`
 /// or one of its subdirectories) makes the delivery fail instead of writing elsewhere.
@@ -89,9 +128,11 @@ pub(super) struct Dirs {
     pub(super) tmp: OwnedFd,
     pub(super) new: File,
     pub(super) cur: OwnedFd,
-    /// `new/`'s device and inode: the key of its fsync rounds, and what a cached entry is
-    /// checked against.
+    /// `new/`'s device and inode: the key of its fsync rounds.
     pub(super) new_id: DirKey,
+    /// The device and inode of each directory from the domain down ([`chain_paths`]), what
+    /// a cached entry is checked against.
+    chain: [DirKey; 6],
 }
 
 impl Dirs {
@@ -109,20 +150,26 @@ impl Dirs {
             .into();
         let mut path = root.to_path_buf();
         let mut dir = root_fd;
-        for part in [mailbox.domain.as_str(), mailbox.local.as_str(), "Maildir"] {
+        let mut chain = [(0, 0); 6];
+        for (i, part) in [mailbox.domain.as_str(), mailbox.local.as_str(), "Maildir"]
+            .into_iter()
+            .enumerate()
+        {
             path.push(part);
             dir = open_dir(&dir, part, &path)?;
+            chain[i] = id_of(&dir, &path)?;
         }
         let sub = |name: &str| open_dir(&dir, name, &path.join(name));
-        let new = File::from(sub("new")?);
-        let meta = new
-            .metadata()
-            .map_err(|e| DeliveryError::io("stat", path.join("new"), e))?;
+        let (tmp, new, cur) = (sub("tmp")?, File::from(sub("new")?), sub("cur")?);
+        chain[3] = id_of(&tmp, &path.join("tmp"))?;
+        chain[4] = id_of(&new, &path.join("new"))?;
+        chain[5] = id_of(&cur, &path.join("cur"))?;
         Ok(Dirs {
-            tmp: sub("tmp")?,
+            tmp,
             new,
-            cur: sub("cur")?,
-            new_id: (meta.dev(), meta.ino()),
+            cur,
+            new_id: chain[4],
+            chain,
         })
     }
 

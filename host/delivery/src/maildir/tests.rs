@@ -282,3 +282,42 @@ fn a_cached_maildir_replaced_removed_or_symlinked_is_opened_again() {
     assert_eq!(count(&md.join("new")), 2);
     assert_eq!(count(&md.join("tmp")), 0);
 }
+
+/// A cached entry leads exactly where a fresh open would: a symlink at the Maildir or the
+/// user level, to a real Maildir whose `new/` is the cached one, is refused like on a first
+/// delivery (the check used to look at `new/` only, and followed the links above it).
+#[test]
+fn a_cached_maildir_moved_behind_a_symlink_is_refused() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let count = |dir: &Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let bob = Address::new("bob", "example.test");
+    let md = root.path().join("example.test/alice/Maildir");
+    let bobs = root.path().join("example.test/bob/Maildir");
+    deliver(root.path(), &alice(), "S1", 1, b"", b"one").unwrap();
+    deliver(root.path(), &bob, "S0", 1, b"", b"bob's").unwrap();
+    std::fs::remove_dir_all(&bobs).unwrap();
+    std::fs::rename(&md, &bobs).unwrap();
+    symlink("../bob/Maildir", &md).unwrap();
+    assert!(deliver(root.path(), &alice(), "S2", 1, b"", b"two").is_err());
+    assert_eq!(
+        count(&bobs.join("new")),
+        1,
+        "only alice's first message, moved with it"
+    );
+    // The same one level up: alice's user directory is a link to bob's.
+    std::fs::remove_file(&md).unwrap();
+    deliver(root.path(), &alice(), "S3", 1, b"", b"three").unwrap();
+    let user = root.path().join("example.test/alice");
+    std::fs::remove_dir_all(&user).unwrap();
+    symlink("bob", &user).unwrap();
+    assert!(deliver(root.path(), &alice(), "S4", 1, b"", b"four").is_err());
+    assert_eq!(count(&bobs.join("new")), 1);
+    // cur/ replaced alone: opened again, and the delivery lands.
+    std::fs::remove_file(&user).unwrap();
+    deliver(root.path(), &alice(), "S5", 1, b"", b"five").unwrap();
+    std::fs::remove_dir(md.join("cur")).unwrap();
+    std::fs::create_dir(md.join("cur")).unwrap();
+    deliver(root.path(), &alice(), "S6", 1, b"", b"six").unwrap();
+    assert_eq!(count(&md.join("new")), 2);
+}
