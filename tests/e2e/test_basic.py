@@ -56,6 +56,20 @@ def test_smtplib_delivery_is_byte_exact(server):
     assert server.mail_files("bob") == []
 
 
+def test_a_large_message_is_delivered_byte_exact(server):
+    # Over 64 KiB the delivery reads the queued content on a blocking thread (a large value
+    # may be a file of its own in the queue); 1 MiB here, beyond sled's log segment too.
+    body = b"".join(b"%07d " % i + b"y" * 62 + b"\r\n" for i in range(15000))
+    content = message("large-1", extra_body=body)
+    assert len(content) > 1 << 20
+    with server.smtp() as s:
+        s.ehlo()
+        assert s.sendmail(SENDER, ["alice@corvid.test"], content) == {}
+    [path] = server.wait_mail("alice")
+    assert split_delivered(path).content == content
+    server.wait_queue_empty()
+
+
 def test_maildir_layout_and_modes(server):
     server.send(message("layout"))
     [path] = server.wait_mail("alice")

@@ -55,7 +55,12 @@ pub(crate) async fn process(p: Arc<Pipeline>, id: QueueId) {
         }
     }
     // Deliver.
-    let content = Arc::new(LazyContent::new(Arc::clone(&p.spool), id, p.max_hops));
+    let content = Arc::new(LazyContent::new(
+        Arc::clone(&p.spool),
+        id,
+        msg.size,
+        p.max_hops,
+    ));
     let reports = deliver::deliver(&p.couriers, &msg, groups, &content, permit).await;
     // Decide, with the policy's lifecycle stages; then the recipients' states are final.
     let hooks = Hooks::new(p.policy.as_ref());

@@ -11,18 +11,27 @@ use corvid_types::QueueId;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
+/// Messages up to this size are read on the attempt's own runtime thread (a read of sled's
+/// log or cache, microseconds: a hand-off to a blocking thread and back would cost more);
+/// larger ones may live in a file of their own (sled's blobs) and be read cold from disk,
+/// which must not stall the other sessions on that thread.
+const INLINE_READ_MAX: u64 = 64 * 1024;
+
 pub(crate) struct LazyContent {
     spool: Arc<dyn Spool>,
     id: QueueId,
+    /// The message's size as queued, which decides where it is read.
+    size: u64,
     cell: OnceCell<Result<Arc<Vec<u8>>, Outcome>>,
     max_hops: usize,
 }
 
 impl LazyContent {
-    pub(crate) fn new(spool: Arc<dyn Spool>, id: QueueId, max_hops: usize) -> Self {
+    pub(crate) fn new(spool: Arc<dyn Spool>, id: QueueId, size: u64, max_hops: usize) -> Self {
         LazyContent {
             spool,
             id,
+            size,
             cell: OnceCell::new(),
             max_hops,
         }
@@ -50,9 +59,19 @@ impl LazyContent {
     pub(crate) async fn get(&self) -> Result<Arc<Vec<u8>>, Outcome> {
         self.cell
             .get_or_init(|| async {
-                // A read of sled (see `Spool::content`), on this thread: no hand-off to a
-                // blocking thread and back per message.
-                match self.spool.content(&self.id) {
+                let read = if self.size <= INLINE_READ_MAX {
+                    self.spool.content(&self.id)
+                } else {
+                    let (spool, id) = (Arc::clone(&self.spool), self.id.clone());
+                    crate::blocking::blocking(move || spool.content(&id))
+                        .await
+                        .unwrap_or_else(|| {
+                            Err(corvid_queue::QueueError::Storage(
+                                "the content read did not finish".into(),
+                            ))
+                        })
+                };
+                match read {
                     Ok(Some(c)) => Ok(Arc::new(c)),
                     Ok(None) => Err(Outcome::Permanent("5.3.0 queued content is missing".into())),
                     Err(e) => {

@@ -13,8 +13,10 @@ use tokio::sync::watch;
 /// The methods are synchronous (they may block on disk I/O): async callers run the ones
 /// that change state in `spawn_blocking`, or use their async forms ([`Spool::update_async`],
 /// [`Spool::remove_async`]). The reads ([`Spool::get`], [`Spool::content`]) never wait for an
-/// fsync, at most for a read of the log when the value left the cache: delivery calls them on
-/// its runtime threads, as intake writes new messages into sled there. New messages arrive
+/// fsync, at most for a read of the log when the value left the cache, or of its own file for
+/// a value too large for a log segment: delivery calls `get` and the content of small
+/// messages on its runtime threads (as intake writes new messages into sled there), and reads
+/// larger content on a blocking thread. New messages arrive
 /// through [`corvid_types::Intake`], which the implementation also provides.
 #[async_trait]
 pub trait Spool: Send + Sync {
