@@ -136,7 +136,10 @@ impl Group {
                 state.next = Arc::default();
                 state.next_waiting = 0;
                 drop(state);
-                let result = sync();
+                // A panic here would leave the round running with no result: every waiter,
+                // and every later delivery into this directory, would wait for ever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(sync))
+                    .unwrap_or_else(|_| Err(io::Error::other("the directory fsync panicked")));
                 let shared = result.as_ref().map(|_| ()).map_err(RoundError::of);
                 let mut state = lock(&self.state);
                 let _ = mine.result.set(shared);
@@ -165,6 +168,14 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_sync_fails_its_round_and_the_next_one_runs() {
+        let dirs = DirSync::default();
+        let got = dirs.sync_after((1, 1), || panic!("injected"));
+        assert!(got.is_err_and(|e| e.to_string().contains("panicked")));
+        assert!(dirs.sync_after((1, 1), || Ok(())).is_ok());
+    }
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::thread;
     use std::time::Duration;
