@@ -134,7 +134,7 @@ impl SledSpool {
             tracing::info!(queue_id = %id, dsn_id = %dsn_id, "held message bounced, DSN queued");
             sent = Some(dsn_id);
         }
-        self.remove_durably(id).await?;
+        Spool::remove_async(self, id).await?;
         Ok(sent)
     }
 
@@ -154,7 +154,7 @@ impl SledSpool {
                     )
                     .await
                     .map(drop),
-                QuarantineExpiry::Discard => self.remove_durably(&id).await.map(drop),
+                QuarantineExpiry::Discard => Spool::remove_async(self, &id).await.map(drop),
             };
             match result {
                 Ok(()) => {

@@ -197,14 +197,6 @@ impl SledSpool {
         Ok(existed)
     }
 
-    /// [`Spool::remove`] for async callers: waits for the group commit without blocking a
-    /// runtime thread.
-    pub(crate) async fn remove_durably(&self, id: &QueueId) -> Result<bool, QueueError> {
-        let existed = self.unlink(id)?;
-        self.committer.commit().await.map_err(QueueError::Storage)?;
-        Ok(existed)
-    }
-
     /// Drops a message whose submission did not complete (best effort, not flushed): the
     /// client was not told 250, so it keeps and retries the message.
     fn forget(&self, id: &QueueId) {
@@ -344,8 +336,11 @@ impl Spool for SledSpool {
         self.committer.commit().await.map_err(QueueError::Storage)
     }
 
+    /// Waits for the group commit without blocking a runtime thread.
     async fn remove_async(&self, id: &QueueId) -> Result<bool, QueueError> {
-        self.remove_durably(id).await
+        let existed = self.unlink(id)?;
+        self.committer.commit().await.map_err(QueueError::Storage)?;
+        Ok(existed)
     }
 
     fn remove(&self, id: &QueueId) -> Result<bool, QueueError> {
