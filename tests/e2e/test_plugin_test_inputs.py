@@ -64,7 +64,8 @@ def test_the_clock_import_reads_the_scripted_clock(tmp_path):
     assert now == [START_MS, START_MS + 3630 * 1000], r.stdout
 
 
-RATE = """
+# rate-limit, one message per 10-minute window, with a counter seeded to run out at 13:05.
+RATE_SEEDED = """
 [plugin]
 name = "rate-limit"
 config = { messages_per_window = 1, window_secs = 600 }
@@ -74,7 +75,9 @@ start = "2026-12-07T13:00:00Z"
 
 [kv]
 "msg:192.0.2.10" = { value = "1", ttl = "5m" }
+"""
 
+RATE = RATE_SEEDED + """
 [[transaction]]
 mail_from = "a@client.example"
 rcpt_to = ["b@example.org"]
@@ -269,17 +272,7 @@ def test_auth_results_reach_the_plugin_per_transaction(tmp_path):
     assert "spf=softfail/mailfrom/sender.example dkim= dmarc=- arc=-" in r.stdout, r.stdout
 
 
-RECORDED_TIMES = """
-[plugin]
-name = "rate-limit"
-config = { messages_per_window = 1, window_secs = 600 }
-
-[clock]
-start = "2026-12-07T13:00:00Z"
-
-[kv]
-"msg:192.0.2.10" = { value = "1", ttl = "5m" }
-
+RECORDED_TIMES = RATE_SEEDED + """
 [[transaction]]
 advance = "4m"
 at = { mail = %d }
