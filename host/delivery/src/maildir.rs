@@ -71,15 +71,21 @@ pub fn deliver(
     };
     match deliver(&dirs) {
         // The cached directories may have been removed or replaced between their check and
-        // this use: once more through freshly opened ones. Never after a failed fsync of
-        // new/: a descriptor opened after a write-back error may not report it (Linux), so
-        // a second fsync could say the rename is durable when it is not.
-        Err(e) if cached && !matches!(e, DeliveryError::Io { op: "fsync", .. }) => {
+        // this use: once more through freshly opened ones.
+        Err(e) if cached && retry_fresh(&e) => {
             dirs::forget(root, mailbox);
             deliver(&dirs::get(root, mailbox, &maildir)?.0)
         }
         done => done,
     }
+}
+
+/// Whether a delivery through cached directories that failed with `e` may be tried once more
+/// through freshly opened ones. Never after a failed fsync of `new/`: a descriptor opened after
+/// a write-back error may not report it (Linux), so a second fsync could call a rename durable
+/// that is not; the queue retries the delivery later instead.
+fn retry_fresh(e: &DeliveryError) -> bool {
+    !matches!(e, DeliveryError::Io { op: "fsync", .. })
 }
 
 /// [`deliver`] into the Maildir whose directories are `dirs`: `parts` one after the other.

@@ -321,3 +321,12 @@ fn a_cached_maildir_moved_behind_a_symlink_is_refused() {
     deliver(root.path(), &alice(), "S6", 1, b"", b"six").unwrap();
     assert_eq!(count(&md.join("new")), 2);
 }
+
+#[test]
+fn only_failures_before_the_directory_fsync_are_retried_through_fresh_directories() {
+    let eio = || io::Error::from_raw_os_error(libc::EIO);
+    assert!(!retry_fresh(&DeliveryError::io("fsync", "new", eio())));
+    for op in ["open", "write", "rename", "stat"] {
+        assert!(retry_fresh(&DeliveryError::io(op, "x", eio())), "{op}");
+    }
+}
