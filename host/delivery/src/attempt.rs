@@ -4,8 +4,10 @@
 //! the same destination share a delivery (one SMTP transaction), and the message is recorded
 //! once, after all its recipients were decided.
 //!
-//! Spool access and Maildir writes block on disk, so they run on blocking threads; network
-//! delivery runs on the runtime. The destinations of one message are served concurrently.
+//! Maildir writes block on disk, so they run on blocking threads; the spool is read on the
+//! runtime (sled's cache; content over 64 KiB on a blocking thread, see `content.rs`) and the
+//! outcome recorded by awaiting its group commit; network delivery runs on the runtime. The
+//! destinations of one message are served concurrently.
 
 use crate::content::LazyContent;
 use crate::deliver::{self, Couriers};
@@ -69,7 +71,7 @@ pub(crate) async fn process(p: Arc<Pipeline>, id: QueueId) {
     // Notify: the DSNs due are queued before the marks that say so are recorded.
     notify::send_reports(&p.notifier, &mut msg, &content, now).await;
     // Record.
-    if record(Arc::clone(&p.spool), msg).await {
+    if record(p.spool.as_ref(), &msg).await {
         fate::tell(p.policy.as_ref(), fates);
     }
 }

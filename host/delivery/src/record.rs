@@ -2,7 +2,6 @@
 //! nothing is pending.
 
 use corvid_queue::{QueueError, QueuedMessage, RecipientStatus, Spool};
-use std::sync::Arc;
 
 /// Stores the new state, and removes the message once nothing is pending. Local writes and
 /// remote 250s happened before this: a crash before the update means the recipients are
@@ -11,8 +10,7 @@ use std::sync::Arc;
 ///
 /// The writes go into the spool on this thread and the wait for the group commit is awaited
 /// (the spool's async forms), so an attempt needs no blocking thread to be recorded.
-pub(crate) async fn record(spool: Arc<dyn Spool>, msg: QueuedMessage) -> bool {
-    let spool = spool.as_ref();
+pub(crate) async fn record(spool: &dyn Spool, msg: &QueuedMessage) -> bool {
     let id = &msg.id;
     let all_delivered = msg
         .recipients
@@ -24,7 +22,7 @@ pub(crate) async fn record(spool: Arc<dyn Spool>, msg: QueuedMessage) -> bool {
         // crash between that update and the removal is cleaned up when the queue is opened.
         return remove(spool, id).await;
     }
-    match spool.update_async(&msg).await {
+    match spool.update_async(msg).await {
         Ok(()) => {}
         Err(QueueError::NotFound(_)) => {
             tracing::warn!(queue_id = %id, "message was removed during delivery");
