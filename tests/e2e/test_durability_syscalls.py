@@ -16,6 +16,11 @@ returned and returned 0 before the 250 naming M's queue id started to be written
     carried M's token (a value stored out of line, in `queue/blobs/`, is found through the log).
 A later rewrite of the same bytes (sled rewrites pages, sometimes as blobs) need not be synced
 before the 250: the earlier synced copy is what the 250 promises.
+Or, for a message delivered into its Maildir at the end of DATA (`delivery.local_at_intake`,
+which never queues what it delivered), a durable Maildir copy:
+  * some write to a file under the Maildir root carried M's token, and that file was synced
+    after the write; then it was renamed (`renameat`) into a directory, and that directory was
+    fsynced after the rename; all of it completed before the 250.
 "Before/after" is the order of the lines in strace's log. That order is causal where it matters:
 strace prints a syscall's exit before it lets the thread go on, so a sync that the server waited
 for is printed before the reply it allowed. Syscalls split across threads
@@ -43,7 +48,10 @@ from conftest import queue_id_of
 WRITES = {"write", "writev", "pwrite64", "pwritev", "pwritev2"}
 SENDS = {"write", "writev", "sendto", "sendmsg"}
 SYNCS = {"fsync", "fdatasync", "syncfs"}
-TRACED = sorted(WRITES | SENDS | SYNCS | {"sync_file_range"})
+RENAMES = {"rename", "renameat", "renameat2"}
+TRACED = sorted(WRITES | SENDS | SYNCS | RENAMES | {"sync_file_range"})
+# renameat(olddirfd, "old", newdirfd, "new"[, flags]) as strace -yy prints it.
+RENAME_ARGS = re.compile(r'^-?\d+<([^>]*)>, "([^"]*)", -?\d+<([^>]*)>, "([^"]*)"')
 
 CLIENTS = 6
 MESSAGES_PER_CLIENT = 8
@@ -117,7 +125,30 @@ def parse_strace(text: str) -> list[Call]:
     return calls
 
 
-def check_order(calls: list[Call], queue_dir: str, acked: dict[str, str]) -> list[str]:
+def maildir_durable(calls: list[Call], maildir_root: str, token: str, reply: Call) -> bool:
+    """Whether M's bytes reached a Maildir file that was synced, renamed, and whose target
+    directory was fsynced after the rename, all before `reply` started."""
+    prefix = maildir_root.rstrip("/") + "/"
+    before = [c for c in calls
+              if c.end < reply.start and (c.ret == 0 or (c.name in WRITES and (c.ret or 0) > 0))]
+    for w in before:
+        if w.name not in WRITES or not w.fd_path.startswith(prefix) or token not in w.args:
+            continue
+        synced = [s for s in before if s.name in SYNCS and s.fd_path == w.fd_path and s.start > w.end]
+        if not synced:
+            continue
+        first_sync = min(s.end for s in synced)
+        for r in before:
+            m = RENAME_ARGS.match(r.args) if r.name in RENAMES else None
+            if not m or r.start < first_sync or f"{m.group(1)}/{m.group(2)}" != w.fd_path:
+                continue
+            if any(d.name in SYNCS and d.fd_path == m.group(3) and d.start > r.end for d in before):
+                return True
+    return False
+
+
+def check_order(calls: list[Call], queue_dir: str, acked: dict[str, str],
+                maildir_root: str | None = None) -> list[str]:
     """`acked` maps queue id -> token. Returns one line per violation (empty: all good)."""
     prefix = queue_dir.rstrip("/") + "/"
     token_writes = [c for c in calls if c.name in WRITES and c.fd_path.startswith(prefix) and (c.ret or 0) > 0]
@@ -139,6 +170,8 @@ def check_order(calls: list[Call], queue_dir: str, acked: dict[str, str]) -> lis
             problems.append(f"{qid}: the client got a 250 the trace does not show being written")
             continue
         mine = [w for w in token_writes if w.end < reply.start and token in w.args]
+        if maildir_root is not None and maildir_durable(calls, maildir_root, token, reply):
+            continue
         if not mine:
             problems.append(f"{qid}: 250 at {reply.time} but its bytes were never written to a file under "
                             f"{prefix} before it")
@@ -195,10 +228,12 @@ def send_all(port: int, client: int, acked: dict[str, str], errors: list[str], l
 
 
 @pytest.mark.skipif(STRACE_PROBLEM is not None, reason=str(STRACE_PROBLEM))
-def test_every_250_follows_a_completed_fsync_of_the_queue(make_server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("at_intake", [True, False], ids=["delivered-at-intake", "queued-first"])
+def test_every_250_follows_a_completed_fsync_of_the_queue_or_the_maildir(make_server, tmp_path, monkeypatch,
+                                                                        at_intake):
     log = tmp_path / "strace.log"
     monkeypatch.setattr(conftest, "BIN", strace_wrapper(tmp_path, log))
-    srv = make_server(start=False)
+    srv = make_server({"delivery": {"local_at_intake": at_intake}}, start=False)
     srv.start(timeout=60)
     acked: dict[str, str] = {}
     errors: list[str] = []
@@ -221,9 +256,17 @@ def test_every_250_follows_a_completed_fsync_of_the_queue(make_server, tmp_path,
     queue_dir = os.path.realpath(srv.data_dir / "queue")
     on_queue = [c for c in calls if c.fd_path.startswith(queue_dir + "/")]
     counts = {n: sum(1 for c in on_queue if c.name == n) for n in sorted(SYNCS | {"sync_file_range"})}
-    # The trace is what we think it is: the replies and the message bytes are in it.
-    assert any(c.name in WRITES for c in on_queue), f"no write to {queue_dir} traced"
-    problems = check_order(calls, queue_dir, acked)
+    # The trace is what we think it is: the replies and the message bytes are in it (queued
+    # first), and delivered at intake nothing of the messages went into the queue.
+    if at_intake:
+        tokens = set(acked.values())
+        assert not any(c.name in WRITES and any(t in c.args for t in tokens) for c in on_queue), \
+            "a message delivered at intake was written into the queue"
+    else:
+        assert any(c.name in WRITES for c in on_queue), f"no write to {queue_dir} traced"
+    # Queued first, only the queue may be the durable copy the 250 promises.
+    maildir_root = os.path.realpath(srv.mail_root) if at_intake else None
+    problems = check_order(calls, queue_dir, acked, maildir_root)
     assert not problems, (f"{len(problems)} problem(s) over {len(acked)} acknowledgements: no durable sync "
                           f"before the 250 (syscalls on queue files: {counts}):\n" + "\n".join(problems[:20]))
 
@@ -254,6 +297,37 @@ def test_checker_accepts_a_sync_between_write_and_reply():
             "100 01:00:00.000004 fdatasync(7</d/queue/db>) = 0\n"
             '103 01:00:00.000005 write(9<TCP:[127.0.0.1:25->127.0.0.1:4000]>, "250 2.0.0 Ok: queued as Q1\\r\\n", 28) = 28\n')
     assert check_order(parse_strace(blob), "/d/queue", {"Q1": "TOKENa"}) == []
+
+
+# Delivered at intake: written to tmp/, fdatasynced, renamed into new/, new/ fsynced, then 250.
+MAILDIR_GOOD = """\
+100 01:00:00.000001 write(7</m/a/Maildir/tmp/f1>, "..TOKENa..", 10) = 10
+100 01:00:00.000002 fdatasync(7</m/a/Maildir/tmp/f1>) = 0
+100 01:00:00.000003 renameat(5</m/a/Maildir/tmp>, "f1", 6</m/a/Maildir/new>, "f1") = 0
+101 01:00:00.000004 fsync(6</m/a/Maildir/new>) = 0
+103 01:00:00.000005 write(9<TCP:[127.0.0.1:25->127.0.0.1:4000]>, "250 2.0.0 Ok: queued as Q1\\r\\n", 28) = 28
+"""
+
+
+def test_checker_accepts_a_synced_maildir_delivery():
+    assert check_order(parse_strace(MAILDIR_GOOD), "/d/queue", {"Q1": "TOKENa"}, "/m") == []
+
+
+@pytest.mark.parametrize("bad", [
+    # the directory is not fsynced after the rename
+    MAILDIR_GOOD.replace("101 01:00:00.000004 fsync(6</m/a/Maildir/new>) = 0\n", ""),
+    # the file is not synced before the rename
+    MAILDIR_GOOD.replace("fdatasync(7</m/a/Maildir/tmp/f1>) = 0", "sync_file_range(7</m/a/Maildir/tmp/f1>) = 0"),
+    # the directory fsync comes after the reply
+    MAILDIR_GOOD.replace("101 01:00:00.000004 fsync(6</m/a/Maildir/new>) = 0\n", "")
+        + "101 01:00:00.000006 fsync(6</m/a/Maildir/new>) = 0\n",
+    # another file was renamed
+    MAILDIR_GOOD.replace('"f1", 6</m/a/Maildir/new>', '"f2", 6</m/a/Maildir/new>'),
+    # the file is outside the Maildir root
+    MAILDIR_GOOD.replace("/m/a/", "/x/a/"),
+])
+def test_checker_rejects_bad_maildir_orders(bad):
+    assert check_order(parse_strace(bad), "/d/queue", {"Q1": "TOKENa"}, "/m") != []
 
 
 @pytest.mark.parametrize("bad", [

@@ -80,6 +80,12 @@ async fn serve(
     let admin_listener = admin::bind(&admin_path).await?;
 
     let mut intake: Arc<dyn Intake> = spool.clone();
+    // Local-only messages go into their Maildirs at the end of DATA once the dispatcher
+    // below hands over its pipeline; everything else, and everything before that, is queued.
+    let direct = corvid_delivery::DirectHandle::default();
+    if config.delivery.local_at_intake {
+        intake = Arc::new(corvid_delivery::DirectIntake::new(intake, direct.clone()));
+    }
     if let Some(m) = &metrics {
         intake = m.intake(intake);
     }
@@ -171,6 +177,9 @@ async fn serve(
         .with_max_hops(config.limits.max_hops)
         .with_intake(dsn_intake)
         .with_policy(Arc::new(plugins.host.clone()));
+    if config.delivery.local_at_intake {
+        dispatcher = dispatcher.with_direct(direct);
+    }
     let route_table = dispatcher.route_table();
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
     if let Some((dir, retention)) = recorder {

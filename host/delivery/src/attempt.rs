@@ -20,6 +20,7 @@ use corvid_types::delivery_call::{self, CallFacts};
 use corvid_types::{DeliveryPolicy, QueueId, RouteRequest, Stage};
 use std::sync::Arc;
 use std::time::SystemTime;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The parts of the pipeline, built once by the dispatcher; each step gets only the parts it
 /// uses.
@@ -49,13 +50,7 @@ pub(crate) async fn process(p: Arc<Pipeline>, id: QueueId) {
     };
     // Route.
     let groups = route_all(p.policy.as_ref(), &p.router, &msg, &due).await;
-    for (dest, idx) in &groups {
-        for &i in idx {
-            if let Some(r) = msg.recipients.get_mut(i) {
-                r.route = Some(dest.hop.to_string());
-            }
-        }
-    }
+    mark_routes(&mut msg, &groups);
     // Deliver.
     let content = Arc::new(LazyContent::new(
         Arc::clone(&p.spool),
@@ -63,16 +58,41 @@ pub(crate) async fn process(p: Arc<Pipeline>, id: QueueId) {
         msg.size,
         p.max_hops,
     ));
-    let reports = deliver::deliver(&p.couriers, &msg, groups, &content, permit).await;
-    // Decide, with the policy's lifecycle stages; then the recipients' states are final.
-    let hooks = Hooks::new(p.policy.as_ref());
-    let fates = fate::decide(hooks, &p.schedule, &msg, reports, now).await;
-    fate::write(&mut msg, &fates);
-    // Notify: the DSNs due are queued before the marks that say so are recorded.
-    notify::send_reports(&p.notifier, &mut msg, &content, now).await;
+    let fates = deliver_decide_notify(&p, &mut msg, groups, &content, permit, now).await;
     // Record.
     if record(p.spool.as_ref(), &msg).await {
         fate::tell(p.policy.as_ref(), fates);
+    }
+}
+
+/// Deliver → decide → notify, for an attempt from the queue or at intake: the recipients'
+/// states are final on return, with the DSNs due queued; recording is the caller's.
+pub(crate) async fn deliver_decide_notify(
+    p: &Pipeline,
+    msg: &mut QueuedMessage,
+    groups: Vec<(Destination, Vec<usize>)>,
+    content: &Arc<LazyContent>,
+    permit: OwnedSemaphorePermit,
+    now: u64,
+) -> Vec<fate::Fate> {
+    let reports = deliver::deliver(&p.couriers, msg, groups, content, permit).await;
+    // Decide, with the policy's lifecycle stages; then the recipients' states are final.
+    let hooks = Hooks::new(p.policy.as_ref());
+    let fates = fate::decide(hooks, &p.schedule, msg, reports, now).await;
+    fate::write(msg, &fates);
+    // Notify: the DSNs due are queued before the marks that say so are recorded.
+    notify::send_reports(&p.notifier, msg, content, now).await;
+    fates
+}
+
+/// Records each recipient's next hop in its state (`corvid queue show`, DSNs).
+pub(crate) fn mark_routes(msg: &mut QueuedMessage, groups: &[(Destination, Vec<usize>)]) {
+    for (dest, idx) in groups {
+        for &i in idx {
+            if let Some(r) = msg.recipients.get_mut(i) {
+                r.route = Some(dest.hop.to_string());
+            }
+        }
     }
 }
 
@@ -103,7 +123,7 @@ async fn load(
 
 /// Routes each due recipient (the policy's `route` stage first, else the router) and groups
 /// them by destination, in first-seen order.
-async fn route_all(
+pub(crate) async fn route_all(
     policy: Option<&Arc<dyn DeliveryPolicy>>,
     router: &Router,
     msg: &QueuedMessage,

@@ -53,6 +53,13 @@ pub struct DeliveryConfig {
     /// `NOTIFY=DELAY` (RFC 3461). `"0s"` turns warnings off.
     #[serde(with = "humantime_serde")]
     pub delay_warning: Duration,
+    /// Deliver a message whose recipients are all routed to local mailboxes into their
+    /// Maildirs before answering the end of DATA, instead of queueing it first: the synced
+    /// Maildir files are the durable copy the 250 waits for, and the queue only gets what
+    /// that first attempt leaves pending (a failed mailbox, a policy's retry). Quarantined
+    /// messages and anything for a next hop are queued as before. Saves the queue's write,
+    /// read and removal of every local message; `false` queues everything first.
+    pub local_at_intake: bool,
     pub timeouts: Timeouts,
     pub tls: TlsSettings,
     /// `[delivery.mta_sts]`: recipient domains' MTA-STS policies (RFC 8461).
@@ -81,6 +88,7 @@ impl Default for DeliveryConfig {
             connection_reuse_time: Duration::from_secs(2),
             max_messages_per_connection: 100,
             delay_warning: Duration::from_secs(4 * 3600),
+            local_at_intake: true,
             timeouts: Timeouts::default(),
             tls: TlsSettings::default(),
             mta_sts: MtaStsSettings::default(),

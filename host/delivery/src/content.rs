@@ -37,6 +37,22 @@ impl LazyContent {
         }
     }
 
+    /// Content already in memory (delivery at intake): never read from the spool.
+    pub(crate) fn ready(
+        spool: Arc<dyn Spool>,
+        id: QueueId,
+        content: Vec<u8>,
+        max_hops: usize,
+    ) -> Self {
+        LazyContent {
+            spool,
+            id,
+            size: content.len() as u64,
+            cell: OnceCell::new_with(Some(Ok(Arc::new(content)))),
+            max_hops,
+        }
+    }
+
     /// The content, if it may be delivered: a message with too many `Received:` fields is
     /// looping (RFC 5321 6.3) and fails with RFC 3463's X.4.6. The end of DATA refuses more
     /// than `max_hops` fields as they arrive; here the field this server added at intake is

@@ -54,6 +54,8 @@ pub struct Dispatcher {
     max_hops: usize,
     /// `config.routes`, swappable by a reload (`route_table`).
     routes: Arc<crate::route::RouteTable>,
+    /// Given the pipeline, for delivery at intake ([`crate::DirectIntake`]).
+    direct: Option<crate::DirectHandle>,
 }
 
 impl Dispatcher {
@@ -78,6 +80,7 @@ impl Dispatcher {
             listening: Vec::new(),
             max_hops: DEFAULT_MAX_HOPS,
             routes: Arc::default(),
+            direct: None,
         }
     }
 
@@ -108,6 +111,13 @@ impl Dispatcher {
 
     /// Delivery policy: a route decision consulted before the static table, and the
     /// `deferred`, `bounced` and `delivered` notifications (the plugins' delivery stages).
+    /// Lets `handle`'s [`crate::DirectIntake`] deliver local-only messages at intake through
+    /// this dispatcher's pipeline, once [`Dispatcher::run`] has built it.
+    pub fn with_direct(mut self, handle: crate::DirectHandle) -> Self {
+        self.direct = Some(handle);
+        self
+    }
+
     pub fn with_policy(mut self, policy: Arc<dyn DeliveryPolicy>) -> Self {
         self.policy = Some(policy);
         self
@@ -204,9 +214,14 @@ impl Dispatcher {
     /// new or flushed messages, when an attempt ends, when the next message falls due, and at
     /// least every poll interval.
     pub async fn run(self, shutdown: CancellationToken) {
+        let direct = self.direct.clone();
         let Some((ctx, concurrency, poll_interval)) = self.pipeline() else {
             return;
         };
+        if let Some(handle) = direct {
+            // As many Maildir writes at intake as the runner's local ones, and as many again.
+            handle.set(&ctx, concurrency.saturating_mul(2));
+        }
         let rpt = &ctx.couriers.remote.config.tls_rpt;
         if let (true, Some(intake)) = (rpt.enabled, ctx.notifier.intake.clone()) {
             let period = rpt.interval.max(Duration::from_secs(1));

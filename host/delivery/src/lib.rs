@@ -12,7 +12,9 @@
 //! the remote ones); mail-loop checks (MX hosts leading back here, `max_hops`); local
 //! delivery into Maildir ([`maildir`]); the per-recipient [`Outcome`] (`Delivered` /
 //! `Transient` / `Permanent`); and sending the DSNs that `corvid_queue::dsn` composes back through
-//! [`corvid_types::Intake`].
+//! [`corvid_types::Intake`]. Also local delivery at intake ([`DirectIntake`], `direct.rs`):
+//! an `Intake` in front of the queue's that runs the first attempt of a local-only message
+//! before the 250 and hands the queue only what it left pending.
 //!
 //! Must not: know how a message got queued (it sees only [`corvid_queue::Spool`] and
 //! `Intake`), touch the spool's storage directly, compose DSN text (the queue does), or call
@@ -35,6 +37,7 @@ pub mod config;
 mod content;
 pub mod dane;
 mod deliver;
+mod direct;
 mod dispatcher;
 pub mod dns;
 mod error;
@@ -57,6 +60,7 @@ mod tlsrpt_mail;
 mod tlsrpt_persist;
 
 pub use config::{DaneSettings, DeliveryConfig, MtaStsSettings, Timeouts, TlsRptSettings};
+pub use direct::{DirectHandle, DirectIntake};
 pub use dispatcher::{Dispatcher, DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL};
 pub use error::DeliveryError;
 pub use local::return_path;

@@ -36,6 +36,7 @@ mod message;
 mod recover;
 mod retry;
 mod settings;
+mod sled_intake;
 mod sled_spool;
 mod spool;
 mod tlsrpt_store;

@@ -8,7 +8,7 @@ pub(crate) use crate::recover::{decode, encode};
 use crate::recover::{load_index, open_db, remove_finished, remove_orphan_content};
 use crate::{QueueError, QueuedMessage, Spool, SpoolSettings};
 use async_trait::async_trait;
-use corvid_types::{Envelope, Intake, IntakeError, QueueId};
+use corvid_types::{IntakeError, QueueId};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +26,15 @@ pub struct SledSpool {
     sts: sled::Tree,
     /// Delivery's TLS-RPT counts, by policy domain (`tlsrpt_store.rs`).
     pub(crate) tlsrpt: sled::Tree,
-    committer: Arc<Committer>,
+    pub(crate) committer: Arc<Committer>,
     /// Also serialises metadata writes, so a read-modify-write (`flush_all`, `hold`) cannot
     /// interleave with an `update` or `remove` of the same message.
     index: Mutex<DueIndex>,
     /// The index's count of messages still to deliver ([`Intake::backlog`]).
-    backlog: Arc<std::sync::atomic::AtomicU64>,
-    ids: IdGenerator,
+    pub(crate) backlog: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) ids: IdGenerator,
     wake: watch::Sender<u64>,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     pub(crate) settings: SpoolSettings,
 }
 
@@ -154,7 +154,7 @@ impl SledSpool {
 
     /// Writes a new message: content first, then metadata, so that a crash in between leaves
     /// only orphan content, which `open` deletes.
-    fn insert_new(&self, msg: &QueuedMessage, content: &[u8]) -> Result<(), QueueError> {
+    pub(crate) fn insert_new(&self, msg: &QueuedMessage, content: &[u8]) -> Result<(), QueueError> {
         let key = msg.id.0.as_bytes();
         self.content.insert(key, content)?;
         self.meta.insert(key, encode(msg)?)?;
@@ -199,7 +199,7 @@ impl SledSpool {
 
     /// Drops a message whose submission did not complete (best effort, not flushed): the
     /// client was not told 250, so it keeps and retries the message.
-    fn forget(&self, id: &QueueId) {
+    pub(crate) fn forget(&self, id: &QueueId) {
         let mut index = self.lock_index();
         let key = id.0.as_bytes();
         if let Err(e) = self.meta.remove(key).and(self.content.remove(key)) {
@@ -230,77 +230,6 @@ fn release_garbage() {
     sled::pin().flush();
 }
 
-/// Removes a message from the spool unless `disarm` is called: a submit future dropped while
-/// waiting for the fsync (the client went away) leaves nothing behind to deliver.
-struct SubmitGuard<'a> {
-    spool: &'a SledSpool,
-    id: &'a QueueId,
-    armed: bool,
-}
-
-impl Drop for SubmitGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.spool.forget(self.id);
-        }
-    }
-}
-
-#[async_trait]
-impl Intake for SledSpool {
-    fn next_id(&self) -> QueueId {
-        self.ids.next()
-    }
-
-    async fn submit_with(
-        &self,
-        id: &QueueId,
-        envelope: &Envelope,
-        content: &[u8],
-        options: &corvid_types::SubmitOptions,
-    ) -> Result<(), IntakeError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(IntakeError::Closed);
-        }
-        let now = unix_secs(SystemTime::now());
-        let mut msg = QueuedMessage::new(id.clone(), envelope.clone(), content.len() as u64, now);
-        msg.trusted_client = options.trusted_client;
-        msg.is_report = crate::dsn::is_delivery_report(content);
-        if let Some(reason) = &options.hold {
-            msg.quarantined = Some(reason.clone());
-            msg.held_at = Some(now);
-        }
-        let mut guard = SubmitGuard {
-            spool: self,
-            id,
-            armed: true,
-        };
-        self.insert_new(&msg, content)
-            .map_err(|e| IntakeError::Storage(e.to_string()))?;
-        self.committer
-            .commit()
-            .await
-            .map_err(IntakeError::Storage)?;
-        guard.armed = false;
-        {
-            let mut index = self.lock_index();
-            index.set(id, msg.next_due());
-            index.set_held(id, msg.held_at);
-        }
-        if let Some(reason) = &msg.quarantined {
-            tracing::info!(queue_id = %id, reason = %crate::hold::printable(reason), "message held");
-        }
-        self.wake_runners();
-        Ok(())
-    }
-
-    /// Messages with recipients still to deliver, held mail excluded (an administrator's
-    /// quarantine must not stop intake): a counter kept by the due index, no lock taken.
-    fn backlog(&self) -> Option<u64> {
-        Some(self.backlog.load(Ordering::Relaxed))
-    }
-}
-
 #[async_trait]
 impl Spool for SledSpool {
     fn list(&self) -> Result<Vec<QueuedMessage>, QueueError> {
@@ -324,6 +253,14 @@ impl Spool for SledSpool {
 
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(self.content.get(id.0.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    async fn insert_attempted(
+        &self,
+        msg: &QueuedMessage,
+        content: &[u8],
+    ) -> Result<(), IntakeError> {
+        self.store_new(msg, content).await
     }
 
     fn update(&self, msg: &QueuedMessage) -> Result<(), QueueError> {

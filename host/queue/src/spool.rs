@@ -51,6 +51,22 @@ pub trait Spool: Send + Sync {
         self.remove(id)
     }
 
+    /// Stores a message whose delivery was already attempted before it was queued (local
+    /// delivery at the end of DATA), with its recipients' states as that attempt left them:
+    /// the pending ones fall due by their `next_attempt`. Durable on return; nothing is left
+    /// behind when it fails or the caller stops waiting. The default refuses (a spool that
+    /// cannot do this makes intake queue every message before delivering it).
+    async fn insert_attempted(
+        &self,
+        msg: &QueuedMessage,
+        _content: &[u8],
+    ) -> Result<(), corvid_types::IntakeError> {
+        Err(corvid_types::IntakeError::Storage(format!(
+            "this spool cannot store {} after an attempt",
+            msg.id
+        )))
+    }
+
     /// Messages with a pending recipient whose next attempt is at or before `now`, oldest
     /// first, claimed ones included. Quarantined messages are never due.
     fn due(&self, now: SystemTime) -> Result<Vec<QueueId>, QueueError>;
