@@ -94,25 +94,40 @@ impl SledSpool {
     ) -> Result<usize, QueueError> {
         let now = unix_secs(SystemTime::now());
         let mut touched = 0;
-        {
+        // The listing runs without the index lock, which intake and every delivery record take
+        // on runtime threads: a long queue must not stall them for a whole scan. Each message
+        // is then read again and rewritten under the lock, so a delivery recorded meanwhile
+        // is not overwritten with the listing's older state.
+        let candidates: Vec<QueueId> = self
+            .list()?
+            .into_iter()
+            .filter(|m| {
+                m.recipients
+                    .iter()
+                    .any(|r| r.is_pending() && wanted(&r.recipient.address))
+            })
+            .map(|m| m.id)
+            .collect();
+        for id in candidates {
             let mut index = self.lock_index();
-            for mut msg in self.list()? {
-                let mut hit = false;
-                for r in msg
-                    .recipients
-                    .iter_mut()
-                    .filter(|r| r.is_pending() && wanted(&r.recipient.address))
-                {
-                    r.next_attempt = now;
-                    hit = true;
-                }
-                if !hit {
-                    continue;
-                }
-                self.meta.insert(msg.id.0.as_bytes(), encode(&msg)?)?;
-                index.set(&msg.id, msg.next_due());
-                touched += 1;
+            let Some(mut msg) = self.get(&id)? else {
+                continue;
+            };
+            let mut hit = false;
+            for r in msg
+                .recipients
+                .iter_mut()
+                .filter(|r| r.is_pending() && wanted(&r.recipient.address))
+            {
+                r.next_attempt = now;
+                hit = true;
             }
+            if !hit {
+                continue;
+            }
+            self.meta.insert(msg.id.0.as_bytes(), encode(&msg)?)?;
+            index.set(&msg.id, msg.next_due());
+            touched += 1;
         }
         self.flush()?;
         self.wake_runners();

@@ -291,7 +291,7 @@ impl Session {
             Command::Expn(_) => Ok(self.fail(Reply::new(502, "5.5.1", "EXPN is disabled"))),
             Command::StartTls => Ok(self.starttls()),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
-            Command::Etrn(node) => Ok(self.etrn(&node)),
+            Command::Etrn(node) => Ok(self.etrn(&node).await),
             Command::NotImplemented(verb) => Ok(self.not_offered(&verb)),
         }
     }

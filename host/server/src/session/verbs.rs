@@ -49,7 +49,7 @@ impl Session {
 
     /// RFC 1985: start a queue run for a domain (`@domain`: with its subdomains). The codes are
     /// RFC 1985's: 251 nothing waiting, 253 n messages started, 458 cannot queue, 501 syntax.
-    pub(super) fn etrn(&mut self, node: &str) -> Flow {
+    pub(super) async fn etrn(&mut self, node: &str) -> Flow {
         let Some(control) = self
             .shared
             .services
@@ -67,7 +67,18 @@ impl Session {
                 "Syntax: ETRN domain or ETRN @domain",
             ));
         }
-        match control.start_run(node) {
+        // The run scans the queue and fsyncs what it changed: a blocking thread's work, not
+        // a runtime thread's (the other sessions on it would wait).
+        let run = {
+            let node = node.to_string();
+            tokio::task::spawn_blocking(move || control.start_run(&node)).await
+        };
+        let run = run.unwrap_or_else(|e| {
+            Err(corvid_types::IntakeError::Storage(format!(
+                "queue run task: {e}"
+            )))
+        });
+        match run {
             Ok(0) => self.reply(Reply::new(
                 251,
                 "2.0.0",
