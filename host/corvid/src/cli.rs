@@ -9,8 +9,9 @@ use std::path::PathBuf;
     name = "corvid",
     version,
     about = "Corvid: a programmable mail server (SMTP receiver, queue, Maildir delivery)",
-    long_about = "Corvid receives mail over SMTP, stores it durably in its queue before it answers \
-                  250, and delivers it to Maildirs that Dovecot and mail clients read.\n\n\
+    long_about = "Corvid receives mail over SMTP, stores it durably before it answers 250 (in \
+                  its queue, or for local mailboxes straight in their Maildirs), and delivers it \
+                  to Maildirs that Dovecot and mail clients read.\n\n\
                   Start with `corvid serve` (a development server on 127.0.0.1:2525 with the \
                   built-in config) or `corvid serve --config /etc/corvid/corvid.toml`."
 )]

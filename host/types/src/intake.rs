@@ -43,7 +43,8 @@ pub trait Intake: Send + Sync {
     fn next_id(&self) -> QueueId;
 
     /// Stores the message. Returns only once envelope and content are on stable storage
-    /// (fsynced): the server answers 250 after this and never before.
+    /// (fsynced: in the queue, or already delivered into synced Maildirs): the server answers
+    /// 250 after this and never before.
     async fn submit_with(
         &self,
         id: &QueueId,

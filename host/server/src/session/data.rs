@@ -118,8 +118,9 @@ impl Session {
         })
     }
 
-    /// Adds the trace header and hands the message to the queue, which returns only once the
-    /// message is on disk: the 250 is never sent before that (RFC 5321 6.1).
+    /// Adds the trace header and hands the message to the intake (the queue, or delivery at
+    /// intake), which returns only once the message is on disk: the 250 is never sent before
+    /// that (RFC 5321 6.1).
     async fn enqueue(
         &mut self,
         env: &corvid_types::Envelope,
