@@ -1,61 +1,349 @@
 //! Fuel for host calls. Wasm instructions cost fuel as they run; a call out of the guest (an
-//! import such as `clock.now-ms`, a WASI function, a libcall such as `memory.grow`) would cost
-//! only the few instructions around it, so a plugin spinning on host calls would run until
-//! the wall-time backstop (5 s) instead of its CPU budget. Each host call therefore costs a
-//! fixed [`HOST_CALL_FUEL`] when it starts, and imports that copy bulk data (message headers
-//! and body, kv values, the config table) add one fuel per [`BYTES_PER_FUEL`] bytes copied,
-//! charged when the call returns. A call that finds the budget spent ends the hook with
-//! wasmtime's out-of-fuel trap, reported as `cpu_budget` like a guest loop.
+//! import such as `clock.now-ms`, a WASI function) would cost only the few instructions
+//! around it, so a plugin spinning on host calls would run until the wall-time backstop (5 s)
+//! instead of its CPU budget. So every import costs a fixed [`HOST_CALL_FUEL`], and imports
+//! that copy bulk data (message headers and body, the MIME summary, kv values, the config
+//! table) one more fuel per [`BYTES_PER_FUEL`] bytes copied.
+//!
+//! How it is charged, without a per-transition call hook (`Store::call_hook` ran at every
+//! guest↔host transition, entering the export included, and cost a warm hook ~90 ns):
+//! - every import is linked with a getter that counts the call in the store's [`Account`]:
+//!   Corvid's own imports ([`add_plugin_to_linker`]), all of WASI p2 and `wasi:http`
+//!   ([`add_wasi_to_linker`], the same interfaces as `wasmtime_wasi`'s own linking);
+//! - the epoch callback ([`crate::state::new_store`]) checks the account against the
+//!   store's fuel: at every tick (1 ms) of a call that runs that long, and at once when the
+//!   call owes more than the fuel seen at the last check (the counting import advances the
+//!   engine's epoch, so the guest's next function entry or loop iteration checks). A call
+//!   that owes more than its fuel left ends with wasmtime's out-of-fuel trap, reported as
+//!   `cpu_budget` like a guest loop. The callback cannot take the fuel away (compiled guest
+//!   code keeps its counter in a register across the callback), so guest instructions and
+//!   host calls draw on the budget side by side until then;
+//! - when [`settle`] runs after the call returns, the account is taken from the store's
+//!   fuel, so `fuel_max` and the outcome include the host calls of the last tick too.
+//!   Without it (the hook path does not call it yet), a call that ends before a check
+//!   sees its spent budget succeeds: only a call within one tick's host calls of its
+//!   budget depends on when the ticks fell. Guest instructions are charged by wasmtime as
+//!   before, deterministic and independent of load.
+//!
+//! Not charged: the `context` and `auth-results` imports (linked with store access in their
+//! own modules), libcalls (`memory.grow`, bulk memory), and time *waiting* in a host call
+//! (DNS, http): the memory limit and the wall-time backstop bound those.
 //!
 //! The numbers make a host call cost about what the same CPU time of guest code costs. On
-//! the release build (x86-64, measured 2026-12-07), the default budget (100 M) lasts a pure
-//! guest loop 14–19 ms, a loop on `clock.now-ms` 15 ms and one on the WASI monotonic clock
-//! 20 ms; before the charge those two took 455 ms (3 M calls) and 122 ms, and 50 of them
-//! side by side on two cores ran into the wall-time backstop. The SDK README's limits table
-//! and `wit/world.wit` state the model. Waiting inside a host call (DNS, http) still costs no
-//! fuel: only the wall-time backstop bounds it.
+//! the release build (x86-64, measured 2026-12-07 with load average 3.4 on two cores, mean
+//! of five calls in two runs), the default budget (100 M) lasts a pure guest loop 14–20 ms,
+//! a loop on `clock.now-ms` 12–22 ms, one on the WASI monotonic clock 16–20 ms and one on a
+//! frozen WASI clock (no `clock` capability) 10–12 ms; each spin stops before its 100 000th
+//! call. Uncharged, the first two took 455 ms (3 M calls) and 122 ms, and 50 of them side by
+//! side on two cores ran into the wall-time backstop. The SDK README's limits table and
+//! `wit/world.wit` state the model.
 
 use crate::state::HostState;
-use wasmtime::{CallHook, StoreContextMut};
+use std::time::Instant;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::{Store, StoreContextMut};
 
-/// Fuel charged when the guest calls into the host (any import or libcall).
+/// Fuel charged for each call into the host (any import).
 pub(crate) const HOST_CALL_FUEL: u64 = 1_000;
 
 /// Bytes a bulk import copies per fuel charged.
 pub(crate) const BYTES_PER_FUEL: u64 = 4;
 
-/// The store's call hook (`Store::call_hook`): charges host calls against the hook's fuel.
-pub(crate) fn on_call(
-    mut ctx: StoreContextMut<'_, HostState>,
-    hook: CallHook,
-) -> wasmtime::Result<()> {
-    let cost = match hook {
-        CallHook::CallingHost => HOST_CALL_FUEL,
-        CallHook::ReturningFromHost => {
-            let copied = std::mem::take(&mut ctx.data_mut().copied);
-            copied / BYTES_PER_FUEL
-        }
-        CallHook::CallingWasm | CallHook::ReturningFromWasm => return Ok(()),
-    };
-    if cost == 0 {
-        return Ok(());
-    }
-    let fuel = ctx.get_fuel()?;
-    match fuel.checked_sub(cost) {
-        Some(left) => ctx.set_fuel(left),
-        None => {
-            ctx.set_fuel(0)?;
-            Err(wasmtime::Trap::OutOfFuel.into())
+/// What the current call owes for its host calls.
+#[derive(Debug)]
+pub(crate) struct Account {
+    /// The deadline of the call this account is for: `instance::arm` sets a new one for
+    /// every call, so an account left by an earlier call is never charged to this one.
+    call: Instant,
+    /// Host calls of this call.
+    calls: u64,
+    /// The store's fuel when the epoch callback last looked (before it first does: the
+    /// plugin's hook budget): owing more than this means the budget is spent.
+    fuel_seen: u64,
+    /// The engine's epoch was advanced to have the account checked early, and no check ran
+    /// since.
+    kicked: bool,
+}
+
+impl Account {
+    pub(crate) fn new(call: Instant, fuel: u64) -> Self {
+        Account {
+            call,
+            calls: 0,
+            fuel_seen: fuel,
+            kicked: false,
         }
     }
 }
 
 impl HostState {
-    /// Notes `bytes` copied between host and guest by the current import (charged when it
-    /// returns, see [`on_call`]).
+    /// Starts a new account if the store was armed for another call since the last one.
+    fn account(&mut self) -> &mut Account {
+        if self.account.call != self.deadline {
+            self.account = Account::new(self.deadline, self.env.hook_fuel);
+            self.copied = 0;
+        }
+        &mut self.account
+    }
+
+    /// The fuel the current call owes for its host calls.
+    pub(crate) fn owed(&self) -> u64 {
+        self.account
+            .calls
+            .saturating_mul(HOST_CALL_FUEL)
+            .saturating_add(self.copied / BYTES_PER_FUEL)
+    }
+
+    /// Has the account checked at the guest's next epoch check when it owes more than the
+    /// fuel the store had at the last check.
+    fn check_owed(&mut self) {
+        if !self.account.kicked && self.owed() > self.account.fuel_seen {
+            self.account.kicked = true;
+            self.engine.increment_epoch();
+        }
+    }
+
+    /// Counts one call into the host (the linker's getters call it, see the module doc).
+    pub(crate) fn count_call(&mut self) {
+        let a = self.account();
+        a.calls = a.calls.saturating_add(1);
+        self.check_owed();
+    }
+
+    /// Notes `bytes` copied between host and guest by the current import.
     pub(crate) fn charge_copy(&mut self, bytes: usize) {
+        self.account();
         self.copied = self
             .copied
             .saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
+        self.check_owed();
+    }
+}
+
+/// The epoch callback's check: traps out of fuel when the current call owes more than the
+/// store's fuel. It cannot take the fuel away instead: compiled guest code keeps its fuel
+/// counter in a register across the callback and would write the old value back.
+pub(crate) fn check(ctx: &mut StoreContextMut<'_, HostState>) -> wasmtime::Result<()> {
+    let fuel = ctx.get_fuel()?;
+    let s = ctx.data_mut();
+    s.account();
+    s.account.fuel_seen = fuel;
+    s.account.kicked = false;
+    if s.owed() > fuel {
+        // Stays 0: the trap unwinds the guest without writing its counter back.
+        ctx.set_fuel(0)?;
+        return Err(wasmtime::Trap::OutOfFuel.into());
+    }
+    Ok(())
+}
+
+/// Charges what the last call owes against the store's fuel, once the call returned (no
+/// guest code running: the fuel taken stays taken); traps out of fuel when the budget is
+/// spent. Makes the outcome of a call independent of when its epoch checks ran.
+#[allow(dead_code)] // For the hook path (`instance::Live`), not wired yet.
+pub(crate) fn settle(store: &mut Store<HostState>) -> wasmtime::Result<()> {
+    let fuel = store.get_fuel()?;
+    let s = store.data_mut();
+    s.account();
+    let owed = s.owed();
+    s.account.calls = 0;
+    s.copied = 0;
+    match fuel.checked_sub(owed) {
+        Some(left) => store.set_fuel(left),
+        None => {
+            store.set_fuel(0)?;
+            Err(wasmtime::Trap::OutOfFuel.into())
+        }
+    }
+}
+
+/// The getters through which the linked imports reach the store's data, each counting the
+/// call first.
+mod get {
+    use crate::state::HostState;
+    use wasmtime::component::ResourceTable;
+    use wasmtime_wasi::cli::{WasiCliCtxView, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystemCtxView, WasiFilesystemView};
+    use wasmtime_wasi::random::{WasiRandomCtx, WasiRandomView};
+    use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
+    use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
+
+    pub(super) fn plugin(s: &mut HostState) -> &mut HostState {
+        s.count_call();
+        s
+    }
+
+    pub(super) fn table(s: &mut HostState) -> &mut ResourceTable {
+        s.count_call();
+        &mut s.table
+    }
+
+    pub(super) fn clocks(s: &mut HostState) -> WasiClocksCtxView<'_> {
+        s.count_call();
+        s.clocks()
+    }
+
+    pub(super) fn random(s: &mut HostState) -> &mut WasiRandomCtx {
+        s.count_call();
+        s.random()
+    }
+
+    pub(super) fn cli(s: &mut HostState) -> WasiCliCtxView<'_> {
+        s.count_call();
+        s.cli()
+    }
+
+    pub(super) fn filesystem(s: &mut HostState) -> WasiFilesystemCtxView<'_> {
+        s.count_call();
+        s.filesystem()
+    }
+
+    pub(super) fn sockets(s: &mut HostState) -> WasiSocketsCtxView<'_> {
+        s.count_call();
+        s.sockets()
+    }
+
+    pub(super) fn http(s: &mut HostState) -> WasiHttpCtxView<'_> {
+        s.count_call();
+        s.http()
+    }
+}
+
+/// `wasi:io`'s imports reach the resource table.
+struct Io;
+
+impl HasData for Io {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Links Corvid's own imports (the `plugin` world), each call counted.
+pub(crate) fn add_plugin_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    crate::bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(linker, get::plugin)
+}
+
+/// Links WASI p2 (what `wasmtime_wasi::p2::add_to_linker_async` links) and `wasi:http`'s
+/// outgoing requests (`wasmtime_wasi_http::p2::add_only_http_to_linker_async`), each call
+/// counted.
+pub(crate) fn add_wasi_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::WasiCli;
+    use wasmtime_wasi::clocks::WasiClocks;
+    use wasmtime_wasi::filesystem::WasiFilesystem;
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sockets};
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::sockets::WasiSockets;
+    type S = HostState;
+
+    io::error::add_to_linker::<S, Io>(l, get::table)?;
+    io::poll::add_to_linker::<S, Io>(l, get::table)?;
+    io::streams::add_to_linker::<S, Io>(l, get::table)?;
+    clocks::wall_clock::add_to_linker::<S, WasiClocks>(l, get::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<S, WasiClocks>(l, get::clocks)?;
+    filesystem::preopens::add_to_linker::<S, WasiFilesystem>(l, get::filesystem)?;
+    filesystem::types::add_to_linker::<S, WasiFilesystem>(l, get::filesystem)?;
+    random::random::add_to_linker::<S, WasiRandom>(l, get::random)?;
+    random::insecure::add_to_linker::<S, WasiRandom>(l, get::random)?;
+    random::insecure_seed::add_to_linker::<S, WasiRandom>(l, get::random)?;
+    cli::exit::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::environment::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::stdin::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::stdout::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::stderr::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::terminal_input::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::terminal_output::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::terminal_stdin::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::terminal_stdout::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    cli::terminal_stderr::add_to_linker::<S, WasiCli>(l, get::cli)?;
+    let options = wasmtime_wasi::p2::bindings::LinkOptions::default();
+    sockets::tcp_create_socket::add_to_linker::<S, WasiSockets>(l, get::sockets)?;
+    sockets::instance_network::add_to_linker::<S, WasiSockets>(l, get::sockets)?;
+    sockets::network::add_to_linker::<S, WasiSockets>(l, &(&options).into(), get::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<S, WasiSockets>(l, get::sockets)?;
+    sockets::tcp::add_to_linker::<S, WasiSockets>(l, get::sockets)?;
+    sockets::udp::add_to_linker::<S, WasiSockets>(l, get::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<S, WasiSockets>(l, get::sockets)?;
+
+    use wasmtime_wasi_http::p2::bindings::http::{outgoing_handler, types};
+    use wasmtime_wasi_http::WasiHttp;
+    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    outgoing_handler::add_to_linker::<S, WasiHttp>(l, get::http)?;
+    types::add_to_linker::<S, WasiHttp>(l, &(&options).into(), get::http)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::TotalMemory;
+    use crate::state::{new_store, PluginEnv};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use wasmtime::AsContextMut;
+
+    /// A store of a plugin with `hook_fuel`, armed with `fuel` as `instance::arm` does.
+    fn store(hook_fuel: u64, fuel: u64) -> Store<HostState> {
+        let mut config = wasmtime::Config::new();
+        config.consume_fuel(true);
+        let engine = wasmtime::Engine::new(&config).expect("engine");
+        let mut m = crate::Manifest::new("t", "t.wasm");
+        m.limits.hook_fuel = hook_fuel;
+        let total = Arc::new(TotalMemory::new(1 << 20));
+        let env = PluginEnv::new(&m, crate::Services::in_memory(), Arc::default(), total);
+        let mut store = new_store(&engine, Arc::new(env), 1);
+        arm(&mut store, fuel);
+        store
+    }
+
+    fn arm(store: &mut Store<HostState>, fuel: u64) {
+        let s = store.data_mut();
+        s.deadline += Duration::from_millis(1);
+        s.copied = 0;
+        store.set_fuel(fuel).expect("fuel");
+    }
+
+    fn out_of_fuel(r: wasmtime::Result<()>) -> bool {
+        r.is_err_and(|e| e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel))
+    }
+
+    #[test]
+    fn a_call_pays_for_its_host_calls_and_copies() {
+        let mut s = store(100_000, 100_000);
+        for _ in 0..3 {
+            s.data_mut().count_call();
+        }
+        s.data_mut().charge_copy(4_000);
+        assert_eq!(s.data().owed(), 3 * HOST_CALL_FUEL + 1_000);
+        settle(&mut s).expect("within the budget");
+        assert_eq!(s.get_fuel().expect("fuel"), 96_000);
+        assert_eq!(s.data().owed(), 0, "settled once");
+    }
+
+    #[test]
+    fn a_call_whose_host_calls_spend_its_fuel_runs_out() {
+        let mut s = store(100_000, 10_000);
+        for _ in 0..10 {
+            s.data_mut().count_call();
+        }
+        assert!(check(&mut s.as_context_mut()).is_ok(), "10 000 of 10 000");
+        s.data_mut().count_call();
+        assert!(out_of_fuel(check(&mut s.as_context_mut())));
+        assert_eq!(s.get_fuel().expect("fuel"), 0);
+        let mut s = store(100_000, 10_000);
+        for _ in 0..11 {
+            s.data_mut().count_call();
+        }
+        assert!(out_of_fuel(settle(&mut s)));
+    }
+
+    #[test]
+    fn an_earlier_call_s_host_calls_are_not_charged_to_the_next() {
+        let mut s = store(100_000, 100_000);
+        for _ in 0..50 {
+            s.data_mut().count_call();
+        }
+        arm(&mut s, 100_000);
+        s.data_mut().count_call();
+        assert_eq!(s.data().owed(), HOST_CALL_FUEL);
     }
 }

@@ -2,7 +2,6 @@
 //! interruption driven by a ticker thread, the pooling allocator, and the linker with WASI
 //! (sandboxed context) and Corvid's imports.
 
-use crate::bindings::Plugin as WitPlugin;
 use crate::limiter::TotalMemory;
 use crate::state::HostState;
 use crate::Error;
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Sizing of the engine. One engine serves every plugin host of the process.
@@ -96,13 +95,12 @@ impl PluginEngine {
     pub fn new(options: EngineOptions) -> Result<Self, Error> {
         let engine = build_engine(&options).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| Error::Engine(format!("wasi: {e:#}")))?;
-        // Linked for every plugin; a request outside the manifest's `http` prefixes (all of
+        // Each import counts its call for the fuel charge (`crate::charge`). `wasi:http` is
+        // linked for every plugin; a request outside the manifest's `http` prefixes (all of
         // them without any) is refused by `crate::http::HttpHooks`.
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| Error::Engine(format!("wasi:http: {e:#}")))?;
-        WitPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        crate::charge::add_wasi_to_linker(&mut linker)
+            .map_err(|e| Error::Engine(format!("wasi: {e:#}")))?;
+        crate::charge::add_plugin_to_linker(&mut linker)
             .map_err(|e| Error::Engine(format!("imports: {e:#}")))?;
         crate::context::add_to_linker(&mut linker)
             .map_err(|e| Error::Engine(format!("context import: {e:#}")))?;

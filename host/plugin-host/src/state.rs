@@ -57,6 +57,9 @@ pub(crate) struct PluginEnv {
     instances: AtomicU64,
     /// Times the plugin's circuit breaker opened (the breaker counts, the stores watch).
     pub(crate) breaker_trips: Arc<AtomicU64>,
+    /// The plugin's fuel per hook (`limits.hook_fuel`): what a call's host calls may owe
+    /// before the first check of their account ([`crate::charge`]).
+    pub(crate) hook_fuel: u64,
 }
 
 impl PluginEnv {
@@ -90,6 +93,7 @@ impl PluginEnv {
             http: Arc::new(crate::http::HttpPolicy::from_manifest(m).unwrap_or_default()),
             instances: AtomicU64::new(0),
             breaker_trips: Arc::default(),
+            hook_fuel: m.limits.hook_fuel.max(1),
         }
     }
 
@@ -123,8 +127,12 @@ pub(crate) struct HostState {
     pub(crate) added: crate::added::Pending,
     /// The delivery hook being called (`delivery-tls`); `None` outside one.
     pub(crate) delivery: Option<crate::delivery_tls::DeliveryCall>,
-    /// Bytes the current import copied, charged as fuel when it returns ([`crate::charge`]).
+    /// Bytes copied between host and guest by the current call's imports ([`crate::charge`]).
     pub(crate) copied: u64,
+    /// Host calls the current call owes fuel for ([`crate::charge`]).
+    pub(crate) account: crate::charge::Account,
+    /// The engine, whose epoch a host call advances to have its account checked early.
+    pub(crate) engine: Engine,
 }
 
 /// A new `lifecycle.lease` number, unique in the process.
@@ -157,8 +165,8 @@ impl WasiHttpView for HostState {
 /// A store for one instance of the plugin: WASI without files, env, args or network, with
 /// clocks and random as the capabilities say ([`crate::sandbox`]), the memory limiter, and an
 /// epoch callback that yields to the executor every tick and traps with [`DeadlineExceeded`]
-/// once the hook's deadline passed, or with [`BreakerTripped`] once the breaker opened, and
-/// the call hook that charges host calls against the fuel ([`crate::charge`]).
+/// once the hook's deadline passed, with [`BreakerTripped`] once the breaker opened, or out of
+/// fuel once the call's host calls owe more than its fuel ([`crate::charge`]).
 pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -> Store<HostState> {
     let serial = env.instances.fetch_add(1, Ordering::Relaxed);
     let wasi = crate::sandbox::wasi(&env, serial);
@@ -171,6 +179,8 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         deadline: Instant::now(),
     };
     let trips_seen = env.breaker_trips.load(Ordering::Relaxed);
+    let deadline = Instant::now();
+    let account = crate::charge::Account::new(deadline, env.hook_fuel);
     let state = HostState {
         wasi,
         http: WasiHttpCtx::new(),
@@ -179,7 +189,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         limiter,
         env,
         session_id,
-        deadline: Instant::now(),
+        deadline,
         trips_seen,
         lease: next_lease(),
         quarantined: None,
@@ -187,15 +197,18 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         added: Default::default(),
         delivery: None,
         copied: 0,
+        account,
+        engine: engine.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.call_hook(crate::charge::on_call);
-    store.epoch_deadline_callback(|ctx| {
+    store.epoch_deadline_callback(|mut ctx| {
         let s = ctx.data();
         if s.env.breaker_trips.load(Ordering::Relaxed) != s.trips_seen {
-            Err(wasmtime::Error::new(BreakerTripped))
-        } else if Instant::now() >= s.deadline {
+            return Err(wasmtime::Error::new(BreakerTripped));
+        }
+        crate::charge::check(&mut ctx)?;
+        if Instant::now() >= ctx.data().deadline {
             Err(wasmtime::Error::new(DeadlineExceeded))
         } else {
             Ok(UpdateDeadline::Yield(1))

@@ -1,0 +1,134 @@
+//! Host calls cost fuel (`src/charge.rs`): a hook spinning on host calls runs out of its CPU
+//! budget after about budget / 1000 calls, whichever import it spins on (charged only its own
+//! instructions, ~30 fuel a turn, it would make some 30 times as many), and a hook making a few
+//! thousand host calls within its budget succeeds.
+
+mod common;
+
+use common::*;
+use corvid_plugin_host::{Capability, HookStats, PluginHost};
+use corvid_types::{MessageView, Policy, Stage, Verdict};
+use std::sync::{Arc, Mutex};
+
+/// Log lines written by the hooks of the current thread.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'a self) -> Lines {
+        self.clone()
+    }
+}
+
+/// Turns between two `spin turns=` log lines.
+const LOG_EVERY: u64 = 1_000;
+
+/// One transaction whose DATA hook spins for `spin_ms` on `spin_on` (`clock`: the clock
+/// import; `wasi`: the WASI monotonic clock), under `fuel`, logging every [`LOG_EVERY`]
+/// turns. Returns the DATA verdict and stats and the turns it logged last. The runtime must
+/// be current-thread: the log lines are caught on this thread.
+async fn spin(
+    spin_ms: u64,
+    spin_on: &str,
+    fuel: u64,
+    caps: &[Capability],
+) -> (Verdict, HookStats, u64) {
+    let lines = Lines::default();
+    let catch = tracing_subscriber::fmt()
+        .with_writer(lines.clone())
+        .with_ansi(false)
+        .finish();
+    let _caught = tracing::subscriber::set_default(catch);
+    let host: PluginHost = host();
+    let (ms, every) = (spin_ms.to_string(), LOG_EVERY.to_string());
+    let mut m = behave(
+        "spinner",
+        &[
+            ("data", "spin"),
+            ("spin_ms", &ms),
+            ("spin_on", spin_on),
+            ("spin_log_every", &every),
+        ],
+    );
+    m.limits.hook_fuel = fuel;
+    m.limits.hook_time_ms = 5_000;
+    m.capabilities = caps.to_vec();
+    m.capabilities.push(Capability::Log);
+    host.reload(vec![m]).await.expect("loads");
+    let c = conn(1);
+    let mut s = host.session(&c);
+    s.mail(&c, &envelope()).await;
+    let data = s
+        .data(&c, &envelope(), MessageView { content: MESSAGE })
+        .await;
+    s.end_transaction();
+    let stats = host
+        .stats()
+        .into_iter()
+        .find(|s| s.stage == Stage::Data)
+        .expect("data stats");
+    let text = String::from_utf8_lossy(&lines.0.lock().expect("lock")).to_string();
+    let turns = text
+        .lines()
+        .filter_map(|l| l.split("spin turns=").nth(1))
+        .filter_map(|n| n.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    (data.verdict, stats, turns)
+}
+
+const CLOCK: &[Capability] = &[Capability::Config, Capability::Clock];
+
+/// A spin on `spin_on` for `spin_ms` under 5 M fuel ends by fuel, after at most 5 000 turns
+/// (one host call each), and well before the 5 s backstop.
+async fn stopped_by_fuel(spin_ms: u64, spin_on: &str, caps: &[Capability]) {
+    let (_, stats, turns) = spin(spin_ms, spin_on, 5_000_000, caps).await;
+    assert_eq!(
+        (stats.cpu_budget, stats.timeouts),
+        (1, 0),
+        "{spin_on}: {stats:?}"
+    );
+    assert!((1_000..5_000).contains(&turns), "{spin_on}: {turns} turns");
+}
+
+#[tokio::test]
+async fn a_hook_spinning_on_the_clock_import_runs_out_of_fuel() {
+    stopped_by_fuel(60_000, "clock", CLOCK).await;
+}
+
+#[tokio::test]
+async fn a_hook_spinning_on_a_wasi_clock_runs_out_of_fuel() {
+    stopped_by_fuel(60_000, "wasi", CLOCK).await;
+}
+
+/// Without `clock` the WASI clocks stand still, so the spin would never end by itself.
+#[tokio::test]
+async fn a_hook_spinning_on_a_frozen_wasi_clock_runs_out_of_fuel() {
+    stopped_by_fuel(1, "wasi", &[Capability::Config]).await;
+}
+
+#[tokio::test]
+async fn a_hook_with_host_calls_within_its_budget_succeeds() {
+    // 5 ms of back-to-back clock calls: thousands of them, well within 100 M fuel.
+    for spin_on in ["clock", "wasi"] {
+        let (verdict, stats, turns) = spin(5, spin_on, 100_000_000, CLOCK).await;
+        assert_eq!(verdict, Verdict::Continue, "{spin_on}");
+        assert_eq!(
+            (stats.calls, stats.cpu_budget),
+            (1, 0),
+            "{spin_on}: {stats:?}"
+        );
+        assert!(turns >= 1_000, "{spin_on}: {turns} turns");
+    }
+}
