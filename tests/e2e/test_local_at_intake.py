@@ -36,6 +36,17 @@ def states(shown: dict) -> dict[str, str]:
     return {addr(r): r["status"] for r in shown["recipients"]}
 
 
+def delivered_before_250(server, qid) -> bool:
+    """Whether the server logged a recipient of `qid` done before its `transaction` line (the
+    line the session writes once the intake answered): the order of one process's log."""
+    server.wait_log(lambda e: e.get("message") == "recipient done" and e.get("queue_id") == qid)
+    events = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    order = [e["message"] for e in events if e.get("queue_id") == qid
+             and e.get("message") in ("recipient done", "transaction")]
+    assert "transaction" in order, order
+    return order.index("recipient done") < order.index("transaction")
+
+
 def test_a_local_message_is_in_the_mailbox_when_the_250_arrives(make_server):
     server = make_server()
     qid = server.send(b"Subject: at once\r\n\r\nbody\r\n", rcpts=("alice@corvid.test", "bob@corvid.test"))
@@ -45,9 +56,17 @@ def test_a_local_message_is_in_the_mailbox_when_the_250_arrives(make_server):
     assert b"Subject: at once" in a.read_bytes() and b"Subject: at once" in b.read_bytes()
     assert a.read_bytes().startswith(b"Return-Path: <sender@example.org>\r\n")
     assert queue_cli(server, "list").stdout.strip() == "queue is empty"
-    # The per-recipient lines are the queue's own, with the id of the 250.
+    # The per-recipient lines are the queue's own, with the id of the 250, logged before it.
     server.wait_log(lambda e: e.get("message") == "recipient done" and e.get("queue_id") == qid
                     and e.get("rcpt") == "bob@corvid.test" and e.get("outcome") == "delivered")
+    assert delivered_before_250(server, qid)
+
+
+def test_switched_off_the_250_comes_before_the_delivery(make_server):
+    server = make_server({"delivery": {"local_at_intake": False}})
+    qid = server.send(b"Subject: queued\r\n\r\nbody\r\n")
+    server.wait_mail("alice")
+    assert not delivered_before_250(server, qid)
 
 
 def test_a_failed_mailbox_is_queued_and_the_delivered_one_is_not_delivered_twice(make_server):
@@ -57,6 +76,7 @@ def test_a_failed_mailbox_is_queued_and_the_delivered_one_is_not_delivered_twice
     blocker.write_text("in the way\n")
     qid = server.send(b"Subject: half\r\n\r\nbody\r\n", rcpts=("alice@corvid.test", "bob@corvid.test"))
     assert len(server.mail_files("alice")) == 1
+    assert delivered_before_250(server, qid)
     shown = queue_show(server, qid)
     assert states(shown) == {"alice@corvid.test": "delivered", "bob@corvid.test": "pending"}, shown
     bob = next(r for r in shown["recipients"] if addr(r) == "bob@corvid.test")
@@ -82,6 +102,16 @@ def test_a_message_with_a_remote_recipient_is_queued_first(make_server):
     qid = server.send(b"Subject: mixed\r\n\r\nbody\r\n", rcpts=("alice@corvid.test", "carol@remote.test"))
     # alice's copy comes from the queue's attempt, after the 250.
     server.wait_mail("alice")
+    assert not delivered_before_250(server, qid)
     server.wait_log(lambda e: e.get("message") == "recipient deferred" and e.get("queue_id") == qid)
     shown = queue_show(server, qid)
     assert states(shown) == {"alice@corvid.test": "delivered", "carol@remote.test": "pending"}, shown
+
+
+def test_a_long_recipient_list_is_queued_first(make_server):
+    # More than 16 envelope recipients would each be delivered before the 250: queued first.
+    rcpts = tuple(f"alice+{n}@corvid.test" for n in range(17))
+    server = make_server()
+    qid = server.send(b"Subject: many\r\n\r\nbody\r\n", rcpts=rcpts)
+    server.wait_mail("alice")
+    assert not delivered_before_250(server, qid)

@@ -178,7 +178,7 @@ async fn serve(
         .with_intake(dsn_intake)
         .with_policy(Arc::new(plugins.host.clone()));
     if config.delivery.local_at_intake {
-        dispatcher = dispatcher.with_direct(direct);
+        dispatcher = dispatcher.with_direct(direct.clone());
     }
     let route_table = dispatcher.route_table();
     let delivery = tokio::spawn(dispatcher.run(stop_delivery.clone()));
@@ -241,6 +241,16 @@ async fn serve(
         warn!(error = %e, "queue maintenance task ended abnormally");
     }
     admin_task.abort();
+    // Sessions the grace period left delivering at intake record what they leave pending
+    // before the queue closes; after this every message is queued (and a closed queue
+    // refuses it before anything is written).
+    let left = direct.close(std::time::Duration::from_secs(5)).await;
+    if left > 0 {
+        warn!(
+            left,
+            "abandoning deliveries at intake still running; their clients got no 250"
+        );
+    }
     spool.close();
     spool.sync().await.context("flushing the queue")?;
     let _ = std::fs::remove_file(&admin_path);

@@ -41,14 +41,14 @@ impl LazyContent {
     pub(crate) fn ready(
         spool: Arc<dyn Spool>,
         id: QueueId,
-        content: Vec<u8>,
+        content: Arc<Vec<u8>>,
         max_hops: usize,
     ) -> Self {
         LazyContent {
             spool,
             id,
             size: content.len() as u64,
-            cell: OnceCell::new_with(Some(Ok(Arc::new(content)))),
+            cell: OnceCell::new_with(Some(Ok(content))),
             max_hops,
         }
     }

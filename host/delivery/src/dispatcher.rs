@@ -35,6 +35,8 @@ const MAX_ACTIVE: usize = 10_000;
 /// pass at once (after a yield), so a long due queue fills the free slots in short steps and
 /// each pass stays O(batch + log n) (`Spool::take_due`).
 const PASS_BATCH: usize = 256;
+/// Deliveries at intake ([`crate::DirectIntake`]) per local permit of the runner.
+const DIRECT_SLOTS_PER_PERMIT: usize = 8;
 /// How long a stopping runner waits for attempts in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -219,8 +221,9 @@ impl Dispatcher {
             return;
         };
         if let Some(handle) = direct {
-            // As many Maildir writes at intake as the runner's local ones, and as many again.
-            handle.set(&ctx, concurrency.saturating_mul(2));
+            // Maildir writes at intake: a message finding all taken is queued first. Eight per
+            // runner permit: sessions deliver one message each, on blocking threads.
+            handle.set(&ctx, concurrency.saturating_mul(DIRECT_SLOTS_PER_PERMIT));
         }
         let rpt = &ctx.couriers.remote.config.tls_rpt;
         if let (true, Some(intake)) = (rpt.enabled, ctx.notifier.intake.clone()) {

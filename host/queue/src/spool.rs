@@ -54,8 +54,10 @@ pub trait Spool: Send + Sync {
     /// Stores a message whose delivery was already attempted before it was queued (local
     /// delivery at the end of DATA), with its recipients' states as that attempt left them:
     /// the pending ones fall due by their `next_attempt`. Durable on return; nothing is left
-    /// behind when it fails or the caller stops waiting. The default refuses (a spool that
-    /// cannot do this makes intake queue every message before delivering it).
+    /// behind when it fails or the caller stops waiting. The default refuses: with such a
+    /// spool, a message delivery at intake leaves anything pending for is answered 451 (and
+    /// its delivered recipients get the client's retry again); leave
+    /// `delivery.local_at_intake` off with it.
     async fn insert_attempted(
         &self,
         msg: &QueuedMessage,

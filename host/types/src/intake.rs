@@ -53,6 +53,19 @@ pub trait Intake: Send + Sync {
         options: &SubmitOptions,
     ) -> Result<(), IntakeError>;
 
+    /// [`Intake::submit_with`] for a caller that gives the content away (the server at the
+    /// end of DATA): an intake that keeps it past the call (delivery at intake hands it to a
+    /// blocking thread) takes it without a copy. The same promise as `submit_with`.
+    async fn submit_owned(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        content: std::sync::Arc<Vec<u8>>,
+        options: &SubmitOptions,
+    ) -> Result<(), IntakeError> {
+        self.submit_with(id, envelope, &content, options).await
+    }
+
     /// [`Intake::submit_with`] with default options: an untrusted origin, not held.
     async fn submit(
         &self,

@@ -130,12 +130,12 @@ impl Metrics {
         );
         r.register(
             "corvid_messages_accepted",
-            "Messages written to the queue (answered 250)",
+            "Messages accepted (answered 250): queued, or delivered at intake",
             s.messages_accepted.clone(),
         );
         r.register(
             "corvid_message_bytes_accepted",
-            "Octets of the messages written to the queue",
+            "Octets of the messages accepted",
             s.bytes_accepted.clone(),
         );
         r.register(
@@ -261,6 +261,19 @@ struct CountingIntake {
     dsn: bool,
 }
 
+impl CountingIntake {
+    /// One message accepted (a DSN counted apart).
+    fn count(&self, len: usize) {
+        if self.dsn {
+            self.server.dsns.inc();
+        } else {
+            self.server.messages_accepted.inc();
+            let n = u64::try_from(len).unwrap_or(u64::MAX);
+            self.server.bytes_accepted.inc_by(n);
+        }
+    }
+}
+
 #[async_trait]
 impl Intake for CountingIntake {
     fn next_id(&self) -> QueueId {
@@ -277,13 +290,22 @@ impl Intake for CountingIntake {
         self.inner
             .submit_with(id, envelope, content, options)
             .await?;
-        if self.dsn {
-            self.server.dsns.inc();
-        } else {
-            self.server.messages_accepted.inc();
-            let n = u64::try_from(content.len()).unwrap_or(u64::MAX);
-            self.server.bytes_accepted.inc_by(n);
-        }
+        self.count(content.len());
+        Ok(())
+    }
+
+    async fn submit_owned(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        content: Arc<Vec<u8>>,
+        options: &SubmitOptions,
+    ) -> Result<(), IntakeError> {
+        let len = content.len();
+        self.inner
+            .submit_owned(id, envelope, content, options)
+            .await?;
+        self.count(len);
         Ok(())
     }
 

@@ -153,11 +153,13 @@ impl Session {
             chrono::Utc::now(),
         );
         message.extend_from_slice(content);
+        let size = message.len();
+        // Given away: delivery at intake keeps it for its Maildir writes without a copy.
         let submitted = self
             .shared
             .services
             .intake
-            .submit_with(&id, env, &message, &options)
+            .submit_owned(&id, env, std::sync::Arc::new(message), &options)
             .await;
         let reply = match submitted {
             Ok(()) => {
@@ -172,7 +174,7 @@ impl Session {
                 Reply::new(451, "4.3.0", "Queue write failed, try again later")
             }
         };
-        self.log_transaction(env, Some(&id), message.len(), &reply, started);
+        self.log_transaction(env, Some(&id), size, &reply, started);
         reply
     }
 
