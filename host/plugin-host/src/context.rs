@@ -112,16 +112,19 @@ fn empty_envelope() -> wit::Envelope {
 /// hook (the SDK never does) traps.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(CONTEXT)?;
+    // The records are lowered into the guest from the shared `Arc` (wasmtime lowers an
+    // `Arc<T>` as the `T`): a fetch copies the strings into guest memory once, with no deep
+    // clone of the record on the host first.
     i.func_wrap("get-connection", |store, (): ()| {
-        Ok((wit::ConnectionInfo::clone(&facts(&store)?.conn.0),))
+        Ok((Arc::clone(&facts(&store)?.conn.0),))
     })?;
     i.func_wrap("get-envelope", |store, (): ()| {
         let e = facts(&store)?.env.as_ref();
-        Ok((e.map_or_else(empty_envelope, |e| wit::Envelope::clone(&e.0)),))
+        Ok((e.map_or_else(|| Arc::new(empty_envelope()), |e| Arc::clone(&e.0)),))
     })?;
     i.func_wrap("get-recipient", |store, (): ()| {
         let r = facts(&store)?.rcpt.as_ref();
-        Ok((r.map(|r| wit::Recipient::clone(&r.0)),))
+        Ok((r.map(|r| Arc::clone(&r.0)),))
     })?;
     // The imports added to the contract since (`engine.rs` links this one and
     // `auth-results`): DSN parameters of added recipients, TLS at the delivery stages.
