@@ -6,7 +6,7 @@
 //! table) one more fuel per [`BYTES_PER_FUEL`] bytes copied.
 //!
 //! How it is charged, without a per-transition call hook (`Store::call_hook` ran at every
-//! guest↔host transition, entering the export included, and cost a warm hook ~90 ns):
+//! guest↔host transition, entering the export included, and cost a warm hook 70–90 ns):
 //! - every import is linked with a getter that counts the call in the store's [`Account`]:
 //!   Corvid's own imports ([`add_plugin_to_linker`]), all of WASI p2 and `wasi:http`
 //!   ([`add_wasi_to_linker`], the same interfaces as `wasmtime_wasi`'s own linking);
