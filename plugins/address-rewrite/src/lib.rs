@@ -36,6 +36,15 @@ impl Plugin for AddressRewrite {
         true
     }
 
+    /// The connection is never read; the envelope at `mail` (the sender) and `data` (the
+    /// recipients), not at `rcpt` (the recipient alone).
+    fn reads(stage: Stage) -> Reads {
+        Reads {
+            connection: false,
+            envelope: stage != Stage::Rcpt,
+        }
+    }
+
     /// Without sender rules `mail` has nothing to do (`data` still removes the rewritten
     /// recipients): the host is not asked to call it.
     fn stages_for(config: &Config) -> Vec<Stage> {

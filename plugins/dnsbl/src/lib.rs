@@ -35,6 +35,14 @@ impl Plugin for Dnsbl {
         self.cached = None;
         true
     }
+
+    /// Both hooks look up the client's address; the envelope is never read.
+    fn reads(_stage: Stage) -> Reads {
+        Reads {
+            connection: true,
+            envelope: false,
+        }
+    }
     /// `on_rcpt` runs when the manifest says `stages = ["rcpt"]` (see the module doc).
     const OPTIONAL_STAGES: &'static [Stage] = &[Stage::Rcpt];
 

@@ -29,6 +29,14 @@ impl Plugin for RateLimit {
         true
     }
 
+    /// Both hooks count by the client's address, never by the envelope.
+    fn reads(_stage: Stage) -> Reads {
+        Reads {
+            connection: true,
+            envelope: false,
+        }
+    }
+
     /// Only the stages whose limit is set: `connect` counts connections, `mail` messages.
     fn stages_for(config: &Config) -> Vec<Stage> {
         let set = |key: &str| config.get(key).is_some();

@@ -24,6 +24,11 @@ impl Plugin for RecipientList {
         true
     }
 
+    /// `on_rcpt` looks only at the recipient.
+    fn reads(_stage: Stage) -> Reads {
+        Reads::NONE
+    }
+
     fn new(config: &Config) -> Result<Self, String> {
         config.check_keys(&["deny", "allow", "deny_text"])?;
         let deny = Patterns::parse("deny", &config.get_list::<String>("deny")?)?;

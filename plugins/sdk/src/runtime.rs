@@ -152,17 +152,61 @@ fn empty_envelope() -> Envelope {
     }
 }
 
-/// Runs a `hooks` export: brings the held records up to `s` (fetching only those whose number
-/// changed), then calls `f` on the transaction's plugin value with them.
+/// The records a hook reads besides its recipient ([`Plugin::reads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reads {
+    /// The [`ConnectionInfo`].
+    pub connection: bool,
+    /// The [`Envelope`] (at `mail`, `rcpt` and `data`).
+    pub envelope: bool,
+}
+
+impl Reads {
+    /// Every record: the default.
+    pub const ALL: Reads = Reads {
+        connection: true,
+        envelope: true,
+    };
+    /// Neither record (an `on_rcpt` that looks only at its recipient).
+    pub const NONE: Reads = Reads {
+        connection: false,
+        envelope: false,
+    };
+}
+
+fn empty_connection() -> ConnectionInfo {
+    ConnectionInfo {
+        session_id: 0,
+        transaction: 0,
+        listener: String::new(),
+        client_ip: String::new(),
+        client_port: 0,
+        local_ip: String::new(),
+        local_port: 0,
+        client_rdns: None,
+        helo: None,
+        esmtp: false,
+        tls: None,
+        auth_user: None,
+    }
+}
+
+/// Runs a `hooks` export of `stage`: brings the held records the plugin reads there
+/// ([`Plugin::reads`]) up to `s` (fetching only those whose number changed), then calls `f` on
+/// the transaction's plugin value with them, and empty records for those it does not read.
 pub fn with_facts<P: Plugin, R>(
     s: Stamp,
+    stage: crate::Stage,
     f: impl FnOnce(&mut P, &ConnectionInfo, &Envelope, Option<&Recipient>) -> R,
 ) -> R {
+    let reads = P::reads(stage);
     HELD.with(|cell| {
         {
             let mut held = cell.borrow_mut();
-            refresh(&mut held.conn, s.connection, fetch::connection);
-            if s.envelope != 0 {
+            if reads.connection {
+                refresh(&mut held.conn, s.connection, fetch::connection);
+            }
+            if s.envelope != 0 && reads.envelope {
                 refresh(&mut held.env, s.envelope, fetch::envelope);
             }
             if s.recipient != 0 {
@@ -170,13 +214,17 @@ pub fn with_facts<P: Plugin, R>(
             }
         }
         let held = cell.borrow();
-        let empty;
+        let (empty, no_conn);
         let conn = match &held.conn {
+            _ if !reads.connection => {
+                no_conn = empty_connection();
+                &no_conn
+            }
             Some((_, c)) => c,
             None => panic!("{}: no connection facts", P::NAME),
         };
         let env = match (&held.env, s.envelope) {
-            (Some((_, e)), id) if id != 0 => e,
+            (Some((_, e)), id) if id != 0 && reads.envelope => e,
             _ => {
                 empty = empty_envelope();
                 &empty
