@@ -38,7 +38,7 @@ impl Plugin for AddressRewrite {
 
     /// The connection is never read; the envelope at `mail` (the sender) and `data` (the
     /// recipients), not at `rcpt` (the recipient alone).
-    fn reads(stage: Stage) -> Reads {
+    fn reads(&self, stage: Stage) -> Reads {
         Reads {
             connection: false,
             envelope: stage != Stage::Rcpt,

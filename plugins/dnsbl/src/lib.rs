@@ -37,7 +37,7 @@ impl Plugin for Dnsbl {
     }
 
     /// Both hooks look up the client's address; the envelope is never read.
-    fn reads(_stage: Stage) -> Reads {
+    fn reads(&self, _stage: Stage) -> Reads {
         Reads {
             connection: true,
             envelope: false,

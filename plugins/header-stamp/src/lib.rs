@@ -17,6 +17,8 @@ pub struct HeaderStamp {
     /// Lower-cased names; a trailing `*` matches any rest.
     remove: Vec<String>,
     top: bool,
+    /// The records the templates name ([`Plugin::reads`]).
+    reads: Reads,
 }
 
 impl Plugin for HeaderStamp {
@@ -26,6 +28,11 @@ impl Plugin for HeaderStamp {
     /// Holds only its configuration, so the value is kept between transactions (no re-read).
     fn reset(&mut self) -> bool {
         true
+    }
+
+    /// Only the records the templates name.
+    fn reads(&self, _stage: Stage) -> Reads {
+        self.reads
     }
 
     fn new(config: &Config) -> Result<Self, String> {
@@ -78,7 +85,13 @@ impl Plugin for HeaderStamp {
         if add.is_empty() && remove.is_empty() {
             return Err("nothing to do: `add` and `remove` are both empty".to_string());
         }
-        Ok(HeaderStamp { add, remove, top })
+        let reads = reads_of(&add);
+        Ok(HeaderStamp {
+            add,
+            remove,
+            top,
+            reads,
+        })
     }
 
     fn on_data(
@@ -129,6 +142,21 @@ impl HeaderStamp {
             Some(stem) => name.starts_with(stem),
             None => name == *p,
         })
+    }
+}
+
+/// The records the templates of `add` read: the envelope for the sender and the recipient
+/// count, the connection for the rest (the size comes from the message).
+fn reads_of(add: &[(String, Vec<Piece>)]) -> Reads {
+    let vars = || {
+        add.iter().flat_map(|(_, t)| t).filter_map(|p| match p {
+            Piece::Var(v) => Some(*v),
+            Piece::Text(_) => None,
+        })
+    };
+    Reads {
+        connection: vars().any(|v| !matches!(v, Var::Sender | Var::RcptCount | Var::Size)),
+        envelope: vars().any(|v| matches!(v, Var::Sender | Var::RcptCount)),
     }
 }
 
@@ -312,6 +340,17 @@ mod tests {
     }
 
     const MSG: &str = "X-Corvid-Stamp: forged\nSubject: hi\nx-corvid-spam: no\nX-Corvid-Stamp: again\nX-Other: keep\n\nbody\n";
+
+    #[test]
+    fn only_the_records_the_templates_name_are_read() {
+        let reads = |add: &str| plugin(&[("add", add)]).reads(Stage::Data);
+        let r = reads(r#"{ "X-A" = "client={client_ip}; tls={tls}" }"#);
+        assert_eq!((r.connection, r.envelope), (true, false));
+        let r = reads(r#"{ "X-A" = "from {sender}, {rcpt_count} rcpts, {size} octets" }"#);
+        assert_eq!((r.connection, r.envelope), (false, true));
+        let r = reads(r#"{ "X-A" = "fixed", "X-B" = "{size}" }"#);
+        assert_eq!((r.connection, r.envelope), (false, false));
+    }
 
     #[test]
     fn the_default_stamp_goes_on_top_with_ip_and_helo() {

@@ -30,7 +30,7 @@ impl Plugin for RateLimit {
     }
 
     /// Both hooks count by the client's address, never by the envelope.
-    fn reads(_stage: Stage) -> Reads {
+    fn reads(&self, _stage: Stage) -> Reads {
         Reads {
             connection: true,
             envelope: false,

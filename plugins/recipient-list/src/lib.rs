@@ -25,7 +25,7 @@ impl Plugin for RecipientList {
     }
 
     /// `on_rcpt` looks only at the recipient.
-    fn reads(_stage: Stage) -> Reads {
+    fn reads(&self, _stage: Stage) -> Reads {
         Reads::NONE
     }
 

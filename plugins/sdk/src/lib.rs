@@ -117,13 +117,14 @@ pub trait Plugin: Sized + 'static {
     }
 
     /// Which records the `stage` hook reads besides its recipient (`on_rcpt` always gets
-    /// it). The SDK copies from the host only those, once per connection or transaction in
-    /// which they change, and passes the hook an empty record (empty strings and lists,
-    /// zeros, `None`) for each one left out. The default, [`Reads::ALL`], is always right;
-    /// leaving out what a hook never reads saves a copy of the record into the instance (for
-    /// the bundled chain, about a fifth of a message's hook instructions went to records
-    /// nobody read).
-    fn reads(_stage: Stage) -> Reads {
+    /// it), asked before each hook call with the value that will serve it (so the answer may
+    /// depend on the configuration). The SDK copies from the host only those, once per
+    /// connection or transaction in which they change, and passes the hook an empty record
+    /// (empty strings and lists, zeros, `None`) for each one left out. The default,
+    /// [`Reads::ALL`], is always right; leaving out what a hook never reads saves a copy of
+    /// the record into the instance (for the bundled chain, about a fifth of a message's hook
+    /// instructions went to records nobody read).
+    fn reads(&self, _stage: Stage) -> Reads {
         Reads::ALL
     }
 

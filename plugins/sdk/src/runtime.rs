@@ -199,42 +199,44 @@ pub fn with_facts<P: Plugin, R>(
     stage: crate::Stage,
     f: impl FnOnce(&mut P, &ConnectionInfo, &Envelope, Option<&Recipient>) -> R,
 ) -> R {
-    let reads = P::reads(stage);
-    HELD.with(|cell| {
-        {
-            let mut held = cell.borrow_mut();
-            if reads.connection {
-                refresh(&mut held.conn, s.connection, fetch::connection);
+    with_lease::<P, R>(s.lease, |p| {
+        let reads = p.reads(stage);
+        HELD.with(|cell| {
+            {
+                let mut held = cell.borrow_mut();
+                if reads.connection {
+                    refresh(&mut held.conn, s.connection, fetch::connection);
+                }
+                if s.envelope != 0 && reads.envelope {
+                    refresh(&mut held.env, s.envelope, fetch::envelope);
+                }
+                if s.recipient != 0 {
+                    refresh(&mut held.rcpt, s.recipient, fetch::recipient);
+                }
             }
-            if s.envelope != 0 && reads.envelope {
-                refresh(&mut held.env, s.envelope, fetch::envelope);
-            }
-            if s.recipient != 0 {
-                refresh(&mut held.rcpt, s.recipient, fetch::recipient);
-            }
-        }
-        let held = cell.borrow();
-        let (empty, no_conn);
-        let conn = match &held.conn {
-            _ if !reads.connection => {
-                no_conn = empty_connection();
-                &no_conn
-            }
-            Some((_, c)) => c,
-            None => panic!("{}: no connection facts", P::NAME),
-        };
-        let env = match (&held.env, s.envelope) {
-            (Some((_, e)), id) if id != 0 && reads.envelope => e,
-            _ => {
-                empty = empty_envelope();
-                &empty
-            }
-        };
-        let rcpt = match (&held.rcpt, s.recipient) {
-            (Some((_, r)), id) if id != 0 => Some(r),
-            _ => None,
-        };
-        with_lease::<P, R>(s.lease, |p| f(p, conn, env, rcpt))
+            let held = cell.borrow();
+            let (empty, no_conn);
+            let conn = match &held.conn {
+                _ if !reads.connection => {
+                    no_conn = empty_connection();
+                    &no_conn
+                }
+                Some((_, c)) => c,
+                None => panic!("{}: no connection facts", P::NAME),
+            };
+            let env = match (&held.env, s.envelope) {
+                (Some((_, e)), id) if id != 0 && reads.envelope => e,
+                _ => {
+                    empty = empty_envelope();
+                    &empty
+                }
+            };
+            let rcpt = match (&held.rcpt, s.recipient) {
+                (Some((_, r)), id) if id != 0 => Some(r),
+                _ => None,
+            };
+            f(p, conn, env, rcpt)
+        })
     })
 }
 

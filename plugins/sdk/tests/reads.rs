@@ -15,7 +15,7 @@ impl Plugin for RcptOnly {
         Ok(RcptOnly)
     }
 
-    fn reads(_stage: Stage) -> Reads {
+    fn reads(&self, _stage: Stage) -> Reads {
         Reads::NONE
     }
 }
