@@ -277,9 +277,10 @@ impl DeliveryPolicy for PluginHost {
 
     /// Where mail for `req.recipient` goes.
     async fn route(&self, req: &RouteRequest) -> Route {
-        let r = delivery::request(req);
+        // Shared by the plugins' calls (each needs an owned value): no deep copy per plugin.
+        let r = Arc::new(delivery::request(req));
         for p in self.delivery_chain(Stage::Route) {
-            let r = r.clone();
+            let r = Arc::clone(&r);
             let answer = delivery::call(
                 &p,
                 Stage::Route,
@@ -306,9 +307,9 @@ impl DeliveryPolicy for PluginHost {
 
     /// A delivery attempt failed temporarily: keep the schedule, retry at another time, or bounce.
     async fn deferred(&self, info: &DeliveryInfo) -> Deferral {
-        let i = delivery::info(info);
+        let i = Arc::new(delivery::info(info));
         for p in self.delivery_chain(Stage::Deferred) {
-            let i = i.clone();
+            let i = Arc::clone(&i);
             let answer = delivery::call(
                 &p,
                 Stage::Deferred,
@@ -327,9 +328,9 @@ impl DeliveryPolicy for PluginHost {
 
     /// A delivery failed permanently: send the DSN, suppress it, or annotate it.
     async fn bounced(&self, info: &DeliveryInfo) -> BounceAction {
-        let i = delivery::info(info);
+        let i = Arc::new(delivery::info(info));
         for p in self.delivery_chain(Stage::Bounced) {
-            let i = i.clone();
+            let i = Arc::clone(&i);
             let answer = delivery::call(
                 &p,
                 Stage::Bounced,
@@ -348,9 +349,9 @@ impl DeliveryPolicy for PluginHost {
 
     /// A recipient was delivered: every plugin of the stage is told.
     async fn delivered(&self, info: &DeliveryInfo) {
-        let i = delivery::info(info);
+        let i = Arc::new(delivery::info(info));
         for p in self.delivery_chain(Stage::Delivered) {
-            let i = i.clone();
+            let i = Arc::clone(&i);
             delivery::call(
                 &p,
                 Stage::Delivered,
