@@ -283,16 +283,20 @@ fn shared(store: &wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<
 /// hook, or during `configure`) traps: there is no message.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(AUTH)?;
-    i.func_wrap("get-spf", |store, (): ()| {
+    i.func_wrap("get-spf", |mut store, (): ()| {
+        store.data_mut().count_call();
         Ok((shared(&store)?.lock().spf.clone(),))
     })?;
-    i.func_wrap("get-dkim", |store, (): ()| {
+    i.func_wrap("get-dkim", |mut store, (): ()| {
+        store.data_mut().count_call();
         Ok((shared(&store)?.lock().message.dkim.clone(),))
     })?;
-    i.func_wrap("get-dmarc", |store, (): ()| {
+    i.func_wrap("get-dmarc", |mut store, (): ()| {
+        store.data_mut().count_call();
         Ok((shared(&store)?.lock().message.dmarc.clone(),))
     })?;
-    i.func_wrap("get-arc", |store, (): ()| {
+    i.func_wrap("get-arc", |mut store, (): ()| {
+        store.data_mut().count_call();
         Ok((shared(&store)?.lock().message.arc,))
     })?;
     i.func_wrap(
@@ -303,11 +307,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             Ok(())
         },
     )?;
-    i.func_wrap("suppress-signing", |store, (): ()| {
+    i.func_wrap("suppress-signing", |mut store, (): ()| {
+        store.data_mut().count_call();
         shared(&store)?.lock().signing = SigningRequest::Suppress;
         Ok(())
     })?;
-    i.func_wrap("default-signing", |store, (): ()| {
+    i.func_wrap("default-signing", |mut store, (): ()| {
+        store.data_mut().count_call();
         shared(&store)?.lock().signing = SigningRequest::Default;
         Ok(())
     })?;

@@ -18,16 +18,18 @@
 //!   `cpu_budget` like a guest loop. The callback cannot take the fuel away (compiled guest
 //!   code keeps its counter in a register across the callback), so guest instructions and
 //!   host calls draw on the budget side by side until then;
-//! - when [`settle`] runs after the call returns, the account is taken from the store's
-//!   fuel, so `fuel_max` and the outcome include the host calls of the last tick too.
-//!   Without it (the hook path does not call it yet), a call that ends before a check
-//!   sees its spent budget succeeds: only a call within one tick's host calls of its
-//!   budget depends on when the ticks fell. Guest instructions are charged by wasmtime as
-//!   before, deterministic and independent of load.
+//! - when the call returns, [`settle`] (`instance::Live::invoke` and `run`) takes the
+//!   account from the store's fuel, so `fuel_max` and the outcome include the host calls of
+//!   the last tick too: a call whose host calls spent its budget fails with `cpu_budget`
+//!   whenever its epoch checks fell. Guest instructions are charged by wasmtime as before,
+//!   deterministic and independent of load.
 //!
-//! Not charged: the `context` and `auth-results` imports (linked with store access in their
-//! own modules), libcalls (`memory.grow`, bulk memory), and time *waiting* in a host call
-//! (DNS, http): the memory limit and the wall-time backstop bound those.
+//! The `context` and `auth-results` imports, linked with store access in their own
+//! modules, count their calls the same way. Not charged: libcalls (`memory.grow`, bulk
+//! memory; a guest loop on `memory.grow(0)` pays only its few instructions a turn, so it
+//! runs longer than the budget's ~15 ms of plain guest code, up to the wall-time backstop;
+//! not measured), and time *waiting* in a
+//! host call (DNS, http): the memory limit and the wall-time backstop bound those.
 //!
 //! The numbers make a host call cost about what the same CPU time of guest code costs. On
 //! the release build (x86-64, measured 2026-12-07 with load average 3.4 on two cores, mean
@@ -140,7 +142,6 @@ pub(crate) fn check(ctx: &mut StoreContextMut<'_, HostState>) -> wasmtime::Resul
 /// Charges what the last call owes against the store's fuel, once the call returned (no
 /// guest code running: the fuel taken stays taken); traps out of fuel when the budget is
 /// spent. Makes the outcome of a call independent of when its epoch checks ran.
-#[allow(dead_code)] // For the hook path (`instance::Live`), not wired yet.
 pub(crate) fn settle(store: &mut Store<HostState>) -> wasmtime::Result<()> {
     let fuel = store.get_fuel()?;
     let s = store.data_mut();

@@ -115,14 +115,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     // The records are lowered into the guest from the shared `Arc` (wasmtime lowers an
     // `Arc<T>` as the `T`): a fetch copies the strings into guest memory once, with no deep
     // clone of the record on the host first.
-    i.func_wrap("get-connection", |store, (): ()| {
+    i.func_wrap("get-connection", |mut store, (): ()| {
+        store.data_mut().count_call();
         Ok((Arc::clone(&facts(&store)?.conn.0),))
     })?;
-    i.func_wrap("get-envelope", |store, (): ()| {
+    i.func_wrap("get-envelope", |mut store, (): ()| {
+        store.data_mut().count_call();
         let e = facts(&store)?.env.as_ref();
         Ok((e.map_or_else(|| Arc::new(empty_envelope()), |e| Arc::clone(&e.0)),))
     })?;
-    i.func_wrap("get-recipient", |store, (): ()| {
+    i.func_wrap("get-recipient", |mut store, (): ()| {
+        store.data_mut().count_call();
         let r = facts(&store)?.rcpt.as_ref();
         Ok((r.map(|r| Arc::clone(&r.0)),))
     })?;

@@ -192,6 +192,10 @@ impl Live {
             let fut = std::pin::pin!(f(&self.bindings, &mut self.store));
             backstop(now + budget.time + GRACE, fut).await
         };
+        // A call owing more for its host calls than its fuel left fails like a guest loop,
+        // whenever its epoch checks fell.
+        let result =
+            result.map(|r| r.and_then(|r| crate::charge::settle(&mut self.store).map(|()| r)));
         match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(classify(e, &self.store)),
@@ -233,6 +237,8 @@ impl Live {
             ));
             backstop(deadline, fut).await
         };
+        let result =
+            result.map(|r| r.and_then(|d| crate::charge::settle(&mut self.store).map(|()| d)));
         match result {
             // The DSN parameters the hook set go with its decision (`added-recipients`).
             Ok(Ok(decision)) => Ok(crate::validate::Raw {

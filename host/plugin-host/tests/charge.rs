@@ -129,6 +129,8 @@ async fn a_hook_with_host_calls_within_its_budget_succeeds() {
             (1, 0),
             "{spin_on}: {stats:?}"
         );
-        assert!(turns >= 1_000, "{spin_on}: {turns} turns");
+        // Thousands on an idle machine; the floor is low because a busy one gives the spin's
+        // 5 ms of wall time less CPU (the budget is fuel, the spin's length wall time).
+        assert!(turns >= 50, "{spin_on}: {turns} turns");
     }
 }
