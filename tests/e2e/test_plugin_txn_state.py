@@ -85,3 +85,21 @@ def test_pooled_sdk_plugin_state_does_not_leak_between_transactions(make_server,
     # the values above were fresh because the SDK renewed them, not because the instance was.
     assert [seen[k][3] for k in "ABDE"] == [1, 2, 4, 5], seen
     assert states(server, "bob", 1)["A"] == seen["A"]
+
+
+def test_call_mode_gives_every_hook_a_fresh_value_on_one_warm_instance(make_server, txn_state_wasm):
+    # `instance = "call"`: the instance goes back to the pool after each hook, and the next
+    # hook, on the same warm instance (a pool of one), gets a fresh plugin value: nothing the
+    # plugin kept at MAIL or RCPT is there at DATA. This is the mode's promise (no state
+    # between hooks); with "pool" the same transaction sees its MAIL and RCPTs (test above).
+    plugin = {"name": "txn-state", "path": str(txn_state_wasm), "order": 1,
+              "instance": "call", "pool_size": 1}
+    server = make_server({"plugin": [plugin]})
+    with server.smtp() as s:
+        s.ehlo()
+        transaction(s, "a@example.org", ["alice@corvid.test", "bob@corvid.test"], "A")
+        transaction(s, "b@example.org", ["alice@corvid.test"], "B")
+    seen = states(server, "alice", 2)
+    assert {k: v[:3] for k, v in seen.items()} == {"A": ("-", 0, 0), "B": ("-", 0, 0)}, seen
+    # The same instance served every transaction: its global kept counting.
+    assert [seen[k][3] for k in "AB"] == [1, 2], seen

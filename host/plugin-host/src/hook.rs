@@ -4,7 +4,7 @@
 use crate::breaker::Admit;
 use crate::generation::LoadedPlugin;
 use crate::instance::{Call, Live};
-use crate::manifest::Capability;
+use crate::manifest::{Capability, InstanceMode};
 use crate::stats::Outcome;
 use crate::validate;
 use crate::warm;
@@ -116,6 +116,12 @@ pub(crate) async fn call_plugin(
             if probe {
                 if let Slot::Live { probe, .. } = slot {
                     *probe = false;
+                }
+            }
+            // `instance = "call"`: back to the pool at once; the next hook borrows one again.
+            if p.manifest.instance == InstanceMode::Call {
+                if let Slot::Live { live, .. } = std::mem::replace(slot, Slot::Empty) {
+                    warm::release(p, live);
                 }
             }
             Ok(d)

@@ -1,7 +1,7 @@
 //! Where a plugin's live instance comes from and where it goes after use, by the manifest's
 //! [`InstanceMode`]: dropped (`transaction`), or returned to the plugin's pool (`pool`, and
 //! `connection`, which is the same: no connection keeps an instance between transactions,
-//! so idle connections hold none). An instance that failed is never returned: the caller
+//! so idle connections hold none; `call` returns it after each hook call, [`crate::hook`]). An instance that failed is never returned: the caller
 //! drops it, so a trap or timeout resets the plugin's state.
 
 use crate::generation::LoadedPlugin;
@@ -62,7 +62,7 @@ pub(crate) async fn acquire(
 ) -> Result<Box<Live>, (Outcome, String)> {
     let reused = match p.manifest.instance {
         InstanceMode::Transaction => None,
-        InstanceMode::Connection | InstanceMode::Pool => p.pool.take(),
+        InstanceMode::Connection | InstanceMode::Pool | InstanceMode::Call => p.pool.take(),
     };
     match reused {
         Some(mut live) => {
@@ -82,6 +82,8 @@ pub(crate) fn release(p: &Arc<LoadedPlugin>, mut live: Box<Live>) {
     }
     match p.manifest.instance {
         InstanceMode::Transaction => {}
-        InstanceMode::Connection | InstanceMode::Pool => p.pool.put(live, p.manifest.pool_size),
+        InstanceMode::Connection | InstanceMode::Pool | InstanceMode::Call => {
+            p.pool.put(live, p.manifest.pool_size)
+        }
     }
 }
