@@ -25,11 +25,12 @@
 //!   deterministic and independent of load.
 //!
 //! The `context` and `auth-results` imports, linked with store access in their own
-//! modules, count their calls the same way. Not charged: libcalls (`memory.grow`, bulk
-//! memory; a guest loop on `memory.grow(0)` pays only its few instructions a turn, so it
-//! runs longer than the budget's ~15 ms of plain guest code, up to the wall-time backstop;
-//! not measured), and time *waiting* in a
-//! host call (DNS, http): the memory limit and the wall-time backstop bound those.
+//! modules, count their calls the same way. Libcalls (`memory.grow`, bulk memory) cost only
+//! the few instructions around them, so a guest loop on `memory.grow(0)` would run far past
+//! the budget's ~15 ms of plain guest code; what bounds it is the count of epoch ticks a
+//! call runs through ([`ticks_for`]: ~100 ms with the default budget, instead of the 5 s
+//! wall-time backstop). Time *waiting* in a host call (DNS, http) is not charged: the
+//! wall-time backstop bounds it.
 //!
 //! The numbers make a host call cost about what the same CPU time of guest code costs. On
 //! the release build (x86-64, measured 2026-12-07 with load average 3.4 on two cores, mean
@@ -47,6 +48,21 @@ use wasmtime::{Store, StoreContextMut};
 
 /// Fuel charged for each call into the host (any import).
 pub(crate) const HOST_CALL_FUEL: u64 = 1_000;
+
+/// Fuel of the budget per epoch tick a call may run through: with the default budget (100 M)
+/// a call is stopped at its 100th tick, about 100 ms of execution, five or more times what
+/// the budget lasts plain guest code (14–20 ms), so only a guest whose time goes to what fuel
+/// does not count (libcalls: a loop on `memory.grow(0)`, bulk memory) reaches it.
+pub(crate) const FUEL_PER_TICK: u64 = 1_000_000;
+
+/// The fewest ticks a call may run through, whatever its budget: a small budget must not
+/// make a call that merely straddles a few ticks fail.
+pub(crate) const MIN_TICKS: u64 = 20;
+
+/// The ticks a call under `fuel` may run through ([`check`] counts them).
+pub(crate) fn ticks_for(fuel: u64) -> u64 {
+    (fuel / FUEL_PER_TICK).max(MIN_TICKS)
+}
 
 /// Bytes a bulk import copies per fuel charged.
 pub(crate) const BYTES_PER_FUEL: u64 = 4;
@@ -125,13 +141,19 @@ impl HostState {
 /// The epoch callback's check: traps out of fuel when the current call owes more than the
 /// store's fuel. It cannot take the fuel away instead: compiled guest code keeps its fuel
 /// counter in a register across the callback and would write the old value back.
+///
+/// It also counts the ticks the call ran through: the callback runs only while guest code
+/// runs (after a yield the deadline is set anew from the epoch of the resumption), so the
+/// count follows the call's execution time, not the time it waited for a thread. Past
+/// [`ticks_for`] its budget, the call ends out of fuel too.
 pub(crate) fn check(ctx: &mut StoreContextMut<'_, HostState>) -> wasmtime::Result<()> {
     let fuel = ctx.get_fuel()?;
     let s = ctx.data_mut();
     s.account();
     s.account.fuel_seen = fuel;
     s.account.kicked = false;
-    if s.owed() > fuel {
+    s.ticks_left = s.ticks_left.saturating_sub(1);
+    if s.owed() > fuel || s.ticks_left == 0 {
         // Stays 0: the trap unwinds the guest without writing its counter back.
         ctx.set_fuel(0)?;
         return Err(wasmtime::Trap::OutOfFuel.into());

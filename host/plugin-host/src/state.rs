@@ -131,6 +131,8 @@ pub(crate) struct HostState {
     pub(crate) copied: u64,
     /// Host calls the current call owes fuel for ([`crate::charge`]).
     pub(crate) account: crate::charge::Account,
+    /// Epoch ticks the current call may still run through ([`crate::charge::ticks_for`]).
+    pub(crate) ticks_left: u64,
     /// The engine, whose epoch a host call advances to have its account checked early.
     pub(crate) engine: Engine,
 }
@@ -198,6 +200,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         delivery: None,
         copied: 0,
         account,
+        ticks_left: crate::charge::MIN_TICKS,
         engine: engine.clone(),
     };
     let mut store = Store::new(engine, state);

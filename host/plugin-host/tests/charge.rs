@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use corvid_plugin_host::{Capability, HookStats, PluginHost};
-use corvid_types::{MessageView, Policy, Stage, Verdict};
+use corvid_plugin_host::{Capability, HookStats, Manifest, PluginHost};
+use corvid_types::{Decision, MessageView, Policy, Stage, Verdict};
 use std::sync::{Arc, Mutex};
 
 /// Log lines written by the hooks of the current thread.
@@ -29,6 +29,25 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
     fn make_writer(&'a self) -> Lines {
         self.clone()
     }
+}
+
+/// Loads `m` alone and runs one transaction through its DATA hook: the DATA decision and the
+/// hook's stats.
+async fn one_data_hook(host: &PluginHost, m: Manifest) -> (Decision, HookStats) {
+    host.reload(vec![m]).await.expect("loads");
+    let c = conn(1);
+    let mut s = host.session(&c);
+    s.mail(&c, &envelope()).await;
+    let data = s
+        .data(&c, &envelope(), MessageView { content: MESSAGE })
+        .await;
+    s.end_transaction();
+    let stats = host
+        .stats()
+        .into_iter()
+        .find(|s| s.stage == Stage::Data)
+        .expect("data stats");
+    (data, stats)
 }
 
 /// Turns between two `spin turns=` log lines.
@@ -65,19 +84,7 @@ async fn spin(
     m.limits.hook_time_ms = 5_000;
     m.capabilities = caps.to_vec();
     m.capabilities.push(Capability::Log);
-    host.reload(vec![m]).await.expect("loads");
-    let c = conn(1);
-    let mut s = host.session(&c);
-    s.mail(&c, &envelope()).await;
-    let data = s
-        .data(&c, &envelope(), MessageView { content: MESSAGE })
-        .await;
-    s.end_transaction();
-    let stats = host
-        .stats()
-        .into_iter()
-        .find(|s| s.stage == Stage::Data)
-        .expect("data stats");
+    let (data, stats) = one_data_hook(&host, m).await;
     let text = String::from_utf8_lossy(&lines.0.lock().expect("lock")).to_string();
     let turns = text
         .lines()
@@ -133,4 +140,23 @@ async fn a_hook_with_host_calls_within_its_budget_succeeds() {
         );
         assert!(turns >= 1_000, "{spin_on}: {turns} turns");
     }
+}
+
+/// A hook spinning on a libcall (`memory.grow(0)`, a few fuel a turn) is stopped by the count
+/// of epoch ticks it ran through (`charge::ticks_for`: 100 for the default budget, ~100 ms of
+/// execution) as `cpu_budget`, not by the wall-time backstop: uncounted, it ran until the
+/// 5 s limit and ended as a timeout.
+#[tokio::test]
+async fn a_hook_spinning_on_memory_grow_runs_out_of_its_ticks() {
+    let mut m = behave("grower", &[("data", "grow0")]);
+    m.limits.hook_time_ms = 5_000;
+    let (data, stats) = one_data_hook(&host(), m).await;
+    assert_eq!(
+        (stats.cpu_budget, stats.timeouts),
+        (1, 0),
+        "stopped by its budget, not the backstop: {stats:?}"
+    );
+    eprintln!("memory.grow(0) spin stopped after {:?}", stats.latency_max);
+    // The default failure policy (tempfail) applies: the hook did not decide.
+    assert_ne!(data.verdict, Verdict::Continue, "{:?}", data.verdict);
 }
