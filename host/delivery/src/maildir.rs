@@ -25,7 +25,7 @@ use corvid_types::Address;
 use dirs::Dirs;
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, OnceLock};
@@ -173,8 +173,16 @@ fn write_synced(dir: &OwnedFd, name: &CString, parts: &[&[u8]; 2]) -> io::Result
         other => other?,
     };
     let mut file = File::from(fd);
+    // One writev for the prefix and the message (a syscall per delivery less than a write
+    // each); a short write, which a regular file makes only on an error such as a full
+    // disk, is finished part by part.
+    let mut done = file.write_vectored(&[IoSlice::new(parts[0]), IoSlice::new(parts[1])])?;
     for part in parts {
-        file.write_all(part)?;
+        let skip = done.min(part.len());
+        done -= skip;
+        if let Some(rest) = part.get(skip..).filter(|r| !r.is_empty()) {
+            file.write_all(rest)?;
+        }
     }
     // fdatasync(2) is enough here: it flushes the data and the metadata needed to read it back
     // (the size and the block allocation; POSIX "synchronized I/O data integrity"), and skips
