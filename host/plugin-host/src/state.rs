@@ -133,6 +133,8 @@ pub(crate) struct HostState {
     pub(crate) account: crate::charge::Account,
     /// Epoch ticks the current call may still run through ([`crate::charge::ticks_for`]).
     pub(crate) ticks_left: u64,
+    /// The instance's memory peak at the last epoch tick: a call that grew since runs on.
+    pub(crate) peak_seen: usize,
     /// The engine, whose epoch a host call advances to have its account checked early.
     pub(crate) engine: Engine,
 }
@@ -201,6 +203,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         copied: 0,
         account,
         ticks_left: crate::charge::MIN_TICKS,
+        peak_seen: 0,
         engine: engine.clone(),
     };
     let mut store = Store::new(engine, state);
@@ -211,11 +214,23 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
             return Err(wasmtime::Error::new(BreakerTripped));
         }
         crate::charge::check(&mut ctx)?;
-        if Instant::now() >= ctx.data().deadline {
-            Err(wasmtime::Error::new(DeadlineExceeded))
-        } else {
-            Ok(UpdateDeadline::Yield(1))
+        let s = ctx.data_mut();
+        if Instant::now() >= s.deadline {
+            return Err(wasmtime::Error::new(DeadlineExceeded));
         }
+        // A call whose memory grew since the last tick keeps its thread until it stops
+        // growing (its fuel and ticks still bound it). Yielding, the calls of a plugin that
+        // runs out of memory on every message take turns and all reach the limit together,
+        // each holding up to `memory_mb` before the breaker has its failures (1.9 GB at 50
+        // sessions); run through, the first calls fail within milliseconds and the breaker
+        // stops the others before they grow.
+        let grew = s.limiter.peak != s.peak_seen;
+        s.peak_seen = s.limiter.peak;
+        Ok(if grew {
+            UpdateDeadline::Continue(1)
+        } else {
+            UpdateDeadline::Yield(1)
+        })
     });
     store
 }
