@@ -49,6 +49,7 @@ pub(crate) fn arm_at(store: &mut Store<HostState>, budget: Budget, now: Instant)
     // A copy charge left by a call that failed inside an import is not this call's.
     state.copied = 0;
     state.ticks_left = crate::charge::ticks_for(budget.fuel);
+    state.ran_on = 0;
     store.set_epoch_deadline(1);
     // Only fails on an engine without fuel, which `engine::build_engine` never makes.
     let _ = store.set_fuel(budget.fuel);

@@ -38,6 +38,11 @@ impl std::fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
+/// Epoch ticks in a row a call may run on without yielding while its memory grows (see
+/// [`new_store`]): more than a hook running out of a 64 MiB limit needs (about 12 ms), few
+/// enough that a hook growing a little at every tick still yields every 25 ms.
+const RUN_ON_TICKS: u32 = 25;
+
 /// Everything host imports need to know about the plugin, shared by all its stores.
 pub(crate) struct PluginEnv {
     pub(crate) name: String,
@@ -135,6 +140,8 @@ pub(crate) struct HostState {
     pub(crate) ticks_left: u64,
     /// The instance's memory peak at the last epoch tick: a call that grew since runs on.
     pub(crate) peak_seen: usize,
+    /// Ticks the current call ran on without yielding because its memory grew.
+    pub(crate) ran_on: u32,
     /// The engine, whose epoch a host call advances to have its account checked early.
     pub(crate) engine: Engine,
 }
@@ -204,6 +211,7 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         account,
         ticks_left: crate::charge::MIN_TICKS,
         peak_seen: 0,
+        ran_on: 0,
         engine: engine.clone(),
     };
     let mut store = Store::new(engine, state);
@@ -224,11 +232,15 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         // each holding up to `memory_mb` before the breaker has its failures (1.9 GB at 50
         // sessions); run through, the first calls fail within milliseconds and the breaker
         // stops the others before they grow.
+        // At most RUN_ON_TICKS in a row, so that a hook growing a little at every tick
+        // cannot keep its thread for the whole of its budget.
         let grew = s.limiter.peak != s.peak_seen;
         s.peak_seen = s.limiter.peak;
-        Ok(if grew {
+        Ok(if grew && s.ran_on < RUN_ON_TICKS {
+            s.ran_on += 1;
             UpdateDeadline::Continue(1)
         } else {
+            s.ran_on = 0;
             UpdateDeadline::Yield(1)
         })
     });
