@@ -173,22 +173,27 @@ fn write_synced(dir: &OwnedFd, name: &CString, parts: &[&[u8]; 2]) -> io::Result
         other => other?,
     };
     let mut file = File::from(fd);
-    // One writev for the prefix and the message (a syscall per delivery less than a write
-    // each); a short write, which a regular file makes only on an error such as a full
-    // disk, is finished part by part.
-    let mut done = file.write_vectored(&[IoSlice::new(parts[0]), IoSlice::new(parts[1])])?;
-    for part in parts {
-        let skip = done.min(part.len());
-        done -= skip;
-        if let Some(rest) = part.get(skip..).filter(|r| !r.is_empty()) {
-            file.write_all(rest)?;
-        }
-    }
+    write_parts(&mut file, parts)?;
     // fdatasync(2) is enough here: it flushes the data and the metadata needed to read it back
     // (the size and the block allocation; POSIX "synchronized I/O data integrity"), and skips
     // only what a reader does not need (times). The file's name is not made durable by either
     // call: that is the fsync of new/ after the rename.
     file.sync_data()
+}
+
+/// Writes `parts` one after the other with one writev (a syscall per delivery less than a
+/// write each); a short write, which a regular file makes only on an error such as a full
+/// disk, is finished part by part.
+fn write_parts(w: &mut impl Write, parts: &[&[u8]; 2]) -> io::Result<()> {
+    let mut done = w.write_vectored(&[IoSlice::new(parts[0]), IoSlice::new(parts[1])])?;
+    for part in parts {
+        let skip = done.min(part.len());
+        done -= skip;
+        if let Some(rest) = part.get(skip..).filter(|r| !r.is_empty()) {
+            w.write_all(rest)?;
+        }
+    }
+    Ok(())
 }
 
 /// `openat(dir, name, O_CREAT | O_EXCL | O_NOFOLLOW)` for writing, mode 0600.

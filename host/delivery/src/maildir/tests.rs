@@ -330,3 +330,34 @@ fn only_failures_before_the_directory_fsync_are_retried_through_fresh_directorie
         assert!(retry_fresh(&DeliveryError::io(op, "x", eio())), "{op}");
     }
 }
+
+/// A writer that takes at most `max` bytes a call, as a regular file does only on an error.
+struct Short {
+    out: Vec<u8>,
+    max: usize,
+}
+
+impl Write for Short {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = b.len().min(self.max);
+        self.out.extend_from_slice(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_short_write_is_finished_part_by_part() {
+    let parts: [&[u8]; 2] = [b"Return-Path: <a@x>\r\n", b"Subject: s\r\n\r\nbody\r\n"];
+    // Short in the prefix, at its end, in the message, and not short at all.
+    for max in [3, 20, 25, 1000] {
+        let mut w = Short {
+            out: Vec::new(),
+            max,
+        };
+        write_parts(&mut w, &parts).unwrap();
+        assert_eq!(w.out, [parts[0], parts[1]].concat(), "max {max}");
+    }
+}

@@ -242,6 +242,26 @@ mod tests {
     }
 
     #[test]
+    fn the_body_is_kept_byte_for_byte_or_replaced_with_crlf_line_ends() {
+        let add = || Modification::AddHeader {
+            name: "X-A".into(),
+            value: "1".into(),
+        };
+        let msg = "A: 1\r\n\r\nline\r\n\r\n.dots\r\nlast";
+        assert_eq!(
+            run(msg, vec![add()]),
+            "A: 1\r\nX-A: 1\r\n\r\nline\r\n\r\n.dots\r\nlast"
+        );
+        let replaced = run(
+            msg,
+            vec![add(), Modification::ReplaceBody(b"new\nbody\r\n".to_vec())],
+        );
+        assert_eq!(replaced, "A: 1\r\nX-A: 1\r\n\r\nnew\r\nbody\r\n");
+        // Header fields only, no empty line: the joined message gets one and an empty body.
+        assert_eq!(run("A: 1\r\n", vec![add()]), "A: 1\r\nX-A: 1\r\n\r\n");
+    }
+
+    #[test]
     fn long_values_are_folded_at_white_space_within_78_octets() {
         let words: Vec<String> = (0..60).map(|i| format!("word{i}")).collect();
         let value = words.join(" ");
