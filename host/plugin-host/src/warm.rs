@@ -1,8 +1,9 @@
 //! Where a plugin's live instance comes from and where it goes after use, by the manifest's
 //! [`InstanceMode`]: dropped (`transaction`), or returned to the plugin's pool (`pool`, and
 //! `connection`, which is the same: no connection keeps an instance between transactions,
-//! so idle connections hold none; `call` returns it after each hook call, [`crate::hook`]). An instance that failed is never returned: the caller
-//! drops it, so a trap or timeout resets the plugin's state.
+//! so idle connections hold none; `call` returns it after each hook call, [`crate::hook`]).
+//! An instance that failed is never returned: the caller drops it, so a trap or timeout
+//! resets the plugin's state.
 
 use crate::generation::LoadedPlugin;
 use crate::instance::Live;

@@ -43,6 +43,7 @@ impl Plugin for Dnsbl {
             envelope: false,
         }
     }
+
     /// `on_rcpt` runs when the manifest says `stages = ["rcpt"]` (see the module doc).
     const OPTIONAL_STAGES: &'static [Stage] = &[Stage::Rcpt];
 
