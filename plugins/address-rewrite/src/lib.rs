@@ -8,9 +8,12 @@
 //!   relay right: the operator configured it) and adds the target. It must accept rather than
 //!   continue: the host applies the modifications before its built-in recipient rule, so a
 //!   `continue` refused by that rule would still leave the target in the envelope.
-//! - `data` removes the original recipients. The host pushes the recipient being decided
-//!   *after* applying the `rcpt` modifications, so a removal at `rcpt` cannot take effect;
-//!   `data` also catches recipients another plugin accepted before this one ran.
+//! - `rcpt` also removes the recipient being decided: the host applies the modifications of
+//!   an accepted RCPT after adding its recipient, so the original is answered 250 but never
+//!   delivered.
+//! - `data` catches what `rcpt` could not see: recipients another plugin accepted before this
+//!   one ran (an `accept` ends the stage's chain), originals a plugin added, and a sender a
+//!   later `mail` plugin changed to a mapped address.
 //!
 //! Rules apply recursively (an alias of an alias resolves to the final address), so the result
 //! is never itself rewritten: every hook is idempotent, and the `data` pass can safely run over
@@ -73,8 +76,8 @@ impl Plugin for AddressRewrite {
         match self.recipient.rewrite(&rcpt.address) {
             Some(target) => {
                 log_rewrite("recipient", &rcpt.address, &target);
-                // The removal is a no-op on today's host (see the module comment) and takes
-                // effect on a host that applies it to the recipient being decided.
+                // Applied after the host adds the recipient it answers 250 for: the original
+                // is accepted (the client sees no difference) but only the target delivered.
                 accept()
                     .add_recipient(target)
                     .remove_recipient(rcpt.address.clone())
