@@ -11,7 +11,7 @@ use crate::message::{HostMessage, MessageData};
 use crate::state::{new_store, BreakerTripped, DeadlineExceeded, HostState};
 use crate::stats::Outcome;
 use corvid_types::Stage;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
@@ -50,6 +50,8 @@ pub(crate) fn arm_at(store: &mut Store<HostState>, budget: Budget, now: Instant)
     state.copied = 0;
     state.ticks_left = crate::charge::ticks_for(budget.fuel);
     state.ran_on = 0;
+    state.waits_seen = state.waits.load(Ordering::Relaxed);
+    state.yielded = false;
     store.set_epoch_deadline(1);
     // Only fails on an engine without fuel, which `engine::build_engine` never makes.
     let _ = store.set_fuel(budget.fuel);
@@ -105,6 +107,9 @@ pub(crate) struct Live {
     pub(crate) uses: u32,
     /// The fuel the last call was given.
     armed: u64,
+    /// The store's count of pending calls ([`HostState::waits`]), kept here so that a call
+    /// can hand it to [`backstop`] while the store is borrowed.
+    waits: Arc<AtomicU32>,
 }
 
 impl Live {
@@ -134,12 +139,14 @@ impl Live {
             Ok((bindings, hooks)) => {
                 p.stats.instantiated();
                 p.stats.memory(store.data().limiter.peak);
+                let waits = Arc::clone(&store.data().waits);
                 Ok(Live {
                     store,
                     bindings,
                     hooks,
                     uses: 0,
                     armed: 0,
+                    waits,
                 })
             }
             Err(e) => Err(classify(e, &store)),
@@ -192,7 +199,7 @@ impl Live {
         self.store.data_mut().facts = None;
         let result = {
             let fut = std::pin::pin!(f(&self.bindings, &mut self.store));
-            backstop(now + budget.time + GRACE, fut).await
+            backstop(now + budget.time + GRACE, &self.waits, fut).await
         };
         // A call owing more for its host calls than its fuel left fails like a guest loop,
         // whenever its epoch checks fell.
@@ -237,7 +244,7 @@ impl Live {
                 self.hooks.as_ref(),
                 call
             ));
-            backstop(deadline, fut).await
+            backstop(deadline, &self.waits, fut).await
         };
         let result =
             result.map(|r| r.and_then(|d| crate::charge::settle(&mut self.store).map(|()| d)));

@@ -6,7 +6,7 @@ use crate::limiter::{Limiter, TotalMemory};
 use crate::manifest::{Capability, Manifest};
 use crate::metrics::Metrics;
 use crate::Services;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -142,6 +142,13 @@ pub(crate) struct HostState {
     pub(crate) peak_seen: usize,
     /// Ticks the current call ran on without yielding because its memory grew.
     pub(crate) ran_on: u32,
+    /// Times a call into this store was pending (counted by [`crate::backstop`]): for an
+    /// import that waits (DNS, HTTP, a WASI sleep), or at the epoch callback's own yield.
+    pub(crate) waits: Arc<AtomicU32>,
+    /// `waits` at the last epoch check (or when the call was armed).
+    pub(crate) waits_seen: u32,
+    /// Whether the last epoch check yielded (one wait of its own).
+    pub(crate) yielded: bool,
     /// The engine, whose epoch a host call advances to have its account checked early.
     pub(crate) engine: Engine,
 }
@@ -212,6 +219,9 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         ticks_left: crate::charge::MIN_TICKS,
         peak_seen: 0,
         ran_on: 0,
+        waits: Arc::new(AtomicU32::new(0)),
+        waits_seen: 0,
+        yielded: false,
         engine: engine.clone(),
     };
     let mut store = Store::new(engine, state);
@@ -221,7 +231,14 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         if s.env.breaker_trips.load(Ordering::Relaxed) != s.trips_seen {
             return Err(wasmtime::Error::new(BreakerTripped));
         }
-        crate::charge::check(&mut ctx)?;
+        // A tick the call spent (partly) waiting in an import is not one it ran through:
+        // its future was pending since the last check for more than this callback's own
+        // yield. Waiting costs no fuel and no ticks (`wit/world.wit`).
+        let s = ctx.data_mut();
+        let waits = s.waits.load(Ordering::Relaxed);
+        let waited = waits.wrapping_sub(s.waits_seen) > u32::from(s.yielded);
+        s.waits_seen = waits;
+        crate::charge::check(&mut ctx, waited)?;
         let s = ctx.data_mut();
         if Instant::now() >= s.deadline {
             return Err(wasmtime::Error::new(DeadlineExceeded));
@@ -236,12 +253,13 @@ pub(crate) fn new_store(engine: &Engine, env: Arc<PluginEnv>, session_id: u64) -
         // cannot keep its thread for the whole of its budget.
         let grew = s.limiter.peak != s.peak_seen;
         s.peak_seen = s.limiter.peak;
-        Ok(if grew && s.ran_on < RUN_ON_TICKS {
-            s.ran_on += 1;
-            UpdateDeadline::Continue(1)
-        } else {
+        s.yielded = !(grew && s.ran_on < RUN_ON_TICKS);
+        Ok(if s.yielded {
             s.ran_on = 0;
             UpdateDeadline::Yield(1)
+        } else {
+            s.ran_on += 1;
+            UpdateDeadline::Continue(1)
         })
     });
     store

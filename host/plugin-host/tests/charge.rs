@@ -142,6 +142,32 @@ async fn a_hook_with_host_calls_within_its_budget_succeeds() {
     }
 }
 
+/// Waiting in an import costs no ticks (`wit/world.wit`): a hook that sleeps 40 times for
+/// 2 ms on the WASI monotonic clock (an import that waits, as a DNS lookup does) under a
+/// budget of 20 ticks finishes. Wasmtime does not move the epoch deadline when an import
+/// returns, so the first check after each wait used to count it as a tick of running, and
+/// this hook ended as `cpu_budget` after about 20 sleeps.
+#[tokio::test]
+async fn waiting_in_an_import_costs_no_ticks() {
+    let pairs = [("data", "sleepy"), ("sleeps", "40"), ("sleep_ms", "2")];
+    let mut m = behave("sleeper", &pairs);
+    m.capabilities
+        .extend([Capability::Config, Capability::Clock]);
+    // 20 ticks, the fewest a call gets (`charge::ticks_for`).
+    m.limits.hook_fuel = 10_000_000;
+    let (data, stats) = one_data_hook(&host(), m).await;
+    assert_eq!(
+        (data.verdict, stats.cpu_budget, stats.timeouts),
+        (Verdict::Continue, 0, 0),
+        "{stats:?}"
+    );
+    // It did wait: 40 sleeps of 2 ms each span more than 20 ticks of 1 ms.
+    assert!(
+        stats.latency_max >= std::time::Duration::from_millis(80),
+        "{stats:?}"
+    );
+}
+
 /// A hook spinning on a libcall (`memory.grow(0)`, a few fuel a turn) is stopped by the count
 /// of epoch ticks it ran through (`charge::ticks_for`: 100 for the default budget, ~100 ms of
 /// execution) as `cpu_budget`, not by the wall-time backstop: uncounted, it ran until the
