@@ -183,6 +183,12 @@ async fn a_hook_spinning_on_memory_grow_runs_out_of_its_ticks() {
         "stopped by its budget, not the backstop: {stats:?}"
     );
     eprintln!("memory.grow(0) spin stopped after {:?}", stats.latency_max);
+    // About 100 ticks of 1 ms (~120 ms here), not thousands: 1.5 s leaves room for a slow
+    // debug build and still fails if a tick were charged a twentieth of what it is.
+    assert!(
+        stats.latency_max < std::time::Duration::from_millis(1_500),
+        "{stats:?}"
+    );
     // The default failure policy (tempfail) applies: the hook did not decide.
     assert_ne!(data.verdict, Verdict::Continue, "{:?}", data.verdict);
 }
