@@ -25,6 +25,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The longest `limits.hook_time_ms` a manifest may set: ten minutes (see `reload`).
+const MAX_HOOK_TIME_MS: u64 = 600_000;
+
 /// The services host imports reach: the kv store and the DNS resolver.
 #[derive(Clone)]
 pub struct Services {
@@ -102,6 +105,13 @@ impl PluginHost {
             }
             if m.limits.memory_mb == 0 || m.limits.memory_mb > max_mb {
                 return Err(bad(format!("memory_mb must be within 1..={max_mb}")));
+            }
+            // RFC 5321 4.5.3.2.6: a client waits 10 minutes for the reply to its data; a hook
+            // allowed longer would outlive it (and a huge value overflowed the deadline).
+            if !(1..=MAX_HOOK_TIME_MS).contains(&m.limits.hook_time_ms) {
+                return Err(bad(format!(
+                    "hook_time_ms must be within 1..={MAX_HOOK_TIME_MS}"
+                )));
             }
             crate::http::HttpPolicy::from_manifest(m).map_err(bad)?;
         }

@@ -193,3 +193,23 @@ async fn a_symlinked_cache_entry_is_refused() {
     let g = host.reload(vec![behave("b", &[])]).await.expect("loads");
     assert!(g.plugins()[0].from_cache, "a regular entry is a cache hit");
 }
+
+/// A wall-time limit past RFC 5321's 10 minutes for the reply to the data (4.5.3.2.6), or 0,
+/// refuses the chain with a clear error; `u64::MAX` once overflowed the deadline (a panic).
+#[tokio::test(flavor = "multi_thread")]
+async fn hook_time_limits_outside_ten_minutes_are_refused() {
+    let host = host();
+    for ms in [0, 600_001, u64::MAX] {
+        let mut m = behave("b", &[]);
+        m.limits.hook_time_ms = ms;
+        let err = host.load(vec![m]).await.err().map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("hook_time_ms = {ms} was accepted"));
+        assert!(
+            err.contains("hook_time_ms must be within 1..=600000"),
+            "{err}"
+        );
+    }
+    let mut m = behave("b", &[]);
+    m.limits.hook_time_ms = 600_000;
+    host.load(vec![m]).await.expect("ten minutes is allowed");
+}
