@@ -168,6 +168,25 @@ async fn waiting_in_an_import_costs_no_ticks() {
     );
 }
 
+/// A small budget still gets 20 ticks (`charge::MIN_TICKS`): one of 10 million fuel would
+/// otherwise be stopped at its 10th tick, so that a hook crossing a few ticks on a loaded
+/// machine could fail. A `memory.grow(0)` spin (which fuel barely sees) shows the count: it
+/// runs through 20 ticks of at least 1 ms each before it is stopped.
+#[tokio::test]
+async fn a_small_budget_still_gets_twenty_ticks() {
+    let mut m = behave("grower", &[("data", "grow0")]);
+    m.limits.hook_fuel = 10_000_000;
+    let (_, stats) = one_data_hook(&host(), m).await;
+    assert_eq!(stats.cpu_budget, 1, "{stats:?}");
+    // Ticks count only while the hook runs, so it ran at least ~19 ms; 10 ticks would end
+    // after ~10 ms (only a preempted run could pass that way, never fail this way).
+    assert!(
+        stats.latency_max >= std::time::Duration::from_millis(15),
+        "stopped after {:?}: fewer than 20 ticks",
+        stats.latency_max
+    );
+}
+
 /// A hook spinning on a libcall (`memory.grow(0)`, a few fuel a turn) is stopped by the count
 /// of epoch ticks it ran through (`charge::ticks_for`: 100 for the default budget, ~100 ms of
 /// execution) as `cpu_budget`, not by the wall-time backstop: uncounted, it ran until the
